@@ -1,0 +1,294 @@
+//! Environment files: `deploy-config/<env>.toml`, with the public key, the sealed
+//! values and the plain settings of one deployment environment.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, SecretFailure, SecretProblem};
+use crate::key::{PublicKey, SecretKey};
+use crate::names::{check_env_name, check_secret_name};
+use crate::sealed::SealedValue;
+use crate::value::SecretValue;
+
+/// Largest environment file read, in bytes: far above any real one, small
+/// enough that a wrong path (a disk image, say) fails fast.
+const MAX_FILE_LEN: u64 = 4 * 1024 * 1024;
+
+/// One environment file, parsed; its sealed values are not opened yet.
+#[derive(Debug)]
+pub struct EnvFile {
+    path: PathBuf,
+    env: String,
+    public_key: PublicKey,
+    /// Raw TOML value of each entry under `[secrets]`, in file order by name.
+    secrets: BTreeMap<String, toml::Value>,
+    table: toml::Table,
+}
+
+impl EnvFile {
+    /// Reads and parses `path`; the environment is the file's stem.
+    pub fn load(path: &Path) -> Result<EnvFile, Error> {
+        let read = |source| Error::Read { path: path.to_owned(), source };
+        let meta = std::fs::metadata(path).map_err(read)?;
+        if meta.len() > MAX_FILE_LEN {
+            return Err(Error::Toml {
+                path: path.to_owned(),
+                message: format!("file is {} bytes; this is not an environment file", meta.len()),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read)?;
+        EnvFile::parse(path, &text)
+    }
+
+    /// Parses `text` as the content of `path` (which is not read).
+    pub fn parse(path: &Path, text: &str) -> Result<EnvFile, Error> {
+        let env = env_of(path)?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::Toml {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let public_key = match table.get("public_key") {
+            None => return Err(Error::MissingPublicKey { path: path.to_owned(), env }),
+            Some(toml::Value::String(s)) => PublicKey::from_base64(s).map_err(|source| Error::PublicKey {
+                path: path.to_owned(),
+                env: env.clone(),
+                source,
+            })?,
+            Some(_) => {
+                return Err(Error::PublicKey { path: path.to_owned(), env, source: crate::error::KeyError::Base64 });
+            }
+        };
+        let secrets = match table.get("secrets") {
+            None => BTreeMap::new(),
+            Some(toml::Value::Table(t)) => t.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Some(_) => return Err(Error::SecretsNotATable { path: path.to_owned() }),
+        };
+        Ok(EnvFile { path: path.to_owned(), env, public_key, secrets, table })
+    }
+
+    /// The file this was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The environment's name (the file's stem).
+    pub fn env(&self) -> &str {
+        &self.env
+    }
+
+    /// The environment's public key.
+    pub fn public_key(&self) -> &PublicKey {
+        &self.public_key
+    }
+
+    /// Names of the entries under `[secrets]`, sorted.
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        self.secrets.keys().map(String::as_str)
+    }
+
+    /// The whole document, for the plain settings next to the secrets.
+    pub fn table(&self) -> &toml::Table {
+        &self.table
+    }
+
+    /// Every problem that can be found without the secret key: names, shapes,
+    /// versions, base64, and values sealed to another key than this file's.
+    pub fn problems(&self) -> Vec<SecretFailure> {
+        self.secrets.iter().filter_map(|(name, raw)| self.parse_entry(name, raw).err()).collect()
+    }
+
+    /// Opens every secret with `key`, or none: any failure returns one error
+    /// listing every failing name. The key is checked against the file's public
+    /// key first, so a wrong key is never reported as tampering.
+    pub fn open_all(&self, key: &SecretKey) -> Result<Secrets, Error> {
+        if key.public_key() != &self.public_key {
+            return Err(Error::WrongKey {
+                path: self.path.clone(),
+                env: self.env.clone(),
+                expected: self.public_key.key_id(),
+                given: key.key_id(),
+            });
+        }
+        let mut values = BTreeMap::new();
+        let mut failures = Vec::new();
+        for (name, raw) in &self.secrets {
+            let opened = self
+                .parse_entry(name, raw)
+                .and_then(|sealed| sealed.open(key, &self.env, name).map_err(|e| self.failure(name, e.into())));
+            match opened {
+                Ok(value) => {
+                    values.insert(name.clone(), value);
+                }
+                Err(failure) => failures.push(failure),
+            }
+        }
+        if !failures.is_empty() {
+            // `values` is dropped here, wiping what was opened.
+            return Err(Error::Secrets { path: self.path.clone(), failures });
+        }
+        Ok(Secrets { env: self.env.clone(), values })
+    }
+
+    fn parse_entry(&self, name: &str, raw: &toml::Value) -> Result<SealedValue, SecretFailure> {
+        check_secret_name(name).map_err(|p| self.failure(name, SecretProblem::BadName(p)))?;
+        let toml::Value::String(text) = raw else {
+            return Err(self.failure(name, SecretProblem::NotAString));
+        };
+        let sealed = SealedValue::parse(text).map_err(|e| self.failure(name, SecretProblem::Open(e.into())))?;
+        if sealed.key_id() != self.public_key.key_id() {
+            let problem =
+                crate::error::OpenError::KeyIdMismatch { value: sealed.key_id(), key: self.public_key.key_id() };
+            return Err(self.failure(name, problem.into()));
+        }
+        Ok(sealed)
+    }
+
+    fn failure(&self, name: &str, problem: SecretProblem) -> SecretFailure {
+        SecretFailure { env: self.env.clone(), name: name.to_owned(), problem }
+    }
+}
+
+/// Every opened secret of one environment.
+#[derive(Debug)]
+pub struct Secrets {
+    env: String,
+    values: BTreeMap<String, SecretValue>,
+}
+
+impl Secrets {
+    /// The environment these belong to.
+    pub fn env(&self) -> &str {
+        &self.env
+    }
+
+    /// The opened value called `name`.
+    pub fn get(&self, name: &str) -> Option<&SecretValue> {
+        self.values.get(name)
+    }
+
+    /// Every `(name, value)`, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &SecretValue)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// How many secrets there are.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+/// The environment a file is for: its stem, which must be a valid name.
+pub fn env_of(path: &Path) -> Result<String, Error> {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    check_env_name(stem).map_err(|problem| Error::FileName { path: path.to_owned(), problem })?;
+    Ok(stem.to_owned())
+}
+
+/// The path of environment `env`'s file in `dir`.
+pub fn env_file_path(dir: &Path, env: &str) -> PathBuf {
+    dir.join(format!("{env}.toml"))
+}
+
+/// Every environment file in `dir`: `*.toml` except the crate's `Cargo.toml`
+/// (the library and the configuration share the `deploy-config` folder), sorted.
+pub fn env_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let read = |source| Error::Read { path: dir.to_owned(), source };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read)? {
+        let path = entry.map_err(read)?.path();
+        let is_toml = path.extension().is_some_and(|e| e == "toml");
+        if is_toml && path.file_name().is_some_and(|n| n != "Cargo.toml") && path.is_file() {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::OpenError;
+
+    fn file_with(sk: &SecretKey, env: &str, secrets: &[(&str, String)]) -> String {
+        let mut text = format!("public_key = \"{}\"\n[secrets]\n", sk.public_key().to_base64());
+        for (k, v) in secrets {
+            text.push_str(&format!("{k} = \"{v}\"\n"));
+        }
+        let _ = env;
+        text
+    }
+
+    #[test]
+    fn opens_all_or_nothing() {
+        let sk = SecretKey::generate();
+        let a = crate::seal(sk.public_key(), "prod", "a", b"one").unwrap().to_string();
+        let b = crate::seal(sk.public_key(), "prod", "b", b"two").unwrap().to_string();
+        let f = EnvFile::parse(
+            Path::new("deploy-config/prod.toml"),
+            &file_with(&sk, "prod", &[("a", a.clone()), ("b", b)]),
+        )
+        .unwrap();
+        let secrets = f.open_all(&sk).unwrap();
+        assert_eq!(secrets.get("a").unwrap().expose_bytes(), b"one");
+        assert_eq!(secrets.len(), 2);
+
+        // Swap the names: both fail, and nothing is returned.
+        let b_as_a = crate::seal(sk.public_key(), "prod", "b", b"two").unwrap().to_string();
+        let f = EnvFile::parse(Path::new("prod.toml"), &file_with(&sk, "prod", &[("a", b_as_a), ("b", a)])).unwrap();
+        let err = f.open_all(&sk).unwrap_err();
+        let Error::Secrets { failures, .. } = &err else { panic!("{err}") };
+        assert_eq!(failures.len(), 2);
+        assert!(matches!(failures[0].problem, SecretProblem::Open(OpenError::Context { .. })));
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "prod.toml: 2 secrets cannot be opened:\n  secrets.a sealed for environment `prod` as `b`"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn wrong_key_names_both_key_ids() {
+        let sk = SecretKey::generate();
+        let other = SecretKey::generate();
+        let f = EnvFile::parse(Path::new("prod.toml"), &file_with(&sk, "prod", &[])).unwrap();
+        let err = f.open_all(&other).unwrap_err().to_string();
+        assert!(err.contains(&sk.key_id().to_string()) && err.contains(&other.key_id().to_string()), "{err}");
+    }
+
+    #[test]
+    fn problems_without_a_key() {
+        let sk = SecretKey::generate();
+        let other = SecretKey::generate();
+        let foreign = crate::seal(other.public_key(), "prod", "x", b"1").unwrap().to_string();
+        let text =
+            file_with(&sk, "prod", &[("plain", "hunter2".into()), ("x", foreign), ("Bad", "sealed:v1:x".into())]);
+        let f = EnvFile::parse(Path::new("prod.toml"), &text).unwrap();
+        let problems: Vec<String> = f.problems().iter().map(ToString::to_string).collect();
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        assert!(problems[0].starts_with("secrets.Bad is not a valid secret name"));
+        assert!(problems[1].starts_with("secrets.plain is not a sealed value"));
+        assert!(problems[2].starts_with(&format!("secrets.x was sealed to key {}", other.key_id())));
+        // The plaintext is never echoed back.
+        assert!(!problems.concat().contains("hunter2"));
+    }
+
+    #[test]
+    fn file_level_errors() {
+        let p = Path::new("prod.toml");
+        assert!(matches!(EnvFile::parse(p, "public_key = "), Err(Error::Toml { .. })));
+        assert!(matches!(EnvFile::parse(p, "[secrets]\n"), Err(Error::MissingPublicKey { .. })));
+        assert!(matches!(EnvFile::parse(p, "public_key = \"AAAA\""), Err(Error::PublicKey { .. })));
+        assert!(matches!(EnvFile::parse(Path::new("Prod.toml"), ""), Err(Error::FileName { .. })));
+        let sk = SecretKey::generate();
+        let text = format!("public_key = \"{}\"\nsecrets = 3\n", sk.public_key().to_base64());
+        assert!(matches!(EnvFile::parse(p, &text), Err(Error::SecretsNotATable { .. })));
+    }
+}

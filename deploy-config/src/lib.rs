@@ -1,0 +1,49 @@
+//! Seal and open boxcar's per-environment secrets.
+//!
+//! A deployment environment (`production`, `staging`, …) has one X25519 key
+//! pair. Its public key and its sealed values live in `deploy-config/<env>.toml`,
+//! safe to publish; its secret key lives outside the repository and reaches the
+//! running program as `SECRET_KEY` or `SECRET_KEY_FILE`.
+//!
+//! Values are libsodium anonymous sealed boxes (`crypto_box_seal`) of a framed
+//! plaintext that names the format version, the environment and the secret, so
+//! a value copied to another environment or name is refused. `docs/FORMAT.md`
+//! specifies the format.
+//!
+//! The `seal` feature adds sealing, key generation and file editing; the app
+//! does not enable it, so the shipped binary can open values but not make them.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let intake = deploy_config::take_from_env()?.ok_or("set SECRET_KEY_FILE")?;
+//! let file = deploy_config::EnvFile::load("deploy-config/production.toml".as_ref())?;
+//! let secrets = file.open_all(&intake.key)?;
+//! let token = secrets.get("telegram_token").ok_or("no telegram_token")?;
+//! # let _ = token; Ok(()) }
+//! ```
+
+mod error;
+mod file;
+mod intake;
+mod key;
+mod names;
+mod sealed;
+mod value;
+
+#[cfg(feature = "seal")]
+mod edit;
+
+pub use error::{Error, IntakeError, KeyError, OpenError, ParseError, SecretFailure, SecretProblem};
+pub use file::{EnvFile, Secrets, env_file_path, env_files, env_of};
+pub use intake::{Intake, KeySource, SECRET_KEY, SECRET_KEY_FILE, proc_environ_contains, read_key_file, take_from_env};
+pub use key::{KEY_LEN, KeyId, PublicKey, SecretKey};
+pub use names::{MAX_ENV_LEN, MAX_NAME_LEN, check_env_name, check_secret_name};
+pub use sealed::{MAX_VALUE_LEN, PREFIX, SealedValue, VERSION};
+pub use value::SecretValue;
+
+#[cfg(feature = "seal")]
+pub use edit::{EnvDocument, write_atomic, write_new_atomic};
+#[cfg(feature = "seal")]
+pub use error::SealError;
+#[cfg(feature = "seal")]
+pub use sealed::seal;

@@ -1,0 +1,1 @@
+//! End-to-end suite (grows with the image and deploy issues).
