@@ -126,7 +126,7 @@ impl std::fmt::Display for SecretFailure {
         write!(f, "secrets.{} {}", self.name, self.problem)?;
         // Context errors already carry their fix.
         if !matches!(self.problem, SecretProblem::Open(OpenError::Context { .. }) | SecretProblem::BadName(_)) {
-            write!(f, "; seal it again with `cargo xtask encrypt-secret --env {} {}`", self.env, self.name)?;
+            write!(f, "; seal it with `cargo xtask encrypt-secret --env {} {}`", self.env, self.name)?;
         }
         Ok(())
     }

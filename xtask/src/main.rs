@@ -1,1 +1,79 @@
-fn main() {}
+//! `cargo xtask`: boxcar's project commands (keys, sealed secrets, the test suite).
+//!
+//! One module per command, each with an `Args` and a `run`. `main` parses the
+//! command line, takes the secret key out of the environment before anything
+//! else can copy it, moves to the project root and dispatches.
+
+mod check;
+mod encrypt_secret;
+mod keygen;
+mod keys;
+mod rotate_key;
+mod test;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// boxcar: ship a Rust service with its credentials sealed in git.
+///
+/// Each deployment environment has a key pair. Its public key and sealed
+/// values live in deploy-config/<env>.toml (safe to commit); its secret key
+/// lives outside the repository and is handed to the running app as
+/// SECRET_KEY_FILE (or SECRET_KEY).
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Keygen(keygen::Args),
+    EncryptSecret(encrypt_secret::Args),
+    Check(check::Args),
+    Verify(verify::Args),
+    RotateKey(rotate_key::Args),
+    Test(test::Args),
+}
+
+fn main() -> ExitCode {
+    // First, while the process has one thread: take SECRET_KEY/SECRET_KEY_FILE
+    // out of the environment so no child process (cargo, git, python) inherits it.
+    let env_key = deploy_config::take_from_env();
+    let cli = Cli::parse();
+    match run(cli, env_key) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli, env_key: keys::EnvKey) -> anyhow::Result<()> {
+    let root = project_root();
+    let sh = xshell::Shell::new()?;
+    sh.change_dir(&root);
+    let mut ctx = keys::Context { root, env_key };
+    match cli.command {
+        Command::Keygen(args) => keygen::run(&ctx, args),
+        Command::EncryptSecret(args) => encrypt_secret::run(&ctx, args),
+        Command::Check(args) => check::run(&sh, &ctx, args),
+        Command::Verify(args) => verify::run(&mut ctx, args),
+        Command::RotateKey(args) => rotate_key::run(&mut ctx, args),
+        Command::Test(args) => test::run(&sh, &ctx, args),
+    }
+}
+
+/// The workspace root. `BOXCAR_PROJECT_ROOT` points the commands at another
+/// checkout; the CLI tests use it to work in a scratch repository.
+fn project_root() -> PathBuf {
+    match std::env::var_os("BOXCAR_PROJECT_ROOT") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned(),
+    }
+}

@@ -1,0 +1,113 @@
+//! `cargo xtask encrypt-secret`: seal one value read from stdin into an environment file.
+
+use std::io::{IsTerminal as _, Read as _};
+
+use anyhow::{Context as _, bail};
+use deploy_config::EnvDocument;
+use zeroize::Zeroizing;
+
+use crate::keys::Context;
+
+/// Seal a secret value into deploy-config/<ENV>.toml.
+///
+/// The value is read from stdin, never from the command line (argv shows in
+/// `ps` and shell history): `printf %s "$TOKEN" | cargo xtask encrypt-secret
+/// --env production telegram_token`. On a terminal it prompts twice without
+/// echo. Newline policy: exactly one trailing "\n" (or "\r\n") is removed,
+/// because `echo` and editors add one; other whitespace is kept.
+/// Only the line `NAME = "sealed:…"` under [secrets] changes; every other byte
+/// of the file stays as it was.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Deployment environment whose public key seals the value.
+    #[arg(long, value_name = "ENV")]
+    env: String,
+    /// Secret name (a-z, 0-9, `_`; starts with a letter), the key under [secrets].
+    name: String,
+    /// Keep a trailing newline in the value instead of removing one.
+    #[arg(long)]
+    keep_trailing_newline: bool,
+}
+
+pub(crate) fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
+    deploy_config::check_secret_name(&args.name).map_err(|p| anyhow::anyhow!("secret name `{}` {p}", args.name))?;
+    let file = ctx.load_env(&args.env)?;
+    let key = file.public_key();
+
+    let value = if std::io::stdin().is_terminal() {
+        prompt(&args.env, &args.name, &key.key_id().to_string())?
+    } else {
+        let mut buf = Zeroizing::new(Vec::new());
+        std::io::stdin().lock().read_to_end(&mut buf).context("reading the value from stdin")?;
+        if !args.keep_trailing_newline {
+            strip_one_newline(&mut buf);
+        }
+        buf
+    };
+    if value.is_empty() {
+        bail!(
+            "the value is empty: nothing to seal\n\
+             hint: pipe the value in, e.g. `printf %s \"$VALUE\" | cargo xtask encrypt-secret --env {} {}`",
+            args.env,
+            args.name
+        );
+    }
+    if value.first().is_some_and(u8::is_ascii_whitespace) || value.last().is_some_and(u8::is_ascii_whitespace) {
+        eprintln!("warning: the value starts or ends with whitespace; it is sealed exactly as given");
+    }
+
+    let sealed = deploy_config::seal(key, &args.env, &args.name, &value)?;
+    let mut doc = EnvDocument::load_or_new(file.path())?;
+    let replaced = doc.set_secret(&args.name, &sealed)?;
+    doc.write().with_context(|| format!("writing {}", ctx.show(file.path())))?;
+    println!(
+        "{} secrets.{} in {} ({} bytes, sealed to key {})",
+        if replaced { "replaced" } else { "added" },
+        args.name,
+        ctx.show(file.path()),
+        value.len(),
+        key.key_id()
+    );
+    Ok(())
+}
+
+/// Removes one trailing `\n` or `\r\n`.
+fn strip_one_newline(buf: &mut Vec<u8>) {
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    }
+}
+
+fn prompt(env: &str, name: &str, key_id: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    eprintln!("sealing secrets.{name} for environment `{env}` (key id {key_id}); input is not echoed");
+    let first = Zeroizing::new(rpassword::prompt_password(format!("{name}: ")).context("reading the value")?);
+    let second = Zeroizing::new(rpassword::prompt_password(format!("{name} (again): ")).context("reading the value")?);
+    if first != second {
+        bail!("the two entries differ; nothing was written");
+    }
+    Ok(Zeroizing::new(first.as_bytes().to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_one_newline;
+
+    #[test]
+    fn newline_policy() {
+        for (input, out) in [
+            (&b"abc\n"[..], &b"abc"[..]),
+            (b"abc\r\n", b"abc"),
+            (b"abc\n\n", b"abc\n"),
+            (b"abc", b"abc"),
+            (b"abc \n", b"abc "),
+            (b"\n", b""),
+        ] {
+            let mut v = input.to_vec();
+            strip_one_newline(&mut v);
+            assert_eq!(v, out);
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! `cargo xtask keygen`: a new key pair for one deployment environment.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use deploy_config::{EnvDocument, SecretKey};
+
+use crate::keys::{self, Context};
+
+/// Create a key pair for a deployment environment.
+///
+/// The public key goes into deploy-config/<ENV>.toml (created if missing;
+/// comments and order of an existing file are kept). The secret key is written
+/// base64-encoded, mode 0600, outside the work tree: by default to
+/// $BOXCAR_KEY_DIR, $XDG_CONFIG_HOME/boxcar/keys or ~/.config/boxcar/keys, as
+/// <ENV>-<KEY ID>.key. The secret key is never printed.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Deployment environment (a-z, 0-9, `_`, `-`; starts with a letter).
+    #[arg(long, value_name = "ENV")]
+    env: String,
+    /// Where to write the secret key (must be outside the work tree).
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+    /// Replace an existing public key. Values sealed to the old key can no
+    /// longer be opened; `rotate-key` keeps them instead.
+    #[arg(long)]
+    force: bool,
+}
+
+pub(crate) fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
+    deploy_config::check_env_name(&args.env).map_err(|p| anyhow::anyhow!("environment name `{}` {p}", args.env))?;
+    let path = ctx.env_path(&args.env);
+    let mut doc = EnvDocument::load_or_new(&path)?;
+    let stale = doc.secret_names();
+    if let Some(existing) = doc.public_key_text() {
+        let id = deploy_config::PublicKey::from_base64(existing)
+            .map(|k| k.key_id().to_string())
+            .unwrap_or_else(|_| "unreadable".to_owned());
+        if !args.force {
+            bail!(
+                "{} already has a public key (key id {id}); replacing it would make its {} sealed value(s) unreadable\n\
+                 hint: to change keys and keep the secrets, run `cargo xtask rotate-key --env {}`; to start over, pass --force",
+                ctx.show(&path),
+                stale.len(),
+                args.env
+            );
+        }
+    }
+
+    let key = SecretKey::generate();
+    let id = key.key_id();
+    let out = match args.out {
+        Some(out) => out,
+        None => keys::default_key_path(&args.env, id)?,
+    };
+    keys::ensure_outside_work_tree(&ctx.root, &out)?;
+    keys::write_key_file(&out, &key)?;
+
+    doc.set_public_key(key.public_key());
+    if let Err(err) = doc.write() {
+        // Leave nothing behind: a key file without its public key is useless.
+        let _ = std::fs::remove_file(&out);
+        return Err(err).with_context(|| format!("writing {}", ctx.show(&path)));
+    }
+
+    let verb = if doc.exists() { "updated" } else { "created" };
+    println!("generated a key pair for environment `{}`", args.env);
+    println!("  key id      {id}");
+    println!("  public key  {} ({verb}, `public_key`)", ctx.show(&path));
+    println!("  secret key  {} (mode 0600)", out.display());
+    if args.force && !stale.is_empty() {
+        eprintln!(
+            "warning: {} value(s) in {} were sealed to the old key and cannot be opened with the new one: {}; \
+             seal them again with `cargo xtask encrypt-secret --env {} NAME`",
+            stale.len(),
+            ctx.show(&path),
+            stale.join(", "),
+            args.env
+        );
+    }
+    println!("Keep the secret key out of git. The app reads it from SECRET_KEY_FILE (or SECRET_KEY).");
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! `cargo xtask rotate-key`: a new key pair for an environment, with every secret sealed again.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use deploy_config::{EnvDocument, EnvFile, SecretKey};
+
+use crate::keys::{self, Context};
+
+/// Replace an environment's key pair and re-seal every secret to the new key.
+///
+/// Opens every secret with the current key, makes a new pair, seals each value
+/// again, opens the result with the new key to check it, and only then writes
+/// the new key file and replaces deploy-config/<ENV>.toml (both by atomic
+/// rename). If anything fails, the file and the old key stay as they were.
+/// The old key file is kept: deployments still running need it until they are
+/// redeployed with the new key.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Deployment environment to rotate.
+    #[arg(long, value_name = "ENV")]
+    env: String,
+    /// File holding the current secret key.
+    #[arg(long, value_name = "PATH")]
+    key_file: Option<PathBuf>,
+    /// Where to write the new secret key (outside the work tree).
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+}
+
+pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
+    let file = ctx.load_env(&args.env)?;
+    let old_key = ctx.secret_key(&file, args.key_file.as_deref())?;
+    let secrets = file.open_all(&old_key).context("opening the current secrets (nothing was changed)")?;
+
+    let new_key = SecretKey::generate();
+    let mut doc = EnvDocument::load_or_new(file.path())?;
+    doc.set_public_key(new_key.public_key());
+    for (name, value) in secrets.iter() {
+        let sealed = deploy_config::seal(new_key.public_key(), file.env(), name, value.expose_bytes())?;
+        doc.set_secret(name, &sealed)?;
+    }
+    let text = doc.render();
+
+    // Check the result before anything touches the disk.
+    let reopened = EnvFile::parse(file.path(), &text)?
+        .open_all(&new_key)
+        .context("the re-sealed file does not open with the new key (nothing was changed)")?;
+    let same = reopened.len() == secrets.len()
+        && secrets.iter().all(|(n, v)| reopened.get(n).is_some_and(|r| r.expose_bytes() == v.expose_bytes()));
+    if !same {
+        bail!("the re-sealed values differ from the originals (nothing was changed)");
+    }
+
+    let out = match args.out {
+        Some(out) => out,
+        None => keys::default_key_path(file.env(), new_key.key_id())?,
+    };
+    keys::ensure_outside_work_tree(&ctx.root, &out)?;
+    keys::write_key_file(&out, &new_key)?;
+    if let Err(err) = deploy_config::write_atomic(file.path(), text.as_bytes(), None) {
+        let _ = std::fs::remove_file(&out);
+        return Err(err).with_context(|| format!("writing {} (nothing was changed)", ctx.show(file.path())));
+    }
+
+    println!("rotated environment `{}`: {} secret(s) sealed again", file.env(), secrets.len());
+    println!("  old key id  {}", old_key.key_id());
+    println!("  new key id  {}", new_key.key_id());
+    println!("  new secret key  {} (mode 0600)", out.display());
+    println!("Commit {}, redeploy with the new key, then delete the old key file.", ctx.show(file.path()));
+    Ok(())
+}

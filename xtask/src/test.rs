@@ -1,0 +1,113 @@
+//! `cargo xtask test`: every check CI runs, in one command, with a summary.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use xshell::{Shell, cmd};
+
+use crate::keys::Context;
+
+/// PyNaCl version the interoperability tests and the benchmark run against.
+const PYNACL: &str = "pynacl==1.5.0";
+
+/// Run the whole test suite: formatting, clippy, unit and integration tests
+/// (with PyNaCl interoperability), and a short fuzz run.
+///
+/// Sets up what the tests need first: a Python virtualenv with PyNaCl in
+/// target/venv, and cargo-fuzz. Every step runs even if an earlier one
+/// failed; the summary at the end says which failed.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Seconds to fuzz each fuzz target for (0 skips fuzzing).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    fuzz_seconds: u64,
+}
+
+struct Step {
+    name: &'static str,
+    took: Duration,
+    result: anyhow::Result<()>,
+}
+
+pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
+    let mut steps = Vec::new();
+    let mut step = |name: &'static str, f: &mut dyn FnMut() -> anyhow::Result<()>| {
+        eprintln!("\n==> {name}");
+        let start = Instant::now();
+        let result = f();
+        if let Err(err) = &result {
+            eprintln!("--> {name} failed: {err:#}");
+        }
+        steps.push(Step { name, took: start.elapsed(), result });
+    };
+
+    step("rustfmt", &mut || Ok(cmd!(sh, "cargo fmt --all --check").run()?));
+    step("clippy", &mut || Ok(cmd!(sh, "cargo clippy --workspace --all-targets --locked -- -D warnings").run()?));
+    let mut python = None;
+    step("python venv with PyNaCl", &mut || {
+        python = Some(ensure_venv(sh, &ctx.root)?);
+        Ok(())
+    });
+    step("cargo test", &mut || {
+        let _env = python.as_ref().map(|p| sh.push_env("BOXCAR_PYTHON", p));
+        Ok(cmd!(sh, "cargo test --workspace --locked --no-fail-fast").run()?)
+    });
+    if args.fuzz_seconds > 0 {
+        step("fuzz parse_open", &mut || fuzz(sh, &ctx.root, "parse_open", args.fuzz_seconds));
+    }
+
+    eprintln!("\nsummary");
+    let mut failed = 0;
+    for s in &steps {
+        let status = if s.result.is_ok() { "ok" } else { "FAILED" };
+        eprintln!("  {:<26} {:<6} {:>6.1}s", s.name, status, s.took.as_secs_f64());
+        failed += usize::from(s.result.is_err());
+    }
+    if failed > 0 {
+        bail!("{failed} of {} step(s) failed", steps.len());
+    }
+    eprintln!("all {} steps passed", steps.len());
+    Ok(())
+}
+
+/// Makes target/venv with PyNaCl, once; returns its interpreter.
+fn ensure_venv(sh: &Shell, root: &Path) -> anyhow::Result<PathBuf> {
+    let venv = root.join("target/venv");
+    let python = venv.join("bin/python");
+    if python.exists() && cmd!(sh, "{python} -c 'import nacl'").quiet().ignore_stderr().run().is_ok() {
+        eprintln!("target/venv already has PyNaCl");
+        return Ok(python);
+    }
+    cmd!(sh, "python3 -m venv {venv}").run().context("creating target/venv (is python3-venv installed?)")?;
+    // Behind a TLS-inspecting proxy, pip must trust the host's bundle.
+    let cert: Vec<String> = match std::env::var("SSL_CERT_FILE") {
+        Ok(path) if Path::new(&path).exists() => vec!["--cert".into(), path],
+        _ => Vec::new(),
+    };
+    cmd!(sh, "{python} -m pip install --quiet --disable-pip-version-check {cert...} {PYNACL}").run()?;
+    Ok(python)
+}
+
+/// Runs one cargo-fuzz target for `seconds`, installing cargo-fuzz if needed.
+/// libFuzzer needs nightly-only flags: use the nightly toolchain when there is
+/// one, else let the pinned stable compiler accept them (RUSTC_BOOTSTRAP).
+fn fuzz(sh: &Shell, root: &Path, target: &str, seconds: u64) -> anyhow::Result<()> {
+    if cmd!(sh, "cargo fuzz --version").quiet().ignore_stderr().ignore_stdout().run().is_err() {
+        eprintln!("installing cargo-fuzz (once)");
+        cmd!(sh, "cargo install cargo-fuzz --locked").run()?;
+    }
+    let _dir = sh.push_dir(root.join("deploy-config"));
+    let seeds = format!("fuzz/seeds/{target}");
+    let corpus = format!("fuzz/corpus/{target}");
+    std::fs::create_dir_all(root.join("deploy-config").join(&corpus))?;
+    let max_time = format!("-max_total_time={seconds}");
+    let has_nightly = cmd!(sh, "rustup toolchain list").quiet().read().is_ok_and(|l| l.contains("nightly"));
+    if has_nightly {
+        cmd!(sh, "cargo +nightly fuzz run {target} {corpus} {seeds} -- {max_time}").run()?;
+    } else {
+        let _boot = sh.push_env("RUSTC_BOOTSTRAP", "1");
+        cmd!(sh, "cargo fuzz run {target} {corpus} {seeds} -- {max_time}").run()?;
+    }
+    Ok(())
+}
