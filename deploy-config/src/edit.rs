@@ -28,9 +28,10 @@ impl EnvDocument {
         let env = crate::file::env_of(path)?;
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                let doc = text
-                    .parse::<DocumentMut>()
-                    .map_err(|e| Error::Toml { path: path.to_owned(), message: e.to_string().trim_end().to_owned() })?;
+                let doc = text.parse::<DocumentMut>().map_err(|e| Error::Toml {
+                    path: path.to_owned(),
+                    message: crate::file::toml_message(&text, e.message(), e.span()),
+                })?;
                 Ok(EnvDocument { path: path.to_owned(), env, doc, exists: true })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

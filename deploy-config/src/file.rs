@@ -182,6 +182,18 @@ impl Secrets {
     }
 }
 
+/// A parser error as one line: `line L, column C: message`. The parser's own
+/// rendering quotes the source over several lines; problems are reported one
+/// per line.
+pub(crate) fn toml_message(text: &str, message: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let message = message.trim_end().replace('\n', "; ");
+    let Some(span) = span else { return message };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("line {line}, column {column}: {message}")
+}
+
 /// The environment a file is for: its stem, which must be a valid name.
 pub fn env_of(path: &Path) -> Result<String, Error> {
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();

@@ -51,7 +51,7 @@ pub(crate) fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let key = SecretKey::generate();
     let id = key.key_id();
     let out = match args.out {
-        Some(out) => out,
+        Some(out) => ctx.user_path(&out),
         None => keys::default_key_path(&args.env, id)?,
     };
     keys::ensure_outside_work_tree(&ctx.root, &out)?;

@@ -12,14 +12,23 @@ pub(crate) type EnvKey = Result<Option<Intake>, IntakeError>;
 /// What every command gets.
 #[derive(Debug)]
 pub(crate) struct Context {
+    /// The project root, which is also the process's working directory, so
+    /// paths in messages read `deploy-config/production.toml`.
     pub(crate) root: PathBuf,
+    /// Where the user ran the command: relative paths they give resolve here.
+    pub(crate) invoked_from: PathBuf,
     pub(crate) env_key: EnvKey,
 }
 
 impl Context {
     /// `deploy-config/` in the project.
     pub(crate) fn config_dir(&self) -> PathBuf {
-        self.root.join("deploy-config")
+        PathBuf::from("deploy-config")
+    }
+
+    /// A path the user gave, made absolute against where they ran the command.
+    pub(crate) fn user_path(&self, path: &Path) -> PathBuf {
+        self.invoked_from.join(path)
     }
 
     /// `deploy-config/<env>.toml`.
@@ -51,7 +60,7 @@ impl Context {
             (Some(_), Some(env)) => {
                 bail!("both --key-file and {} are set; give the key one way only", env_var_name(&env))
             }
-            (Some(path), None) => deploy_config::read_key_file(path, "--key-file")?,
+            (Some(path), None) => deploy_config::read_key_file(&self.user_path(path), "--key-file")?,
             (None, Some(env)) => env,
             (None, None) => {
                 let path = default_key_path(file.env(), file.public_key().key_id())?;
@@ -106,11 +115,11 @@ pub(crate) fn default_key_path(env: &str, id: KeyId) -> anyhow::Result<PathBuf> 
     Ok(key_dir()?.join(format!("{env}-{id}.key")))
 }
 
-/// Refuses a key path inside the project's work tree, where `git add -A`
+/// Refuses a key path (absolute, or relative to `root`) inside the project's work tree, where `git add -A`
 /// would pick it up.
 pub(crate) fn ensure_outside_work_tree(root: &Path, path: &Path) -> anyhow::Result<()> {
     let root = root.canonicalize().with_context(|| format!("resolving {}", root.display()))?;
-    let absolute = if path.is_absolute() { path.to_owned() } else { std::env::current_dir()?.join(path) };
+    let absolute = root.join(path);
     // Normalise `..` lexically, then resolve symlinks in the nearest ancestor
     // that exists (the file and its folders may not exist yet), so neither
     // `..` nor a symlink can sneak a path inside.

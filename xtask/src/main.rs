@@ -56,9 +56,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli, env_key: keys::EnvKey) -> anyhow::Result<()> {
     let root = project_root();
+    let invoked_from = std::env::current_dir()?;
+    std::env::set_current_dir(&root)
+        .map_err(|e| anyhow::anyhow!("cannot enter the project root {}: {e}", root.display()))?;
     let sh = xshell::Shell::new()?;
-    sh.change_dir(&root);
-    let mut ctx = keys::Context { root, env_key };
+    let mut ctx = keys::Context { root, invoked_from, env_key };
     match cli.command {
         Command::Keygen(args) => keygen::run(&ctx, args),
         Command::EncryptSecret(args) => encrypt_secret::run(&ctx, args),

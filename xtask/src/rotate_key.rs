@@ -53,7 +53,7 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     }
 
     let out = match args.out {
-        Some(out) => out,
+        Some(out) => ctx.user_path(&out),
         None => keys::default_key_path(file.env(), new_key.key_id())?,
     };
     keys::ensure_outside_work_tree(&ctx.root, &out)?;
