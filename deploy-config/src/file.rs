@@ -45,7 +45,7 @@ impl EnvFile {
         let env = env_of(path)?;
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::Toml {
             path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+            message: toml_message(text, e.message(), e.span()),
         })?;
         let public_key = match table.get("public_key") {
             None => return Err(Error::MissingPublicKey { path: path.to_owned(), env }),

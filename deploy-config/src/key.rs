@@ -92,6 +92,7 @@ impl PublicKey {
         self.inner.as_bytes()
     }
 
+    #[cfg(feature = "seal")]
     pub(crate) fn inner(&self) -> &crypto_box::PublicKey {
         &self.inner
     }

@@ -44,6 +44,9 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
 
     step("rustfmt", &mut || Ok(cmd!(sh, "cargo fmt --all --check").run()?));
     step("clippy", &mut || Ok(cmd!(sh, "cargo clippy --workspace --all-targets --locked -- -D warnings").run()?));
+    // Built alone, the app gets deploy-config without the `seal` feature, as in
+    // the image; in the workspace build, xtask's features are unified into it.
+    step("app alone, without sealing", &mut || Ok(cmd!(sh, "cargo check -p app --locked").run()?));
     let mut python = None;
     step("python venv with PyNaCl", &mut || {
         python = Some(ensure_venv(sh, &ctx.root)?);
