@@ -62,7 +62,7 @@ pub enum OpenError {
     #[error(transparent)]
     Parse(#[from] ParseError),
     /// The value names another key than the one given.
-    #[error("was sealed to key {value}, not to this environment's key {key}")]
+    #[error("was sealed to key {value}, not to key {key}")]
     KeyIdMismatch {
         /// Key id written in the value.
         value: KeyId,

@@ -15,7 +15,9 @@ use crate::value::SecretValue;
 const MAX_FILE_LEN: u64 = 4 * 1024 * 1024;
 
 /// One environment file, parsed; its sealed values are not opened yet.
-#[derive(Debug)]
+///
+/// `Debug` shows the path, environment, key id and secret names only: a
+/// `[secrets]` entry may hold a plaintext someone pasted by mistake.
 pub struct EnvFile {
     path: PathBuf,
     env: String,
@@ -23,6 +25,17 @@ pub struct EnvFile {
     /// Raw TOML value of each entry under `[secrets]`, in file order by name.
     secrets: BTreeMap<String, toml::Value>,
     table: toml::Table,
+}
+
+impl std::fmt::Debug for EnvFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvFile")
+            .field("path", &self.path)
+            .field("env", &self.env)
+            .field("key_id", &self.public_key.key_id())
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl EnvFile {
@@ -94,7 +107,7 @@ impl EnvFile {
     /// Every problem that can be found without the secret key: names, shapes,
     /// versions, base64, and values sealed to another key than this file's.
     pub fn problems(&self) -> Vec<SecretFailure> {
-        self.secrets.iter().filter_map(|(name, raw)| self.parse_entry(name, raw).err()).collect()
+        self.secrets.iter().filter_map(|(name, raw)| self.parse_entry(name, raw).err().map(|f| *f)).collect()
     }
 
     /// Opens every secret with `key`, or none: any failure returns one error
@@ -119,7 +132,7 @@ impl EnvFile {
                 Ok(value) => {
                     values.insert(name.clone(), value);
                 }
-                Err(failure) => failures.push(failure),
+                Err(failure) => failures.push(*failure),
             }
         }
         if !failures.is_empty() {
@@ -129,7 +142,8 @@ impl EnvFile {
         Ok(Secrets { env: self.env.clone(), values })
     }
 
-    fn parse_entry(&self, name: &str, raw: &toml::Value) -> Result<SealedValue, SecretFailure> {
+    // Failures are boxed on this private path to keep the `Ok` path small.
+    fn parse_entry(&self, name: &str, raw: &toml::Value) -> Result<SealedValue, Box<SecretFailure>> {
         check_secret_name(name).map_err(|p| self.failure(name, SecretProblem::BadName(p)))?;
         let toml::Value::String(text) = raw else {
             return Err(self.failure(name, SecretProblem::NotAString));
@@ -143,8 +157,8 @@ impl EnvFile {
         Ok(sealed)
     }
 
-    fn failure(&self, name: &str, problem: SecretProblem) -> SecretFailure {
-        SecretFailure { env: self.env.clone(), name: name.to_owned(), problem }
+    fn failure(&self, name: &str, problem: SecretProblem) -> Box<SecretFailure> {
+        Box::new(SecretFailure { env: self.env.clone(), name: name.to_owned(), problem })
     }
 }
 

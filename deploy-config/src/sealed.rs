@@ -43,14 +43,19 @@ impl SealedValue {
         let Some(rest) = text.strip_prefix(PREFIX) else {
             return Err(ParseError::NotSealed);
         };
+        // The version is checked before the shape, so a future version with
+        // another layout is reported as a version this build does not know.
         let mut parts = rest.splitn(3, ':');
         let version = parts.next().unwrap_or_default();
-        let (Some(key_id), Some(body)) = (parts.next(), parts.next()) else {
+        if rest.is_empty() {
             return Err(ParseError::Shape);
-        };
+        }
         if version != "v1" {
             return Err(ParseError::UnknownVersion { found: version.chars().take(16).collect() });
         }
+        let (Some(key_id), Some(body)) = (parts.next(), parts.next()) else {
+            return Err(ParseError::Shape);
+        };
         let key_id = KeyId::parse(key_id).ok_or(ParseError::KeyId)?;
         let sealed = B64.decode(body).map_err(|_| ParseError::Base64)?;
         // The shortest frame is version, two lengths and one byte of each name.

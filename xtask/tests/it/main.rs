@@ -1,6 +1,9 @@
 //! CLI tests of the secret commands: each runs the real `xtask` binary in a
 //! scratch git repository with its own key folder.
 
+// Helpers outside `#[test]` functions too: a panic is the failure report we want.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod secrets;
 
 use std::io::Write as _;
@@ -97,8 +100,17 @@ impl Repo {
 
     pub(crate) fn run_cmd(&self, mut cmd: Command, stdin: &[u8]) -> Run {
         let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        // Written from a thread, so a child that fills its output pipes first
+        // cannot deadlock us; a child that exits without reading (bad
+        // arguments) gives a broken pipe, which is fine.
+        let mut pipe = child.stdin.take().unwrap();
+        let input = stdin.to_vec();
+        let writer = std::thread::spawn(move || match pipe.write_all(&input) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("writing stdin: {e}"),
+            _ => {}
+        });
         let Output { status, stdout, stderr } = child.wait_with_output().unwrap();
+        writer.join().unwrap();
         Run {
             code: status.code().unwrap_or(-1),
             stdout: String::from_utf8(stdout).unwrap(),

@@ -284,7 +284,7 @@ fn rotate_key_failure_changes_nothing() {
     let text = repo.read("deploy-config/production.toml");
     // Flip one base64 character of the sealed value.
     let at = text.rfind('"').unwrap() - 5;
-    let mut tampered = text.clone().into_bytes();
+    let mut tampered = text.into_bytes();
     tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
     let tampered = String::from_utf8(tampered).unwrap();
     std::fs::write(repo.env_file("production"), &tampered).unwrap();
