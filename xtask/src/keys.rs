@@ -9,6 +9,19 @@ use deploy_config::{EnvFile, Intake, IntakeError, KeyId, SecretKey};
 /// What `main` took out of the environment before anything else ran.
 pub(crate) type EnvKey = Result<Option<Intake>, IntakeError>;
 
+/// The environment to open and where its secret key is, for commands that
+/// open values.
+#[derive(Debug, clap::Args)]
+pub(crate) struct OpenArgs {
+    /// Deployment environment.
+    #[arg(long, value_name = "ENV")]
+    pub(crate) env: String,
+    /// File holding the environment's current secret key (default: SECRET_KEY_FILE,
+    /// SECRET_KEY, then the key folder's file for the environment's key id).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) key_file: Option<PathBuf>,
+}
+
 /// What every command gets.
 #[derive(Debug)]
 pub(crate) struct Context {
@@ -81,6 +94,15 @@ impl Context {
         }
         eprintln!("using the secret key from {}", intake.source);
         Ok(intake.key)
+    }
+}
+
+impl Context {
+    /// Loads the environment file and its secret key, as `args` say.
+    pub(crate) fn open(&mut self, args: &OpenArgs) -> anyhow::Result<(EnvFile, SecretKey)> {
+        let file = self.load_env(&args.env)?;
+        let key = self.secret_key(&file, args.key_file.as_deref())?;
+        Ok((file, key))
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use deploy_config::{EnvDocument, EnvFile, SecretKey};
 
-use crate::keys::{self, Context};
+use crate::keys::{self, Context, OpenArgs};
 
 /// Replace an environment's key pair and re-seal every secret to the new key.
 ///
@@ -17,20 +17,15 @@ use crate::keys::{self, Context};
 /// redeployed with the new key.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Deployment environment to rotate.
-    #[arg(long, value_name = "ENV")]
-    env: String,
-    /// File holding the current secret key.
-    #[arg(long, value_name = "PATH")]
-    key_file: Option<PathBuf>,
+    #[command(flatten)]
+    open: OpenArgs,
     /// Where to write the new secret key (outside the work tree).
     #[arg(long, value_name = "PATH")]
     out: Option<PathBuf>,
 }
 
 pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
-    let file = ctx.load_env(&args.env)?;
-    let old_key = ctx.secret_key(&file, args.key_file.as_deref())?;
+    let (file, old_key) = ctx.open(&args.open)?;
     let secrets = file.open_all(&old_key).context("opening the current secrets (nothing was changed)")?;
 
     let new_key = SecretKey::generate();

@@ -1,11 +1,10 @@
 //! `cargo xtask verify`: open every secret of an environment with its key, printing lengths only.
 
 use std::io::{IsTerminal as _, Write as _};
-use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 
-use crate::keys::Context;
+use crate::keys::{Context, OpenArgs};
 
 /// Open every secret of an environment, as the app will at startup.
 ///
@@ -14,12 +13,8 @@ use crate::keys::Context;
 /// environment's key id. Exits non-zero if anything fails to open.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Deployment environment to verify.
-    #[arg(long, value_name = "ENV")]
-    env: String,
-    /// File holding the environment's secret key.
-    #[arg(long, value_name = "PATH")]
-    key_file: Option<PathBuf>,
+    #[command(flatten)]
+    open: OpenArgs,
     /// Print the plaintext of one secret to stdout, for debugging. It will be
     /// in your terminal's scrollback and in anything stdout is piped to.
     #[arg(long, value_name = "NAME")]
@@ -27,8 +22,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
-    let file = ctx.load_env(&args.env)?;
-    let key = ctx.secret_key(&file, args.key_file.as_deref())?;
+    let (file, key) = ctx.open(&args.open)?;
     let secrets = file.open_all(&key)?;
 
     let width = secrets.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
