@@ -1,0 +1,358 @@
+//! The app's settings: the plain TOML next to the sealed values in
+//! `deploy-config/<env>.toml`, checked against the opened secrets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use deploy_config::{EnvFile, Secrets};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+/// The official Bot API.
+pub(crate) const DEFAULT_API_BASE: &str = "https://api.telegram.org";
+
+/// `[app]` as written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppSection {
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+    #[serde(default = "default_api_base")]
+    api_base: String,
+    /// Base URL Telegram reaches this app at, for webhook bots.
+    #[serde(default)]
+    public_url: Option<String>,
+    #[serde(default)]
+    log_format: LogFormat,
+    #[serde(default)]
+    unauthorized: Unauthorized,
+    /// Long-poll timeout in seconds (Telegram holds getUpdates this long).
+    #[serde(default = "default_poll_timeout")]
+    poll_timeout: u64,
+    /// Telegram's published limits: about 30 messages a second per bot, and
+    /// one a second per chat. Raise them only against a stand-in.
+    #[serde(default = "default_per_bot_rate")]
+    messages_per_second: u32,
+    #[serde(default = "default_per_chat_rate")]
+    messages_per_chat_per_second: u32,
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:8080".to_owned()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/data")
+}
+fn default_api_base() -> String {
+    DEFAULT_API_BASE.to_owned()
+}
+fn default_poll_timeout() -> u64 {
+    30
+}
+fn default_per_bot_rate() -> u32 {
+    30
+}
+fn default_per_chat_rate() -> u32 {
+    1
+}
+
+/// `[[bots]]` as written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BotSection {
+    name: String,
+    /// Name of the secret (under `[secrets]`) holding the bot token.
+    token_secret: String,
+    #[serde(default)]
+    mode: Mode,
+    /// Webhook mode: name of the secret holding the `secret_token` Telegram
+    /// sends back in `X-Telegram-Bot-Api-Secret-Token`.
+    #[serde(default)]
+    webhook_secret: Option<String>,
+    /// Telegram user ids allowed to talk to the bot; empty allows everyone.
+    #[serde(default)]
+    allowed_users: Vec<i64>,
+    /// User ids that may set the mood.
+    #[serde(default)]
+    admins: Vec<i64>,
+}
+
+/// How a bot receives updates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Mode {
+    /// `getUpdates` long polling.
+    #[default]
+    Polling,
+    /// Telegram POSTs to `/telegram/{bot}`.
+    Webhook,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// JSON when stdout is not a terminal, text when it is.
+    #[default]
+    Auto,
+    Json,
+    Text,
+}
+
+/// What to do with messages from users outside a bot's allow-list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Unauthorized {
+    /// Reply politely that the bot is private.
+    #[default]
+    Refuse,
+    /// Say nothing.
+    Ignore,
+}
+
+/// A bot token. Never printed: `Debug` shows the bot id only (the part
+/// before `:`, which Telegram treats as public).
+pub(crate) struct Token(Zeroizing<String>);
+
+impl Token {
+    pub(crate) fn new(token: String) -> Token {
+        Token(Zeroizing::new(token))
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let id = self.0.split(':').next().unwrap_or_default();
+        write!(f, "Token({id}:<redacted>)")
+    }
+}
+
+/// One bot, with its credentials opened.
+#[derive(Debug)]
+pub(crate) struct BotConfig {
+    pub(crate) name: String,
+    pub(crate) token: Token,
+    pub(crate) mode: Mode,
+    pub(crate) webhook_secret: Option<Token>,
+    pub(crate) allowed_users: BTreeSet<i64>,
+    pub(crate) admins: BTreeSet<i64>,
+}
+
+/// Everything the app runs with.
+#[derive(Debug)]
+pub(crate) struct Config {
+    pub(crate) env: String,
+    pub(crate) listen: SocketAddr,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) api_base: reqwest::Url,
+    pub(crate) public_url: Option<reqwest::Url>,
+    pub(crate) log_format: LogFormat,
+    pub(crate) unauthorized: Unauthorized,
+    pub(crate) poll_timeout: u64,
+    pub(crate) messages_per_second: u32,
+    pub(crate) messages_per_chat_per_second: u32,
+    pub(crate) bots: Vec<BotConfig>,
+}
+
+/// Environment variables that override `[app]`, so one image runs anywhere.
+pub(crate) struct Overrides {
+    pub(crate) listen: Option<String>,
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) api_base: Option<String>,
+}
+
+impl Overrides {
+    pub(crate) fn from_env() -> Overrides {
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        Overrides {
+            listen: var("APP_LISTEN"),
+            data_dir: var("APP_DATA_DIR").map(PathBuf::from),
+            api_base: var("APP_API_BASE"),
+        }
+    }
+}
+
+/// Reads `[app]` and `[[bots]]` from `file` and takes each bot's credentials
+/// from `secrets`. Returns every problem found, one line each.
+pub(crate) fn load(file: &EnvFile, secrets: &Secrets, overrides: Overrides) -> Result<Config, Vec<String>> {
+    let path = file.path().display().to_string();
+    let mut problems = Vec::new();
+    let table = file.table();
+
+    let app: AppSection = match table.get("app").cloned() {
+        None => toml::from_str("").expect("defaults parse"),
+        Some(value) => match value.try_into() {
+            Ok(app) => app,
+            Err(e) => return Err(vec![format!("{path}: [app]: {}", one_line(&e))]),
+        },
+    };
+    let bots: Vec<BotSection> = match table.get("bots").cloned() {
+        None => Vec::new(),
+        Some(value) => match value.try_into() {
+            Ok(bots) => bots,
+            Err(e) => return Err(vec![format!("{path}: [[bots]]: {}", one_line(&e))]),
+        },
+    };
+    if bots.is_empty() {
+        problems.push(format!("{path}: no [[bots]] configured; add one with `name` and `token_secret`"));
+    }
+
+    let listen_text = overrides.listen.unwrap_or(app.listen);
+    let listen = listen_text
+        .parse::<SocketAddr>()
+        .map_err(|_| format!("{path}: app.listen (or APP_LISTEN) `{listen_text}` is not an address like 0.0.0.0:8080"));
+    let api_text = overrides.api_base.unwrap_or(app.api_base);
+    let api_base = parse_base_url(&api_text).map_err(|why| format!("{path}: app.api_base (or APP_API_BASE) {why}"));
+    let public_url = app
+        .public_url
+        .filter(|u| !u.is_empty())
+        .map(|u| parse_base_url(&u).map_err(|why| format!("{path}: app.public_url {why}")))
+        .transpose();
+    if app.poll_timeout < 1 || app.poll_timeout > 50 {
+        problems.push(format!("{path}: app.poll_timeout is {}; use 25 to 50 seconds", app.poll_timeout));
+    }
+    if app.messages_per_second == 0 || app.messages_per_chat_per_second == 0 {
+        problems.push(format!("{path}: app.messages_per_second and messages_per_chat_per_second must be at least 1"));
+    }
+
+    let mut names = BTreeMap::new();
+    let mut configs = Vec::new();
+    for (i, bot) in bots.into_iter().enumerate() {
+        let at = format!("{path}: bots[{i}]");
+        if let Err(p) = deploy_config::check_secret_name(&bot.name) {
+            problems.push(format!("{at}.name `{}` {p}", bot.name));
+        }
+        if names.insert(bot.name.clone(), i).is_some() {
+            problems.push(format!("{at}.name `{}` is used by another bot; names must be unique", bot.name));
+        }
+        let secret = |field: &str, name: &str, problems: &mut Vec<String>| -> Option<Token> {
+            match secrets.get(name) {
+                None => {
+                    problems.push(format!(
+                        "{at}.{field}: no secret `{name}` in [secrets]; seal it with \
+                         `cargo xtask encrypt-secret --env {} {name}`",
+                        file.env()
+                    ));
+                    None
+                }
+                Some(value) => match value.expose_str() {
+                    Some(text) if !text.is_empty() => Some(Token::new(text.to_owned())),
+                    _ => {
+                        problems.push(format!("{at}.{field}: secret `{name}` is empty or not UTF-8 text"));
+                        None
+                    }
+                },
+            }
+        };
+        let token = secret("token_secret", &bot.token_secret, &mut problems);
+        if let Some(t) = &token
+            && !looks_like_token(t.expose())
+        {
+            problems.push(format!(
+                "{at}.token_secret: secret `{}` does not look like a bot token (`<digits>:<letters>`)",
+                bot.token_secret
+            ));
+        }
+        let webhook_secret = match (&bot.mode, &bot.webhook_secret) {
+            (Mode::Webhook, None) => {
+                problems.push(format!(
+                    "{at}: mode = \"webhook\" needs `webhook_secret`, the name of a sealed secret token"
+                ));
+                None
+            }
+            (_, Some(name)) => {
+                let value = secret("webhook_secret", name, &mut problems);
+                if let Some(v) = &value
+                    && !valid_secret_token(v.expose())
+                {
+                    problems.push(format!(
+                        "{at}.webhook_secret: secret `{name}` must be 1 to 256 characters of A-Z a-z 0-9 _ - \
+                             (Telegram's rule for secret_token)"
+                    ));
+                }
+                value
+            }
+            (Mode::Polling, None) => None,
+        };
+        if let Some(token) = token {
+            configs.push(BotConfig {
+                name: bot.name,
+                token,
+                mode: bot.mode,
+                webhook_secret,
+                allowed_users: bot.allowed_users.into_iter().collect(),
+                admins: bot.admins.into_iter().collect(),
+            });
+        }
+    }
+
+    let (listen, api_base, public_url) = match (listen, api_base, public_url) {
+        (Ok(l), Ok(a), Ok(p)) => (l, a, p),
+        (l, a, p) => {
+            problems.extend([l.err(), a.err(), p.err()].into_iter().flatten());
+            return Err(problems);
+        }
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Config {
+        env: file.env().to_owned(),
+        listen,
+        data_dir: overrides.data_dir.unwrap_or(app.data_dir),
+        api_base,
+        public_url,
+        log_format: app.log_format,
+        unauthorized: app.unauthorized,
+        poll_timeout: app.poll_timeout,
+        messages_per_second: app.messages_per_second,
+        messages_per_chat_per_second: app.messages_per_chat_per_second,
+        bots: configs,
+    })
+}
+
+fn parse_base_url(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("`{text}` must be an http or https URL"));
+    }
+    Ok(url)
+}
+
+fn one_line(e: &toml::de::Error) -> String {
+    e.message().trim_end().replace('\n', "; ")
+}
+
+fn looks_like_token(s: &str) -> bool {
+    let Some((id, rest)) = s.split_once(':') else { return false };
+    !id.is_empty()
+        && id.bytes().all(|b| b.is_ascii_digit())
+        && !rest.is_empty()
+        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+}
+
+fn valid_secret_token(s: &str) -> bool {
+    (1..=256).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_debug_hides_the_secret_part() {
+        let t = Token::new("123456:ABCdef-secret".to_owned());
+        assert_eq!(format!("{t:?}"), "Token(123456:<redacted>)");
+        assert!(looks_like_token("123456:ABCdef-secret"));
+        assert!(!looks_like_token("hunter2"));
+        assert!(valid_secret_token("abc_DEF-1"));
+        assert!(!valid_secret_token("a b"));
+    }
+}

@@ -1,0 +1,332 @@
+//! SQLite storage: handled updates with each bot's offset, the outbox of
+//! replies, the mood and the bored entries. WAL mode, versioned migrations.
+//!
+//! The one rule that makes restarts safe: an update is recorded as handled,
+//! its effects applied, its replies queued and the bot's offset advanced in
+//! one transaction. A `kill -9` before the commit leaves the update unconfirmed
+//! (Telegram sends it again and it is handled then); after it, the update is
+//! never handled again, and its queued replies are sent by whoever runs next.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension as _, Transaction, params};
+
+/// Schema changes, applied in order; `PRAGMA user_version` counts how many ran.
+/// Append only: never edit one that has shipped.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    "CREATE TABLE bot_state (
+         bot TEXT PRIMARY KEY,
+         next_offset INTEGER NOT NULL DEFAULT 0,
+         mode TEXT NOT NULL DEFAULT 'polling'
+     );
+     CREATE TABLE handled_update (
+         bot TEXT NOT NULL,
+         update_id INTEGER NOT NULL,
+         handled_at INTEGER NOT NULL,
+         PRIMARY KEY (bot, update_id)
+     ) WITHOUT ROWID;
+     CREATE TABLE outbox (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         bot TEXT NOT NULL,
+         chat_id INTEGER NOT NULL,
+         text TEXT NOT NULL,
+         reply_to INTEGER,
+         created_at INTEGER NOT NULL
+     );
+     CREATE INDEX outbox_by_bot ON outbox (bot, id);
+     CREATE TABLE bored (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         bot TEXT NOT NULL,
+         user_id INTEGER NOT NULL,
+         user_name TEXT NOT NULL,
+         chat_id INTEGER NOT NULL,
+         at INTEGER NOT NULL
+     );
+     CREATE TABLE mood (
+         id INTEGER PRIMARY KEY CHECK (id = 1),
+         text TEXT NOT NULL,
+         set_by TEXT NOT NULL,
+         at INTEGER NOT NULL
+     );",
+];
+
+/// A reply waiting to be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Outgoing {
+    pub(crate) id: i64,
+    pub(crate) chat_id: i64,
+    pub(crate) text: String,
+    pub(crate) reply_to: Option<i64>,
+}
+
+/// A reply a handler wants sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reply {
+    pub(crate) chat_id: i64,
+    pub(crate) text: String,
+    pub(crate) reply_to: Option<i64>,
+}
+
+/// The current mood.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Mood {
+    pub(crate) text: String,
+    pub(crate) set_by: String,
+    pub(crate) at: i64,
+}
+
+/// One "I'm bored".
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Bored {
+    pub(crate) bot: String,
+    pub(crate) user_name: String,
+    pub(crate) at: i64,
+}
+
+/// The database. Calls block: run them on `spawn_blocking`.
+#[derive(Debug)]
+pub(crate) struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (creating if needed) `<dir>/app.sqlite3` and migrates it.
+    pub(crate) fn open(dir: &Path) -> anyhow::Result<Store> {
+        use anyhow::Context as _;
+        let path = dir.join("app.sqlite3");
+        let conn = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        Store::init(conn).with_context(|| format!("preparing {}", path.display()))
+    }
+
+    /// An in-memory database, for tests.
+    #[cfg(test)]
+    pub(crate) fn memory() -> Store {
+        Store::init(Connection::open_in_memory().unwrap()).unwrap()
+    }
+
+    fn init(conn: Connection) -> anyhow::Result<Store> {
+        // WAL: readers (the dashboard) never block the writer. synchronous =
+        // NORMAL keeps every committed transaction across a process crash
+        // (kill -9); only a power loss can drop the last few.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let store = Store { conn: Mutex::new(conn) };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&self) -> anyhow::Result<()> {
+        let mut conn = self.lock();
+        let done: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if done > MIGRATIONS.len() {
+            anyhow::bail!(
+                "the database has schema version {done}, newer than this build knows ({}); run a newer app",
+                MIGRATIONS.len()
+            );
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (an open
+        // transaction rolls back on drop), so a poisoned lock is safe to use.
+        self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The offset to ask getUpdates for next.
+    pub(crate) fn next_offset(&self, bot: &str) -> rusqlite::Result<i64> {
+        self.lock()
+            .query_row("SELECT next_offset FROM bot_state WHERE bot = ?1", [bot], |r| r.get(0))
+            .optional()
+            .map(Option::unwrap_or_default)
+    }
+
+    /// The mode a bot last ran in (to know when it goes back to polling).
+    pub(crate) fn last_mode(&self, bot: &str) -> rusqlite::Result<Option<String>> {
+        self.lock().query_row("SELECT mode FROM bot_state WHERE bot = ?1", [bot], |r| r.get(0)).optional()
+    }
+
+    /// Records the mode a bot runs in now.
+    pub(crate) fn set_mode(&self, bot: &str, mode: &str) -> rusqlite::Result<()> {
+        self.lock().execute(
+            "INSERT INTO bot_state (bot, mode) VALUES (?1, ?2) ON CONFLICT (bot) DO UPDATE SET mode = ?2",
+            params![bot, mode],
+        )?;
+        Ok(())
+    }
+
+    /// Handles a batch of updates in one transaction: skips any already
+    /// handled, runs `handle` on the others (it may read and write through the
+    /// transaction), queues their replies and, when `advance_offset`, moves the
+    /// bot's offset past the last one. Returns the queued replies and how many
+    /// updates were new.
+    pub(crate) fn handle_batch<U>(
+        &self,
+        bot: &str,
+        updates: &[U],
+        update_id: impl Fn(&U) -> i64,
+        advance_offset: bool,
+        now: i64,
+        mut handle: impl FnMut(&Transaction<'_>, &U) -> rusqlite::Result<Vec<Reply>>,
+    ) -> rusqlite::Result<(Vec<Outgoing>, usize)> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut queued = Vec::new();
+        let mut new = 0;
+        for update in updates {
+            let id = update_id(update);
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO handled_update (bot, update_id, handled_at) VALUES (?1, ?2, ?3)",
+                params![bot, id, now],
+            )?;
+            if inserted == 0 {
+                continue;
+            }
+            new += 1;
+            for reply in handle(&tx, update)? {
+                tx.execute(
+                    "INSERT INTO outbox (bot, chat_id, text, reply_to, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![bot, reply.chat_id, reply.text, reply.reply_to, now],
+                )?;
+                queued.push(Outgoing {
+                    id: tx.last_insert_rowid(),
+                    chat_id: reply.chat_id,
+                    text: reply.text,
+                    reply_to: reply.reply_to,
+                });
+            }
+        }
+        if advance_offset && let Some(last) = updates.iter().map(&update_id).max() {
+            tx.execute(
+                "INSERT INTO bot_state (bot, next_offset) VALUES (?1, ?2)
+                     ON CONFLICT (bot) DO UPDATE SET next_offset = max(next_offset, ?2)",
+                params![bot, last + 1],
+            )?;
+        }
+        tx.commit()?;
+        Ok((queued, new))
+    }
+
+    /// Replies not yet sent, oldest first.
+    pub(crate) fn pending(&self, bot: &str) -> rusqlite::Result<Vec<Outgoing>> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare_cached("SELECT id, chat_id, text, reply_to FROM outbox WHERE bot = ?1 ORDER BY id")?;
+        stmt.query_map([bot], |r| {
+            Ok(Outgoing { id: r.get(0)?, chat_id: r.get(1)?, text: r.get(2)?, reply_to: r.get(3)? })
+        })?
+        .collect()
+    }
+
+    /// Forgets a reply once Telegram has it (or refused it for good).
+    pub(crate) fn done(&self, id: i64) -> rusqlite::Result<()> {
+        self.lock().execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// Forgets handled update ids older than `before` (Telegram keeps updates
+    /// about 24 hours, so older ids can never come back).
+    pub(crate) fn prune(&self, before: i64) -> rusqlite::Result<usize> {
+        self.lock().execute("DELETE FROM handled_update WHERE handled_at < ?1", [before])
+    }
+
+    /// The current mood.
+    pub(crate) fn mood(&self) -> rusqlite::Result<Option<Mood>> {
+        mood(&self.lock())
+    }
+
+    /// The most recent bored entries, newest first.
+    pub(crate) fn recent_bored(&self, limit: usize) -> rusqlite::Result<Vec<Bored>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached("SELECT bot, user_name, at FROM bored ORDER BY id DESC LIMIT ?1")?;
+        stmt.query_map([limit as i64], |r| Ok(Bored { bot: r.get(0)?, user_name: r.get(1)?, at: r.get(2)? }))?.collect()
+    }
+}
+
+/// The current mood, inside a transaction or not.
+pub(crate) fn mood(conn: &Connection) -> rusqlite::Result<Option<Mood>> {
+    conn.query_row("SELECT text, set_by, at FROM mood WHERE id = 1", [], |r| {
+        Ok(Mood { text: r.get(0)?, set_by: r.get(1)?, at: r.get(2)? })
+    })
+    .optional()
+}
+
+/// Sets the mood.
+pub(crate) fn set_mood(conn: &Connection, text: &str, set_by: &str, at: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO mood (id, text, set_by, at) VALUES (1, ?1, ?2, ?3)
+         ON CONFLICT (id) DO UPDATE SET text = ?1, set_by = ?2, at = ?3",
+        params![text, set_by, at],
+    )?;
+    Ok(())
+}
+
+/// Records an "I'm bored" and returns how many there were since `since`.
+pub(crate) fn add_bored(
+    conn: &Connection,
+    bot: &str,
+    user_id: i64,
+    user_name: &str,
+    chat_id: i64,
+    at: i64,
+    since: i64,
+) -> rusqlite::Result<i64> {
+    conn.execute(
+        "INSERT INTO bored (bot, user_id, user_name, chat_id, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![bot, user_id, user_name, chat_id, at],
+    )?;
+    conn.query_row("SELECT count(*) FROM bored WHERE at >= ?1", [since], |r| r.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_handled_once_and_advance_the_offset() {
+        let store = Store::memory();
+        let reply =
+            |_: &Transaction<'_>, id: &i64| Ok(vec![Reply { chat_id: 7, text: format!("re {id}"), reply_to: None }]);
+        let (out, new) = store.handle_batch("b", &[10, 11], |u| *u, true, 0, reply).unwrap();
+        assert_eq!((out.len(), new), (2, 2));
+        assert_eq!(store.next_offset("b").unwrap(), 12);
+        // Telegram sends 11 again (its confirmation was lost), and 12.
+        let (out, new) = store.handle_batch("b", &[11, 12], |u| *u, true, 0, reply).unwrap();
+        assert_eq!((out.len(), new), (1, 1));
+        assert_eq!(out[0].text, "re 12");
+        assert_eq!(store.pending("b").unwrap().len(), 3);
+        store.done(out[0].id).unwrap();
+        assert_eq!(store.pending("b").unwrap().len(), 2);
+        assert_eq!(store.next_offset("other").unwrap(), 0);
+    }
+
+    #[test]
+    fn a_failed_handler_changes_nothing() {
+        let store = Store::memory();
+        let fail = |_: &Transaction<'_>, _: &i64| Err(rusqlite::Error::InvalidQuery);
+        assert!(store.handle_batch("b", &[1], |u| *u, true, 0, fail).is_err());
+        assert_eq!(store.next_offset("b").unwrap(), 0);
+        assert!(store.pending("b").unwrap().is_empty());
+    }
+
+    #[test]
+    fn migrations_are_idempotent_and_refuse_newer_schemas() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let store = Store::open(dir.path()).unwrap();
+        store.lock().pragma_update(None, "user_version", 99).unwrap();
+        drop(store);
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("schema version 99"), "{err:#}");
+    }
+}

@@ -1,0 +1,1 @@
+//! App end-to-end tests against the Bot API stand-in.
