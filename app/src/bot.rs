@@ -321,19 +321,35 @@ pub(crate) async fn send_loop(
 
     let store = Arc::clone(&bot.shared.store);
     let name = bot.name.clone();
-    if let Ok(Ok(pending)) = tokio::task::spawn_blocking(move || store.pending(&name)).await {
-        if !pending.is_empty() {
-            tracing::info!(bot = %bot.name, count = pending.len(), "sending replies queued before the restart");
+    let loaded = tokio::task::spawn_blocking(move || {
+        Ok::<_, rusqlite::Error>((store.drop_uncertain(&name)?, store.pending(&name)?))
+    })
+    .await;
+    match loaded {
+        Ok(Ok((uncertain, pending))) => {
+            if uncertain > 0 {
+                tracing::warn!(
+                    bot = %bot.name,
+                    uncertain,
+                    "replies were on the wire when the last run stopped; not sending them again, to never answer twice"
+                );
+            }
+            if !pending.is_empty() {
+                tracing::info!(bot = %bot.name, count = pending.len(), "sending replies queued before the restart");
+            }
+            for out in pending {
+                loaded_up_to = loaded_up_to.max(out.id);
+                queues.entry(out.chat_id).or_default().push_back(out);
+            }
         }
-        for out in pending {
-            loaded_up_to = loaded_up_to.max(out.id);
-            queues.entry(out.chat_id).or_default().push_back(out);
-        }
+        Ok(Err(e)) => tracing::error!(bot = %bot.name, error = %e, "cannot read the outbox"),
+        Err(e) => tracing::error!(bot = %bot.name, error = %e, "cannot read the outbox"),
     }
 
     loop {
         let now = Instant::now();
         let mut wake = Duration::from_secs(3600);
+        let mut batch = Vec::new();
         let ready: Vec<i64> = queues
             .iter()
             .filter(|(chat, q)| !q.is_empty() && !in_flight.contains(chat))
@@ -356,6 +372,23 @@ pub(crate) async fn send_loop(
             }
             let Some(out) = queues.get(&chat).and_then(|q| q.front()).cloned() else { continue };
             in_flight.insert(chat);
+            batch.push(out);
+        }
+        if !batch.is_empty() {
+            let store = Arc::clone(&bot.shared.store);
+            let ids: Vec<i64> = batch.iter().map(|o| o.id).collect();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.mark_attempted(&ids, unix_now())).await {
+                // Sending without the mark could answer twice after a crash: wait and retry.
+                tracing::error!(bot = %bot.name, error = %e, "cannot mark replies as attempted; retrying shortly");
+                for out in &batch {
+                    in_flight.remove(&out.chat_id);
+                }
+                batch.clear();
+                wake = wake.min(Duration::from_secs(1));
+            }
+        }
+        for out in batch {
+            let chat = out.chat_id;
             let bot = Arc::clone(&bot);
             tasks.spawn(async move {
                 let mut body = json!({ "chat_id": out.chat_id, "text": out.text });

@@ -6,6 +6,12 @@
 //! one transaction. A `kill -9` before the commit leaves the update unconfirmed
 //! (Telegram sends it again and it is handled then); after it, the update is
 //! never handled again, and its queued replies are sent by whoever runs next.
+//!
+//! Replies are marked as attempted (committed) before they go on the wire. A
+//! reply found marked at startup was on the wire when the process died: it
+//! may or may not have arrived, and Telegram offers no way to ask or to send
+//! idempotently, so it is dropped (and counted in the log) rather than risk
+//! answering twice.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -33,7 +39,8 @@ const MIGRATIONS: &[&str] = &[
          chat_id INTEGER NOT NULL,
          text TEXT NOT NULL,
          reply_to INTEGER,
-         created_at INTEGER NOT NULL
+         created_at INTEGER NOT NULL,
+         attempted_at INTEGER
      );
      CREATE INDEX outbox_by_bot ON outbox (bot, id);
      CREATE TABLE bored (
@@ -217,11 +224,31 @@ impl Store {
         Ok((queued, new))
     }
 
-    /// Replies not yet sent, oldest first.
+    /// At startup: forgets replies a previous run had on the wire when it
+    /// died (see the module docs). Returns how many.
+    pub(crate) fn drop_uncertain(&self, bot: &str) -> rusqlite::Result<usize> {
+        self.lock().execute("DELETE FROM outbox WHERE bot = ?1 AND attempted_at IS NOT NULL", [bot])
+    }
+
+    /// Marks replies as about to go on the wire.
+    pub(crate) fn mark_attempted(&self, ids: &[i64], now: i64) -> rusqlite::Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("UPDATE outbox SET attempted_at = ?2 WHERE id = ?1")?;
+            for id in ids {
+                stmt.execute(params![id, now])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// Replies not yet attempted, oldest first.
     pub(crate) fn pending(&self, bot: &str) -> rusqlite::Result<Vec<Outgoing>> {
         let conn = self.lock();
-        let mut stmt =
-            conn.prepare_cached("SELECT id, chat_id, text, reply_to FROM outbox WHERE bot = ?1 ORDER BY id")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, chat_id, text, reply_to FROM outbox WHERE bot = ?1 AND attempted_at IS NULL ORDER BY id",
+        )?;
         stmt.query_map([bot], |r| {
             Ok(Outgoing { id: r.get(0)?, chat_id: r.get(1)?, text: r.get(2)?, reply_to: r.get(3)? })
         })?
@@ -308,6 +335,12 @@ mod tests {
         store.done(out[0].id).unwrap();
         assert_eq!(store.pending("b").unwrap().len(), 2);
         assert_eq!(store.next_offset("other").unwrap(), 0);
+        // One reply goes on the wire, then the process dies: it is not sent again.
+        let first = store.pending("b").unwrap()[0].id;
+        store.mark_attempted(&[first], 0).unwrap();
+        assert_eq!(store.pending("b").unwrap().len(), 1);
+        assert_eq!(store.drop_uncertain("b").unwrap(), 1);
+        assert_eq!(store.drop_uncertain("b").unwrap(), 0);
     }
 
     #[test]

@@ -1,0 +1,147 @@
+//! Fail-closed startup: each refusal names the problem, exits with its own
+//! code, and starts nothing (no port, no Bot API call).
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use tests::standin::StandIn;
+
+use crate::{BotSpec, TestEnv};
+
+const TOKEN: &str = "1111:startup-token-AAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+struct Refusal {
+    code: i32,
+    stderr: String,
+    stdout: String,
+}
+
+/// Runs the app expecting it to refuse to start; checks nothing listened.
+fn refuse(mut cmd: std::process::Command) -> Refusal {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    cmd.env("APP_LISTEN", format!("127.0.0.1:{port}"));
+    let out = cmd.output().unwrap();
+    let r = Refusal {
+        code: out.status.code().unwrap_or(-1),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+    };
+    assert!(!r.stdout.contains("listening"), "it listened:\n{}", r.stdout);
+    assert!(!r.stderr.contains(TOKEN) && !r.stdout.contains(TOKEN), "the token was printed");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "something listens on the app's port");
+    r
+}
+
+fn env(standin: &StandIn) -> TestEnv {
+    standin.add_bot(TOKEN, "startup_bot");
+    TestEnv::new(&standin.base_url(), &[BotSpec { name: "one", token: TOKEN, extra: "" }], "", &[])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_good_environment_starts() {
+    let standin = StandIn::start().await.unwrap();
+    let env = env(&standin);
+    let app = env.start();
+    let health = crate::http().get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    app.assert_no_secrets();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_name_the_problem_and_start_nothing() {
+    let standin = StandIn::start().await.unwrap();
+    let env = env(&standin);
+
+    // No key.
+    let mut cmd = env.command();
+    cmd.env_remove("SECRET_KEY_FILE");
+    let r = refuse(cmd);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(r.stderr, "error: no secret key: set SECRET_KEY_FILE (preferred) or SECRET_KEY\n");
+
+    // Both ways at once.
+    let mut cmd = env.command();
+    cmd.env("SECRET_KEY", &*env.key.to_base64());
+    let r = refuse(cmd);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("both SECRET_KEY and SECRET_KEY_FILE are set"), "{}", r.stderr);
+
+    // A key of no environment.
+    let other = TestEnv::new(&standin.base_url(), &[], "", &[]);
+    let mut cmd = env.command();
+    cmd.env("SECRET_KEY_FILE", &other.key_file);
+    let r = refuse(cmd);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "no environment in {} uses key id {}",
+            env.config.path().display(),
+            other.key.key_id()
+        )),
+        "{}",
+        r.stderr
+    );
+
+    // The wrong key for the environment named.
+    let mut cmd = env.command();
+    cmd.env("SECRET_KEY_FILE", &other.key_file).env("DEPLOY_ENV", "test");
+    let r = refuse(cmd);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "has key id {}, but environment `test` uses key id {}",
+            other.key.key_id(),
+            env.key.key_id()
+        )),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(standin.calls(TOKEN, "getMe"), 0, "a bot started");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tampered_missing_and_misconfigured() {
+    let standin = StandIn::start().await.unwrap();
+    let env = env(&standin);
+    let original = std::fs::read_to_string(env.env_file()).unwrap();
+
+    // Tampered: one base64 character of the sealed token changed.
+    let line = original.lines().find(|l| l.starts_with("one_token = ")).unwrap();
+    let at = line.len() - 6;
+    let mut bad_line = line.to_owned();
+    let c = if &line[at..=at] == "A" { "B" } else { "A" };
+    bad_line.replace_range(at..=at, c);
+    std::fs::write(env.env_file(), original.replace(line, &bad_line)).unwrap();
+    let r = refuse(env.command());
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stderr.contains("secrets.one_token fails authentication"), "{}", r.stderr);
+
+    // Missing: the bot names a secret that is not there.
+    std::fs::write(env.env_file(), original.replace("token_secret = \"one_token\"", "token_secret = \"nope\""))
+        .unwrap();
+    let r = refuse(env.command());
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("bots[0].token_secret: no secret `nope` in [secrets]; seal it with `cargo xtask encrypt-secret --env test nope`"), "{}", r.stderr);
+
+    // Bad settings: every problem, one line each.
+    let bad = original.replace("[app]\n", "[app]\nlisten = \"nowhere\"\npublic_url = \"ftp://x\"\n");
+    std::fs::write(env.env_file(), bad).unwrap();
+    let r = refuse(env.command());
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    // APP_LISTEN overrides app.listen: only public_url is wrong here.
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("app.public_url `ftp://x` must be an http or https URL"), "{}", r.stderr);
+
+    let unknown = original.replace("[app]\n", "[app]\nlisen = \"x\"\n");
+    std::fs::write(env.env_file(), unknown).unwrap();
+    let r = refuse(env.command());
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("[app]: unknown field `lisen`"), "{}", r.stderr);
+
+    std::fs::write(env.env_file(), &original).unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(standin.calls(TOKEN, "getMe"), 0, "a bot started");
+}
