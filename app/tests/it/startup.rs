@@ -145,3 +145,54 @@ async fn tampered_missing_and_misconfigured() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(standin.calls(TOKEN, "getMe"), 0, "a bot started");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_environments_with_one_key_are_ambiguous() {
+    let standin = StandIn::start().await.unwrap();
+    let env = env(&standin);
+    std::fs::copy(env.env_file(), env.config.path().join("copy.toml")).unwrap();
+    let r = refuse(env.command());
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("environments copy, test all use key id"), "{}", r.stderr);
+    assert!(r.stderr.contains("set DEPLOY_ENV to choose one"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_healthcheck_subcommand_probes_the_running_app() {
+    let standin = StandIn::start().await.unwrap();
+    let env = env(&standin);
+    let app = env.start();
+    let check = |addr: String| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_app"))
+            .args(["healthcheck", "--addr", &addr])
+            .env_clear()
+            .output()
+            .unwrap()
+    };
+    let ok = check(app.addr.to_string());
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    drop(app);
+    let down = check(env_addr_of_nothing());
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).starts_with("healthcheck: 127.0.0.1:"));
+}
+
+fn env_addr_of_nothing() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_api_backs_off_without_printing_the_token() {
+    // Nothing listens at this address: every call is a connection error,
+    // whose default message quotes the full URL (and so the token).
+    let nowhere = format!("http://{}", env_addr_of_nothing());
+    let env = TestEnv::new(&nowhere, &[BotSpec { name: "one", token: TOKEN, extra: "" }], "", &[]);
+    let app = env.start();
+    assert!(app.wait_log("cannot connect", Duration::from_secs(10)).await, "{}", app.logs());
+    let ready = crate::http().get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("one: backing off: network error: cannot connect"));
+    app.assert_no_secrets();
+    assert!(!app.logs().contains("/bot"), "a Bot API URL was logged:\n{}", app.logs());
+}
