@@ -6,6 +6,8 @@
 
 mod check;
 mod encrypt_secret;
+mod engine;
+mod image;
 mod keygen;
 mod keys;
 mod rotate_key;
@@ -37,6 +39,8 @@ enum Command {
     Check(check::Args),
     Verify(verify::Args),
     RotateKey(rotate_key::Args),
+    Image(image::Args),
+    ImageCheck(image::CheckCommand),
     Test(test::Args),
 }
 
@@ -67,6 +71,8 @@ fn run(cli: Cli, env_key: keys::EnvKey) -> anyhow::Result<()> {
         Command::Check(args) => check::run(&sh, &ctx, args),
         Command::Verify(args) => verify::run(&mut ctx, args),
         Command::RotateKey(args) => rotate_key::run(&mut ctx, args),
+        Command::Image(args) => image::run(&sh, &mut ctx, args),
+        Command::ImageCheck(args) => image::run_check(&mut ctx, args),
         Command::Test(args) => test::run(&sh, &ctx, args),
     }
 }

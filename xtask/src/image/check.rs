@@ -1,0 +1,177 @@
+//! The image check: static binary, numeric non-root user, no secret plaintext
+//! or key material in any layer, the config or the history, and a size budget.
+//! Runs at the end of every `image` (before anything is loaded) and as
+//! `cargo xtask image-check` on an image in the engine.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+
+use anyhow::{Context as _, bail};
+use deploy_config::{PublicKey, SecretKey};
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+/// A byte string that must not appear in the image, and what it is.
+pub(crate) struct Needle {
+    pub(crate) what: String,
+    pub(crate) bytes: Zeroizing<Vec<u8>>,
+}
+
+/// What the check found.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    pub(crate) problems: Vec<String>,
+    pub(crate) binary_size: usize,
+    pub(crate) image_size: usize,
+    pub(crate) layers: usize,
+    pub(crate) files: usize,
+    pub(crate) user: String,
+    pub(crate) labels: BTreeMap<String, String>,
+}
+
+/// Checks a docker-archive (what `docker save` writes, and what `image` builds).
+pub(crate) fn check_archive(
+    archive: &[u8],
+    needles: &[Needle],
+    public_keys: &[(String, PublicKey)],
+    budget: usize,
+) -> anyhow::Result<Report> {
+    let mut blobs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for entry in tar::Archive::new(archive).entries()? {
+        let mut entry = entry?;
+        if entry.header().entry_type().is_file() {
+            let path = entry.path()?.display().to_string();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data)?;
+            blobs.insert(path, data);
+        }
+    }
+    let manifest: Value = serde_json::from_slice(blobs.get("manifest.json").context("the archive has no manifest.json")?)?;
+    let item = &manifest[0];
+    let config_path = item["Config"].as_str().context("manifest.json names no config")?;
+    let config_bytes = blobs.get(config_path).context("the archive lacks its config")?;
+    let config: Value = serde_json::from_slice(config_bytes)?;
+    let mut report = Report::default();
+
+    report.user = config["config"]["User"].as_str().unwrap_or_default().to_owned();
+    let (uid, gid) = report.user.split_once(':').unwrap_or((&report.user, ""));
+    match uid.parse::<u32>() {
+        Err(_) => report.problems.push(format!("the image's user `{}` is not numeric; Kubernetes' runAsNonRoot cannot check a name", report.user)),
+        Ok(0) => report.problems.push("the image runs as root (user 0)".to_owned()),
+        Ok(_) => {}
+    }
+    if !gid.is_empty() && gid.parse::<u32>().is_err() {
+        report.problems.push(format!("the image's group `{gid}` is not numeric"));
+    }
+    if let Some(labels) = config["config"]["Labels"].as_object() {
+        report.labels = labels.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect();
+    }
+    let entrypoint = config["config"]["Entrypoint"][0].as_str().unwrap_or_default().trim_start_matches('/').to_owned();
+
+    scan("the image config (including its history and environment)", config_bytes, needles, public_keys, &mut report.problems);
+
+    let layers: Vec<&str> = item["Layers"].as_array().map(|l| l.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    report.layers = layers.len();
+    let mut binary = None;
+    for layer_path in layers {
+        let layer = blobs.get(layer_path).with_context(|| format!("the archive lacks layer {layer_path}"))?;
+        report.image_size += layer.len();
+        for entry in tar::Archive::new(&layer[..]).entries()? {
+            let mut entry = entry?;
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            let path = entry.path()?.display().to_string();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data)?;
+            report.files += 1;
+            scan(&format!("/{path}"), &data, needles, public_keys, &mut report.problems);
+            if path.trim_start_matches("./") == entrypoint {
+                binary = Some(data);
+            }
+        }
+    }
+    match binary {
+        None => report.problems.push(format!("the entrypoint /{entrypoint} is not in any layer")),
+        Some(data) => {
+            report.binary_size = data.len();
+            if let Err(why) = is_static(&data) {
+                report.problems.push(format!("/{entrypoint} is not a static binary: {why}"));
+            }
+        }
+    }
+    if report.image_size > budget {
+        report.problems.push(format!(
+            "the image is {} KiB, over its budget of {} KiB (--size-budget-kib)",
+            report.image_size / 1024,
+            budget / 1024
+        ));
+    }
+    Ok(report)
+}
+
+/// Looks for every needle, and for base64 secret keys of known environments.
+fn scan(place: &str, data: &[u8], needles: &[Needle], public_keys: &[(String, PublicKey)], problems: &mut Vec<String>) {
+    for needle in needles {
+        if !needle.bytes.is_empty() && data.windows(needle.bytes.len()).any(|w| w == &needle.bytes[..]) {
+            problems.push(format!("{place} contains {}", needle.what));
+        }
+    }
+    if public_keys.is_empty() {
+        return;
+    }
+    let is_b64 = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
+    for token in data.split(|b| !is_b64(b)) {
+        if !(43..=44).contains(&token.len()) {
+            continue;
+        }
+        let Some(key) = std::str::from_utf8(token).ok().and_then(|t| SecretKey::from_base64(t).ok()) else { continue };
+        if let Some((env, _)) = public_keys.iter().find(|(_, pk)| pk == key.public_key()) {
+            problems.push(format!("{place} contains the secret key of environment `{env}`"));
+        }
+    }
+}
+
+/// A static ELF executable: no program interpreter, no shared libraries.
+pub(crate) fn is_static(data: &[u8]) -> Result<(), String> {
+    use object::read::elf::{Dyn as _, ElfFile64, FileHeader as _, ProgramHeader as _};
+    let elf = ElfFile64::<object::Endianness>::parse(data).map_err(|e| format!("not an ELF executable ({e})"))?;
+    let endian = elf.endian();
+    let headers = elf.elf_header().program_headers(endian, data).map_err(|e| e.to_string())?;
+    if headers.iter().any(|h| h.p_type(endian) == object::elf::PT_INTERP) {
+        return Err("it asks for a program interpreter (dynamic loader)".to_owned());
+    }
+    for h in headers {
+        if let Ok(Some(dynamic)) = h.dynamic(endian, data) {
+            if dynamic.iter().any(|d| d.d_tag(endian) == u64::from(object::elf::DT_NEEDED)) {
+                return Err("it needs shared libraries".to_owned());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fails with every problem, one per line.
+pub(crate) fn enforce(report: &Report) -> anyhow::Result<()> {
+    if report.problems.is_empty() {
+        return Ok(());
+    }
+    for p in &report.problems {
+        eprintln!("image check: {p}");
+    }
+    bail!("the image check found {} problem(s); nothing was tagged or written", report.problems.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_test_binary_itself_is_dynamic_on_glibc() {
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        if cfg!(target_env = "gnu") {
+            assert!(is_static(&me).is_err());
+        }
+        assert!(is_static(b"#!/bin/sh\n").is_err());
+    }
+}
