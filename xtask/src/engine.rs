@@ -11,10 +11,8 @@ pub(crate) async fn connect() -> anyhow::Result<Docker> {
                 or point DOCKER_HOST at one";
     let where_ = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned());
     let docker = Docker::connect_with_defaults().with_context(|| format!("no Docker engine at {where_}; {hint}"))?;
-    let docker = docker
-        .negotiate_version()
-        .await
-        .with_context(|| format!("no Docker engine answers at {where_}; {hint}"))?;
+    let docker =
+        docker.negotiate_version().await.with_context(|| format!("no Docker engine answers at {where_}; {hint}"))?;
     docker.ping().await.with_context(|| format!("the Docker engine at {where_} does not answer ping; {hint}"))?;
     Ok(docker)
 }

@@ -42,6 +42,9 @@ pub(crate) struct Args {
     /// instead of loading it into the engine.
     #[arg(long, value_name = "PATH")]
     oci_archive: Option<PathBuf>,
+    /// Repository name of the tags: <REPO>:latest and <REPO>:<commit>.
+    #[arg(long, default_value = "app", value_name = "REPO")]
+    repo: String,
     #[command(flatten)]
     check: CheckArgs,
 }
@@ -77,7 +80,10 @@ struct Git {
 }
 
 fn git(sh: &Shell) -> anyhow::Result<Git> {
-    let commit = cmd!(sh, "git rev-parse HEAD").quiet().read().context("the image is built from a git checkout with at least one commit")?;
+    let commit = cmd!(sh, "git rev-parse HEAD")
+        .quiet()
+        .read()
+        .context("the image is built from a git checkout with at least one commit")?;
     let time: u64 = cmd!(sh, "git log -1 --format=%ct").quiet().read()?.trim().parse()?;
     let dirty = !cmd!(sh, "git status --porcelain --untracked-files=normal").quiet().read()?.trim().is_empty();
     Ok(Git { short: commit[..12].to_owned(), commit, time, dirty })
@@ -87,7 +93,9 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
     let started = Instant::now();
     let git = git(sh)?;
     if git.dirty {
-        eprintln!("warning: the work tree has uncommitted changes: the image is labelled dirty and is not reproducible");
+        eprintln!(
+            "warning: the work tree has uncommitted changes: the image is labelled dirty and is not reproducible"
+        );
     }
     let needles = needles(ctx, &args.check.key_files)?;
     let public_keys = public_keys(ctx)?;
@@ -115,7 +123,8 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
             dirty: git.dirty,
         };
         let short = if git.dirty { format!("{}-dirty", git.short) } else { git.short.clone() };
-        let tags = vec!["app:latest".to_owned(), format!("app:{short}")];
+        let repo = &args.repo;
+        let tags = vec![format!("{repo}:latest"), format!("{repo}:{short}")];
         let built = assemble::build(&spec, &tags)?;
         let report = check::check_archive(&built.archive, &needles, &public_keys, args.check.size_budget_kib * 1024)?;
         check::enforce(&report)?;
@@ -123,14 +132,20 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
         match &args.oci_archive {
             Some(path) => {
                 let path = ctx.user_path(path);
-                deploy_config::write_atomic(&path, &built.archive, Some(0o644)).with_context(|| format!("writing {}", path.display()))?;
+                deploy_config::write_atomic(&path, &built.archive, Some(0o644))
+                    .with_context(|| format!("writing {}", path.display()))?;
                 eprintln!("wrote {} (OCI layout and docker-archive; not loaded)", path.display());
             }
             None => {
                 load(&docker, &built.archive).await?;
-                let loaded = docker.inspect_image("app:latest").await.context("inspecting app:latest")?;
+                let loaded = docker.inspect_image(&tags[0]).await.with_context(|| format!("inspecting {}", tags[0]))?;
                 if loaded.id.as_deref() != Some(built.image_id.as_str()) {
-                    bail!("the engine reports image ID {:?} for app:latest, not the built {}", loaded.id, built.image_id);
+                    bail!(
+                        "the engine reports image ID {:?} for {}, not the built {}",
+                        loaded.id,
+                        tags[0],
+                        built.image_id
+                    );
                 }
             }
         }
@@ -153,7 +168,13 @@ fn print_table(report: &check::Report, built: &assemble::Built, tags: &[String],
     println!("image      {}", built.image_id);
     println!("tags       {}", tags.join(", "));
     println!("binary     {} (static)", kib(binary));
-    println!("image      {} in {} layer(s), {} files; {} besides the binary", kib(report.image_size), report.layers, report.files, kib(report.image_size.saturating_sub(binary)));
+    println!(
+        "image      {} in {} layer(s), {} files; {} besides the binary",
+        kib(report.image_size),
+        report.layers,
+        report.files,
+        kib(report.image_size.saturating_sub(binary))
+    );
     println!("user       {}", report.user);
     for (k, v) in &report.labels {
         println!("label      {k}={v}");
@@ -216,12 +237,19 @@ fn needles(ctx: &mut Context, key_files: &[PathBuf]) -> anyhow::Result<Vec<check
     for intake in intakes {
         let key = intake.key;
         let Some(file) = files.iter().find(|f| f.public_key() == key.public_key()) else {
-            bail!("the key from {} (key id {}) belongs to no environment in deploy-config/", intake.source, key.key_id());
+            bail!(
+                "the key from {} (key id {}) belongs to no environment in deploy-config/",
+                intake.source,
+                key.key_id()
+            );
         };
         let secrets = file.open_all(&key)?;
         for (name, value) in secrets.iter() {
             if value.len() < MIN_NEEDLE {
-                eprintln!("image check: secrets.{name} of `{}` is shorter than {MIN_NEEDLE} bytes; not searched for", file.env());
+                eprintln!(
+                    "image check: secrets.{name} of `{}` is shorter than {MIN_NEEDLE} bytes; not searched for",
+                    file.env()
+                );
                 continue;
             }
             needles.push(check::Needle {
@@ -230,7 +258,10 @@ fn needles(ctx: &mut Context, key_files: &[PathBuf]) -> anyhow::Result<Vec<check
             });
         }
         let b64 = deploy_config_key_text(&key);
-        needles.push(check::Needle { what: format!("the secret key of environment `{}`", file.env()), bytes: Zeroizing::new(b64.as_bytes().to_vec()) });
+        needles.push(check::Needle {
+            what: format!("the secret key of environment `{}`", file.env()),
+            bytes: Zeroizing::new(b64.as_bytes().to_vec()),
+        });
         eprintln!("image check: searching for {} value(s) and the key of `{}`", secrets.len(), file.env());
     }
     Ok(needles)

@@ -201,7 +201,7 @@ pub(crate) fn build(spec: &Spec, tags: &[String]) -> anyhow::Result<Built> {
     }]);
 
     let mut files: Vec<(String, Vec<u8>)> = vec![
-        (format!("blobs/sha256/{layer_digest}"), layer.clone()),
+        (format!("blobs/sha256/{layer_digest}"), layer),
         (format!("blobs/sha256/{config_digest}"), config_bytes),
         (format!("blobs/sha256/{manifest_digest}"), manifest_bytes),
         ("index.json".to_owned(), serde_json::to_vec(&index)?),
@@ -235,10 +235,7 @@ pub(crate) fn build(spec: &Spec, tags: &[String]) -> anyhow::Result<Built> {
         h.set_cksum();
         tar.append_data(&mut h, path, &data[..])?;
     }
-    Ok(Built {
-        archive: tar.into_inner()?,
-        image_id: format!("sha256:{config_digest}"),
-    })
+    Ok(Built { archive: tar.into_inner()?, image_id: format!("sha256:{config_digest}") })
 }
 
 #[cfg(test)]

@@ -35,7 +35,17 @@ pub(crate) async fn ensure_base(sh: &Shell, docker: &Docker) -> anyhow::Result<S
         }
     }
     if pulled {
-        docker.tag_image(UPSTREAM, Some(bollard::query_parameters::TagImageOptionsBuilder::default().repo("boxcar/debian").tag("bookworm").build())).await?;
+        docker
+            .tag_image(
+                UPSTREAM,
+                Some(
+                    bollard::query_parameters::TagImageOptionsBuilder::default()
+                        .repo("boxcar/debian")
+                        .tag("bookworm")
+                        .build(),
+                ),
+            )
+            .await?;
     } else {
         bootstrap(sh, docker).await?;
     }
@@ -53,7 +63,9 @@ async fn bootstrap(sh: &Shell, docker: &Docker) -> anyhow::Result<()> {
     }
     let uid = cmd!(sh, "id -u").quiet().read()?;
     if uid.trim() != "0" {
-        bail!("bootstrapping a Debian base needs root (debootstrap creates device nodes and owners); run this once as root");
+        bail!(
+            "bootstrapping a Debian base needs root (debootstrap creates device nodes and owners); run this once as root"
+        );
     }
     let mirror = std::env::var("BOXCAR_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".to_owned());
     let work = tempfile_dir()?;
@@ -95,9 +107,15 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
 
 /// The builder image for this checkout, built if its tag does not exist yet.
 /// Returns its tag.
-pub(crate) async fn ensure_builder(sh: &Shell, docker: &Docker, root: &Path, ca_bundle: Option<&Path>) -> anyhow::Result<String> {
+pub(crate) async fn ensure_builder(
+    sh: &Shell,
+    docker: &Docker,
+    root: &Path,
+    ca_bundle: Option<&Path>,
+) -> anyhow::Result<String> {
     let base_id = ensure_base(sh, docker).await?;
-    let dockerfile = std::fs::read(root.join("docker/builder.Dockerfile")).context("reading docker/builder.Dockerfile")?;
+    let dockerfile =
+        std::fs::read(root.join("docker/builder.Dockerfile")).context("reading docker/builder.Dockerfile")?;
     let toolchain = std::fs::read(root.join("rust-toolchain.toml")).context("reading rust-toolchain.toml")?;
     let ca = match ca_bundle {
         Some(path) => std::fs::read(path).with_context(|| format!("reading the CA bundle {}", path.display()))?,

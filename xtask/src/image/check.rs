@@ -46,17 +46,20 @@ pub(crate) fn check_archive(
             blobs.insert(path, data);
         }
     }
-    let manifest: Value = serde_json::from_slice(blobs.get("manifest.json").context("the archive has no manifest.json")?)?;
+    let manifest: Value =
+        serde_json::from_slice(blobs.get("manifest.json").context("the archive has no manifest.json")?)?;
     let item = &manifest[0];
     let config_path = item["Config"].as_str().context("manifest.json names no config")?;
     let config_bytes = blobs.get(config_path).context("the archive lacks its config")?;
     let config: Value = serde_json::from_slice(config_bytes)?;
-    let mut report = Report::default();
-
-    report.user = config["config"]["User"].as_str().unwrap_or_default().to_owned();
+    let mut report =
+        Report { user: config["config"]["User"].as_str().unwrap_or_default().to_owned(), ..Report::default() };
     let (uid, gid) = report.user.split_once(':').unwrap_or((&report.user, ""));
     match uid.parse::<u32>() {
-        Err(_) => report.problems.push(format!("the image's user `{}` is not numeric; Kubernetes' runAsNonRoot cannot check a name", report.user)),
+        Err(_) => report.problems.push(format!(
+            "the image's user `{}` is not numeric; Kubernetes' runAsNonRoot cannot check a name",
+            report.user
+        )),
         Ok(0) => report.problems.push("the image runs as root (user 0)".to_owned()),
         Ok(_) => {}
     }
@@ -68,9 +71,16 @@ pub(crate) fn check_archive(
     }
     let entrypoint = config["config"]["Entrypoint"][0].as_str().unwrap_or_default().trim_start_matches('/').to_owned();
 
-    scan("the image config (including its history and environment)", config_bytes, needles, public_keys, &mut report.problems);
+    scan(
+        "the image config (including its history and environment)",
+        config_bytes,
+        needles,
+        public_keys,
+        &mut report.problems,
+    );
 
-    let layers: Vec<&str> = item["Layers"].as_array().map(|l| l.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let layers: Vec<&str> =
+        item["Layers"].as_array().map(|l| l.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
     report.layers = layers.len();
     let mut binary = None;
     for layer_path in layers {
@@ -142,10 +152,10 @@ pub(crate) fn is_static(data: &[u8]) -> Result<(), String> {
         return Err("it asks for a program interpreter (dynamic loader)".to_owned());
     }
     for h in headers {
-        if let Ok(Some(dynamic)) = h.dynamic(endian, data) {
-            if dynamic.iter().any(|d| d.d_tag(endian) == u64::from(object::elf::DT_NEEDED)) {
-                return Err("it needs shared libraries".to_owned());
-            }
+        if let Ok(Some(dynamic)) = h.dynamic(endian, data)
+            && dynamic.iter().any(|d| d.d_tag(endian) == u64::from(object::elf::DT_NEEDED))
+        {
+            return Err("it needs shared libraries".to_owned());
         }
     }
     Ok(())
@@ -173,5 +183,54 @@ mod tests {
             assert!(is_static(&me).is_err());
         }
         assert!(is_static(b"#!/bin/sh\n").is_err());
+    }
+}
+
+#[cfg(test)]
+mod archive_tests {
+    use super::*;
+    use crate::image::assemble::{Spec, build};
+
+    fn spec(env_file: &[u8]) -> Spec {
+        Spec {
+            // Not an executable at all: the static check must say so. (This test's
+            // own binary would not do: it holds the needles as string literals.)
+            binary: b"not an ELF file".to_vec(),
+            env_files: vec![("prod.toml".to_owned(), env_file.to_vec())],
+            ca_bundle: b"certs".to_vec(),
+            epoch: 1,
+            version: "0".to_owned(),
+            revision: "r".to_owned(),
+            source: "s".to_owned(),
+            dirty: false,
+        }
+    }
+
+    #[test]
+    fn finds_plaintext_keys_and_budget_overruns() {
+        let key = SecretKey::generate();
+        let b64 = key.to_base64();
+        let file = format!("public_key = \"x\"\n# oops: hunter2-plaintext and {}\n", &*b64);
+        let built = build(&spec(file.as_bytes()), &["t:latest".to_owned()]).unwrap();
+        let needles = [Needle {
+            what: "the plaintext of secrets.pw".to_owned(),
+            bytes: Zeroizing::new(b"hunter2-plaintext".to_vec()),
+        }];
+        let keys = [("prod".to_owned(), key.public_key().clone())];
+        let report = check_archive(&built.archive, &needles, &keys, 1024).unwrap();
+        let text = report.problems.join("\n");
+        assert!(text.contains("/etc/boxcar/deploy-config/prod.toml contains the plaintext of secrets.pw"), "{text}");
+        assert!(
+            text.contains("/etc/boxcar/deploy-config/prod.toml contains the secret key of environment `prod`"),
+            "{text}"
+        );
+        assert!(text.contains("over its budget of 1 KiB"), "{text}");
+        assert!(text.contains("/usr/local/bin/app is not a static binary: not an ELF executable"), "{text}");
+        assert_eq!(report.user, "65532:65532");
+        assert!(!text.contains("hunter2-plaintext"), "the check printed the secret it found");
+
+        let clean = build(&spec(b"public_key = \"x\"\n"), &["t:latest".to_owned()]).unwrap();
+        let report = check_archive(&clean.archive, &needles, &keys, usize::MAX).unwrap();
+        assert!(report.problems.iter().all(|p| p.contains("not a static binary")), "{:?}", report.problems);
     }
 }

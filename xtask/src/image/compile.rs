@@ -131,9 +131,7 @@ pub(crate) async fn compile(
         .await
         .context("creating the build container")?;
     let result = run_build(docker, &name, context, files.len()).await;
-    let _ = docker
-        .remove_container(&name, Some(RemoveContainerOptionsBuilder::default().force(true).build()))
-        .await;
+    let _ = docker.remove_container(&name, Some(RemoveContainerOptionsBuilder::default().force(true).build())).await;
     let (binary, ca_bundle) = result?;
 
     std::fs::create_dir_all(&cache_dir).with_context(|| format!("creating {}", cache_dir.display()))?;
@@ -148,7 +146,8 @@ pub(crate) async fn compile(
     }
     std::fs::write(&cached_bin, &binary).with_context(|| format!("writing {}", cached_bin.display()))?;
     std::fs::write(&cached_ca, &ca_bundle).with_context(|| format!("writing {}", cached_ca.display()))?;
-    let how = cold_reason.unwrap_or_else(|| format!("warm: {TARGET_VOLUME} holds the previous build; only what changed compiled"));
+    let how = cold_reason
+        .unwrap_or_else(|| format!("warm: {TARGET_VOLUME} holds the previous build; only what changed compiled"));
     Ok(Compiled { binary, ca_bundle, how, took: start.elapsed() })
 }
 
@@ -163,7 +162,8 @@ async fn run_build(docker: &Docker, name: &str, context: Vec<u8>, files: usize) 
         .await
         .context("copying the sources into the build container")?;
     docker.start_container(name, None::<bollard::query_parameters::StartContainerOptions>).await?;
-    let mut logs = docker.logs(name, Some(LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).build()));
+    let mut logs =
+        docker.logs(name, Some(LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).build()));
     let mut tail = std::collections::VecDeque::new();
     while let Some(item) = logs.next().await {
         let text = item.context("reading the build output")?.to_string();

@@ -4,6 +4,7 @@
 // Helpers outside `#[test]` functions too: a panic is the failure report we want.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod image;
 mod secrets;
 
 use std::io::Write as _;
@@ -99,6 +100,11 @@ impl Repo {
     }
 
     pub(crate) fn run_cmd(&self, mut cmd: Command, stdin: &[u8]) -> Run {
+        Repo::run_with(&mut cmd, stdin)
+    }
+
+    /// Runs `cmd` with `stdin`, capturing its output.
+    pub(crate) fn run_with(cmd: &mut Command, stdin: &[u8]) -> Run {
         let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         // Written from a thread, so a child that fills its output pipes first
         // cannot deadlock us; a child that exits without reading (bad

@@ -1,0 +1,295 @@
+//! `cargo xtask image` against a real Docker engine, in a scratch copy of this
+//! checkout: the image builds, passes its check, runs as 65532 and answers
+//! /healthz; a rebuild that recompiles the app gives the same image ID; a dirty
+//! tree is labelled; a failing compile tags nothing. Everything created here
+//! has a unique name and is removed at the end; the shared build caches
+//! (volumes boxcar-cargo-*, boxcar-target) are left in place.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+};
+
+use crate::Run;
+
+/// A copy of the working tree (tracked and new files) committed in a scratch
+/// repository, with a test environment whose key is made now.
+struct Checkout {
+    dir: tempfile::TempDir,
+    keys: tempfile::TempDir,
+}
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+        .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
+        .env("GIT_AUTHOR_NAME", "test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
+        .env("GIT_COMMITTER_NAME", "test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+impl Checkout {
+    fn new() -> Checkout {
+        let root = project_root();
+        let dir = tempfile::tempdir().unwrap();
+        let list = git(&root, &["ls-files", "-z", "--cached", "--others", "--exclude-standard"]);
+        for rel in list.split('\0').filter(|s| !s.is_empty()) {
+            let from = root.join(rel);
+            if !from.is_file() {
+                continue;
+            }
+            let to = dir.path().join(rel);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(&from, &to).unwrap();
+        }
+        git(dir.path(), &["init", "-q"]);
+        let keys = tempfile::tempdir().unwrap();
+        let c = Checkout { dir, keys };
+        c.run(&["keygen", "--env", "imagetest"]).ok();
+        c.seal("imagetest_token", "3001:image-test-token-AAAAAAAAAAAAAAAAAAAAAAAAA");
+        let env_file = c.dir.path().join("deploy-config/imagetest.toml");
+        let text = std::fs::read_to_string(&env_file).unwrap();
+        // The bot's API is unreachable on purpose: the app serves /healthz while it backs off.
+        let settings = "[app]\napi_base = \"http://127.0.0.1:9\"\n\n[[bots]]\nname = \"imagetest\"\ntoken_secret = \"imagetest_token\"\n\n";
+        let text = text.replacen("[secrets]", &format!("{settings}[secrets]"), 1);
+        std::fs::write(&env_file, text).unwrap();
+        git(c.dir.path(), &["add", "-A"]);
+        git(c.dir.path(), &["commit", "-qm", "scratch"]);
+        c
+    }
+
+    fn seal(&self, name: &str, value: &str) {
+        let mut cmd = self.cmd(&["encrypt-secret", "--env", "imagetest", name]);
+        crate::Repo::run_with(&mut cmd, value.as_bytes()).ok();
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("BOXCAR_PROJECT_ROOT", self.dir.path())
+            .env("BOXCAR_KEY_DIR", self.keys.path())
+            .env_remove("SECRET_KEY")
+            .env_remove("SECRET_KEY_FILE");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        crate::Repo::run_with(&mut self.cmd(args), b"")
+    }
+
+    fn key_file(&self) -> PathBuf {
+        std::fs::read_dir(self.keys.path()).unwrap().next().unwrap().unwrap().path()
+    }
+
+    fn head(&self) -> String {
+        git(self.dir.path(), &["rev-parse", "HEAD"]).trim().to_owned()
+    }
+}
+
+fn image_id(run: &Run) -> String {
+    run.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("image      sha256:"))
+        .map(|id| format!("sha256:{id}"))
+        .unwrap_or_else(|| panic!("no image ID in:\n{}", run.stdout))
+}
+
+/// Removes what one test created, whatever happens to it.
+struct Cleanup {
+    docker: Docker,
+    rt: tokio::runtime::Runtime,
+    repo: String,
+    containers: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.rt.block_on(async {
+            for c in &self.containers {
+                let _ = self
+                    .docker
+                    .remove_container(c, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()))
+                    .await;
+            }
+            let images =
+                self.docker.list_images(None::<bollard::query_parameters::ListImagesOptions>).await.unwrap_or_default();
+            for image in images {
+                for tag in image.repo_tags.iter().filter(|t| t.starts_with(&format!("{}:", self.repo))) {
+                    let _ = self
+                        .docker
+                        .remove_image(tag, Some(RemoveImageOptionsBuilder::default().force(true).build()), None)
+                        .await;
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn image_builds_checks_runs_and_reproduces() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let docker = rt.block_on(async { Docker::connect_with_defaults().unwrap().negotiate_version().await });
+    let docker = docker.expect("these tests need a Docker engine (cargo xtask test and .ci/run start one)");
+    let repo = format!("boxcar-test-{}", std::process::id());
+    let mut cleanup = Cleanup { docker: docker.clone(), rt, repo: repo.clone(), containers: Vec::new() };
+    let checkout = Checkout::new();
+    let key = checkout.key_file();
+
+    // Build, with the key supplied so the check searches for every plaintext.
+    let first = checkout.run(&["image", "--repo", &repo, "--key-file", key.to_str().unwrap()]).ok();
+    let id = image_id(&first);
+    assert!(
+        first.stderr.contains("image check: searching for 1 value(s) and the key of `imagetest`"),
+        "{}",
+        first.stderr
+    );
+    assert!(first.stdout.contains("user       65532:65532"), "{}", first.stdout);
+    assert!(
+        first.stdout.contains(&format!("label      org.opencontainers.image.revision={}", checkout.head())),
+        "{}",
+        first.stdout
+    );
+    assert!(!first.all().contains("image-test-token"), "a secret was printed");
+
+    let inspect = cleanup.rt.block_on(docker.inspect_image(&format!("{repo}:latest"))).unwrap();
+    assert_eq!(inspect.id.as_deref(), Some(id.as_str()));
+    let config = inspect.config.unwrap();
+    assert_eq!(config.user.as_deref(), Some("65532:65532"));
+    assert_eq!(config.healthcheck.unwrap().test.unwrap(), ["CMD", "/usr/local/bin/app", "healthcheck"]);
+    assert!(config.env.unwrap().iter().all(|e| !e.starts_with("SECRET_KEY")), "a key variable is baked in");
+    let short = &checkout.head()[..12];
+    assert!(cleanup.rt.block_on(docker.inspect_image(&format!("{repo}:{short}"))).is_ok());
+
+    // The standalone check agrees.
+    checkout.run(&["image-check", "--image", &format!("{repo}:latest"), "--key-file", key.to_str().unwrap()]).ok();
+
+    // Run it as an operator would: read-only root, the key as a file, port on 127.0.0.1.
+    let name = format!("{repo}-run");
+    cleanup.containers.push(name.clone());
+    let addr = cleanup.rt.block_on(run_container(&docker, &format!("{repo}:latest"), &name, &key));
+    let health = wait_http_ok(&format!("http://{addr}/healthz"), Duration::from_secs(30));
+    assert!(health, "the container never answered /healthz");
+    let state = cleanup.rt.block_on(wait_healthy(&docker, &name, Duration::from_secs(40)));
+    assert_eq!(state.as_deref(), Some("healthy"), "the image's HEALTHCHECK did not pass");
+
+    // Reproducible: recompile the app (same sources, new mtime, no cached binary) and compare.
+    let main_rs = checkout.dir.path().join("app/src/main.rs");
+    let text = std::fs::read(&main_rs).unwrap();
+    std::fs::write(&main_rs, &text).unwrap();
+    std::fs::remove_dir_all(checkout.dir.path().join("target/boxcar-image")).unwrap();
+    let second = checkout.run(&["image", "--repo", &repo]).ok();
+    assert!(second.stderr.contains("binary: warm"), "{}", second.stderr);
+    assert_eq!(image_id(&second), id, "the same commit gave another image");
+
+    // A no-op rebuild reuses the binary and gives the same ID.
+    let third = checkout.run(&["image", "--repo", &repo]).ok();
+    assert!(third.stderr.contains("binary: cached"), "{}", third.stderr);
+    assert_eq!(image_id(&third), id);
+
+    // A dirty tree is labelled, written as an archive without loading.
+    std::fs::write(checkout.dir.path().join("NOTES.txt"), "uncommitted\n").unwrap();
+    let archive = checkout.dir.path().join("target/dirty.tar");
+    let dirty = checkout.run(&["image", "--repo", &repo, "--oci-archive", archive.to_str().unwrap()]).ok();
+    assert!(dirty.stderr.contains("labelled dirty and is not reproducible"), "{}", dirty.stderr);
+    assert!(dirty.stdout.contains(&format!("{repo}:{short}-dirty")), "{}", dirty.stdout);
+    assert!(dirty.stdout.contains("dev.boxcar.dirty=true"), "{}", dirty.stdout);
+    assert!(archive.exists());
+    assert!(
+        cleanup.rt.block_on(docker.inspect_image(&format!("{repo}:{short}-dirty"))).is_err(),
+        "--oci-archive loaded the image"
+    );
+
+    // A failing compile shows the compiler's error and tags nothing.
+    std::fs::write(&main_rs, format!("{}\nfn broken( {{\n", String::from_utf8(text).unwrap())).unwrap();
+    let before = cleanup.rt.block_on(docker.inspect_image(&format!("{repo}:latest"))).unwrap().id;
+    let failed = checkout.run(&["image", "--repo", &repo]).fails();
+    assert!(failed.stderr.contains("the build failed"), "{}", failed.stderr);
+    assert!(failed.stderr.contains("error"), "{}", failed.stderr);
+    let after = cleanup.rt.block_on(docker.inspect_image(&format!("{repo}:latest"))).unwrap().id;
+    assert_eq!(before, after, "a failed build moved the tag");
+}
+
+async fn run_container(docker: &Docker, image: &str, name: &str, key: &Path) -> String {
+    let body = ContainerCreateBody {
+        image: Some(image.to_owned()),
+        env: Some(vec!["SECRET_KEY_FILE=/run/secrets/app_key".to_owned()]),
+        host_config: Some(HostConfig {
+            readonly_rootfs: Some(true),
+            cap_drop: Some(vec!["ALL".to_owned()]),
+            security_opt: Some(vec!["no-new-privileges".to_owned()]),
+            tmpfs: Some([("/tmp".to_owned(), String::new())].into()),
+            mounts: Some(vec![Mount {
+                source: Some(key.display().to_string()),
+                target: Some("/run/secrets/app_key".to_owned()),
+                typ: Some(MountType::BIND),
+                read_only: Some(true),
+                ..Mount::default()
+            }]),
+            port_bindings: Some(
+                [(
+                    "8080/tcp".to_owned(),
+                    Some(vec![PortBinding { host_ip: Some("127.0.0.1".to_owned()), host_port: Some(String::new()) }]),
+                )]
+                .into(),
+            ),
+            ..HostConfig::default()
+        }),
+        ..ContainerCreateBody::default()
+    };
+    // The key file is 0600 and owned by whoever runs the tests; the app runs as 65532.
+    std::fs::set_permissions(key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    docker.create_container(Some(CreateContainerOptionsBuilder::default().name(name).build()), body).await.unwrap();
+    docker.start_container(name, None::<bollard::query_parameters::StartContainerOptions>).await.unwrap();
+    let info =
+        docker.inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>).await.unwrap();
+    let ports = info.network_settings.unwrap().ports.unwrap();
+    let binding = ports["8080/tcp"].as_ref().unwrap()[0].clone();
+    format!("127.0.0.1:{}", binding.host_port.unwrap())
+}
+
+fn wait_http_ok(url: &str, timeout: Duration) -> bool {
+    let addr = url.trim_start_matches("http://").split('/').next().unwrap().to_owned();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+            use std::io::{Read as _, Write as _};
+            let _ = s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n");
+            let mut buf = [0u8; 12];
+            if s.read_exact(&mut buf).is_ok() && &buf[9..12] == b"200" {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+async fn wait_healthy(docker: &Docker, name: &str, timeout: Duration) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let info =
+            docker.inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>).await.ok()?;
+        let status = info.state.and_then(|s| s.health).and_then(|h| h.status).map(|s| s.to_string());
+        if status.as_deref() == Some("healthy") || Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
