@@ -40,6 +40,7 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, _args: Args) -> anyhow::Result<()> 
             }
         };
         let mut found = file.problems().iter().map(|p| format!("{shown}: {p}")).collect::<Vec<_>>();
+        found.extend(bot_references(&file).into_iter().map(|p| format!("{shown}: {p}")));
         found.extend(plaintext_tokens(file.table(), "").into_iter().map(|field| {
             format!("{shown}: `{field}` holds what looks like a plaintext Telegram bot token; seal it under [secrets] instead")
         }));
@@ -136,6 +137,28 @@ fn committed_keys(root: &Path, path: &Path, keys: &[(String, PublicKey)]) -> any
         }
     }
     Ok(found)
+}
+
+/// The app's `[[bots]]` name their credentials by secret name: each must be
+/// under `[secrets]`, or the app will refuse to start.
+fn bot_references(file: &EnvFile) -> Vec<String> {
+    let names: Vec<&str> = file.secret_names().collect();
+    let mut out = Vec::new();
+    let Some(bots) = file.table().get("bots").and_then(toml::Value::as_array) else { return out };
+    for (i, bot) in bots.iter().enumerate() {
+        for field in ["token_secret", "webhook_secret"] {
+            if let Some(name) = bot.get(field).and_then(toml::Value::as_str) {
+                if !names.contains(&name) {
+                    out.push(format!(
+                        "bots[{i}].{field} names `{name}`, which is not under [secrets]; seal it with \
+                         `cargo xtask encrypt-secret --env {} {name}`",
+                        file.env()
+                    ));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Dotted paths of string values outside `[secrets]` shaped like a Telegram

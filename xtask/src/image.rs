@@ -231,8 +231,14 @@ fn needles(ctx: &mut Context, key_files: &[PathBuf]) -> anyhow::Result<Vec<check
     for path in key_files {
         intakes.push(deploy_config::read_key_file(&ctx.user_path(path), "--key-file")?);
     }
-    let files: Vec<EnvFile> =
-        deploy_config::env_files(&ctx.config_dir())?.iter().filter_map(|p| EnvFile::load(p).ok()).collect();
+    let mut files = Vec::new();
+    let mut unreadable = Vec::new();
+    for path in deploy_config::env_files(&ctx.config_dir())? {
+        match EnvFile::load(&path) {
+            Ok(file) => files.push(file),
+            Err(e) => unreadable.push(e.to_string()),
+        }
+    }
     let mut needles = Vec::new();
     for intake in intakes {
         let key = intake.key;

@@ -66,9 +66,8 @@ impl Checkout {
         let env_file = c.dir.path().join("deploy-config/imagetest.toml");
         let text = std::fs::read_to_string(&env_file).unwrap();
         // The bot's API is unreachable on purpose: the app serves /healthz while it backs off.
-        let settings = "[app]\napi_base = \"http://127.0.0.1:9\"\n\n[[bots]]\nname = \"imagetest\"\ntoken_secret = \"imagetest_token\"\n\n";
-        let text = text.replacen("[secrets]", &format!("{settings}[secrets]"), 1);
-        std::fs::write(&env_file, text).unwrap();
+        let settings = "\n[app]\napi_base = \"http://127.0.0.1:9\"\n\n[[bots]]\nname = \"imagetest\"\ntoken_secret = \"imagetest_token\"\n";
+        std::fs::write(&env_file, format!("{text}{settings}")).unwrap();
         git(c.dir.path(), &["add", "-A"]);
         git(c.dir.path(), &["commit", "-qm", "scratch"]);
         c
