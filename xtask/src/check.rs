@@ -147,15 +147,14 @@ fn bot_references(file: &EnvFile) -> Vec<String> {
     let Some(bots) = file.table().get("bots").and_then(toml::Value::as_array) else { return out };
     for (i, bot) in bots.iter().enumerate() {
         for field in ["token_secret", "webhook_secret"] {
-            if let Some(name) = bot.get(field).and_then(toml::Value::as_str) {
-                if !names.contains(&name) {
+            if let Some(name) = bot.get(field).and_then(toml::Value::as_str)
+                && !names.contains(&name) {
                     out.push(format!(
                         "bots[{i}].{field} names `{name}`, which is not under [secrets]; seal it with \
                          `cargo xtask encrypt-secret --env {} {name}`",
                         file.env()
                     ));
                 }
-            }
         }
     }
     out
