@@ -292,3 +292,13 @@ async fn wait_healthy(docker: &Docker, name: &str, timeout: Duration) -> Option<
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[test]
+fn no_engine_is_a_clear_error() {
+    let repo = crate::Repo::new();
+    let mut cmd = repo.cmd(&["image-check", "--image", "app:latest"]);
+    cmd.env("DOCKER_HOST", format!("unix://{}/no-such.sock", repo.keys.path().display()));
+    let run = repo.run_cmd(cmd, b"").fails();
+    assert!(run.stderr.contains("no Docker engine at unix://"), "{}", run.stderr);
+    assert!(run.stderr.contains("start the Docker engine"), "{}", run.stderr);
+}
