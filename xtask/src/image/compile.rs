@@ -19,7 +19,11 @@ use sha2::{Digest as _, Sha256};
 /// Named volumes the builds share.
 const REGISTRY_VOLUME: &str = "boxcar-cargo-registry";
 const GIT_VOLUME: &str = "boxcar-cargo-git";
-const TARGET_VOLUME: &str = "boxcar-target";
+/// The target volume; `BOXCAR_TARGET_VOLUME` names another (the image
+/// benchmark measures cold builds without emptying the shared one).
+fn target_volume() -> String {
+    std::env::var("BOXCAR_TARGET_VOLUME").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "boxcar-target".to_owned())
+}
 /// Where the binary lands inside the target volume.
 const BINARY: &str = "/target/x86_64-unknown-linux-musl/release/app";
 
@@ -96,9 +100,10 @@ pub(crate) async fn compile(
         });
     }
 
-    let cold_reason = match docker.inspect_volume(TARGET_VOLUME).await {
+    let target = target_volume();
+    let cold_reason = match docker.inspect_volume(&target).await {
         Ok(_) => None,
-        Err(_) => Some(format!("cold: no {TARGET_VOLUME} volume yet, every dependency compiles")),
+        Err(_) => Some(format!("cold: no {target} volume yet, every dependency compiles")),
     };
     let name = format!("boxcar-build-{}-{}", std::process::id(), &source_hash[..8]);
     let mount = |source: &str, target: &str| Mount {
@@ -120,7 +125,7 @@ pub(crate) async fn compile(
             mounts: Some(vec![
                 mount(REGISTRY_VOLUME, "/usr/local/cargo/registry"),
                 mount(GIT_VOLUME, "/usr/local/cargo/git"),
-                mount(TARGET_VOLUME, "/target"),
+                mount(&target, "/target"),
             ]),
             ..HostConfig::default()
         }),
