@@ -148,13 +148,14 @@ fn bot_references(file: &EnvFile) -> Vec<String> {
     for (i, bot) in bots.iter().enumerate() {
         for field in ["token_secret", "webhook_secret"] {
             if let Some(name) = bot.get(field).and_then(toml::Value::as_str)
-                && !names.contains(&name) {
-                    out.push(format!(
-                        "bots[{i}].{field} names `{name}`, which is not under [secrets]; seal it with \
+                && !names.contains(&name)
+            {
+                out.push(format!(
+                    "bots[{i}].{field} names `{name}`, which is not under [secrets]; seal it with \
                          `cargo xtask encrypt-secret --env {} {name}`",
-                        file.env()
-                    ));
-                }
+                    file.env()
+                ));
+            }
         }
     }
     out

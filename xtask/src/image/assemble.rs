@@ -242,7 +242,7 @@ pub(crate) fn build(spec: &Spec, tags: &[String]) -> anyhow::Result<Built> {
 mod tests {
     use super::*;
 
-    fn spec() -> Spec {
+    pub(super) fn spec() -> Spec {
         Spec {
             binary: b"\x7fELF pretend".to_vec(),
             env_files: vec![("production.toml".to_owned(), b"public_key = \"x\"\n".to_vec())],
@@ -298,5 +298,65 @@ mod tests {
         assert_eq!(c["config"]["Healthcheck"]["Test"][2], "healthcheck");
         assert_eq!(c["created"], "2023-11-14T22:13:20Z");
         assert_eq!(c["config"]["Labels"]["org.opencontainers.image.revision"], "abc");
+    }
+}
+
+#[cfg(test)]
+mod dockerfile_tests {
+    use super::*;
+
+    /// docker/runner.Dockerfile documents the image; its settings must be the
+    /// ones `config` writes.
+    #[test]
+    fn the_runner_dockerfile_says_what_the_image_is() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docker/runner.Dockerfile");
+        let text = std::fs::read_to_string(path).unwrap().replace("\\\n", " ");
+        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+        let find = |word: &str| -> String {
+            lines
+                .iter()
+                .find_map(|l| l.strip_prefix(&format!("{word} ")))
+                .unwrap_or_else(|| panic!("no {word}"))
+                .trim()
+                .to_owned()
+        };
+        let c = config(&tests::spec(), "00");
+        let c = &c["config"];
+        assert_eq!(find("USER"), c["User"].as_str().unwrap());
+        assert_eq!(find("WORKDIR"), c["WorkingDir"].as_str().unwrap());
+        let ports: Vec<&String> = c["ExposedPorts"].as_object().unwrap().keys().collect();
+        assert_eq!(vec![&find("EXPOSE")], ports);
+        let volumes: Vec<&String> = c["Volumes"].as_object().unwrap().keys().collect();
+        assert_eq!(vec![&find("VOLUME")], volumes);
+        let env: Vec<String> = find("ENV").split_whitespace().map(str::to_owned).collect();
+        let expected: Vec<String> =
+            c["Env"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+        assert_eq!(env, expected);
+        let json = |v: &Value| serde_json::to_string(v).unwrap().replace(',', ", ");
+        assert_eq!(find("ENTRYPOINT"), json(&c["Entrypoint"]));
+        assert_eq!(find("CMD"), json(&c["Cmd"]));
+        let hc = &c["Healthcheck"];
+        let secs = |k: &str| hc[k].as_u64().unwrap() / 1_000_000_000;
+        let test: Vec<Value> = hc["Test"].as_array().unwrap()[1..].to_vec();
+        assert_eq!(
+            find("HEALTHCHECK"),
+            format!(
+                "--interval={}s --timeout={}s --start-period={}s --retries={} CMD {}",
+                secs("Interval"),
+                secs("Timeout"),
+                secs("StartPeriod"),
+                hc["Retries"],
+                json(&Value::Array(test))
+            )
+        );
+        // Every file the layer holds is listed in the Dockerfile's comment.
+        let layer = layer(&tests::spec()).unwrap();
+        for e in tar::Archive::new(&layer[..]).entries().unwrap() {
+            let p = e.unwrap().path().unwrap().display().to_string();
+            let listed = p.trim_end_matches('/').rsplit('/').next().unwrap().to_owned();
+            let listed =
+                if p.contains("deploy-config/") && p.ends_with(".toml") { "<env>.toml".to_owned() } else { listed };
+            assert!(text.contains(&listed), "docker/runner.Dockerfile does not mention {p}");
+        }
     }
 }
