@@ -346,7 +346,9 @@ pub(crate) async fn send_loop(
         Err(e) => tracing::error!(bot = %bot.name, error = %e, "cannot read the outbox"),
     }
 
+    let mut done: Vec<i64> = Vec::new();
     loop {
+        flush_done(&bot, &mut done).await;
         let now = Instant::now();
         let mut wake = Duration::from_secs(3600);
         let mut batch = Vec::new();
@@ -418,7 +420,7 @@ pub(crate) async fn send_loop(
                 match result {
                     Ok(_) => {
                         blocked.remove(&chat);
-                        finish(&bot, &mut queues, chat, out.id).await;
+                        finish(&mut queues, &mut done, chat, out.id);
                         bot.status.update(|s| s.messages_sent += 1);
                         bot.shared.metrics.messages_sent.get_or_create(&Metrics::label(&bot.name)).inc();
                     }
@@ -426,7 +428,7 @@ pub(crate) async fn send_loop(
                         // The chat is gone or blocked the bot: retrying cannot help.
                         tracing::warn!(bot = %bot.name, chat, code, %description, "reply refused; dropping it");
                         bot.shared.metrics.error(&bot.name, "bad_request");
-                        finish(&bot, &mut queues, chat, out.id).await;
+                        finish(&mut queues, &mut done, chat, out.id);
                     }
                     Err(e @ ApiError::Rejected { .. }) => {
                         bot.classify(&e, &mut Backoff::new(Duration::from_secs(1), Duration::from_secs(1)));
@@ -452,22 +454,35 @@ pub(crate) async fn send_loop(
     let drain = async {
         while let Some(Ok((chat, out, result))) = tasks.join_next().await {
             if result.is_ok() {
-                finish(&bot, &mut queues, chat, out.id).await;
+                finish(&mut queues, &mut done, chat, out.id);
             }
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+    flush_done(&bot, &mut done).await;
 }
 
-async fn finish(bot: &Arc<Bot>, queues: &mut HashMap<i64, VecDeque<Outgoing>>, chat: i64, id: i64) {
+/// Takes a delivered (or refused) reply off its chat's queue and notes it for
+/// removal from the outbox.
+fn finish(queues: &mut HashMap<i64, VecDeque<Outgoing>>, done: &mut Vec<i64>, chat: i64, id: i64) {
     if let Some(q) = queues.get_mut(&chat)
         && q.front().is_some_and(|o| o.id == id)
     {
         q.pop_front();
     }
+    done.push(id);
+}
+
+/// Removes finished replies from the outbox, all in one transaction.
+async fn flush_done(bot: &Arc<Bot>, done: &mut Vec<i64>) {
+    if done.is_empty() {
+        return;
+    }
+    let ids = std::mem::take(done);
     let store = Arc::clone(&bot.shared.store);
-    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.done(id)).await {
-        tracing::error!(bot = %bot.name, error = %e, "cannot clear a sent reply from the outbox");
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.done(&ids)).await {
+        // They stay marked as attempted, so a restart drops rather than resends them.
+        tracing::error!(bot = %bot.name, error = %e, "cannot clear sent replies from the outbox");
     }
 }
 

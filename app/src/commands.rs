@@ -61,8 +61,7 @@ pub(crate) fn handle(
         "start" => reply(format!("Hi {}! I keep track of the mood and of who's bored.\n\n{HELP}", from.first_name)),
         "help" => reply(HELP.to_owned()),
         "bored" => {
-            let day_start = now - now.rem_euclid(86_400);
-            let count = store::add_bored(tx, &bot.name, from.id, &from.display(), chat, now, day_start)?;
+            let count = store::add_bored(tx, &bot.name, from.id, &from.display(), chat, now)?;
             let times =
                 if count == 1 { "1 bored so far today".to_owned() } else { format!("{count} bored so far today") };
             reply(format!("Noted, {}: you're bored. {times}.", from.display()))

@@ -213,7 +213,11 @@ fn init_logging(format: config::LogFormat) {
         config::LogFormat::Text => false,
         config::LogFormat::Auto => !std::io::stdout().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    // With internal-error logging on, a write to a closed stdout falls back to
+    // eprintln!, which panics on a closed stderr: a detached app would then die
+    // in whichever task logged, shutdown included.
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout).log_internal_errors(false);
     if json {
         builder.json().flatten_event(true).with_current_span(false).init();
     } else {
@@ -288,8 +292,8 @@ async fn run(config: config::Config, store: Arc<store::Store>, started: Instant)
     let shutdown = cancel.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutting down: stopping polls, finishing replies in flight");
         shutdown.cancel();
+        tracing::info!("shutting down: stopping polls, finishing replies in flight");
     });
     let server = axum::serve(listener, web::router(state)).with_graceful_shutdown(cancel.clone().cancelled_owned());
     let code = match server.await {
@@ -319,17 +323,29 @@ async fn wait_for_signal() {
     }
 }
 
-/// Forgets handled update ids older than two days, hourly.
+/// Checkpoints the database every 10 s and forgets handled update ids older
+/// than two days every hour.
 async fn prune_loop(store: Arc<store::Store>, cancel: CancellationToken) {
+    let mut last_prune: Option<Instant> = None;
     loop {
-        let store = Arc::clone(&store);
-        let before = bot::unix_now() - 2 * 86_400;
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.prune(before)).await {
-            tracing::warn!(error = %e, "cannot prune old update ids");
+        let s = Arc::clone(&store);
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.checkpoint()).await {
+            tracing::warn!(error = %e, "cannot checkpoint the database");
+        }
+        if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+            let s = Arc::clone(&store);
+            let before = bot::unix_now() - 2 * 86_400;
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.prune(before)).await {
+                tracing::warn!(error = %e, "cannot prune old update ids");
+            }
+            last_prune = Some(Instant::now());
         }
         tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            () = cancel.cancelled() => {
+                let _ = tokio::task::spawn_blocking(move || store.checkpoint()).await;
+                return;
+            }
+            () = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
     }
 }
