@@ -436,7 +436,17 @@ pub(crate) async fn send_loop(
                     }
                     Err(e) => {
                         bot.shared.metrics.error(&bot.name, e.kind());
-                        let entry = blocked.entry(chat).or_insert_with(|| (now, Backoff::new(Duration::from_secs(1), Duration::from_secs(60))));
+                        // Telegram refused outright: the reply was certainly not
+                        // delivered, so it may go again even after a restart. A
+                        // network error leaves that unknown: the mark stays.
+                        if matches!(e, ApiError::RetryAfter(_) | ApiError::Server { .. } | ApiError::Conflict(_)) {
+                            let store = Arc::clone(&bot.shared.store);
+                            let id = out.id;
+                            let _ = tokio::task::spawn_blocking(move || store.unmark(id)).await;
+                        }
+                        let entry = blocked
+                            .entry(chat)
+                            .or_insert_with(|| (now, Backoff::new(Duration::from_secs(1), Duration::from_secs(60))));
                         let wait = match e {
                             ApiError::RetryAfter(secs) => Duration::from_secs(secs),
                             _ => entry.1.next(),

@@ -113,8 +113,8 @@ pub(crate) enum Unauthorized {
     Ignore,
 }
 
-/// A bot token. Never printed: `Debug` shows the bot id only (the part
-/// before `:`, which Telegram treats as public).
+/// A bot token or a webhook secret token. Never printed: `Debug` shows a
+/// placeholder only.
 pub(crate) struct Token(Zeroizing<String>);
 
 impl Token {
@@ -129,8 +129,7 @@ impl Token {
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let id = self.0.split(':').next().unwrap_or_default();
-        write!(f, "Token({id}:<redacted>)")
+        f.write_str("Token(<redacted>)")
     }
 }
 
@@ -349,7 +348,8 @@ mod tests {
     #[test]
     fn token_debug_hides_the_secret_part() {
         let t = Token::new("123456:ABCdef-secret".to_owned());
-        assert_eq!(format!("{t:?}"), "Token(123456:<redacted>)");
+        assert_eq!(format!("{t:?}"), "Token(<redacted>)");
+        assert_eq!(format!("{:?}", Token::new("webhook_secret_value".to_owned())), "Token(<redacted>)");
         assert!(looks_like_token("123456:ABCdef-secret"));
         assert!(!looks_like_token("hunter2"));
         assert!(valid_secret_token("abc_DEF-1"));

@@ -296,6 +296,17 @@ async fn run(config: config::Config, store: Arc<store::Store>, started: Instant)
         tracing::info!("shutting down: stopping polls, finishing replies in flight");
     });
     let server = axum::serve(listener, web::router(state)).with_graceful_shutdown(cancel.clone().cancelled_owned());
+    // Once shutdown starts, requests in flight get 4 s, then bots and senders
+    // 4 s: the process is gone within 10 s of SIGTERM whatever is pending.
+    let server = async {
+        let mut server = std::pin::pin!(server.into_future());
+        tokio::select! {
+            result = &mut server => result,
+            () = cancel.cancelled() => {
+                tokio::time::timeout(Duration::from_secs(4), server).await.unwrap_or(Ok(()))
+            }
+        }
+    };
     let code = match server.await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -306,7 +317,7 @@ async fn run(config: config::Config, store: Arc<store::Store>, started: Instant)
     };
     // Bots stop at once (an in-flight poll is simply dropped); senders get a
     // few seconds for replies already on the wire. Stay within 10 s in all.
-    let _ = tokio::time::timeout(Duration::from_secs(8), async { while tasks.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(Duration::from_secs(4), async { while tasks.join_next().await.is_some() {} }).await;
     tracing::info!("stopped");
     code
 }

@@ -276,6 +276,14 @@ impl Store {
         tx.commit()
     }
 
+    /// Clears the attempt mark of a reply Telegram answered with a refusal
+    /// to deliver (429, 5xx): it was certainly not sent, so it may be sent
+    /// after a restart.
+    pub(crate) fn unmark(&self, id: i64) -> rusqlite::Result<()> {
+        self.lock().prepare_cached("UPDATE outbox SET attempted_at = NULL WHERE id = ?1")?.execute([id])?;
+        Ok(())
+    }
+
     /// Replies not yet attempted, oldest first.
     pub(crate) fn pending(&self, bot: &str) -> rusqlite::Result<Vec<Outgoing>> {
         let conn = self.lock();

@@ -163,7 +163,15 @@ impl BotApi {
                 let _ = e;
                 return Err(ApiError::Server { code: status, description: format!("HTTP {status}") });
             }
-            Err(e) => return Err(ApiError::Malformed(format!("HTTP {status}: {e}"))),
+            // serde's message can quote the answer; say where it broke, not what it said.
+            Err(e) => {
+                return Err(ApiError::Malformed(format!(
+                    "HTTP {status}: not the Bot API's JSON ({:?} error at line {}, column {})",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                )));
+            }
         };
         if envelope.ok {
             return envelope.result.ok_or_else(|| ApiError::Malformed("`ok` without `result`".to_owned()));

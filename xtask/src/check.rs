@@ -4,11 +4,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
-use deploy_config::{EnvFile, PublicKey, SecretKey};
+use deploy_config::{EnvFile, PublicKey};
 use xshell::{Shell, cmd};
-use zeroize::Zeroizing;
 
 use crate::keys::Context;
 
@@ -115,25 +112,14 @@ fn committed_keys(root: &Path, path: &Path, keys: &[(String, PublicKey)]) -> any
     }
     let bytes = std::fs::read(&full).with_context(|| format!("reading {}", full.display()))?;
     let mut found = Vec::new();
-    for (lineno, line) in bytes.split(|&b| b == b'\n').enumerate() {
-        let is_b64 = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
-        for token in line.split(|b| !is_b64(b)) {
-            if !(43..=44).contains(&token.len()) {
-                continue;
-            }
-            let Ok(text) = std::str::from_utf8(token) else { continue };
-            let Ok(decoded) = B64.decode(text).map(Zeroizing::new) else { continue };
-            let Ok(raw) = <[u8; 32]>::try_from(&decoded[..]) else { continue };
-            let candidate = SecretKey::from_bytes(Zeroizing::new(raw));
-            if let Some((env, pk)) = keys.iter().find(|(_, pk)| pk == candidate.public_key()) {
-                found.push(format!(
-                    "{}:{}: the secret key of environment `{env}` (key id {}) is in this file; \
-                     remove it and rotate the key with `cargo xtask rotate-key --env {env}`: whoever saw this file can open every value",
-                    path.display(),
-                    lineno + 1,
-                    pk.key_id()
-                ));
-            }
+    for (line, candidate) in crate::keys::base64_keys(&bytes) {
+        if let Some((env, pk)) = keys.iter().find(|(_, pk)| pk == candidate.public_key()) {
+            found.push(format!(
+                "{}:{line}: the secret key of environment `{env}` (key id {}) is in this file; \
+                 remove it and rotate the key with `cargo xtask rotate-key --env {env}`: whoever saw this file can open every value",
+                path.display(),
+                pk.key_id()
+            ));
         }
     }
     Ok(found)

@@ -243,11 +243,15 @@ fn needles(ctx: &mut Context, key_files: &[PathBuf]) -> anyhow::Result<Vec<check
     for intake in intakes {
         let key = intake.key;
         let Some(file) = files.iter().find(|f| f.public_key() == key.public_key()) else {
-            bail!(
+            let mut msg = format!(
                 "the key from {} (key id {}) belongs to no environment in deploy-config/",
                 intake.source,
                 key.key_id()
             );
+            for e in &unreadable {
+                msg.push_str(&format!("\n  (could not read: {e})"));
+            }
+            bail!("{msg}");
         };
         let secrets = file.open_all(&key)?;
         for (name, value) in secrets.iter() {
@@ -263,18 +267,15 @@ fn needles(ctx: &mut Context, key_files: &[PathBuf]) -> anyhow::Result<Vec<check
                 bytes: Zeroizing::new(value.expose_bytes().to_vec()),
             });
         }
-        let b64 = deploy_config_key_text(&key);
-        needles.push(check::Needle {
-            what: format!("the secret key of environment `{}`", file.env()),
-            bytes: Zeroizing::new(b64.as_bytes().to_vec()),
-        });
+        let b64 = key.to_base64();
+        let raw =
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64.as_bytes()).map(Zeroizing::new)?;
+        for bytes in [Zeroizing::new(b64.as_bytes().to_vec()), raw] {
+            needles.push(check::Needle { what: format!("the secret key of environment `{}`", file.env()), bytes });
+        }
         eprintln!("image check: searching for {} value(s) and the key of `{}`", secrets.len(), file.env());
     }
     Ok(needles)
-}
-
-fn deploy_config_key_text(key: &deploy_config::SecretKey) -> Zeroizing<String> {
-    key.to_base64()
 }
 
 pub(crate) fn run_check(ctx: &mut Context, args: CheckCommand) -> anyhow::Result<()> {

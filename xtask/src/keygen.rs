@@ -59,8 +59,7 @@ pub(crate) fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
 
     doc.set_public_key(key.public_key());
     if let Err(err) = doc.write() {
-        // Leave nothing behind: a key file without its public key is useless.
-        let _ = std::fs::remove_file(&out);
+        keys::forget_unused_key(&path, &key, &out);
         return Err(err).with_context(|| format!("writing {}", ctx.show(&path)));
     }
 

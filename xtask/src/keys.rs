@@ -196,9 +196,75 @@ pub(crate) fn write_key_file(path: &Path, key: &SecretKey) -> anyhow::Result<()>
     })
 }
 
+/// After a failed write of `env_file`: removes the new key file, unless the
+/// file on disk already names the new public key (the rename happened and
+/// only the final sync failed), in which case the key is the only way to
+/// open those values and must stay.
+pub(crate) fn forget_unused_key(env_file: &Path, key: &SecretKey, key_file: &Path) {
+    let written = std::fs::read_to_string(env_file).is_ok_and(|t| t.contains(&key.public_key().to_base64()));
+    if written {
+        eprintln!(
+            "warning: {} was replaced before the error; keeping the new key {}",
+            env_file.display(),
+            key_file.display()
+        );
+    } else {
+        let _ = std::fs::remove_file(key_file);
+    }
+}
+
+/// Every X25519 key written in base64 in `data` (padded or not, bare or as in
+/// `SECRET_KEY=<key>`), with the line (from 1) it is on.
+///
+/// Splits on everything outside the base64 alphabet, `=` included, so a key
+/// after `NAME=` or before its own padding is a run of exactly 43 characters.
+pub(crate) fn base64_keys(data: &[u8]) -> Vec<(usize, SecretKey)> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let is_b64 = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/');
+    let mut found = Vec::new();
+    let mut offset = 0;
+    for run in data.split(|b| !is_b64(b)) {
+        if run.len() == 43 {
+            let decoded = base64::Engine::decode(&LENIENT, run).map(zeroize::Zeroizing::new);
+            if let Ok(bytes) = decoded
+                && let Ok(raw) = <[u8; 32]>::try_from(&bytes[..])
+            {
+                let line = data[..offset].iter().filter(|b| **b == b'\n').count() + 1;
+                found.push((line, SecretKey::from_bytes(zeroize::Zeroizing::new(raw))));
+            }
+        }
+        offset += run.len() + 1;
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_keys_however_they_are_written() {
+        let key = SecretKey::generate();
+        let b64 = key.to_base64();
+        let bare = b64.trim_end_matches('=');
+        for text in [
+            format!("x {} y", &*b64),
+            format!("SECRET_KEY={}", &*b64),
+            format!("- SECRET_KEY={bare}\n"),
+            format!("key: \"{}\"", &*b64),
+            format!("[\"SECRET_KEY={}\"]", &*b64),
+        ] {
+            let found = base64_keys(format!("first line\n{text}").as_bytes());
+            assert_eq!(found.len(), 1, "{text}");
+            assert_eq!(found[0].0, 2);
+            assert_eq!(found[0].1.public_key(), key.public_key());
+        }
+        assert!(base64_keys(format!("x{}", &*b64).as_bytes()).is_empty());
+    }
 
     #[test]
     fn work_tree_boundary() {

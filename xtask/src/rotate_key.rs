@@ -54,7 +54,7 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     keys::ensure_outside_work_tree(&ctx.root, &out)?;
     keys::write_key_file(&out, &new_key)?;
     if let Err(err) = deploy_config::write_atomic(file.path(), text.as_bytes(), None) {
-        let _ = std::fs::remove_file(&out);
+        keys::forget_unused_key(file.path(), &new_key, &out);
         return Err(err).with_context(|| format!("writing {} (nothing was changed)", ctx.show(file.path())));
     }
 

@@ -18,12 +18,13 @@ struct Refusal {
 
 /// Runs the app expecting it to refuse to start; checks nothing listened.
 fn refuse(mut cmd: std::process::Command) -> Refusal {
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // The port stays taken while the app runs: an app that tried to listen
+    // before refusing would exit 6 (cannot bind) instead of the expected code.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
     cmd.env("APP_LISTEN", format!("127.0.0.1:{port}"));
     let out = cmd.output().unwrap();
+    drop(taken);
     let r = Refusal {
         code: out.status.code().unwrap_or(-1),
         stderr: String::from_utf8(out.stderr).unwrap(),

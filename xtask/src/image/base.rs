@@ -68,7 +68,9 @@ async fn bootstrap(sh: &Shell, docker: &Docker) -> anyhow::Result<()> {
         );
     }
     let mirror = std::env::var("BOXCAR_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".to_owned());
-    let work = tempfile_dir()?;
+    // mkdtemp (0700): a predictable name could be prepared by another user.
+    let work_dir = tempfile::Builder::new().prefix("boxcar-bootstrap-").tempdir().context("creating a work folder")?;
+    let work = work_dir.path().to_owned();
     let rootfs = work.join("rootfs");
     let archive = work.join("rootfs.tar");
     eprintln!("bootstrapping Debian bookworm from {mirror} into {} (a few minutes)", rootfs.display());
@@ -95,14 +97,8 @@ async fn bootstrap(sh: &Shell, docker: &Docker) -> anyhow::Result<()> {
         anyhow::Ok(())
     }
     .await;
-    let _ = std::fs::remove_dir_all(&work);
+    drop(work_dir);
     result
-}
-
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("boxcar-bootstrap-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
 }
 
 /// The builder image for this checkout, built if its tag does not exist yet.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io::Read as _;
 
 use anyhow::{Context as _, bail};
-use deploy_config::{PublicKey, SecretKey};
+use deploy_config::PublicKey;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
@@ -130,12 +130,7 @@ fn scan(place: &str, data: &[u8], needles: &[Needle], public_keys: &[(String, Pu
     if public_keys.is_empty() {
         return;
     }
-    let is_b64 = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
-    for token in data.split(|b| !is_b64(b)) {
-        if !(43..=44).contains(&token.len()) {
-            continue;
-        }
-        let Some(key) = std::str::from_utf8(token).ok().and_then(|t| SecretKey::from_base64(t).ok()) else { continue };
+    for (_, key) in crate::keys::base64_keys(data) {
         if let Some((env, _)) = public_keys.iter().find(|(_, pk)| pk == key.public_key()) {
             problems.push(format!("{place} contains the secret key of environment `{env}`"));
         }
@@ -208,7 +203,7 @@ mod archive_tests {
 
     #[test]
     fn finds_plaintext_keys_and_budget_overruns() {
-        let key = SecretKey::generate();
+        let key = deploy_config::SecretKey::generate();
         let b64 = key.to_base64();
         let file = format!("public_key = \"x\"\n# oops: hunter2-plaintext and {}\n", &*b64);
         let built = build(&spec(file.as_bytes()), &["t:latest".to_owned()]).unwrap();

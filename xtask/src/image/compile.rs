@@ -149,8 +149,10 @@ pub(crate) async fn compile(
             }
         }
     }
-    std::fs::write(&cached_bin, &binary).with_context(|| format!("writing {}", cached_bin.display()))?;
-    std::fs::write(&cached_ca, &ca_bundle).with_context(|| format!("writing {}", cached_ca.display()))?;
+    deploy_config::write_atomic(&cached_bin, &binary, Some(0o755))
+        .with_context(|| format!("writing {}", cached_bin.display()))?;
+    deploy_config::write_atomic(&cached_ca, &ca_bundle, Some(0o644))
+        .with_context(|| format!("writing {}", cached_ca.display()))?;
     let how =
         cold_reason.unwrap_or_else(|| format!("warm: {target} holds the previous build; only what changed compiled"));
     Ok(Compiled { binary, ca_bundle, how, took: start.elapsed() })

@@ -219,6 +219,8 @@ fn check_reports_every_problem_one_line_each() {
         format!("oops {}", std::fs::read_to_string(repo.key_file("staging")).unwrap()),
     )
     .unwrap();
+    let prod_key = std::fs::read_to_string(repo.key_file("production")).unwrap();
+    std::fs::write(repo.path("deploy.env"), format!("DEPLOY_ENV=production\nSECRET_KEY={}", prod_key.trim())).unwrap();
     std::fs::write(repo.env_file("broken"), "public_key = [").unwrap();
     std::fs::write(repo.env_file("nokey"), "[secrets]\n").unwrap();
     std::fs::write(repo.env_file("shortkey"), "public_key = \"AAAA\"\n").unwrap();
@@ -236,6 +238,7 @@ fn check_reports_every_problem_one_line_each() {
         "error: deploy-config/production.toml: secrets.plain is not a sealed value",
         "error: deploy-config/shortkey.toml: `public_key` decodes to 3 bytes; an X25519 key is 32 bytes",
         "error: deploy-config/staging.toml: bots[1].token_secret names `missing`, which is not under [secrets]",
+        "error: deploy.env:2: the secret key of environment `production`",
         "error: notes.txt:1: the secret key of environment `staging`",
     ];
     assert_eq!(errors.len(), expect.len(), "{}", run.stdout);
