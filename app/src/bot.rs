@@ -226,8 +226,7 @@ impl Bot {
             ApiError::Rejected { .. } => {
                 tracing::error!(bot = %self.name, error = %e, "token rejected; this bot stops, the others go on");
                 self.status.set_state(State::Failed(format!(
-                    "{e}; check the token in the `{}` secret (cargo xtask encrypt-secret)",
-                    self.name
+                    "{e}; check the bot's token_secret (seal a new token with cargo xtask encrypt-secret)"
                 )));
                 return None;
             }

@@ -204,8 +204,11 @@ async fn webhook(
     let update: Update = match serde_json::from_slice(&body) {
         Ok(u) => u,
         Err(e) => {
+            // Authenticated but unreadable: answering non-2xx would make
+            // Telegram deliver it again forever. Count it, log it, drop it.
             state.metrics.error(&bot.name, "webhook_malformed");
-            return (StatusCode::BAD_REQUEST, format!("not an update: {e}\n")).into_response();
+            tracing::warn!(bot = %bot.name, line = e.line(), column = e.column(), "webhook update not understood; dropped");
+            return (StatusCode::OK, "ignored\n").into_response();
         }
     };
     match bot.handle_updates(vec![update], false).await {

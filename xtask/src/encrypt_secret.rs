@@ -37,8 +37,11 @@ pub(crate) fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let value = if std::io::stdin().is_terminal() {
         prompt(&args.env, &args.name, &key.key_id().to_string())?
     } else {
-        let mut buf = Zeroizing::new(Vec::new());
-        std::io::stdin().lock().read_to_end(&mut buf).context("reading the value from stdin")?;
+        // Room for the largest value up front: a growing buffer would leave
+        // unwiped copies behind each time it moved.
+        let limit = deploy_config::MAX_VALUE_LEN + 2;
+        let mut buf = Zeroizing::new(Vec::with_capacity(limit + 1));
+        std::io::stdin().lock().take(limit as u64 + 1).read_to_end(&mut buf).context("reading the value from stdin")?;
         if !args.keep_trailing_newline {
             strip_one_newline(&mut buf);
         }

@@ -99,8 +99,17 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
     }
     let needles = needles(ctx, &args.check.key_files)?;
     let public_keys = public_keys(ctx)?;
-    let ca_bundle = args.ca_bundle.clone().or_else(|| std::env::var_os("SSL_CERT_FILE").map(PathBuf::from));
-    let ca_bundle = ca_bundle.map(|p| ctx.user_path(&p)).filter(|p| p.exists());
+    let ca_bundle = match &args.ca_bundle {
+        Some(path) => {
+            let path = ctx.user_path(path);
+            if !path.is_file() {
+                bail!("--ca-bundle {}: no such file", path.display());
+            }
+            Some(path)
+        }
+        // SSL_CERT_FILE is a hint: used when it names a file.
+        None => std::env::var_os("SSL_CERT_FILE").map(|p| ctx.user_path(Path::new(&p))).filter(|p| p.is_file()),
+    };
 
     let rt = crate::engine::runtime()?;
     rt.block_on(async {
