@@ -91,6 +91,7 @@ fn git(sh: &Shell) -> anyhow::Result<Git> {
 
 pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
+    refuse_bad_env_files(ctx)?;
     let git = git(sh)?;
     if git.dirty {
         eprintln!(
@@ -218,6 +219,29 @@ fn env_files(root: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
         out.push((name, std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?));
     }
     Ok(out)
+}
+
+/// The environment files ship in the image: each must pass what `check`
+/// checks without a key (no plaintext under [secrets], every value sealed to
+/// its file's key) before anything is built.
+fn refuse_bad_env_files(ctx: &Context) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    for path in deploy_config::env_files(&ctx.config_dir())? {
+        match EnvFile::load(&path) {
+            Ok(file) => problems.extend(file.problems().iter().map(|p| format!("{}: {p}", ctx.show(&path)))),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    for p in &problems {
+        eprintln!("error: {p}");
+    }
+    bail!(
+        "{} problem(s) in the environment files that would ship in the image; `cargo xtask check` lists them too",
+        problems.len()
+    )
 }
 
 fn public_keys(ctx: &Context) -> anyhow::Result<Vec<(String, PublicKey)>> {
