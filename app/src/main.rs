@@ -27,7 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 // musl's allocator takes a global lock on every allocation; with several
 // runtime threads it is several times slower than glibc's. mimalloc keeps the
-// static musl build as fast as the glibc one (measured in the app benchmark).
+// static musl build as fast as the glibc one (measured in the app benchmark);
+// its `override` feature (workspace Cargo.toml) makes it C's malloc too, for
+// the bundled SQLite.
 #[cfg(target_env = "musl")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
