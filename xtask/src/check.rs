@@ -69,7 +69,7 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, _args: Args) -> anyhow::Result<()> 
 
 /// Files git tracks (plus new files not ignored), or every file when the
 /// project is not a git checkout.
-fn tracked_files(sh: &Shell, root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn tracked_files(sh: &Shell, root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let is_git = cmd!(sh, "git rev-parse --is-inside-work-tree").quiet().ignore_stderr().read().is_ok();
     if !is_git {
         let mut out = Vec::new();

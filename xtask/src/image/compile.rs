@@ -40,20 +40,9 @@ pub(crate) struct Compiled {
 
 /// The files a build sees: what git tracks plus new files it does not ignore,
 /// never `target/` and never key files.
-pub(crate) fn source_files(sh: &xshell::Shell) -> anyhow::Result<Vec<PathBuf>> {
-    let list = xshell::cmd!(sh, "git ls-files -z --cached --others --exclude-standard")
-        .quiet()
-        .read()
-        .context("listing the source tree with git (the image is built from a git checkout)")?;
-    let mut files: Vec<PathBuf> = list
-        .split('\0')
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from)
-        .filter(|p| !p.starts_with("target") && p.extension().is_none_or(|e| e != "key"))
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    files.dedup();
+fn source_files(sh: &xshell::Shell, root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = crate::check::tracked_files(sh, root)?;
+    files.retain(|p| !p.starts_with("target") && p.extension().is_none_or(|e| e != "key"));
     Ok(files)
 }
 
@@ -84,7 +73,7 @@ pub(crate) async fn compile(
     builder: &str,
 ) -> anyhow::Result<Compiled> {
     let start = Instant::now();
-    let files = source_files(sh)?;
+    let files = source_files(sh, root)?;
     let (context, source_hash) = source_tar(root, &files)?;
     let cache_dir = root.join("target/boxcar-image");
     let key = &source_hash[..16];
