@@ -114,7 +114,7 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
 
     let rt = crate::engine::runtime()?;
     rt.block_on(async {
-        let docker = crate::engine::connect().await?;
+        let docker = crate::engine::connect(None).await?;
         let builder = base::ensure_builder(sh, &docker, &ctx.root, ca_bundle.as_deref()).await?;
         let compiled = compile::compile(sh, &docker, &ctx.root, &builder).await?;
         eprintln!("binary: {} ({:.1} s)", compiled.how, compiled.took.as_secs_f64());
@@ -316,7 +316,7 @@ pub(crate) fn run_check(ctx: &mut Context, args: CheckCommand) -> anyhow::Result
     let public_keys = public_keys(ctx)?;
     let rt = crate::engine::runtime()?;
     rt.block_on(async {
-        let docker = crate::engine::connect().await?;
+        let docker = crate::engine::connect(None).await?;
         docker.inspect_image(&args.image).await.with_context(|| format!("no image {} in the engine", args.image))?;
         let mut stream = docker.export_image(&args.image);
         let mut archive = Vec::new();

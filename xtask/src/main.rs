@@ -1,15 +1,18 @@
-//! `cargo xtask`: boxcar's project commands (keys, sealed secrets, the test suite).
+//! `cargo xtask`: boxcar's project commands (keys, sealed secrets, images,
+//! deploys, the test suite).
 //!
 //! One module per command, each with an `Args` and a `run`. `main` parses the
 //! command line, takes the secret key out of the environment before anything
 //! else can copy it, moves to the project root and dispatches.
 
 mod check;
+mod deploy;
 mod encrypt_secret;
 mod engine;
 mod image;
 mod keygen;
 mod keys;
+mod manifests;
 mod rotate_key;
 mod test;
 mod verify;
@@ -41,6 +44,11 @@ enum Command {
     RotateKey(rotate_key::Args),
     Image(image::Args),
     ImageCheck(image::CheckCommand),
+    Deploy(deploy::Args),
+    Status(deploy::StatusArgs),
+    Logs(deploy::LogsArgs),
+    Undeploy(deploy::UndeployArgs),
+    Manifests(manifests::Args),
     Test(test::Args),
 }
 
@@ -73,6 +81,11 @@ fn run(cli: Cli, env_key: keys::EnvKey) -> anyhow::Result<()> {
         Command::RotateKey(args) => rotate_key::run(&mut ctx, args),
         Command::Image(args) => image::run(&sh, &mut ctx, args),
         Command::ImageCheck(args) => image::run_check(&mut ctx, args),
+        Command::Deploy(args) => deploy::run(&mut ctx, args),
+        Command::Status(args) => deploy::status(args),
+        Command::Logs(args) => deploy::logs(args),
+        Command::Undeploy(args) => deploy::undeploy(args),
+        Command::Manifests(args) => manifests::run(&ctx, args),
         Command::Test(args) => test::run(&sh, &ctx, args),
     }
 }

@@ -39,10 +39,16 @@ pub(crate) struct Compiled {
 }
 
 /// The files a build sees: what git tracks plus new files it does not ignore,
-/// never `target/` and never key files.
+/// never `target/` and never key files. The environment files are left out
+/// too: the app reads them at run time and the image gets them from the
+/// host, so sealing a value or rotating a key does not recompile anything.
 fn source_files(sh: &xshell::Shell, root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = crate::check::tracked_files(sh, root)?;
-    files.retain(|p| !p.starts_with("target") && p.extension().is_none_or(|e| e != "key"));
+    let env_files: Vec<PathBuf> = deploy_config::env_files(&root.join("deploy-config"))?
+        .into_iter()
+        .filter_map(|p| p.strip_prefix(root).ok().map(Path::to_path_buf))
+        .collect();
+    files.retain(|p| !p.starts_with("target") && p.extension().is_none_or(|e| e != "key") && !env_files.contains(p));
     Ok(files)
 }
 
@@ -125,7 +131,9 @@ pub(crate) async fn compile(
         .await
         .context("creating the build container")?;
     let result = run_build(docker, &name, context, files.len()).await;
-    let _ = docker.remove_container(&name, Some(RemoveContainerOptionsBuilder::default().force(true).build())).await;
+    let _ = docker
+        .remove_container(&name, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()))
+        .await;
     let (binary, ca_bundle) = result?;
 
     std::fs::create_dir_all(&cache_dir).with_context(|| format!("creating {}", cache_dir.display()))?;

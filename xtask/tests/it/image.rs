@@ -5,8 +5,7 @@
 //! has a unique name and is removed at the end; the shared build caches
 //! (volumes boxcar-cargo-*, boxcar-target) are left in place.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
@@ -15,92 +14,7 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
 };
 
-use crate::Run;
-
-/// A copy of the working tree (tracked and new files) committed in a scratch
-/// repository, with a test environment whose key is made now.
-struct Checkout {
-    dir: tempfile::TempDir,
-    keys: tempfile::TempDir,
-}
-
-fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
-        .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
-        .env("GIT_AUTHOR_NAME", "test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
-        .env("GIT_COMMITTER_NAME", "test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-impl Checkout {
-    fn new() -> Checkout {
-        let root = project_root();
-        let dir = tempfile::tempdir().unwrap();
-        let list = git(&root, &["ls-files", "-z", "--cached", "--others", "--exclude-standard"]);
-        for rel in list.split('\0').filter(|s| !s.is_empty()) {
-            let from = root.join(rel);
-            if !from.is_file() {
-                continue;
-            }
-            let to = dir.path().join(rel);
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::copy(&from, &to).unwrap();
-        }
-        git(dir.path(), &["init", "-q"]);
-        let keys = tempfile::tempdir().unwrap();
-        let c = Checkout { dir, keys };
-        c.run(&["keygen", "--env", "imagetest"]).ok();
-        c.seal("imagetest_token", "3001:image-test-token-AAAAAAAAAAAAAAAAAAAAAAAAA");
-        let env_file = c.dir.path().join("deploy-config/imagetest.toml");
-        let text = std::fs::read_to_string(&env_file).unwrap();
-        // The bot's API is unreachable on purpose: the app serves /healthz while it backs off.
-        let settings = "\n[app]\napi_base = \"http://127.0.0.1:9\"\n\n[[bots]]\nname = \"imagetest\"\ntoken_secret = \"imagetest_token\"\n";
-        std::fs::write(&env_file, format!("{text}{settings}")).unwrap();
-        git(c.dir.path(), &["add", "-A"]);
-        git(c.dir.path(), &["commit", "-qm", "scratch"]);
-        c
-    }
-
-    fn seal(&self, name: &str, value: &str) {
-        let mut cmd = self.cmd(&["encrypt-secret", "--env", "imagetest", name]);
-        crate::Repo::run_with(&mut cmd, value.as_bytes()).ok();
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .env("BOXCAR_PROJECT_ROOT", self.dir.path())
-            .env("BOXCAR_KEY_DIR", self.keys.path())
-            .env_remove("SECRET_KEY")
-            .env_remove("SECRET_KEY_FILE");
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        crate::Repo::run_with(&mut self.cmd(args), b"")
-    }
-
-    fn key_file(&self) -> PathBuf {
-        std::fs::read_dir(self.keys.path()).unwrap().next().unwrap().unwrap().path()
-    }
-
-    fn head(&self) -> String {
-        git(self.dir.path(), &["rev-parse", "HEAD"]).trim().to_owned()
-    }
-}
+use crate::{Checkout, Run};
 
 fn image_id(run: &Run) -> String {
     run.stdout
@@ -148,7 +62,9 @@ fn image_builds_checks_runs_and_reproduces() {
     let docker = docker.expect("these tests need a Docker engine (cargo xtask test and .ci/run start one)");
     let repo = format!("boxcar-test-{}", std::process::id());
     let mut cleanup = Cleanup { docker: docker.clone(), rt, repo: repo.clone(), containers: Vec::new() };
-    let checkout = Checkout::new();
+    let settings = "\n[app]\napi_base = \"http://127.0.0.1:9\"\n\n[[bots]]\nname = \"imagetest\"\ntoken_secret = \"imagetest_token\"\n";
+    let checkout =
+        Checkout::new("imagetest", &[("imagetest_token", "3001:image-test-token-AAAAAAAAAAAAAAAAAAAAAAAAA")], settings);
     let key = checkout.key_file();
 
     // Build, with the key supplied so the check searches for every plaintext.

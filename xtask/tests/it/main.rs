@@ -4,6 +4,7 @@
 // Helpers outside `#[test]` functions too: a panic is the failure report we want.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod deploy;
 mod image;
 mod secrets;
 
@@ -81,14 +82,7 @@ impl Repo {
     }
 
     pub(crate) fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        cmd.args(args)
-            .current_dir(self.root.path())
-            .env("BOXCAR_PROJECT_ROOT", self.root.path())
-            .env("BOXCAR_KEY_DIR", self.keys.path())
-            .env_remove("SECRET_KEY")
-            .env_remove("SECRET_KEY_FILE");
-        cmd
+        xtask(self.root.path(), self.keys.path(), args)
     }
 
     pub(crate) fn run(&self, args: &[&str]) -> Run {
@@ -133,7 +127,116 @@ impl Repo {
     }
 }
 
+/// The built xtask, pointed at a project root and a key folder, with no key
+/// in its environment.
+pub(crate) fn xtask(root: &Path, keys: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(args)
+        .current_dir(root)
+        .env("BOXCAR_PROJECT_ROOT", root)
+        .env("BOXCAR_KEY_DIR", keys)
+        .env_remove("SECRET_KEY")
+        .env_remove("SECRET_KEY_FILE");
+    cmd
+}
+
 pub(crate) fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// A copy of the working tree (tracked and new files) committed in a scratch
+/// repository, with a test environment whose key is made now.
+pub(crate) struct Checkout {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) keys: tempfile::TempDir,
+    pub(crate) env: String,
+}
+
+pub(crate) fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+        .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
+        .env("GIT_AUTHOR_NAME", "test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
+        .env("GIT_COMMITTER_NAME", "test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+impl Checkout {
+    /// `env` gets a key, one sealed value per `secrets` entry, then `settings`
+    /// (plain TOML appended to the file); everything is committed.
+    pub(crate) fn new(env: &str, secrets: &[(&str, &str)], settings: &str) -> Checkout {
+        let root = project_root();
+        let dir = tempfile::tempdir().unwrap();
+        let list = git(&root, &["ls-files", "-z", "--cached", "--others", "--exclude-standard"]);
+        for rel in list.split('\0').filter(|s| !s.is_empty()) {
+            let from = root.join(rel);
+            if !from.is_file() {
+                continue;
+            }
+            let to = dir.path().join(rel);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(&from, &to).unwrap();
+        }
+        git(dir.path(), &["init", "-q"]);
+        let keys = tempfile::tempdir().unwrap();
+        let c = Checkout { dir, keys, env: env.to_owned() };
+        c.run(&["keygen", "--env", env]).ok();
+        for (name, value) in secrets {
+            c.seal(name, value);
+        }
+        let env_file = c.env_file();
+        let text = std::fs::read_to_string(&env_file).unwrap();
+        std::fs::write(&env_file, format!("{text}{settings}")).unwrap();
+        c.commit();
+        c
+    }
+
+    pub(crate) fn env_file(&self) -> PathBuf {
+        self.dir.path().join(format!("deploy-config/{}.toml", self.env))
+    }
+
+    pub(crate) fn commit(&self) {
+        git(self.dir.path(), &["add", "-A"]);
+        git(self.dir.path(), &["commit", "-qm", "scratch"]);
+    }
+
+    pub(crate) fn seal(&self, name: &str, value: &str) {
+        let mut cmd = self.cmd(&["encrypt-secret", "--env", &self.env, name]);
+        Repo::run_with(&mut cmd, value.as_bytes()).ok();
+    }
+
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
+        xtask(self.dir.path(), self.keys.path(), args)
+    }
+
+    pub(crate) fn run(&self, args: &[&str]) -> Run {
+        Repo::run_with(&mut self.cmd(args), b"")
+    }
+
+    /// The newest key file (after a rotation there are two).
+    pub(crate) fn key_file(&self) -> PathBuf {
+        let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(self.keys.path())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| (e.metadata().unwrap().modified().unwrap(), e.path()))
+            .collect();
+        files.sort();
+        files.pop().unwrap().1
+    }
+
+    pub(crate) fn head(&self) -> String {
+        git(self.dir.path(), &["rev-parse", "HEAD"]).trim().to_owned()
+    }
 }

@@ -1,0 +1,675 @@
+//! Deploying to a Swarm cluster: the key as a Swarm secret (encrypted in the
+//! managers' raft log, mounted into tasks as an in-memory file), the app as a
+//! replicated service whose updates the engine health-checks and rolls back.
+//!
+//! Swarm secrets cannot change, so each key is its own secret,
+//! `<name>-key-<key id>`; a rotation creates the new one, updates the service,
+//! and removes the old one once the update has converged.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bollard::Docker;
+use bollard::models::{
+    EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, HealthConfig, Limit, Mount, MountTmpfsOptions,
+    MountType, MountVolumeOptions, SecretSpec, Service, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
+    ServiceSpecRollbackConfig, ServiceSpecRollbackConfigFailureActionEnum, ServiceSpecRollbackConfigOrderEnum,
+    ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum,
+    ServiceUpdateStatusStateEnum, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecFile,
+    TaskSpecContainerSpecPrivileges, TaskSpecContainerSpecSecrets, TaskSpecLogDriver, TaskSpecResources,
+    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+};
+use bollard::query_parameters::{ListSecretsOptionsBuilder, ListTasksOptionsBuilder, UpdateServiceOptions};
+
+use super::{
+    APP_PORT, DEFAULT_PIDS, LABEL_DEPLOYMENT, LABEL_IMAGE_ID, LABEL_KEY_ID, LABEL_ROLE, LABEL_SPEC, Plan, PublishMode,
+    SWARM_KEY_FILE,
+};
+use crate::engine::is_not_found;
+
+/// Healthcheck of the service's tasks: Swarm counts a task as running only
+/// once it passes, and replaces (or rolls back) one that turns unhealthy.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+const HEALTH_START: Duration = Duration::from_secs(5);
+/// How long a new task must stay up for an update step to count as good.
+const UPDATE_MONITOR: Duration = Duration::from_secs(10);
+/// Failed tasks of a first deploy before boxcar gives up and removes it.
+const FIRST_DEPLOY_FAILURES: usize = 3;
+
+/// Whether the engine is a Swarm manager (it can take service commands).
+pub(crate) async fn is_manager(docker: &Docker) -> bool {
+    match docker.info().await {
+        Ok(info) => info.swarm.and_then(|s| s.control_available).unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Whether a service `name` exists; an error when boxcar did not make it.
+pub(crate) async fn service_exists(docker: &Docker, name: &str) -> anyhow::Result<bool> {
+    Ok(managed_service(docker, name).await?.is_some())
+}
+
+async fn managed_service(docker: &Docker, name: &str) -> anyhow::Result<Option<Service>> {
+    let service = match docker.inspect_service(name, None::<bollard::query_parameters::InspectServiceOptions>).await {
+        Ok(s) => s,
+        Err(e) if is_not_found(&e) => return Ok(None),
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("inspecting the service {name}"))),
+    };
+    if service_label(&service, LABEL_DEPLOYMENT) != Some(name) {
+        return Err(super::not_ours("service", name));
+    }
+    Ok(Some(service))
+}
+
+fn service_label<'a>(service: &'a Service, key: &str) -> Option<&'a str> {
+    service.spec.as_ref()?.labels.as_ref()?.get(key).map(String::as_str)
+}
+
+/// The reference tasks run: the registry digest when the image has one (any
+/// node can pull it), else the image ID (only this engine has it). Never a
+/// tag: a rollback must bring back exactly the previous image, and a tag may
+/// have moved to the broken one.
+fn pinned_image(image: &bollard::models::ImageInspect, id: &str) -> (String, bool) {
+    match image.repo_digests.as_ref().and_then(|d| d.first()) {
+        Some(digest) => (digest.clone(), true),
+        None => (id.to_owned(), false),
+    }
+}
+
+pub(super) async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let name = &plan.name;
+    if !is_manager(docker).await {
+        bail!(
+            "--swarm: this engine is not a Swarm manager; nothing was changed\n\
+             hint: `docker swarm init` makes it one, or deploy without --swarm to run a single container"
+        );
+    }
+    let existing = managed_service(docker, name).await?;
+    if super::standalone::managed_container(docker, name).await?.is_some() {
+        bail!(
+            "`{name}` runs as a standalone container on this engine; `cargo xtask undeploy --env {}` it first \
+             (the data volume stays), or deploy under another name with --name",
+            plan.env
+        );
+    }
+    let image = docker.inspect_image(image_id).await.context("inspecting the image")?;
+    let (reference, pullable) = pinned_image(&image, image_id);
+    if !pullable {
+        eprintln!(
+            "note: {} is in this engine only (no registry digest): tasks on other nodes cannot start it; \
+             push it to a registry the nodes can reach for a multi-node swarm",
+            plan.image
+        );
+    }
+    if plan.publish.address.is_some() {
+        eprintln!(
+            "note: Swarm publishes port {} on every address of the nodes (the address in --publish is not \
+             used); the dashboard has no login, so keep that port behind a firewall or proxy",
+            plan.publish.port
+        );
+    }
+
+    let spec_label = spec_hash(plan, &reference);
+    if let Some(service) = &existing
+        && service_label(service, LABEL_SPEC) == Some(spec_label.as_str())
+    {
+        println!("unchanged  service {name} already runs {} with these settings; nothing to do", plan.image);
+        return status(docker, name).await;
+    }
+
+    let (secret_id, secret_name, secret_created) = ensure_secret(docker, plan).await?;
+    eprintln!(
+        "key: Swarm secret {secret_name}, mounted at {SWARM_KEY_FILE} (SECRET_KEY_FILE); not in the service spec"
+    );
+    let no_new_privileges = api_at_least(docker, 1, 46);
+    if !no_new_privileges {
+        eprintln!(
+            "note: this engine's API ({}) cannot set no-new-privileges on a service; the image has no \
+             set-user-ID file and every capability is dropped",
+            docker.client_version()
+        );
+    }
+    let spec = service_spec(plan, &reference, &spec_label, &secret_id, &secret_name, no_new_privileges);
+
+    let result = match &existing {
+        None => create(docker, plan, spec).await,
+        Some(service) => update(docker, plan, service, spec, &reference).await,
+    };
+    match result {
+        Ok(()) => {
+            remove_unused_secrets(docker, name, &secret_name).await;
+            println!("deployed   service {name}, {} task(s)", plan.replicas);
+            println!("image      {} ({reference})", plan.image);
+            println!("key        Swarm secret {secret_name}, a file at {SWARM_KEY_FILE}; not in the service spec");
+            println!("data       volume {} at /data (on each node)", super::data_volume(name));
+            println!("published  {}", published(docker, name).await.unwrap_or_else(|| "-".to_owned()));
+            println!("healthy    after {:.1} s", started.elapsed().as_secs_f64());
+            Ok(())
+        }
+        Err(e) => {
+            if secret_created && !secret_in_use(docker, &secret_name).await {
+                delete_secret(docker, &secret_name).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Whether the negotiated API version is at least `major.minor`.
+fn api_at_least(docker: &Docker, major: usize, minor: usize) -> bool {
+    let v = docker.client_version();
+    (v.major_version, v.minor_version) >= (major, minor)
+}
+
+fn spec_hash(plan: &Plan, reference: &str) -> String {
+    super::spec_hash(&serde_json::json!({
+        "image": reference,
+        "env": plan.env,
+        "key": plan.key.key_id().to_string(),
+        "replicas": plan.replicas,
+        "publish": [plan.publish.port, format!("{:?}", plan.publish_mode)],
+        "memory": plan.memory_bytes,
+        "webhook": plan.all_webhook,
+        "health": HEALTH_INTERVAL.as_secs(),
+    }))
+}
+
+fn service_spec(
+    plan: &Plan,
+    reference: &str,
+    spec_label: &str,
+    secret_id: &str,
+    secret_name: &str,
+    no_new_privileges: bool,
+) -> ServiceSpec {
+    let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    let mut labels = plan.labels("app");
+    labels.insert(LABEL_SPEC.to_owned(), spec_label.to_owned());
+    labels.insert(LABEL_IMAGE_ID.to_owned(), reference.to_owned());
+    // Polling bots: the old task stops before the new one polls (two pollers
+    // get 409). Webhook bots: the new task starts first, no gap, unless it
+    // would need the port the old one holds on the node.
+    let host_port_held = plan.publish_mode == PublishMode::Host && plan.publish.port != 0;
+    let (order, rollback_order) = if plan.all_webhook && !host_port_held {
+        (ServiceSpecUpdateConfigOrderEnum::START_FIRST, ServiceSpecRollbackConfigOrderEnum::START_FIRST)
+    } else {
+        (ServiceSpecUpdateConfigOrderEnum::STOP_FIRST, ServiceSpecRollbackConfigOrderEnum::STOP_FIRST)
+    };
+    let file_name = SWARM_KEY_FILE.rsplit('/').next().unwrap_or("boxcar-key");
+    let container = TaskSpecContainerSpec {
+        image: Some(reference.to_owned()),
+        // The spec label on the task makes every change a rolling update.
+        labels: Some(labels.clone()),
+        env: Some(vec![format!("DEPLOY_ENV={}", plan.env), format!("SECRET_KEY_FILE={SWARM_KEY_FILE}")]),
+        user: Some("65532:65532".to_owned()),
+        read_only: Some(true),
+        capability_drop: Some(vec!["ALL".to_owned()]),
+        privileges: no_new_privileges
+            .then(|| TaskSpecContainerSpecPrivileges { no_new_privileges: Some(true), ..Default::default() }),
+        mounts: Some(vec![
+            Mount {
+                typ: Some(MountType::VOLUME),
+                source: Some(super::data_volume(&plan.name)),
+                target: Some("/data".to_owned()),
+                volume_options: Some(MountVolumeOptions { labels: Some(plan.labels("data")), ..Default::default() }),
+                ..Mount::default()
+            },
+            Mount {
+                typ: Some(MountType::TMPFS),
+                target: Some("/tmp".to_owned()),
+                tmpfs_options: Some(MountTmpfsOptions {
+                    size_bytes: Some(16 * 1024 * 1024),
+                    mode: Some(0o1777),
+                    ..Default::default()
+                }),
+                ..Mount::default()
+            },
+        ]),
+        stop_grace_period: Some(nanos(Duration::from_secs(10))),
+        health_check: Some(HealthConfig {
+            // No test: the engine keeps the image's HEALTHCHECK command and
+            // takes only the timing from here.
+            test: None,
+            interval: Some(nanos(HEALTH_INTERVAL)),
+            timeout: Some(nanos(Duration::from_secs(3))),
+            retries: Some(3),
+            start_period: Some(nanos(HEALTH_START)),
+            start_interval: None,
+        }),
+        secrets: Some(vec![TaskSpecContainerSpecSecrets {
+            file: Some(TaskSpecContainerSpecFile {
+                name: Some(file_name.to_owned()),
+                uid: Some("65532".to_owned()),
+                gid: Some("65532".to_owned()),
+                mode: Some(0o400),
+            }),
+            secret_id: Some(secret_id.to_owned()),
+            secret_name: Some(secret_name.to_owned()),
+        }]),
+        ..TaskSpecContainerSpec::default()
+    };
+    ServiceSpec {
+        name: Some(plan.name.clone()),
+        labels: Some(labels),
+        task_template: Some(TaskSpec {
+            container_spec: Some(container),
+            resources: Some(TaskSpecResources {
+                limits: Some(Limit {
+                    memory_bytes: Some(plan.memory_bytes),
+                    pids: Some(DEFAULT_PIDS),
+                    nano_cpus: None,
+                }),
+                ..TaskSpecResources::default()
+            }),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
+                delay: Some(nanos(Duration::from_secs(5))),
+                max_attempts: None,
+                window: None,
+            }),
+            log_driver: Some(TaskSpecLogDriver {
+                name: Some("json-file".to_owned()),
+                options: Some(HashMap::from([
+                    ("max-size".to_owned(), "10m".to_owned()),
+                    ("max-file".to_owned(), "3".to_owned()),
+                ])),
+            }),
+            ..TaskSpec::default()
+        }),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(plan.replicas as i64) }),
+            ..ServiceSpecMode::default()
+        }),
+        update_config: Some(ServiceSpecUpdateConfig {
+            parallelism: Some(1),
+            delay: Some(0),
+            failure_action: Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK),
+            monitor: Some(nanos(UPDATE_MONITOR)),
+            max_failure_ratio: Some(0.0),
+            order: Some(order),
+        }),
+        rollback_config: Some(ServiceSpecRollbackConfig {
+            parallelism: Some(1),
+            delay: Some(0),
+            failure_action: Some(ServiceSpecRollbackConfigFailureActionEnum::PAUSE),
+            monitor: Some(nanos(UPDATE_MONITOR)),
+            max_failure_ratio: Some(0.0),
+            order: Some(rollback_order),
+        }),
+        endpoint_spec: Some(EndpointSpec {
+            ports: Some(vec![EndpointPortConfig {
+                target_port: Some(i64::from(APP_PORT)),
+                published_port: (plan.publish.port != 0).then_some(i64::from(plan.publish.port)),
+                protocol: Some(bollard::models::EndpointPortConfigProtocolEnum::TCP),
+                publish_mode: Some(match plan.publish_mode {
+                    PublishMode::Ingress => EndpointPortConfigPublishModeEnum::INGRESS,
+                    PublishMode::Host => EndpointPortConfigPublishModeEnum::HOST,
+                }),
+                name: None,
+            }]),
+            ..EndpointSpec::default()
+        }),
+        ..ServiceSpec::default()
+    }
+}
+
+/// The secret for the plan's key: reused when boxcar made it before, created
+/// otherwise. Returns its ID, name, and whether it was created now.
+async fn ensure_secret(docker: &Docker, plan: &Plan) -> anyhow::Result<(String, String, bool)> {
+    let name = super::key_resource(&plan.name, &plan.key);
+    if let Some(secret) = find_secret(docker, &name).await? {
+        let labels = secret.spec.as_ref().and_then(|s| s.labels.clone()).unwrap_or_default();
+        if labels.get(LABEL_DEPLOYMENT) != Some(&plan.name) {
+            return Err(super::not_ours("Swarm secret", &name));
+        }
+        return Ok((secret.id.unwrap_or_default(), name, false));
+    }
+    let data = zeroize::Zeroizing::new(base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        &plan.key_file_bytes()[..],
+    ));
+    let spec = SecretSpec {
+        name: Some(name.clone()),
+        labels: Some(plan.labels("key")),
+        data: Some(data.to_string()),
+        ..SecretSpec::default()
+    };
+    let created = docker.create_secret(spec).await.with_context(|| format!("creating the Swarm secret {name}"))?;
+    Ok((created.id, name, true))
+}
+
+async fn find_secret(docker: &Docker, name: &str) -> anyhow::Result<Option<bollard::models::Secret>> {
+    let filters: HashMap<String, Vec<String>> = [("name".to_owned(), vec![name.to_owned()])].into();
+    let options = ListSecretsOptionsBuilder::default().filters(&filters).build();
+    let secrets = docker.list_secrets(Some(options)).await.context("listing Swarm secrets")?;
+    // The name filter matches prefixes too.
+    Ok(secrets.into_iter().find(|s| s.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(name)))
+}
+
+async fn secret_in_use(docker: &Docker, secret_name: &str) -> bool {
+    let services = docker.list_services(None::<bollard::query_parameters::ListServicesOptions>).await;
+    services.unwrap_or_default().iter().any(|s| {
+        let secrets = s.spec.as_ref().and_then(|s| s.task_template.as_ref()).and_then(|t| t.container_spec.as_ref());
+        secrets
+            .and_then(|c| c.secrets.as_ref())
+            .is_some_and(|list| list.iter().any(|r| r.secret_name.as_deref() == Some(secret_name)))
+    })
+}
+
+async fn delete_secret(docker: &Docker, name: &str) {
+    match docker.delete_secret(name).await {
+        Ok(()) => eprintln!("removed the Swarm secret {name}"),
+        Err(e) => eprintln!("warning: could not remove the Swarm secret {name}: {e}"),
+    }
+}
+
+/// Removes this deployment's key secrets other than `keep` that no service uses.
+async fn remove_unused_secrets(docker: &Docker, name: &str, keep: &str) {
+    let options = ListSecretsOptionsBuilder::default().filters(&super::filters(name)).build();
+    for secret in docker.list_secrets(Some(options)).await.unwrap_or_default() {
+        let Some(secret_name) = secret.spec.as_ref().and_then(|s| s.name.clone()) else { continue };
+        if secret_name != keep && !secret_in_use(docker, &secret_name).await {
+            delete_secret(docker, &secret_name).await;
+        }
+    }
+}
+
+async fn create(docker: &Docker, plan: &Plan, spec: ServiceSpec) -> anyhow::Result<()> {
+    let name = &plan.name;
+    docker.create_service(spec, None).await.with_context(|| format!("creating the service {name}"))?;
+    eprintln!("waiting for {} task(s) of {name} to pass their healthcheck", plan.replicas);
+    let deadline = Instant::now() + plan.timeout;
+    loop {
+        let tasks = tasks(docker, name).await?;
+        let running = tasks
+            .iter()
+            .filter(|t| t.desired_state == Some(TaskState::RUNNING) && state(t) == Some(TaskState::RUNNING))
+            .count();
+        let failed: Vec<&bollard::models::Task> = tasks.iter().filter(|t| failed(t)).collect();
+        if running as u64 >= plan.replicas {
+            return Ok(());
+        }
+        let why = if failed.len() >= FIRST_DEPLOY_FAILURES {
+            Some(format!("{} task(s) failed", failed.len()))
+        } else if Instant::now() > deadline {
+            Some(format!("not every task was healthy after {}", humantime::format_duration(plan.timeout)))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            let report = task_report(docker, &failed).await;
+            remove_service(docker, name).await;
+            bail!("the service {name} did not start: {why}; it was removed\n{report}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn update(
+    docker: &Docker,
+    plan: &Plan,
+    service: &Service,
+    spec: ServiceSpec,
+    new_image: &str,
+) -> anyhow::Result<()> {
+    let name = &plan.name;
+    let version = service.version.as_ref().and_then(|v| v.index).context("the service has no version")?;
+    let before = service.update_status.as_ref().map(|s| format!("{:?}", s.started_at));
+    let options = UpdateServiceOptions {
+        version: i32::try_from(version).context("service version out of range")?,
+        ..UpdateServiceOptions::default()
+    };
+    let started = Instant::now();
+    docker.update_service(name, spec, options, None).await.with_context(|| format!("updating the service {name}"))?;
+    eprintln!("waiting for the update of {name} to converge (one task at a time, rolled back on failure)");
+    let deadline = started + plan.timeout;
+    let mut last_state = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = docker
+            .inspect_service(name, None::<bollard::query_parameters::InspectServiceOptions>)
+            .await
+            .with_context(|| format!("inspecting the service {name}"))?;
+        let status = now.update_status.clone().unwrap_or_default();
+        let fresh = status.started_at.is_some() && Some(format!("{:?}", status.started_at)) != before;
+        if fresh && status.state != last_state {
+            if let Some(s) = status.state {
+                eprintln!("update: {s} ({:.1} s)", started.elapsed().as_secs_f64());
+            }
+            last_state = status.state;
+        }
+        let message = status.message.clone().unwrap_or_default();
+        match status.state.filter(|_| fresh) {
+            Some(ServiceUpdateStatusStateEnum::COMPLETED) => return Ok(()),
+            Some(
+                ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED
+                | ServiceUpdateStatusStateEnum::ROLLBACK_PAUSED
+                | ServiceUpdateStatusStateEnum::PAUSED,
+            ) => {
+                let tasks = tasks(docker, name).await?;
+                let failed: Vec<&bollard::models::Task> =
+                    tasks.iter().filter(|t| failed(t) && task_image(t).as_deref() == Some(new_image)).collect();
+                let report = task_report(docker, &failed).await;
+                let outcome = match status.state {
+                    Some(ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED) => {
+                        "the engine rolled it back: the previous version runs"
+                    }
+                    _ => "the update is paused; `cargo xtask status` shows the tasks",
+                };
+                bail!(
+                    "the update of {name} failed after {:.1} s: {message}; {outcome}\n{report}",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the update of {name} did not converge within {} (state: {}); `cargo xtask status` shows it",
+                humantime::format_duration(plan.timeout),
+                status.state.map(|s| s.to_string()).unwrap_or_else(|| "not started".to_owned())
+            );
+        }
+    }
+}
+
+/// The image a service's spec runs.
+fn image_of(service: &Service) -> Option<String> {
+    service.spec.as_ref()?.task_template.as_ref()?.container_spec.as_ref()?.image.clone()
+}
+
+fn task_image(task: &bollard::models::Task) -> Option<String> {
+    task.spec.as_ref()?.container_spec.as_ref()?.image.clone()
+}
+
+fn state(task: &bollard::models::Task) -> Option<TaskState> {
+    task.status.as_ref()?.state
+}
+
+fn failed(task: &bollard::models::Task) -> bool {
+    matches!(state(task), Some(TaskState::FAILED | TaskState::REJECTED))
+}
+
+async fn tasks(docker: &Docker, service: &str) -> anyhow::Result<Vec<bollard::models::Task>> {
+    let filters: HashMap<String, Vec<String>> = [("service".to_owned(), vec![service.to_owned()])].into();
+    let options = ListTasksOptionsBuilder::default().filters(&filters).build();
+    docker.list_tasks(Some(options)).await.with_context(|| format!("listing the tasks of {service}"))
+}
+
+/// Why tasks failed, with the last log lines of the latest one.
+async fn task_report(docker: &Docker, failed: &[&bollard::models::Task]) -> String {
+    let mut out = String::new();
+    let mut latest: Option<&bollard::models::Task> = None;
+    for t in failed {
+        let status = t.status.clone().unwrap_or_default();
+        out.push_str(&format!(
+            "task {} failed: {}\n",
+            t.id.as_deref().map(|i| i.get(..12).unwrap_or(i)).unwrap_or("?"),
+            status.err.or(status.message).unwrap_or_default()
+        ));
+        if latest.is_none_or(|l| format!("{:?}", l.updated_at) < format!("{:?}", t.updated_at)) {
+            latest = Some(t);
+        }
+    }
+    if let Some(task) = latest
+        && let Some(container) =
+            task.status.as_ref().and_then(|s| s.container_status.as_ref()).and_then(|c| c.container_id.clone())
+    {
+        out.push_str("last log lines of the failed task:\n");
+        out.push_str(&super::last_log_lines(docker, &container, 30).await);
+    }
+    out
+}
+
+async fn remove_service(docker: &Docker, name: &str) {
+    if let Err(e) = docker.delete_service(name).await {
+        eprintln!("warning: could not remove the service {name}: {e}");
+    }
+}
+
+/// Where the service is reachable: the ingress port, or each running task's
+/// port on its node.
+async fn published(docker: &Docker, name: &str) -> Option<String> {
+    let service = docker.inspect_service(name, None::<bollard::query_parameters::InspectServiceOptions>).await.ok()?;
+    let ports = service.endpoint?.ports?;
+    let p = ports.first()?;
+    if p.publish_mode != Some(EndpointPortConfigPublishModeEnum::HOST) {
+        return Some(format!("*:{} -> {APP_PORT} (ingress: every node)", p.published_port?));
+    }
+    let tasks = tasks(docker, name).await.ok()?;
+    let mut host_ports: Vec<String> = tasks
+        .iter()
+        .filter(|t| t.desired_state == Some(TaskState::RUNNING) && state(t) == Some(TaskState::RUNNING))
+        .filter_map(|t| {
+            let port = t.status.as_ref()?.port_status.as_ref()?.ports.as_ref()?.first()?.published_port?;
+            Some(format!("*:{port} -> {APP_PORT} (host mode, slot {})", t.slot.unwrap_or(0)))
+        })
+        .collect();
+    host_ports.sort();
+    (!host_ports.is_empty()).then(|| host_ports.join(", "))
+}
+
+/// Prints the service, its update state and its tasks.
+pub(super) async fn status(docker: &Docker, name: &str) -> anyhow::Result<()> {
+    let Some(service) = managed_service(docker, name).await? else {
+        bail!("no service `{name}`");
+    };
+    let spec = service.spec.clone().unwrap_or_default();
+    let replicas = spec.mode.and_then(|m| m.replicated).and_then(|r| r.replicas).unwrap_or(0);
+    let tasks = tasks(docker, name).await?;
+    let running = tasks
+        .iter()
+        .filter(|t| t.desired_state == Some(TaskState::RUNNING) && state(t) == Some(TaskState::RUNNING))
+        .count();
+    println!("service    {name}, Swarm");
+    println!("tasks      {running}/{replicas} running and healthy");
+    if let Some(u) = &service.update_status {
+        println!(
+            "update     {}{}",
+            u.state.map(|s| s.to_string()).unwrap_or_default(),
+            u.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+        );
+    }
+    println!("image      {}", image_of(&service).unwrap_or_default());
+    println!(
+        "key        id {}, Swarm secret {}-key-{0} at {SWARM_KEY_FILE}",
+        service_label(&service, LABEL_KEY_ID).unwrap_or("?"),
+        name
+    );
+    println!("published  {}", published(docker, name).await.unwrap_or_else(|| "-".to_owned()));
+    let mut shown: Vec<&bollard::models::Task> =
+        tasks.iter().filter(|t| t.desired_state == Some(TaskState::RUNNING) || failed(t)).collect();
+    shown.sort_by_key(|t| std::cmp::Reverse(format!("{:?}", t.updated_at)));
+    for t in shown.iter().take(8) {
+        let status = t.status.clone().unwrap_or_default();
+        println!(
+            "task       {} {} {}{}",
+            t.id.as_deref().map(|i| i.get(..12).unwrap_or(i)).unwrap_or("?"),
+            t.slot.map(|s| format!("slot {s}")).unwrap_or_default(),
+            status.state.map(|s| s.to_string()).unwrap_or_default(),
+            status.err.map(|e| format!(": {e}")).unwrap_or_default()
+        );
+    }
+    let _ = LABEL_ROLE;
+    Ok(())
+}
+
+/// Removes the service and its key secrets; returns how many things it removed.
+/// Waits for the tasks' containers to go, so the data volume can be removed.
+pub(super) async fn undeploy(docker: &Docker, name: &str) -> anyhow::Result<usize> {
+    let mut removed = 0;
+    if managed_service(docker, name).await?.is_some() {
+        docker.delete_service(name).await.with_context(|| format!("removing the service {name}"))?;
+        println!("removed    service {name}");
+        removed += 1;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let filters: HashMap<String, Vec<String>> =
+            [("label".to_owned(), vec![format!("com.docker.swarm.service.name={name}")])].into();
+        loop {
+            let options =
+                bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+            let left = docker.list_containers(Some(options)).await.map(|c| c.len()).unwrap_or(0);
+            if left == 0 || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let options = ListSecretsOptionsBuilder::default().filters(&super::filters(name)).build();
+    for secret in docker.list_secrets(Some(options)).await.context("listing Swarm secrets")? {
+        let Some(secret_name) = secret.spec.as_ref().and_then(|s| s.name.clone()) else { continue };
+        docker.delete_secret(&secret_name).await.with_context(|| format!("removing the Swarm secret {secret_name}"))?;
+        println!("removed    Swarm secret {secret_name}");
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(all_webhook: bool) -> Plan {
+        Plan {
+            env: "production".into(),
+            name: "app-production".into(),
+            key: deploy_config::SecretKey::generate(),
+            image: "app:latest".into(),
+            replicas: 1,
+            publish: super::super::Publish { address: None, port: 8080 },
+            publish_mode: PublishMode::Ingress,
+            memory_bytes: 256 << 20,
+            all_webhook,
+            key_delivery: super::super::KeyDelivery::Auto,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn polling_bots_stop_first_and_webhook_bots_start_first() {
+        let spec = service_spec(&plan(false), "sha256:1", "h", "sid", "app-production-key-x", false);
+        let update = spec.update_config.unwrap();
+        assert_eq!(update.order, Some(ServiceSpecUpdateConfigOrderEnum::STOP_FIRST));
+        assert_eq!(update.failure_action, Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK));
+        let spec = service_spec(&plan(true), "sha256:1", "h", "sid", "app-production-key-x", false);
+        assert_eq!(spec.update_config.unwrap().order, Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST));
+    }
+
+    #[test]
+    fn the_spec_holds_the_secret_by_reference_only() {
+        let p = plan(false);
+        let spec = service_spec(&p, "sha256:1", "h", "sid", "app-production-key-x", true);
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(!json.contains(p.key.to_base64().as_str()));
+        let c = spec.task_template.unwrap().container_spec.unwrap();
+        assert_eq!(c.user.as_deref(), Some("65532:65532"));
+        assert_eq!(c.read_only, Some(true));
+        assert_eq!(c.capability_drop.unwrap(), ["ALL"]);
+        assert!(c.env.unwrap().contains(&format!("SECRET_KEY_FILE={SWARM_KEY_FILE}")));
+        let secret = &c.secrets.unwrap()[0];
+        assert_eq!(secret.file.as_ref().unwrap().mode, Some(0o400));
+        assert_eq!(secret.file.as_ref().unwrap().name.as_deref(), Some("boxcar-key"));
+    }
+}

@@ -1,0 +1,595 @@
+//! `cargo xtask deploy`, `status`, `logs`, `undeploy` and `manifests` against a
+//! real engine: first a standalone deployment, then a single-node Swarm the
+//! test creates (`swarm init` on 127.0.0.1) and leaves again when it made it.
+//!
+//! The image is built once from a scratch checkout with two environments:
+//! `dpoll` (a polling bot: one instance, stop-first) and `dhook` (a webhook
+//! bot: two replicas, start-first). `v2` is the same image with another label
+//! (another ID); `broken` is one whose healthcheck can never pass. The bots'
+//! API is unreachable on purpose: the app serves /healthz while it backs off.
+//!
+//! The durations the deploys report are printed as figures (`figure: …`), not
+//! asserted: this machine is shared.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, SecretSpec, SwarmInitRequest};
+use bollard::query_parameters::{
+    CommitContainerOptionsBuilder, CreateContainerOptionsBuilder, LeaveSwarmOptions, ListContainersOptionsBuilder,
+    ListSecretsOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+};
+
+use crate::{Checkout, Repo, Run};
+
+const POLL_TOKEN: &str = "3002:deploy-test-token-AAAAAAAAAAAAAAAAAAAAAAAA";
+const HOOK_TOKEN: &str = "3003:deploy-hook-token-BBBBBBBBBBBBBBBBBBBBBBBB";
+const HOOK_SECRET: &str = "deploy-hook-secret-token";
+
+struct Engine {
+    docker: Docker,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Engine {
+    fn new() -> Engine {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let docker = rt.block_on(async { Docker::connect_with_defaults().unwrap().negotiate_version().await });
+        let docker = docker.expect("these tests need a Docker engine (cargo xtask test and .ci/run start one)");
+        Engine { docker, rt }
+    }
+
+    fn inspect_json(&self, container: &str) -> Option<String> {
+        let info = self
+            .rt
+            .block_on(
+                self.docker.inspect_container(container, None::<bollard::query_parameters::InspectContainerOptions>),
+            )
+            .ok()?;
+        Some(serde_json::to_string(&info).unwrap())
+    }
+
+    fn swarm_state(&self) -> String {
+        let info = self.rt.block_on(self.docker.info()).unwrap();
+        info.swarm.and_then(|s| s.local_node_state).map(|s| s.to_string()).unwrap_or_default()
+    }
+
+    fn network_exists(&self, name: &str) -> bool {
+        self.rt
+            .block_on(self.docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>))
+            .is_ok()
+    }
+
+    /// A new image from `from`: a container created (never started) and
+    /// committed with Dockerfile-style `changes`.
+    fn derive(&self, from: &str, tag: &str, changes: &str) {
+        let (repo, tag) = tag.split_once(':').unwrap();
+        self.rt.block_on(async {
+            let name = format!("{repo}-derive-{tag}");
+            let body = ContainerCreateBody { image: Some(from.to_owned()), ..Default::default() };
+            self.docker
+                .create_container(Some(CreateContainerOptionsBuilder::default().name(&name).build()), body)
+                .await
+                .unwrap();
+            let options =
+                CommitContainerOptionsBuilder::default().container(&name).repo(repo).tag(tag).changes(changes).build();
+            self.docker.commit_container(options, bollard::models::ContainerConfig::default()).await.unwrap();
+            self.docker
+                .remove_container(&name, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()))
+                .await
+                .unwrap();
+        });
+    }
+}
+
+/// Removes everything this test created, whatever happens to it: containers,
+/// services, secrets and volumes labelled with its deployments, its images,
+/// and the swarm when the test made it.
+struct Cleanup {
+    engine: Engine,
+    repo: String,
+    names: Vec<String>,
+    left_swarm: bool,
+    made_swarm: bool,
+    had_gwbridge: bool,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let docker = &self.engine.docker;
+        self.engine.rt.block_on(async {
+            for name in &self.names {
+                let _ = docker.delete_service(name).await;
+                let _ = docker.delete_service(&format!("{name}_app")).await;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            for name in &self.names {
+                let filters: HashMap<String, Vec<String>> =
+                    [("label".to_owned(), vec![format!("dev.boxcar.deployment={name}")])].into();
+                let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+                for c in docker.list_containers(Some(options)).await.unwrap_or_default() {
+                    let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+                    let _ = docker.remove_container(c.id.as_deref().unwrap_or(""), Some(options)).await;
+                }
+                let options = ListSecretsOptionsBuilder::default().filters(&filters).build();
+                for s in docker.list_secrets(Some(options)).await.unwrap_or_default() {
+                    let _ = docker.delete_secret(s.id.as_deref().unwrap_or("")).await;
+                }
+                // `docker stack deploy` makes the data volume itself, without boxcar's labels.
+                let _ = docker
+                    .remove_volume(&format!("{name}-data"), None::<bollard::query_parameters::RemoveVolumeOptions>)
+                    .await;
+                let options = ListVolumesOptionsBuilder::default().filters(&filters).build();
+                let volumes = docker.list_volumes(Some(options)).await.ok().and_then(|v| v.volumes).unwrap_or_default();
+                for v in volumes {
+                    let _ = docker.remove_volume(&v.name, None::<bollard::query_parameters::RemoveVolumeOptions>).await;
+                }
+            }
+            if self.made_swarm && !self.left_swarm {
+                let _ = docker.leave_swarm(Some(LeaveSwarmOptions { force: true })).await;
+                if !self.had_gwbridge {
+                    let _ = docker.remove_network("docker_gwbridge").await;
+                }
+            }
+            let images =
+                docker.list_images(None::<bollard::query_parameters::ListImagesOptions>).await.unwrap_or_default();
+            for image in images {
+                for tag in image.repo_tags.iter().filter(|t| t.starts_with(&format!("{}:", self.repo))) {
+                    let options = RemoveImageOptionsBuilder::default().force(true).build();
+                    let _ = docker.remove_image(tag, Some(options), None).await;
+                }
+            }
+        });
+    }
+}
+
+fn key_for(checkout: &Checkout, env: &str) -> PathBuf {
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(checkout.keys.path())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{env}-")))
+        .map(|e| (e.metadata().unwrap().modified().unwrap(), e.path()))
+        .collect();
+    files.sort();
+    files.pop().unwrap().1
+}
+
+fn key_text(path: &PathBuf) -> String {
+    std::fs::read_to_string(path).unwrap().trim().to_owned()
+}
+
+/// What must never show up in output or in an engine spec.
+fn assert_no_secret(what: &str, text: &str, keys: &[&str]) {
+    for k in keys {
+        assert!(!text.contains(k), "the secret key shows in {what}");
+    }
+    for v in [POLL_TOKEN, HOOK_TOKEN, HOOK_SECRET] {
+        assert!(!text.contains(v), "a secret value shows in {what}");
+    }
+}
+
+fn field<'a>(run: &'a Run, name: &str) -> &'a str {
+    run.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(name).map(str::trim))
+        .unwrap_or_else(|| panic!("no `{name}` line in:\n{}\n{}", run.stdout, run.stderr))
+}
+
+fn healthy_after(run: &Run) -> f64 {
+    field(run, "healthy").trim_start_matches("after").trim().trim_end_matches(" s").parse().unwrap()
+}
+
+/// The published port on 127.0.0.1, from a `published` line.
+fn port(run: &Run) -> u16 {
+    let line = field(run, "published");
+    let before_arrow = line.split(" -> ").next().unwrap();
+    before_arrow.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// A port nothing listens on now (Compose needs a fixed published port).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn healthz(port: u16) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    let _ = s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n");
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).is_ok() && &buf[9..12] == b"200"
+}
+
+fn wait_healthz(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if healthz(port) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    false
+}
+
+/// Polls /healthz on `port` from a thread until stopped; counts failures.
+struct Watch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<(u32, u32)>,
+}
+
+impl Watch {
+    fn start(port: u16) -> Watch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, 0);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if healthz(port) {
+                    ok += 1
+                } else {
+                    failed += 1
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            (ok, failed)
+        });
+        Watch { stop, handle }
+    }
+
+    fn finish(self) -> (u32, u32) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().unwrap()
+    }
+}
+
+#[test]
+fn deploy_standalone_then_swarm() {
+    let engine = Engine::new();
+    let pid = std::process::id();
+    let repo = format!("boxcar-dtest-{pid}");
+    let standalone = format!("dtest-{pid}-s");
+    let swarm = format!("dtest-{pid}-w");
+    let stack = format!("dtest-{pid}-k");
+    let swarm_before = engine.swarm_state();
+    let had_gwbridge = engine.network_exists("docker_gwbridge");
+    let mut cleanup = Cleanup {
+        engine,
+        repo: repo.clone(),
+        names: vec![standalone.clone(), swarm.clone(), stack.clone()],
+        left_swarm: false,
+        made_swarm: false,
+        had_gwbridge,
+    };
+
+    // One image, two environments.
+    let poll_settings =
+        "\n[app]\napi_base = \"http://127.0.0.1:9\"\n\n[[bots]]\nname = \"dpoll\"\ntoken_secret = \"dpoll_token\"\n";
+    let checkout = Checkout::new("dpoll", &[("dpoll_token", POLL_TOKEN)], poll_settings);
+    checkout.run(&["keygen", "--env", "dhook"]).ok();
+    for (name, value) in [("dhook_token", HOOK_TOKEN), ("dhook_webhook", HOOK_SECRET)] {
+        Repo::run_with(&mut checkout.cmd(&["encrypt-secret", "--env", "dhook", name]), value.as_bytes()).ok();
+    }
+    let hook_file = checkout.dir.path().join("deploy-config/dhook.toml");
+    let text = std::fs::read_to_string(&hook_file).unwrap();
+    let hook_settings = "\n[app]\napi_base = \"http://127.0.0.1:9\"\n\n[[bots]]\nname = \"dhook\"\ntoken_secret = \"dhook_token\"\nmode = \"webhook\"\nwebhook_secret = \"dhook_webhook\"\n";
+    std::fs::write(&hook_file, format!("{text}{hook_settings}")).unwrap();
+    checkout.commit();
+    checkout.run(&["image", "--repo", &repo]).ok();
+    let v1 = format!("{repo}:latest");
+    let v2 = format!("{repo}:v2");
+    let broken = format!("{repo}:broken");
+    cleanup.engine.derive(&v1, &v2, "LABEL dev.boxcar.test=v2");
+    cleanup.engine.derive(
+        &v1,
+        &broken,
+        r#"HEALTHCHECK --interval=10s CMD ["/usr/local/bin/app", "healthcheck", "--addr", "127.0.0.1:1"]"#,
+    );
+    let poll_key = key_for(&checkout, "dpoll");
+    let hook_key = key_for(&checkout, "dhook");
+    let poll_key_text = key_text(&poll_key);
+    let hook_key_text = key_text(&hook_key);
+    let keys = [poll_key_text.as_str(), hook_key_text.as_str()];
+    let deploy = |env: &str, name: &str, key: &PathBuf, extra: &[&str]| -> Run {
+        let mut args = vec!["deploy", "--env", env, "--name", name, "--key-file", key.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let run = checkout.run(&args);
+        assert_no_secret("deploy's output", &run.all(), &keys);
+        run
+    };
+
+    // ---- standalone ----
+    // Refused before anything changes: the other environment's key, a missing image, a foreign container.
+    let wrong = deploy("dpoll", &standalone, &hook_key, &["--image", &v1]).fails();
+    assert!(wrong.stderr.contains("does not belong to environment `dpoll`"), "{}", wrong.stderr);
+    assert!(wrong.stderr.contains("nothing was changed"), "{}", wrong.stderr);
+    let missing = deploy("dpoll", &standalone, &poll_key, &["--image", &format!("{repo}:no-such-tag")]).fails();
+    assert!(missing.stderr.contains("no image"), "{}", missing.stderr);
+    assert!(missing.stderr.contains("cargo xtask image"), "{}", missing.stderr);
+    assert!(cleanup.engine.inspect_json(&standalone).is_none(), "a refused deploy created a container");
+    cleanup.engine.rt.block_on(async {
+        let body = ContainerCreateBody { image: Some(v1.clone()), ..Default::default() };
+        let options = CreateContainerOptionsBuilder::default().name(&standalone).build();
+        cleanup.engine.docker.create_container(Some(options), body).await.unwrap();
+    });
+    let collision = deploy("dpoll", &standalone, &poll_key, &["--image", &v1]).fails();
+    assert!(collision.stderr.contains("boxcar did not create it"), "{}", collision.stderr);
+    let foreign = cleanup.engine.inspect_json(&standalone).unwrap();
+    assert!(!foreign.contains("dev.boxcar.deployment"), "the foreign container was changed");
+    cleanup.engine.rt.block_on(async {
+        let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        cleanup.engine.docker.remove_container(&standalone, Some(options)).await.unwrap();
+    });
+
+    // First deploy.
+    let first = deploy("dpoll", &standalone, &poll_key, &["--image", &v1, "--publish", "127.0.0.1:0"]).ok();
+    eprintln!("figure: standalone deploy to healthy: {:.1} s", healthy_after(&first));
+    assert!(field(&first, "key").contains("as a file: SECRET_KEY_FILE=/run/secrets/boxcar/key"), "{}", first.stdout);
+    let port_s = port(&first);
+    assert!(wait_healthz(port_s, Duration::from_secs(10)), "no /healthz on 127.0.0.1:{port_s}");
+    let spec = cleanup.engine.inspect_json(&standalone).unwrap();
+    assert_no_secret("the container's spec", &spec, &keys);
+    let info: serde_json::Value = serde_json::from_str(&spec).unwrap();
+    assert_eq!(info["Config"]["User"], "65532:65532");
+    assert_eq!(info["HostConfig"]["ReadonlyRootfs"], true);
+    assert_eq!(info["HostConfig"]["CapDrop"], serde_json::json!(["ALL"]));
+    assert_eq!(info["HostConfig"]["SecurityOpt"], serde_json::json!(["no-new-privileges"]));
+    assert_eq!(info["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped");
+    assert!(info["HostConfig"]["Memory"].as_i64().unwrap() > 0);
+    assert!(info["HostConfig"]["PidsLimit"].as_i64().unwrap() > 0);
+
+    // The same deploy again changes nothing.
+    let again = deploy("dpoll", &standalone, &poll_key, &["--image", &v1, "--publish", "127.0.0.1:0"]).ok();
+    assert!(again.stdout.contains("nothing to do"), "{}", again.stdout);
+
+    // status and logs.
+    let status = checkout.run(&["status", "--env", "dpoll", "--name", &standalone]).ok();
+    assert!(status.stdout.contains("health healthy"), "{}", status.stdout);
+    assert!(status.stdout.contains("file (SECRET_KEY_FILE)"), "{}", status.stdout);
+    let logs = checkout.run(&["logs", "--env", "dpoll", "--name", &standalone]).ok();
+    assert!(logs.all().contains("listening"), "{}", logs.all());
+    assert_no_secret("logs", &logs.all(), &keys);
+
+    // Update to a new image.
+    let update = deploy("dpoll", &standalone, &poll_key, &["--image", &v2, "--publish", "127.0.0.1:0"]).ok();
+    eprintln!("figure: standalone update to healthy: {:.1} s", healthy_after(&update));
+    assert!(update.stderr.contains("probe: healthy"), "{}", update.stderr);
+    let port_s = port(&update);
+    assert!(wait_healthz(port_s, Duration::from_secs(10)));
+    let running_v2 = cleanup.engine.inspect_json(&standalone).unwrap();
+    assert!(running_v2.contains("dev.boxcar.test"), "the container does not run v2");
+    assert!(cleanup.engine.inspect_json(&format!("{standalone}-previous")).is_none());
+
+    // An image that never becomes healthy: the running container is untouched.
+    let started = Instant::now();
+    let failed = deploy("dpoll", &standalone, &poll_key, &["--image", &broken, "--publish", "127.0.0.1:0"]).fails();
+    eprintln!("figure: standalone failed update refused after {:.1} s", started.elapsed().as_secs_f64());
+    assert!(failed.stderr.contains("did not become healthy"), "{}", failed.stderr);
+    assert!(failed.stderr.contains("keeps running the previous image"), "{}", failed.stderr);
+    assert!(failed.stderr.contains("last log lines"), "{}", failed.stderr);
+    let identity = |json: &str| {
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        (v["Id"].clone(), v["State"]["StartedAt"].clone(), v["Image"].clone())
+    };
+    let now = cleanup.engine.inspect_json(&standalone).unwrap();
+    assert_eq!(identity(&now), identity(&running_v2), "the running container was replaced or restarted");
+    assert!(cleanup.engine.inspect_json(&format!("{standalone}-next")).is_none(), "the probe was left behind");
+    assert!(healthz(port_s));
+
+    // Key rotation: new key, re-sealed file, rebuilt image (no recompile), deployed.
+    checkout.run(&["rotate-key", "--env", "dpoll", "--key-file", poll_key.to_str().unwrap()]).ok();
+    checkout.commit();
+    let rebuilt = checkout.run(&["image", "--repo", &repo]).ok();
+    assert!(rebuilt.stderr.contains("binary: cached"), "rotating a key recompiled the app:\n{}", rebuilt.stderr);
+    let new_key = key_for(&checkout, "dpoll");
+    assert_ne!(new_key, poll_key);
+    let new_key_text = key_text(&new_key);
+    let all_keys = [poll_key_text.as_str(), hook_key_text.as_str(), new_key_text.as_str()];
+    let old_only = deploy("dpoll", &standalone, &poll_key, &["--image", &v1]).fails();
+    assert!(old_only.stderr.contains("does not belong"), "{}", old_only.stderr);
+    let rotated = deploy("dpoll", &standalone, &new_key, &["--image", &v1, "--publish", "127.0.0.1:0"]).ok();
+    assert_no_secret("deploy's output", &rotated.all(), &all_keys);
+    assert!(rotated.stderr.contains("removed the key volume"), "{}", rotated.stderr);
+    assert_no_secret("the container's spec", &cleanup.engine.inspect_json(&standalone).unwrap(), &all_keys);
+
+    // The operator's choice of SECRET_KEY is honoured, and said.
+    let by_env =
+        deploy("dpoll", &standalone, &new_key, &["--image", &v1, "--publish", "127.0.0.1:0", "--key-delivery", "env"])
+            .ok();
+    assert!(field(&by_env, "key").contains("`docker inspect` shows it"), "{}", by_env.stdout);
+
+    // Undeploy keeps the data volume; --purge removes it.
+    let down = checkout.run(&["undeploy", "--env", "dpoll", "--name", &standalone]).ok();
+    assert!(down.stdout.contains(&format!("kept       volume {standalone}-data")), "{}", down.stdout);
+    assert!(cleanup.engine.inspect_json(&standalone).is_none());
+    let purge = checkout.run(&["undeploy", "--env", "dpoll", "--name", &standalone, "--purge"]).ok();
+    assert!(purge.stdout.contains(&format!("removed    volume {standalone}-data")), "{}", purge.stdout);
+    checkout.run(&["status", "--env", "dpoll", "--name", &standalone]).fails();
+
+    // ---- swarm ----
+    if swarm_before != "inactive" {
+        eprintln!("note: the engine is already in a swarm ({swarm_before}); skipping the Swarm half");
+        return;
+    }
+    let not_swarm = deploy("dhook", &swarm, &hook_key, &["--image", &v1, "--swarm"]).fails();
+    assert!(not_swarm.stderr.contains("not a Swarm manager"), "{}", not_swarm.stderr);
+    cleanup.made_swarm = true;
+    cleanup.engine.rt.block_on(async {
+        let request = SwarmInitRequest {
+            listen_addr: Some("127.0.0.1:2377".to_owned()),
+            advertise_addr: Some("127.0.0.1".to_owned()),
+            ..Default::default()
+        };
+        cleanup.engine.docker.init_swarm(request).await.unwrap();
+    });
+
+    let first = deploy(
+        "dhook",
+        &swarm,
+        &hook_key,
+        &["--image", &v1, "--swarm", "--replicas", "2", "--publish", "0", "--publish-mode", "host"],
+    )
+    .ok();
+    eprintln!("figure: swarm deploy (2 tasks) to healthy: {:.1} s", healthy_after(&first));
+    let port_w = port(&first);
+    assert!(wait_healthz(port_w, Duration::from_secs(20)), "no /healthz on the task's port {port_w}");
+    let service = cleanup.engine.rt.block_on(
+        cleanup.engine.docker.inspect_service(&swarm, None::<bollard::query_parameters::InspectServiceOptions>),
+    );
+    let service = serde_json::to_value(service.unwrap()).unwrap();
+    assert_no_secret("the service spec", &service.to_string(), &keys);
+    let container = &service["Spec"]["TaskTemplate"]["ContainerSpec"];
+    assert_eq!(container["User"], "65532:65532");
+    assert_eq!(container["ReadOnly"], true);
+    assert_eq!(container["Secrets"][0]["File"]["Name"], "boxcar-key");
+    assert_eq!(service["Spec"]["UpdateConfig"]["Order"], "start-first");
+    assert_eq!(service["Spec"]["UpdateConfig"]["FailureAction"], "rollback");
+    let hook_id = hook_key.file_stem().unwrap().to_str().unwrap().rsplit('-').next().unwrap().to_owned();
+    assert_eq!(container["Secrets"][0]["SecretName"], format!("{swarm}-key-{hook_id}"));
+
+    let update = deploy(
+        "dhook",
+        &swarm,
+        &hook_key,
+        &["--image", &v2, "--swarm", "--replicas", "2", "--publish", "0", "--publish-mode", "host"],
+    )
+    .ok();
+    eprintln!("figure: swarm update (2 tasks, start-first) to converged: {:.1} s", healthy_after(&update));
+    let port_w = port(&update);
+    assert!(wait_healthz(port_w, Duration::from_secs(20)), "no /healthz on the new task's port {port_w}");
+
+    // A failing update is rolled back by the engine while the old tasks serve.
+    let watch = Watch::start(port_w);
+    let started = Instant::now();
+    let failed = deploy(
+        "dhook",
+        &swarm,
+        &hook_key,
+        &["--image", &broken, "--swarm", "--replicas", "2", "--publish", "0", "--publish-mode", "host"],
+    )
+    .fails();
+    let (ok, down) = watch.finish();
+    eprintln!("figure: swarm failed update rolled back after {:.1} s", started.elapsed().as_secs_f64());
+    assert!(failed.stderr.contains("rolled it back"), "{}", failed.stderr);
+    assert!(ok > 0 && down == 0, "the old tasks stopped serving during the failed update: {ok} ok, {down} failed");
+    let status = checkout.run(&["status", "--env", "dhook", "--name", &swarm]).ok();
+    assert!(status.stdout.contains("2/2 running"), "{}", status.stdout);
+
+    // Polling environment as a second service: stop-first, and --replicas 2 is refused.
+    let two_pollers =
+        deploy("dpoll", &format!("{swarm}p"), &new_key, &["--image", &v1, "--swarm", "--replicas", "2"]).fails();
+    assert!(two_pollers.stderr.contains("409"), "{}", two_pollers.stderr);
+
+    // Key rotation on the swarm: a new secret, the old one removed after the update.
+    checkout.run(&["rotate-key", "--env", "dhook", "--key-file", hook_key.to_str().unwrap()]).ok();
+    checkout.commit();
+    checkout.run(&["image", "--repo", &repo]).ok();
+    let new_hook = key_for(&checkout, "dhook");
+    let new_hook_text = key_text(&new_hook);
+    let rotated = deploy(
+        "dhook",
+        &swarm,
+        &new_hook,
+        &["--image", &v1, "--swarm", "--replicas", "2", "--publish", "0", "--publish-mode", "host"],
+    );
+    let rotated = rotated.ok();
+    assert_no_secret("deploy's output", &rotated.all(), &[new_hook_text.as_str()]);
+    assert!(rotated.stderr.contains(&format!("removed the Swarm secret {swarm}-key-{hook_id}")), "{}", rotated.stderr);
+
+    // A Compose file from `manifests` runs as a stack on the same swarm.
+    let compose = checkout.dir.path().join("compose.yaml");
+    checkout
+        .run(&[
+            "manifests",
+            "--env",
+            "dhook",
+            "--name",
+            &stack,
+            "--format",
+            "compose",
+            "--image",
+            &v1,
+            "--publish",
+            &free_port().to_string(),
+            "--out",
+            compose.to_str().unwrap(),
+        ])
+        .ok();
+    let text = std::fs::read_to_string(&compose).unwrap();
+    let secret_name = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("name: ").filter(|n| n.contains("-key-")))
+        .map(|n| n.trim_matches('"').to_owned())
+        .expect("no secret name in the compose file");
+    cleanup.engine.rt.block_on(async {
+        let data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{new_hook_text}\n"));
+        let labels = HashMap::from([("dev.boxcar.deployment".to_owned(), stack.clone())]);
+        let spec = SecretSpec {
+            name: Some(secret_name.clone()),
+            data: Some(data),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        cleanup.engine.docker.create_secret(spec).await.unwrap();
+    });
+    let out = std::process::Command::new("docker")
+        .args(["stack", "deploy", "-c", compose.to_str().unwrap(), &stack])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker stack deploy: {}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut healthy = false;
+    while Instant::now() < deadline && !healthy {
+        let out = std::process::Command::new("docker")
+            .args(["service", "ls", "--filter", &format!("name={stack}_app"), "--format", "{{.Replicas}}"])
+            .output()
+            .unwrap();
+        healthy = String::from_utf8_lossy(&out.stdout).trim() == "1/1";
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(healthy, "the stack from the compose file never ran a healthy task");
+    let out = std::process::Command::new("docker").args(["stack", "rm", &stack]).output().unwrap();
+    assert!(out.status.success(), "docker stack rm: {}", String::from_utf8_lossy(&out.stderr));
+
+    // Undeploy removes the service and its secret; the data volume stays.
+    let down = checkout.run(&["undeploy", "--env", "dhook", "--name", &swarm]).ok();
+    assert!(down.stdout.contains(&format!("removed    service {swarm}")), "{}", down.stdout);
+    assert!(down.stdout.contains("removed    Swarm secret"), "{}", down.stdout);
+    assert!(down.stdout.contains(&format!("kept       volume {swarm}-data")), "{}", down.stdout);
+
+    // Leave the engine as it was.
+    cleanup.engine.rt.block_on(async {
+        cleanup.engine.docker.leave_swarm(Some(LeaveSwarmOptions { force: true })).await.unwrap();
+    });
+    cleanup.left_swarm = true;
+    if !had_gwbridge {
+        let _ = cleanup.engine.rt.block_on(cleanup.engine.docker.remove_network("docker_gwbridge"));
+    }
+    assert_eq!(cleanup.engine.swarm_state(), "inactive");
+}
+
+#[test]
+fn deploy_without_an_engine_is_a_clear_error() {
+    let repo = Repo::new();
+    repo.env_with("production", &[("token", "value")]);
+    let key = repo.key_file("production");
+    let host = format!("unix://{}/no-such.sock", repo.keys.path().display());
+    let run = repo.run(&["deploy", "--env", "production", "--key-file", key.to_str().unwrap(), "--host", &host]).fails();
+    assert!(run.stderr.contains(&format!("no Docker engine at {host}")), "{}", run.stderr);
+    assert!(run.stderr.contains("start the Docker engine"), "{}", run.stderr);
+}
+
+#[test]
+fn deploy_refuses_a_key_of_another_environment_without_an_engine() {
+    let repo = Repo::new();
+    repo.env_with("production", &[("token", "value")]);
+    repo.env_with("staging", &[("token", "value")]);
+    let key = repo.key_file("staging");
+    let mut cmd = repo.cmd(&["deploy", "--env", "production", "--key-file", key.to_str().unwrap()]);
+    // Refused before any engine is asked: there is none.
+    cmd.env("DOCKER_HOST", format!("unix://{}/no-such.sock", repo.keys.path().display()));
+    let run = repo.run_cmd(cmd, b"").fails();
+    assert!(run.stderr.contains("does not belong to environment `production`"), "{}", run.stderr);
+    assert!(!run.stderr.contains("Docker engine"), "{}", run.stderr);
+}
