@@ -7,13 +7,21 @@
 //! Built directly on hyper rather than a web framework: dropping a
 //! connection without an answer (a fault Telegram's front ends do produce)
 //! needs the service to fail at the connection level.
+//!
+//! Tests register each token with [`StandIn::add_bot`] and an unknown token
+//! gets 401. The `standin` binary (the demo's Bot API) switches on
+//! [`StandIn::open_registration`] instead, and serves a chat page
+//! ([`page`]) on the paths that do not start with `/bot`.
+
+mod page;
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
@@ -46,6 +54,32 @@ pub struct Sent {
     pub at: Instant,
 }
 
+/// The user id of the person on the chat page, also the id of their private chat with each bot.
+pub const PAGE_USER_ID: i64 = 1000;
+/// The first name of the person on the chat page (they have no username).
+pub const PAGE_USER_NAME: &str = "You";
+
+/// How many lines of conversation each bot keeps for the chat page: the
+/// stand-in may run for days in a demo, and the page only needs the recent end.
+const LOG_LINES: usize = 500;
+
+/// Bodies larger than this are refused: every Bot API call and chat page
+/// form is a few kilobytes at most.
+const MAX_BODY: usize = 1 << 20;
+
+/// One message of a conversation, as the chat page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ChatLine {
+    /// Increases by one per line and bot; the page's "anything new?" check.
+    id: u64,
+    chat_id: i64,
+    from_bot: bool,
+    /// The user's first name, or the bot's username.
+    name: String,
+    text: String,
+    at: SystemTime,
+}
+
 #[derive(Debug, Default)]
 struct BotState {
     id: i64,
@@ -61,11 +95,88 @@ struct BotState {
     /// Generation of the current getUpdates call; a newer call ends older ones with 409.
     poll_generation: u64,
     polling: bool,
+    /// When a getUpdates call last started or ended, for the page's status line.
+    last_poll: Option<Instant>,
+    /// Both sides of every chat, oldest first, at most `LOG_LINES`.
+    log: VecDeque<ChatLine>,
+    next_line: u64,
 }
 
-#[derive(Debug, Default)]
+impl BotState {
+    fn log(&mut self, chat_id: i64, from_bot: bool, name: &str, text: &str) {
+        self.next_line += 1;
+        if self.log.len() == LOG_LINES {
+            self.log.pop_front();
+        }
+        let line = ChatLine {
+            id: self.next_line,
+            chat_id,
+            from_bot,
+            name: name.to_owned(),
+            text: text.to_owned(),
+            at: SystemTime::now(),
+        };
+        self.log.push_back(line);
+    }
+}
+
+#[derive(Default)]
 struct Inner {
+    /// By token.
     bots: HashMap<String, BotState>,
+    /// Tokens with a username, in the order they were registered: the page's bot list.
+    order: Vec<String>,
+    /// Any well-formed token registers a bot on its first call.
+    open: bool,
+}
+
+// By hand: the derived one would print every token (the map's keys).
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let usernames: Vec<&str> =
+            self.order.iter().filter_map(|t| self.bots.get(t)).map(|b| b.username.as_str()).collect();
+        f.debug_struct("Inner").field("bots", &usernames).field("open", &self.open).finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    fn insert(&mut self, token: &str, id: i64, username: &str) {
+        let bot = BotState { id, username: username.to_owned(), next_update_id: 1000, ..BotState::default() };
+        self.bots.insert(token.to_owned(), bot);
+        // Not `insert(..).is_none()`: `revoke` and `inject` may have made an entry without a username.
+        if !self.order.iter().any(|t| t == token) {
+            self.order.push(token.to_owned());
+        }
+    }
+
+    /// Registers a well-formed token nobody added; returns the bot's username.
+    fn register(&mut self, token: &str) -> Option<String> {
+        if !self.open || self.bots.contains_key(token) || !well_formed(token) {
+            return None;
+        }
+        let id: i64 = token.split(':').next()?.parse().ok()?;
+        // Two tokens of one bot id (a token regenerated in BotFather) are two bots here.
+        let username = std::iter::once(format!("demo{id}_bot"))
+            .chain((2..).map(|n| format!("demo{id}_{n}_bot")))
+            .find(|u| !self.bots.values().any(|b| &b.username == u))?;
+        self.insert(token, id, &username);
+        Some(username)
+    }
+
+    fn token_of(&self, username: &str) -> Option<&str> {
+        self.order.iter().find(|t| self.bots.get(*t).is_some_and(|b| b.username == username)).map(String::as_str)
+    }
+}
+
+/// `<bot id>:<secret>` as BotFather issues them: digits, a colon, and about
+/// 35 characters of `A-Za-z0-9_-`.
+fn well_formed(token: &str) -> bool {
+    let Some((id, secret)) = token.split_once(':') else { return false };
+    (1..=20).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_digit())
+        && id.parse::<i64>().is_ok_and(|id| id > 0)
+        && (30..=50).contains(&secret.len())
+        && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// A running stand-in. Dropping it stops the server.
@@ -136,15 +247,20 @@ impl StandIn {
         f(&mut inner)
     }
 
-    /// Registers a bot token (a token the stand-in does not know gets 401).
+    /// Registers a bot token (a token the stand-in does not know gets 401,
+    /// unless [`StandIn::open_registration`] is on).
     pub fn add_bot(&self, token: &str, username: &str) {
         let id = token.split(':').next().and_then(|id| id.parse().ok()).unwrap_or(1);
-        self.with(|i| {
-            i.bots.insert(
-                token.to_owned(),
-                BotState { id, username: username.to_owned(), next_update_id: 1000, ..BotState::default() },
-            );
-        });
+        self.with(|i| i.insert(token, id, username));
+    }
+
+    /// From now on, the first call with a well-formed token nobody added
+    /// (`<digits>:<30 to 50 characters of A-Za-z0-9_->`) registers a bot
+    /// named `demo<digits>_bot`, and says so on stderr (by username only).
+    /// For the demo, which has no real token; tests leave it off, so a token
+    /// they did not add still gets 401.
+    pub fn open_registration(&self) {
+        self.with(|i| i.open = true);
     }
 
     /// Makes a token invalid from now on (401), as a revoked token is.
@@ -159,15 +275,17 @@ impl StandIn {
 
     /// A user writes `text` in chat `chat_id` of kind `kind`; returns the update id.
     pub fn chat_says(&self, token: &str, chat_id: i64, user_id: i64, kind: &str, first_name: &str, text: &str) -> i64 {
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let id = self.with(|i| {
             let bot = i.bots.get_mut(token).expect("add_bot first");
             let id = bot.next_update_id;
             bot.next_update_id += 1;
+            bot.log(chat_id, false, first_name, text);
             bot.pending.push_back(json!({
                 "update_id": id,
                 "message": {
                     "message_id": id * 10,
-                    "date": 1_700_000_000,
+                    "date": now,
                     "chat": { "id": chat_id, "type": kind },
                     "from": { "id": user_id, "is_bot": false, "first_name": first_name },
                     "text": text,
@@ -225,11 +343,14 @@ impl StandIn {
     }
 
     async fn serve(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::io::Error> {
+        if !req.uri().path().starts_with("/bot") {
+            return page::serve(self, req).await;
+        }
         let path = req.uri().path().to_owned();
         let query = req.uri().query().unwrap_or_default().to_owned();
-        let body = match req.into_body().collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => return Err(std::io::Error::other(e)),
+        let body = match read_body(req.into_body()).await? {
+            Some(body) => body,
+            None => return Ok(error(413, "Request Entity Too Large")),
         };
         let Some((token, method)) = path.strip_prefix("/bot").and_then(|rest| rest.rsplit_once('/')) else {
             return Ok(answer(404, json!({ "ok": false, "error_code": 404, "description": "Not Found" })));
@@ -247,13 +368,20 @@ impl StandIn {
             params[k] = Value::String(v.to_owned());
         }
 
-        let fault = self.with(|i| match i.bots.get_mut(token) {
-            Some(bot) if !bot.revoked => {
-                *bot.calls.entry(method.to_owned()).or_default() += 1;
-                Ok(bot.faults.get_mut(method).and_then(VecDeque::pop_front))
-            }
-            _ => Err(()),
+        let (registered, fault) = self.with(|i| {
+            let registered = i.register(token);
+            let fault = match i.bots.get_mut(token) {
+                Some(bot) if !bot.revoked => {
+                    *bot.calls.entry(method.to_owned()).or_default() += 1;
+                    Ok(bot.faults.get_mut(method).and_then(VecDeque::pop_front))
+                }
+                _ => Err(()),
+            };
+            (registered, fault)
         });
+        if let Some(username) = registered {
+            eprintln!("standin: bot @{username} registered (first call: {method})");
+        }
         let fault = match fault {
             Ok(f) => f,
             Err(()) => return Ok(error(401, "Unauthorized")),
@@ -299,6 +427,8 @@ impl StandIn {
                 let message_id = self.with(|i| {
                     let bot = i.bots.get_mut(token).expect("known token");
                     bot.sent.push(Sent { chat_id, text: text.to_owned(), reply_to, at: Instant::now() });
+                    let name = bot.username.clone();
+                    bot.log(chat_id, true, &name, text);
                     bot.sent.len() as i64
                 });
                 ok(
@@ -336,6 +466,7 @@ impl StandIn {
             let bot = i.bots.get_mut(token).expect("known token");
             bot.poll_generation += 1;
             bot.polling = true;
+            bot.last_poll = Some(Instant::now());
             bot.poll_generation
         });
         // A newer poll ends this one, as Telegram does.
@@ -357,6 +488,7 @@ impl StandIn {
                 let ready: Vec<Value> = bot.pending.iter().take(limit).cloned().collect();
                 if !ready.is_empty() || Instant::now() >= deadline {
                     bot.polling = false;
+                    bot.last_poll = Some(Instant::now());
                     return Some(ok(Value::Array(ready)));
                 }
                 None
@@ -366,6 +498,15 @@ impl StandIn {
             }
             let _ = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), notified).await;
         }
+    }
+}
+
+/// The whole body, or `None` when it is larger than `MAX_BODY`.
+async fn read_body(body: Incoming) -> std::io::Result<Option<Bytes>> {
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => Ok(Some(b.to_bytes())),
+        Err(e) if e.is::<LengthLimitError>() => Ok(None),
+        Err(e) => Err(std::io::Error::other(e)),
     }
 }
 

@@ -6,7 +6,7 @@
 //! Everything boxcar creates on an engine carries the label
 //! `dev.boxcar.deployment=<name>`; nothing without it is ever changed or removed.
 
-mod standalone;
+pub(crate) mod standalone;
 mod swarm;
 
 use std::path::PathBuf;
@@ -96,6 +96,10 @@ pub(crate) struct Args {
     /// engine refuses it). Swarm always uses a secret.
     #[arg(long, value_enum, default_value_t = KeyDelivery::Auto)]
     key_delivery: KeyDelivery,
+    /// Docker network to attach the container to, e.g. the one a reverse proxy
+    /// is on (standalone only; default: the engine's default bridge).
+    #[arg(long, value_name = "NETWORK")]
+    network: Option<String>,
     /// How long to wait for the new container or tasks to become healthy.
     #[arg(long, default_value = "120s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -190,6 +194,7 @@ pub(crate) struct Plan {
     pub(crate) all_webhook: bool,
     pub(crate) key_delivery: KeyDelivery,
     pub(crate) timeout: Duration,
+    pub(crate) network: Option<String>,
 }
 
 /// `[ADDRESS:]PORT`.
@@ -271,6 +276,9 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     if args.replicas == 0 {
         bail!("--replicas must be at least 1; `cargo xtask undeploy` stops a deployment");
     }
+    if args.network.is_some() && args.swarm {
+        bail!("--network is for a standalone engine; a Swarm service joins overlay networks through its stack");
+    }
     if args.replicas > 1 && !args.swarm {
         bail!("--replicas needs --swarm: a standalone engine runs one container per deployment");
     }
@@ -308,6 +316,7 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
         all_webhook,
         key_delivery: args.key_delivery,
         timeout: args.timeout,
+        network: args.network,
     };
     let rt = crate::engine::runtime()?;
     rt.block_on(async {

@@ -29,3 +29,99 @@ pub(crate) fn is_not_found(err: &bollard::errors::Error) -> bool {
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
 }
+
+/// Makes sure a Docker engine answers, for commands a newcomer runs first
+/// (`demo`, `test`). Where none does and this is root on Debian, installs
+/// Debian's `docker.io` (with `debootstrap`, which bootstraps the base image
+/// where no registry is reachable) and starts the daemon, saying so at each
+/// step; anywhere else it says what to do. `DOCKER_HOST` means the user chose
+/// an engine: it is never replaced by a local one.
+pub(crate) fn ensure(sh: &xshell::Shell) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    if rt.block_on(connect(None)).is_ok() {
+        return Ok(());
+    }
+    if let Ok(host) = std::env::var("DOCKER_HOST") {
+        anyhow::bail!(
+            "no Docker engine answers at DOCKER_HOST={host}; start it, or unset DOCKER_HOST to use a local one"
+        );
+    }
+    let missing: Vec<&str> = [("dockerd", "docker.io"), ("debootstrap", "debootstrap")]
+        .into_iter()
+        .filter(|(program, _)| !on_path(program))
+        .map(|(_, package)| package)
+        .collect();
+    apt_install(sh, &missing, "no Docker engine here")?;
+    let root = is_root()?;
+    if !root {
+        anyhow::bail!(
+            "the Docker engine is installed but does not answer: `sudo systemctl start docker` (or `sudo dockerd &`)"
+        );
+    }
+    start_daemon(sh)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if rt.block_on(connect(None)).is_ok() {
+            eprintln!("the Docker engine answers");
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    anyhow::bail!("dockerd did not answer within 60 s; its log is {DOCKERD_LOG}")
+}
+
+fn is_root() -> anyhow::Result<bool> {
+    Ok(std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self")?) == 0)
+}
+
+/// Installs Debian `packages` with apt-get when this is root on Debian,
+/// saying so first; anywhere else fails with the command to run.
+pub(crate) fn apt_install(sh: &xshell::Shell, packages: &[&str], why: &str) -> anyhow::Result<()> {
+    if packages.is_empty() {
+        return Ok(());
+    }
+    let list = packages.join(" ");
+    let debian = std::path::Path::new("/etc/debian_version").exists() && on_path("apt-get");
+    if !(is_root()? && debian) {
+        anyhow::bail!("{why}: install {list} and run this again; on Debian or Ubuntu: sudo apt-get install {list}");
+    }
+    eprintln!("{why}: installing Debian's {list} (apt-get install, a minute or two)");
+    xshell::cmd!(sh, "apt-get update -qq").run().context("apt-get update")?;
+    xshell::cmd!(sh, "apt-get install -y -qq {packages...}")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .run()
+        .with_context(|| format!("apt-get install {list}"))?;
+    Ok(())
+}
+
+/// Whether `program` is in PATH or in the system folders (dockerd lives in
+/// /usr/sbin, which a user's PATH may lack).
+pub(crate) fn on_path(program: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin"].map(std::path::PathBuf::from))
+        .any(|dir| dir.join(program).is_file())
+}
+
+/// Where a dockerd started by `ensure` writes its log.
+const DOCKERD_LOG: &str = "/var/log/boxcar-dockerd.log";
+
+/// Starts the daemon: through systemd where it runs, else `dockerd` in its
+/// own process group, detached, so it outlives this command.
+fn start_daemon(sh: &xshell::Shell) -> anyhow::Result<()> {
+    if std::path::Path::new("/run/systemd/system").exists() {
+        eprintln!("starting the Docker engine: systemctl start docker");
+        return xshell::cmd!(sh, "systemctl start docker").run().context("systemctl start docker");
+    }
+    eprintln!("starting the Docker engine: dockerd in the background (log: {DOCKERD_LOG})");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(DOCKERD_LOG)
+        .with_context(|| format!("opening {DOCKERD_LOG}"))?;
+    let mut command = std::process::Command::new("dockerd");
+    command.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    command.spawn().context("starting dockerd")?;
+    Ok(())
+}

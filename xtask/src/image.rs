@@ -44,7 +44,7 @@ pub(crate) struct Args {
     oci_archive: Option<PathBuf>,
     /// Repository name of the tags: <REPO>:latest and <REPO>:<commit>.
     #[arg(long, default_value = "app", value_name = "REPO")]
-    repo: String,
+    pub(crate) repo: String,
     #[command(flatten)]
     check: CheckArgs,
 }
@@ -100,23 +100,13 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
     }
     let needles = needles(ctx, &args.check.key_files)?;
     let public_keys = public_keys(ctx)?;
-    let ca_bundle = match &args.ca_bundle {
-        Some(path) => {
-            let path = ctx.user_path(path);
-            if !path.is_file() {
-                bail!("--ca-bundle {}: no such file", path.display());
-            }
-            Some(path)
-        }
-        // SSL_CERT_FILE is a hint: used when it names a file.
-        None => std::env::var_os("SSL_CERT_FILE").map(|p| ctx.user_path(Path::new(&p))).filter(|p| p.is_file()),
-    };
+    let ca_bundle = ca_bundle(ctx, args.ca_bundle.as_deref())?;
 
     let rt = crate::engine::runtime()?;
     rt.block_on(async {
         let docker = crate::engine::connect(None).await?;
         let builder = base::ensure_builder(sh, &docker, &ctx.root, ca_bundle.as_deref()).await?;
-        let compiled = compile::compile(sh, &docker, &ctx.root, &builder).await?;
+        let compiled = compile::compile(sh, &docker, &ctx.root, &builder, compile::APP).await?;
         eprintln!("binary: {} ({:.1} s)", compiled.how, compiled.took.as_secs_f64());
         if let Err(why) = check::is_static(&compiled.binary) {
             bail!("the compiled binary is not static: {why}; no image was built");
@@ -162,6 +152,57 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
         print_table(&report, &built, &tags, spec.binary.len(), started);
         Ok(())
     })
+}
+
+/// The CA bundle for the builder: `--ca-bundle`, else SSL_CERT_FILE when it
+/// names a file.
+fn ca_bundle(ctx: &Context, given: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
+    match given {
+        Some(path) => {
+            let path = ctx.user_path(path);
+            if !path.is_file() {
+                bail!("--ca-bundle {}: no such file", path.display());
+            }
+            Ok(Some(path))
+        }
+        None => Ok(std::env::var_os("SSL_CERT_FILE").map(|p| ctx.user_path(Path::new(&p))).filter(|p| p.is_file())),
+    }
+}
+
+impl Args {
+    /// What `cargo xtask image` does with no options.
+    pub(crate) fn defaults() -> Args {
+        Args {
+            ca_bundle: None,
+            oci_archive: None,
+            repo: "app".to_owned(),
+            check: CheckArgs { key_files: Vec::new(), size_budget_kib: DEFAULT_BUDGET_KIB },
+        }
+    }
+}
+
+/// Builds (or finds) the image of the Bot API stand-in for `cargo xtask demo`,
+/// `boxcar/standin:<image id>`, compiled by the same builder as the app.
+pub(crate) async fn standin(sh: &Shell, ctx: &Context, docker: &bollard::Docker) -> anyhow::Result<String> {
+    let git = git(sh)?;
+    let ca_bundle = ca_bundle(ctx, None)?;
+    {
+        let builder = base::ensure_builder(sh, docker, &ctx.root, ca_bundle.as_deref()).await?;
+        let compiled = compile::compile(sh, docker, &ctx.root, &builder, compile::STANDIN).await?;
+        eprintln!("stand-in binary: {} ({:.1} s)", compiled.how, compiled.took.as_secs_f64());
+        if let Err(why) = check::is_static(&compiled.binary) {
+            bail!("the compiled stand-in is not static: {why}");
+        }
+        // The tag is the image ID itself: known before loading, so an image
+        // that is already there is not loaded again.
+        let probe = assemble::standin(compiled.binary.clone(), epoch(git.time)?, &[])?;
+        let tag = format!("boxcar/standin:{}", &probe.image_id["sha256:".len()..][..12]);
+        if docker.inspect_image(&tag).await.is_err() {
+            let built = assemble::standin(compiled.binary, epoch(git.time)?, std::slice::from_ref(&tag))?;
+            load(docker, &built.archive).await?;
+        }
+        Ok(tag)
+    }
 }
 
 async fn load(docker: &bollard::Docker, archive: &[u8]) -> anyhow::Result<()> {

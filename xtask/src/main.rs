@@ -6,6 +6,7 @@
 //! else can copy it, moves to the project root and dispatches.
 
 mod check;
+mod demo;
 mod deploy;
 mod encrypt_secret;
 mod engine;
@@ -44,6 +45,7 @@ enum Command {
     RotateKey(rotate_key::Args),
     Image(image::Args),
     ImageCheck(image::CheckCommand),
+    Demo(demo::Args),
     Deploy(deploy::Args),
     Status(deploy::StatusArgs),
     Logs(deploy::LogsArgs),
@@ -81,6 +83,7 @@ fn run(cli: Cli, env_key: keys::EnvKey) -> anyhow::Result<()> {
         Command::RotateKey(args) => rotate_key::run(&mut ctx, args),
         Command::Image(args) => image::run(&sh, &mut ctx, args),
         Command::ImageCheck(args) => image::run_check(&mut ctx, args),
+        Command::Demo(args) => demo::run(&sh, &mut ctx, args),
         Command::Deploy(args) => deploy::run(&mut ctx, args),
         Command::Status(args) => deploy::status(args),
         Command::Logs(args) => deploy::logs(args),

@@ -12,10 +12,12 @@ use crate::keys::Context;
 const PYNACL: &str = "pynacl==1.5.0";
 
 /// Run the whole test suite: formatting, clippy, unit and integration tests
-/// (with PyNaCl interoperability), and a short fuzz run.
+/// (with PyNaCl interoperability, the image, deploys, the demo in Chromium),
+/// and a short fuzz run.
 ///
-/// Sets up what the tests need first: a Python virtualenv with PyNaCl in
-/// target/venv, and cargo-fuzz. Every step runs even if an earlier one
+/// Sets up what the tests need first: a Docker engine (as root on Debian:
+/// installs docker.io and starts it), Chromium, a Python virtualenv with
+/// PyNaCl in target/venv, and cargo-fuzz. Every step runs even if an earlier one
 /// failed; the summary at the end says which failed.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -47,6 +49,13 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
     // Built alone, the app gets deploy-config without the `seal` feature, as in
     // the image; in the workspace build, xtask's features are unified into it.
     step("app alone, without sealing", &mut || Ok(cmd!(sh, "cargo check -p app --locked").run()?));
+    step("Docker engine and Chromium", &mut || {
+        crate::engine::ensure(sh)?;
+        if !["chromium", "chromium-browser", "google-chrome"].into_iter().any(crate::engine::on_path) {
+            crate::engine::apt_install(sh, &["chromium"], "the dashboard test drives Chromium")?;
+        }
+        Ok(())
+    });
     let mut python = None;
     step("python venv with PyNaCl", &mut || {
         python = Some(ensure_venv(sh, &ctx.root)?);
@@ -81,6 +90,9 @@ fn ensure_venv(sh: &Shell, root: &Path) -> anyhow::Result<PathBuf> {
     if python.exists() && cmd!(sh, "{python} -c 'import nacl'").quiet().ignore_stderr().run().is_ok() {
         eprintln!("target/venv already has PyNaCl");
         return Ok(python);
+    }
+    if cmd!(sh, "python3 -m venv --help").quiet().ignore_stdout().ignore_stderr().run().is_err() {
+        crate::engine::apt_install(sh, &["python3-venv"], "the PyNaCl tests need Python's venv module")?;
     }
     cmd!(sh, "python3 -m venv {venv}").run().context("creating target/venv (is python3-venv installed?)")?;
     // Behind a TLS-inspecting proxy, pip must trust the host's bundle.

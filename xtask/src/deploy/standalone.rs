@@ -70,7 +70,7 @@ enum Role {
     Probe,
 }
 
-pub(super) async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyhow::Result<()> {
+pub(crate) async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     let name = &plan.name;
     let previous = format!("{name}-previous");
@@ -199,6 +199,7 @@ fn spec_hash(plan: &Plan, image_id: &str) -> String {
         "memory": plan.memory_bytes,
         "delivery": format!("{:?}", plan.key_delivery),
         "health": HEALTH_INTERVAL.as_secs(),
+        "network": plan.network,
     }))
 }
 
@@ -268,6 +269,7 @@ fn body(plan: &Plan, image_id: &str, spec: &str, key: &KeyMount, role: Role) -> 
             memory_swap: Some(plan.memory_bytes),
             pids_limit: Some(DEFAULT_PIDS),
             port_bindings: ports,
+            network_mode: plan.network.clone(),
             log_config: Some(HostConfigLogConfig {
                 typ: Some("json-file".to_owned()),
                 config: Some(HashMap::from([
@@ -547,7 +549,7 @@ pub(super) async fn status(docker: &Docker, name: &str) -> anyhow::Result<bool> 
 
 /// Removes the deployment's containers and key volumes, and with `purge` its
 /// data volume. Returns how many things it removed.
-pub(super) async fn undeploy(docker: &Docker, name: &str, purge: bool) -> anyhow::Result<usize> {
+pub(crate) async fn undeploy(docker: &Docker, name: &str, purge: bool) -> anyhow::Result<usize> {
     // A container named `name` that boxcar did not make stops us here.
     managed_container(docker, name).await?;
     let options = ListContainersOptionsBuilder::default().all(true).filters(&super::filters(name)).build();

@@ -644,6 +644,7 @@ mod tests {
             all_webhook,
             key_delivery: super::super::KeyDelivery::Auto,
             timeout: Duration::from_secs(60),
+            network: None,
         }
     }
 

@@ -85,6 +85,11 @@ pub(crate) fn layer(spec: &Spec) -> anyhow::Result<Vec<u8>> {
     for (name, data) in &spec.env_files {
         entries.push(file(&format!("{CONFIG_DIR}/{name}"), 0o444, data.clone()));
     }
+    tar_of(entries, spec.epoch)
+}
+
+/// A layer tar of `entries`, sorted, every time `epoch`.
+fn tar_of(mut entries: Vec<Entry>, epoch: u64) -> anyhow::Result<Vec<u8>> {
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     let mut tar = tar::Builder::new(Vec::new());
     for e in &entries {
@@ -92,7 +97,7 @@ pub(crate) fn layer(spec: &Spec) -> anyhow::Result<Vec<u8>> {
         header.set_mode(e.mode);
         header.set_uid(e.uid);
         header.set_gid(e.uid);
-        header.set_mtime(spec.epoch);
+        header.set_mtime(epoch);
         match &e.data {
             Some(data) => {
                 header.set_entry_type(tar::EntryType::Regular);
@@ -171,16 +176,58 @@ pub(crate) fn config(spec: &Spec, diff_id: &str) -> Value {
 /// Builds the archive for `tags` (e.g. `app:latest`, `app:<sha>`).
 pub(crate) fn build(spec: &Spec, tags: &[String]) -> anyhow::Result<Built> {
     let layer = layer(spec)?;
+    let config = config(spec, &sha256(&layer));
+    archive(layer, &config, spec.epoch, tags)
+}
+
+/// The Bot API stand-in's image, for `cargo xtask demo`: its static binary,
+/// passwd/group and `/tmp`, run as 65532 on port 8081. Never shipped.
+pub(crate) fn standin(binary: Vec<u8>, epoch: u64, tags: &[String]) -> anyhow::Result<Built> {
+    let entries = vec![
+        dir("etc", 0o755, 0),
+        file("etc/group", 0o444, GROUP.into()),
+        file("etc/passwd", 0o444, PASSWD.into()),
+        dir("tmp", 0o1777, 0),
+        dir("usr", 0o755, 0),
+        dir("usr/local", 0o755, 0),
+        dir("usr/local/bin", 0o755, 0),
+        file("usr/local/bin/standin", 0o555, binary),
+    ];
+    let layer = tar_of(entries, epoch)?;
+    let created = rfc3339(epoch);
+    let config = json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "created": created,
+        "config": {
+            "User": format!("{UID}:{UID}"),
+            "Entrypoint": ["/usr/local/bin/standin"],
+            "Cmd": ["--listen", "0.0.0.0:8081"],
+            "Env": ["PATH=/usr/local/bin"],
+            "ExposedPorts": { "8081/tcp": {} },
+            "WorkingDir": "/",
+            "Labels": {
+                "org.opencontainers.image.title": "standin",
+                "org.opencontainers.image.description": "Telegram Bot API stand-in with a chat page, for boxcar's demo; not Telegram",
+            },
+        },
+        "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{}", sha256(&layer))] },
+        "history": [{ "created": created, "created_by": "cargo xtask demo: the Bot API stand-in" }],
+    });
+    archive(layer, &config, epoch, tags)
+}
+
+/// The docker-archive and OCI layout of a one-layer image.
+fn archive(layer: Vec<u8>, config: &Value, epoch: u64, tags: &[String]) -> anyhow::Result<Built> {
     let layer_digest = sha256(&layer);
-    let config = config(spec, &layer_digest);
-    let config_bytes = serde_json::to_vec(&config)?;
+    let config_bytes = serde_json::to_vec(config)?;
     let config_digest = sha256(&config_bytes);
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{config_digest}"), "size": config_bytes.len() },
         "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{layer_digest}"), "size": layer.len() }],
-        "annotations": { "org.opencontainers.image.created": rfc3339(spec.epoch) },
+        "annotations": { "org.opencontainers.image.created": rfc3339(epoch) },
     });
     let manifest_bytes = serde_json::to_vec(&manifest)?;
     let manifest_digest = sha256(&manifest_bytes);
@@ -220,7 +267,7 @@ pub(crate) fn build(spec: &Spec, tags: &[String]) -> anyhow::Result<Built> {
                     let mut h = tar::Header::new_ustar();
                     h.set_entry_type(tar::EntryType::Directory);
                     h.set_mode(0o755);
-                    h.set_mtime(spec.epoch);
+                    h.set_mtime(epoch);
                     h.set_size(0);
                     h.set_cksum();
                     tar.append_data(&mut h, format!("{acc}/"), std::io::empty())?;
@@ -230,7 +277,7 @@ pub(crate) fn build(spec: &Spec, tags: &[String]) -> anyhow::Result<Built> {
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(0o644);
-        h.set_mtime(spec.epoch);
+        h.set_mtime(epoch);
         h.set_size(data.len() as u64);
         h.set_cksum();
         tar.append_data(&mut h, path, &data[..])?;

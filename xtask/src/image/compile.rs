@@ -24,8 +24,16 @@ const GIT_VOLUME: &str = "boxcar-cargo-git";
 fn target_volume() -> String {
     std::env::var("BOXCAR_TARGET_VOLUME").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "boxcar-target".to_owned())
 }
-/// Where the binary lands inside the target volume.
-const BINARY: &str = "/target/x86_64-unknown-linux-musl/release/app";
+/// A binary the builder can compile: the app, or the Bot API stand-in the
+/// demo runs beside it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Binary {
+    pub(crate) package: &'static str,
+    pub(crate) bin: &'static str,
+}
+
+pub(crate) const APP: Binary = Binary { package: "app", bin: "app" };
+pub(crate) const STANDIN: Binary = Binary { package: "tests", bin: "standin" };
 
 /// The compiled binary and how it was obtained.
 #[derive(Debug)]
@@ -77,14 +85,16 @@ pub(crate) async fn compile(
     docker: &Docker,
     root: &Path,
     builder: &str,
+    what: Binary,
 ) -> anyhow::Result<Compiled> {
     let start = Instant::now();
+    let bin = what.bin;
     let files = source_files(sh, root)?;
     let (context, source_hash) = source_tar(root, &files)?;
     let cache_dir = root.join("target/boxcar-image");
     let key = &source_hash[..16];
     let builder_id = builder.rsplit(':').next().unwrap_or(builder);
-    let cached_bin = cache_dir.join(format!("app-{builder_id}-{key}"));
+    let cached_bin = cache_dir.join(format!("{bin}-{builder_id}-{key}"));
     let cached_ca = cache_dir.join(format!("ca-{builder_id}.crt"));
     if let (Ok(binary), Ok(ca_bundle)) = (std::fs::read(&cached_bin), std::fs::read(&cached_ca)) {
         return Ok(Compiled {
@@ -110,9 +120,11 @@ pub(crate) async fn compile(
     let body = ContainerCreateBody {
         image: Some(builder.to_owned()),
         cmd: Some(
-            ["cargo", "build", "--release", "--locked", "--target", "x86_64-unknown-linux-musl", "-p", "app"]
+            ["cargo", "build", "--release", "--locked", "--target", "x86_64-unknown-linux-musl"]
+                .into_iter()
+                .chain(["-p", what.package, "--bin", bin])
                 .map(String::from)
-                .to_vec(),
+                .collect(),
         ),
         working_dir: Some("/src".to_owned()),
         env: Some(vec!["CARGO_TARGET_DIR=/target".to_owned(), "CARGO_TERM_PROGRESS_WHEN=never".to_owned()]),
@@ -130,7 +142,7 @@ pub(crate) async fn compile(
         .create_container(Some(CreateContainerOptionsBuilder::default().name(&name).build()), body)
         .await
         .context("creating the build container")?;
-    let result = run_build(docker, &name, context, files.len()).await;
+    let result = run_build(docker, &name, context, files.len(), bin).await;
     let _ = docker
         .remove_container(&name, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()))
         .await;
@@ -141,7 +153,7 @@ pub(crate) async fn compile(
     if let Ok(entries) = std::fs::read_dir(&cache_dir) {
         for e in entries.flatten() {
             let n = e.file_name();
-            if n.to_string_lossy().starts_with(&format!("app-{builder_id}-")) {
+            if n.to_string_lossy().starts_with(&format!("{bin}-{builder_id}-")) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
@@ -155,7 +167,13 @@ pub(crate) async fn compile(
     Ok(Compiled { binary, ca_bundle, how, took: start.elapsed() })
 }
 
-async fn run_build(docker: &Docker, name: &str, context: Vec<u8>, files: usize) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+async fn run_build(
+    docker: &Docker,
+    name: &str,
+    context: Vec<u8>,
+    files: usize,
+    bin: &str,
+) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
     eprintln!("copying {files} source files into {name}");
     docker
         .upload_to_container(
@@ -193,7 +211,7 @@ async fn run_build(docker: &Docker, name: &str, context: Vec<u8>, files: usize) 
             tail.iter().cloned().collect::<Vec<_>>().join("\n")
         );
     }
-    let binary = download(docker, name, BINARY).await?;
+    let binary = download(docker, name, &format!("/target/x86_64-unknown-linux-musl/release/{bin}")).await?;
     let ca = download(docker, name, "/etc/ssl/certs/ca-certificates.crt").await?;
     Ok((binary, ca))
 }

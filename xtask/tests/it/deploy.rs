@@ -575,7 +575,8 @@ fn deploy_without_an_engine_is_a_clear_error() {
     repo.env_with("production", &[("token", "value")]);
     let key = repo.key_file("production");
     let host = format!("unix://{}/no-such.sock", repo.keys.path().display());
-    let run = repo.run(&["deploy", "--env", "production", "--key-file", key.to_str().unwrap(), "--host", &host]).fails();
+    let run =
+        repo.run(&["deploy", "--env", "production", "--key-file", key.to_str().unwrap(), "--host", &host]).fails();
     assert!(run.stderr.contains(&format!("no Docker engine at {host}")), "{}", run.stderr);
     assert!(run.stderr.contains("start the Docker engine"), "{}", run.stderr);
 }

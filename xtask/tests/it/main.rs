@@ -4,6 +4,9 @@
 // Helpers outside `#[test]` functions too: a panic is the failure report we want.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod browser;
+mod browser_selftest;
+mod demo;
 mod deploy;
 mod image;
 mod secrets;
@@ -177,6 +180,20 @@ impl Checkout {
     /// `env` gets a key, one sealed value per `secrets` entry, then `settings`
     /// (plain TOML appended to the file); everything is committed.
     pub(crate) fn new(env: &str, secrets: &[(&str, &str)], settings: &str) -> Checkout {
+        let c = Checkout::plain(env);
+        c.run(&["keygen", "--env", env]).ok();
+        for (name, value) in secrets {
+            c.seal(name, value);
+        }
+        let env_file = c.env_file();
+        let text = std::fs::read_to_string(&env_file).unwrap();
+        std::fs::write(&env_file, format!("{text}{settings}")).unwrap();
+        c.commit();
+        c
+    }
+
+    /// The copy alone, committed, with `env` as its environment's name.
+    pub(crate) fn plain(env: &str) -> Checkout {
         let root = project_root();
         let dir = tempfile::tempdir().unwrap();
         let list = git(&root, &["ls-files", "-z", "--cached", "--others", "--exclude-standard"]);
@@ -192,13 +209,6 @@ impl Checkout {
         git(dir.path(), &["init", "-q"]);
         let keys = tempfile::tempdir().unwrap();
         let c = Checkout { dir, keys, env: env.to_owned() };
-        c.run(&["keygen", "--env", env]).ok();
-        for (name, value) in secrets {
-            c.seal(name, value);
-        }
-        let env_file = c.env_file();
-        let text = std::fs::read_to_string(&env_file).unwrap();
-        std::fs::write(&env_file, format!("{text}{settings}")).unwrap();
         c.commit();
         c
     }
