@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig, PortBinding,
@@ -30,6 +30,8 @@ const API_ALIAS: &str = "botapi";
 const STANDIN_PORT: u16 = 8081;
 /// Label on the demo's network and stand-in container.
 const LABEL_DEMO: &str = "dev.boxcar.demo";
+/// First line of the demo's environment file: how the demo knows it made it.
+const HEADER: &str = "# The demo environment of `cargo xtask demo`:";
 /// The stand-in's chat user (its `from.id`): an admin of the demo bot, so the
 /// chat can set the mood the dashboard shows.
 const CHAT_USER_ID: i64 = 1000;
@@ -84,11 +86,12 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
         return down(&names);
     }
     crate::engine::ensure(sh)?;
-    let key = demo_environment(ctx)?;
+    let key = demo_environment(sh, ctx)?;
 
     eprintln!("building the image (`cargo xtask image`)");
     let mut image_args = crate::image::Args::defaults();
     image_args.repo.clone_from(&args.repo);
+    image_args.demo = true;
     crate::image::run(sh, ctx, image_args)?;
 
     let rt = crate::engine::runtime()?;
@@ -102,7 +105,7 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
             env: ENV.to_owned(),
             name: names.app.clone(),
             key,
-            image: format!("{}:latest", args.repo),
+            image: format!("{}:demo", args.repo),
             replicas: 1,
             publish: Publish { address: Some("127.0.0.1".to_owned()), port: args.dashboard_port },
             publish_mode: PublishMode::Ingress,
@@ -133,6 +136,13 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
     Ok(())
 }
 
+fn not_ours(kind: &str, name: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "a {kind} named `{name}` exists and the demo did not create it; nothing was changed\n\
+         hint: run the demo under other names with --prefix"
+    )
+}
+
 fn prefix_flag(prefix: &str) -> String {
     if prefix == "boxcar-demo" { String::new() } else { format!(" --prefix {prefix}") }
 }
@@ -141,7 +151,7 @@ fn prefix_flag(prefix: &str) -> String {
 ///
 /// deploy-config/demo.toml is listed in .gitignore: its key exists on this
 /// machine only, so the file is of no use to anyone else.
-fn demo_environment(ctx: &Context) -> anyhow::Result<SecretKey> {
+fn demo_environment(sh: &Shell, ctx: &Context) -> anyhow::Result<SecretKey> {
     let path = ctx.env_path(ENV);
     if path.exists() {
         let file = EnvFile::load(&path)?;
@@ -152,6 +162,23 @@ fn demo_environment(ctx: &Context) -> anyhow::Result<SecretKey> {
                 eprintln!("demo environment: {} with key {}", ctx.show(&path), key_path.display());
                 return Ok(key);
             }
+        }
+        // Replaced only when it is the demo's own file: made by this command and
+        // not tracked by git (someone may have committed an environment of theirs
+        // named `demo`).
+        let ours = std::fs::read_to_string(&path).is_ok_and(|t| t.starts_with(HEADER));
+        let tracked = xshell::cmd!(sh, "git ls-files --error-unmatch {path}")
+            .quiet()
+            .ignore_stderr()
+            .ignore_stdout()
+            .run()
+            .is_ok();
+        if !ours || tracked {
+            bail!(
+                "{} exists, but no key for it is on this machine and `cargo xtask demo` did not make it; \
+                 the demo uses the environment `demo`: move that file away, or pass its key with SECRET_KEY_FILE",
+                ctx.show(&path)
+            );
         }
         eprintln!("demo environment: {} has no usable key on this machine; making a new one", ctx.show(&path));
         std::fs::remove_file(&path).with_context(|| format!("removing {}", ctx.show(&path)))?;
@@ -173,7 +200,7 @@ fn demo_environment(ctx: &Context) -> anyhow::Result<SecretKey> {
     ));
     let sealed = deploy_config::seal(key.public_key(), ENV, "demo_token", token.as_bytes())?;
     let text = format!(
-        "# The demo environment of `cargo xtask demo`: made on this machine, with a key that exists\n\
+        "{HEADER} made on this machine, with a key that exists\n\
          # only here (so this file is in .gitignore). The bot token is made up: the demo's Bot API\n\
          # is a stand-in on the demo's Docker network.\n\
          public_key = \"{}\"\n\n[secrets]\ndemo_token = \"{sealed}\"\n\n\
@@ -181,8 +208,10 @@ fn demo_environment(ctx: &Context) -> anyhow::Result<SecretKey> {
          [[bots]]\nname = \"demo\"\ntoken_secret = \"demo_token\"\nadmins = [{CHAT_USER_ID}]\n",
         key.public_key().to_base64()
     );
-    deploy_config::write_new_atomic(&path, text.as_bytes(), 0o644)
-        .with_context(|| format!("writing {}", ctx.show(&path)))?;
+    if let Err(e) = deploy_config::write_new_atomic(&path, text.as_bytes(), 0o644) {
+        let _ = std::fs::remove_file(&key_path);
+        return Err(e).with_context(|| format!("writing {}", ctx.show(&path)));
+    }
     let file = EnvFile::load(&path)?;
     file.open_all(&key).context("the demo environment just written does not open")?;
     eprintln!("demo environment: created {} (key {}, key file {})", ctx.show(&path), key.key_id(), key_path.display());
@@ -192,7 +221,7 @@ fn demo_environment(ctx: &Context) -> anyhow::Result<SecretKey> {
 async fn ensure_network(docker: &Docker, name: &str) -> anyhow::Result<()> {
     match docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
         Ok(n) if n.labels.as_ref().and_then(|l| l.get(LABEL_DEMO)).map(String::as_str) == Some(name) => Ok(()),
-        Ok(_) => Err(deploy::not_ours("network", name)),
+        Ok(_) => Err(not_ours("network", name)),
         Err(e) if crate::engine::is_not_found(&e) => {
             let request = NetworkCreateRequest {
                 name: name.to_owned(),
@@ -216,7 +245,7 @@ async fn ensure_standin(docker: &Docker, names: &Names, image: &str, port: u16) 
         Ok(info) => {
             let labels = info.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
             if labels.get(LABEL_DEMO) != Some(&names.network) {
-                return Err(deploy::not_ours("container", name));
+                return Err(not_ours("container", name));
             }
             let same_image = info.config.as_ref().and_then(|c| c.image.as_deref()) == Some(image);
             let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
@@ -328,7 +357,7 @@ fn down(names: &Names) -> anyhow::Result<()> {
             Ok(info) => {
                 let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
                 if labels.get(LABEL_DEMO) != Some(&names.network) {
-                    return Err(deploy::not_ours("container", &names.standin));
+                    return Err(not_ours("container", &names.standin));
                 }
                 let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
                 docker.remove_container(&names.standin, Some(options)).await?;
@@ -344,7 +373,7 @@ fn down(names: &Names) -> anyhow::Result<()> {
                 println!("removed    network {}", names.network);
                 removed += 1;
             }
-            Ok(_) => return Err(deploy::not_ours("network", &names.network)),
+            Ok(_) => return Err(not_ours("network", &names.network)),
             Err(_) => {}
         }
         if removed == 0 {

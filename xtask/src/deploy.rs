@@ -80,10 +80,11 @@ pub(crate) struct Args {
     /// mode: two pollers of one bot get 409 Conflict.
     #[arg(long, default_value_t = 1, value_name = "N")]
     replicas: u64,
-    /// Where the dashboard and webhook port is published: [ADDRESS:]PORT (port 0:
-    /// any free port). Swarm publishes on every address of every node.
-    #[arg(long, default_value = "127.0.0.1:8080", value_name = "[ADDR:]PORT")]
-    publish: String,
+    /// Where the dashboard and webhook port is published: [ADDRESS:]PORT, port 0
+    /// for any free port (default: 127.0.0.1:8080). With --swarm only a PORT
+    /// (default 8080): Swarm publishes on every address of the nodes.
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    publish: Option<String>,
     /// How Swarm publishes the port: `ingress` (any node forwards to a task;
     /// needs the kernel's IPVS) or `host` (each task on its own node's port).
     #[arg(long, value_enum, default_value_t = PublishMode::Ingress)]
@@ -155,6 +156,10 @@ pub(crate) fn check_name(name: &str) -> anyhow::Result<()> {
         bail!(
             "deployment name `{name}` must be 1 to 40 characters of a-z, 0-9 and `-`, not starting or ending with `-`"
         );
+    }
+    // A deploy names its stopped old container and its probe this way.
+    if name.ends_with("-previous") || name.ends_with("-next") {
+        bail!("deployment name `{name}` must not end in `-previous` or `-next`: deploys use those for a while");
     }
     Ok(())
 }
@@ -290,7 +295,18 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
             file.env()
         );
     }
-    let publish = Publish::parse(&args.publish)?;
+    let publish = match (&args.publish, args.swarm) {
+        (Some(text), _) => Publish::parse(text)?,
+        (None, false) => Publish { address: Some("127.0.0.1".to_owned()), port: APP_PORT },
+        (None, true) => Publish { address: None, port: APP_PORT },
+    };
+    if args.swarm && publish.address.is_some() {
+        bail!(
+            "--publish {}: Swarm publishes a port on every address of its nodes and cannot keep it to one; \
+             give only the port, and keep it behind a firewall or proxy (the dashboard has no login)",
+            args.publish.as_deref().unwrap_or_default()
+        );
+    }
     if args.publish_mode == PublishMode::Host && publish.port != 0 && args.replicas > 1 {
         bail!(
             "--publish-mode host with port {} runs one task per node on that port; with --replicas {} use \
@@ -390,7 +406,7 @@ pub(crate) fn logs(args: LogsArgs) -> anyhow::Result<()> {
     rt.block_on(async {
         let docker = crate::engine::connect(args.target.host.as_deref()).await?;
         let swarm = swarm::is_manager(&docker).await && swarm::service_exists(&docker, &name).await?;
-        if !swarm && standalone::managed_container(&docker, &name).await?.is_none() {
+        if !swarm && standalone::managed_container(&docker, &name, &name).await?.is_none() {
             bail!("nothing named `{name}` is deployed on this engine");
         }
         let options = bollard::query_parameters::LogsOptionsBuilder::default()
@@ -489,6 +505,8 @@ mod tests {
         assert!(t("p", Some("Bots")).name().is_err());
         assert!(t("p", Some("-x")).name().is_err());
         assert!(t("p", Some(&"x".repeat(41))).name().is_err());
+        assert!(t("p", Some("bots-next")).name().is_err());
+        assert!(t("p", Some("bots-previous")).name().is_err());
         assert!(t("../p", None).name().is_err());
     }
 

@@ -46,24 +46,34 @@ pub(crate) fn ensure(sh: &xshell::Shell) -> anyhow::Result<()> {
             "no Docker engine answers at DOCKER_HOST={host}; start it, or unset DOCKER_HOST to use a local one"
         );
     }
+    if !is_root()? {
+        if std::path::Path::new("/var/run/docker.sock").exists() {
+            anyhow::bail!(
+                "the Docker engine at /var/run/docker.sock does not answer this user: join the `docker` group \
+                 (`sudo usermod -aG docker $USER`, then log in again) or run as root; if it is stopped: \
+                 `sudo systemctl start docker`"
+            );
+        }
+        anyhow::bail!(
+            "no Docker engine runs here. On Debian or Ubuntu: `sudo apt-get install docker.io debootstrap` and \
+             `sudo systemctl start docker`; or run this as root and it does that itself"
+        );
+    }
     let missing: Vec<&str> = [("dockerd", "docker.io"), ("debootstrap", "debootstrap")]
         .into_iter()
-        .filter(|(program, _)| !on_path(program))
+        .filter(|(program, _)| find_program(program).is_none())
         .map(|(_, package)| package)
         .collect();
     apt_install(sh, &missing, "no Docker engine here")?;
-    let root = is_root()?;
-    if !root {
-        anyhow::bail!(
-            "the Docker engine is installed but does not answer: `sudo systemctl start docker` (or `sudo dockerd &`)"
-        );
-    }
-    start_daemon(sh)?;
+    let mut child = start_daemon(sh)?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while std::time::Instant::now() < deadline {
         if rt.block_on(connect(None)).is_ok() {
             eprintln!("the Docker engine answers");
             return Ok(());
+        }
+        if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            anyhow::bail!("dockerd exited at once ({status}); its log is {DOCKERD_LOG}");
         }
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
@@ -94,34 +104,42 @@ pub(crate) fn apt_install(sh: &xshell::Shell, packages: &[&str], why: &str) -> a
     Ok(())
 }
 
-/// Whether `program` is in PATH or in the system folders (dockerd lives in
-/// /usr/sbin, which a user's PATH may lack).
+/// Whether `program` is in PATH or in the system folders.
 pub(crate) fn on_path(program: &str) -> bool {
+    find_program(program).is_some()
+}
+
+/// Where `program` is: in PATH, or in the system folders (dockerd lives in
+/// /usr/sbin, which a user's PATH may lack).
+fn find_program(program: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/usr/bin", "/sbin"].map(std::path::PathBuf::from))
-        .any(|dir| dir.join(program).is_file())
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
 }
 
 /// Where a dockerd started by `ensure` writes its log.
 const DOCKERD_LOG: &str = "/var/log/boxcar-dockerd.log";
 
 /// Starts the daemon: through systemd where it runs, else `dockerd` in its
-/// own process group, detached, so it outlives this command.
-fn start_daemon(sh: &xshell::Shell) -> anyhow::Result<()> {
+/// own process group, detached, so it outlives this command (returned, to
+/// notice if it exits at once).
+fn start_daemon(sh: &xshell::Shell) -> anyhow::Result<Option<std::process::Child>> {
     if std::path::Path::new("/run/systemd/system").exists() {
         eprintln!("starting the Docker engine: systemctl start docker");
-        return xshell::cmd!(sh, "systemctl start docker").run().context("systemctl start docker");
+        xshell::cmd!(sh, "systemctl start docker").run().context("systemctl start docker")?;
+        return Ok(None);
     }
-    eprintln!("starting the Docker engine: dockerd in the background (log: {DOCKERD_LOG})");
+    let dockerd = find_program("dockerd").context("dockerd is not installed")?;
+    eprintln!("starting the Docker engine: {} in the background (log: {DOCKERD_LOG})", dockerd.display());
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(DOCKERD_LOG)
         .with_context(|| format!("opening {DOCKERD_LOG}"))?;
-    let mut command = std::process::Command::new("dockerd");
+    let mut command = std::process::Command::new(&dockerd);
     command.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    command.spawn().context("starting dockerd")?;
-    Ok(())
+    Ok(Some(command.spawn().context("starting dockerd")?))
 }

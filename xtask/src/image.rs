@@ -47,6 +47,10 @@ pub(crate) struct Args {
     pub(crate) repo: String,
     #[command(flatten)]
     check: CheckArgs,
+    /// Set by `cargo xtask demo`: also ship the git-ignored demo environment,
+    /// and tag the image <REPO>:demo only, since it is not the commit's image.
+    #[arg(skip)]
+    pub(crate) demo: bool,
 }
 
 /// Options of the image check.
@@ -114,7 +118,7 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
 
         let spec = assemble::Spec {
             binary: compiled.binary,
-            env_files: env_files(&ctx.root)?,
+            env_files: env_files(sh, &ctx.root, args.demo)?,
             ca_bundle: compiled.ca_bundle,
             epoch: epoch(git.time)?,
             version: workspace_field(&ctx.root, "version")?,
@@ -124,7 +128,11 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
         };
         let short = if git.dirty { format!("{}-dirty", git.short) } else { git.short.clone() };
         let repo = &args.repo;
-        let tags = vec![format!("{repo}:latest"), format!("{repo}:{short}")];
+        let tags = if args.demo {
+            vec![format!("{repo}:demo")]
+        } else {
+            vec![format!("{repo}:latest"), format!("{repo}:{short}")]
+        };
         let built = assemble::build(&spec, &tags)?;
         let report = check::check_archive(&built.archive, &needles, &public_keys, args.check.size_budget_kib * 1024)?;
         check::enforce(&report)?;
@@ -170,14 +178,14 @@ fn ca_bundle(ctx: &Context, given: Option<&Path>) -> anyhow::Result<Option<PathB
 }
 
 impl Args {
-    /// What `cargo xtask image` does with no options.
+    /// What `cargo xtask image` does with no options (clap's defaults).
     pub(crate) fn defaults() -> Args {
-        Args {
-            ca_bundle: None,
-            oci_archive: None,
-            repo: "app".to_owned(),
-            check: CheckArgs { key_files: Vec::new(), size_budget_kib: DEFAULT_BUDGET_KIB },
+        #[derive(clap::Parser)]
+        struct Image {
+            #[command(flatten)]
+            args: Args,
         }
+        <Image as clap::Parser>::parse_from(["image"]).args
     }
 }
 
@@ -252,11 +260,20 @@ fn workspace_field(root: &Path, field: &str) -> anyhow::Result<String> {
         .with_context(|| format!("Cargo.toml has no [workspace.package] {field}"))
 }
 
-/// Every public environment file, for /etc/boxcar/deploy-config.
-fn env_files(root: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+/// The public environment files for /etc/boxcar/deploy-config: those git
+/// tracks or would add, never one it ignores (the demo's, made on one machine
+/// with a key that exists there only), unless `demo` asks for that one.
+fn env_files(sh: &Shell, root: &Path, demo: bool) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let visible = crate::check::tracked_files(sh, root)?;
     let mut out = Vec::new();
     for path in deploy_config::env_files(&root.join("deploy-config"))? {
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let rel = path.strip_prefix(root).unwrap_or(&path);
+        let shipped = visible.iter().any(|v| v == rel) || (demo && name == "demo.toml");
+        if !shipped {
+            eprintln!("not in the image: {} (git ignores it)", rel.display());
+            continue;
+        }
         out.push((name, std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?));
     }
     Ok(out)

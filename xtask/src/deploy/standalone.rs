@@ -2,14 +2,18 @@
 //! deployment, replaced only after its successor has passed its healthcheck.
 //!
 //! An engine cannot publish one host port on two containers, so an update runs
-//! in two steps. First a probe: the new image with the same key, settings and
-//! data volume, but no published port and an unreachable Bot API, so it
-//! neither takes the port nor competes with the running bots for updates (two
-//! pollers get 409). It proves the things that break deploys (image, key,
-//! config, sealed values, storage) while the old container keeps serving.
-//! Then the swap: the old container is stopped and kept, the new one created
-//! with the port; it must pass its healthcheck before the old one is removed,
-//! and if it does not, it is removed and the old one started again.
+//! in two steps. First a probe: the new image with the same key and settings
+//! but an in-memory `/data`, no published port and an unreachable Bot API, so
+//! it neither changes the bots' data nor takes the port nor competes with the
+//! running bots for updates (two pollers get 409). It proves the things that
+//! break most deploys (image, key, settings, sealed values) while the old
+//! container keeps serving. Then the swap: the old container is stopped and
+//! kept, its data copied into a new volume, and the new container created on
+//! that copy with the port. It must pass its healthcheck before the old
+//! container and its data are removed; on any failure the new container and
+//! its copy are removed and the old container, on its untouched data, starts
+//! again. A new release that migrates the database therefore never leaves the
+//! old one unable to start.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -21,17 +25,19 @@ use bollard::models::{
     Mount, MountType, PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, RenameContainerOptions, StopContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder,
+    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, RenameContainerOptions,
+    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
+use futures::StreamExt as _;
 
 use super::{
-    APP_PORT, DEFAULT_PIDS, KeyDelivery, LABEL_DEPLOYMENT, LABEL_IMAGE_ID, LABEL_KEY_ID, LABEL_ROLE, LABEL_SPEC, Plan,
-    VOLUME_KEY_DIR,
+    APP_PORT, DEFAULT_PIDS, KeyDelivery, LABEL_DEPLOYMENT, LABEL_KEY_ID, LABEL_ROLE, LABEL_SPEC, Plan, VOLUME_KEY_DIR,
 };
 use crate::engine::is_not_found;
 
+/// Label on the app's container: the volume that holds its data.
+const LABEL_DATA: &str = "dev.boxcar.data";
 /// Seconds the engine waits after SIGTERM before SIGKILL; the app stops in 8.
 const STOP_SECONDS: i32 = 10;
 /// Healthcheck period of the deployed container. The image says 10 s; a
@@ -70,54 +76,59 @@ enum Role {
     Probe,
 }
 
+/// What a deploy created and removes again when it fails.
+struct Created<'a> {
+    docker: &'a Docker,
+    volumes: Vec<String>,
+}
+
+impl Created<'_> {
+    async fn undo(&self) {
+        remove_volumes(self.docker, &self.volumes).await;
+    }
+}
+
 pub(crate) async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     let name = &plan.name;
     let previous = format!("{name}-previous");
-    let probe = format!("{name}-next");
-
-    // A deploy that was interrupted may have left its probe or the stopped
-    // old container behind: clear the first, put the second back.
-    remove_if_managed(docker, &probe, name).await?;
-    let mut current = managed_container(docker, name).await?;
-    if current.is_none()
-        && let Some(_) = managed_container(docker, &previous).await?
+    if let Some(network) = &plan.network
+        && docker.inspect_network(network, None::<bollard::query_parameters::InspectNetworkOptions>).await.is_err()
     {
-        eprintln!("a deploy of `{name}` was interrupted: restoring the previous container");
-        rename(docker, &previous, name).await?;
-        current = managed_container(docker, name).await?;
-    } else {
-        remove_if_managed(docker, &previous, name).await?;
+        bail!("--network {network}: no such Docker network on this engine; nothing was changed");
     }
+    recover(docker, name).await?;
+    let current = managed_container(docker, name, name).await?;
 
-    let spec = spec_hash(plan, image_id);
+    let key_preview = match plan.key_delivery {
+        KeyDelivery::Env => KeyMount::Env,
+        _ => KeyMount::Volume(super::key_resource(name, &plan.key)),
+    };
+    let spec = spec_hash(plan, image_id, &key_preview);
     if let Some(c) = &current
         && label(c, LABEL_SPEC) == Some(spec.as_str())
         && running(c)
+        && health(c) == Some(HealthStatusEnum::HEALTHY)
     {
         println!("unchanged  {name} already runs {} with these settings; nothing to do", plan.image);
         return Ok(());
     }
 
-    let mut created_volumes = Vec::new();
-    let data = super::data_volume(name);
-    if ensure_volume(docker, plan, &data, "data").await? {
-        created_volumes.push(data.clone());
-    }
+    let mut created = Created { docker, volumes: Vec::new() };
     let key = match plan.key_delivery {
         KeyDelivery::Env => KeyMount::Env,
-        delivery => match fill_key_volume(docker, plan, &mut created_volumes).await {
+        delivery => match fill_key_volume(docker, plan, &mut created.volumes).await? {
             Ok(volume) => KeyMount::Volume(volume),
-            Err(e) if delivery == KeyDelivery::Auto => {
+            Err(refused) if delivery == KeyDelivery::Auto => {
                 eprintln!(
-                    "warning: the engine refused the key as a file ({e:#}); handing it over as SECRET_KEY, \
+                    "warning: the engine refused the key as a file ({refused:#}); handing it over as SECRET_KEY, \
                      which `docker inspect` shows"
                 );
                 KeyMount::Env
             }
-            Err(e) => {
-                remove_volumes(docker, &created_volumes).await;
-                return Err(e.context("the key could not be put in a volume; nothing was changed"));
+            Err(refused) => {
+                created.undo().await;
+                return Err(refused.context("the key could not be put in a volume; nothing was changed"));
             }
         },
     };
@@ -125,13 +136,16 @@ pub(crate) async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyh
 
     let old_running = current.as_ref().is_some_and(running);
     if old_running {
-        eprintln!("probe: starting {} beside the running `{name}` (no port, no Bot API)", plan.image);
-        create(docker, &probe, body(plan, image_id, &spec, &key, Role::Probe)).await?;
-        let result = start_and_wait(docker, &probe, plan.timeout).await;
+        let probe = format!("{name}-next");
+        eprintln!("probe: starting {} beside the running `{name}` (no port, no Bot API, no data)", plan.image);
+        let result = match create(docker, &probe, body(plan, &spec, &key, Role::Probe, None)).await {
+            Ok(()) => start_and_wait(docker, &probe, plan.timeout).await,
+            Err(e) => Err(format!("{e:#}")),
+        };
         let logs = super::last_log_lines(docker, &probe, 30).await;
         remove(docker, &probe).await;
         if let Err(why) = result {
-            remove_volumes(docker, &created_volumes).await;
+            created.undo().await;
             bail!(
                 "the new image did not become healthy: {why}; `{name}` keeps running the previous image, \
                  nothing was changed\nlast log lines of the new container:\n{logs}"
@@ -140,37 +154,43 @@ pub(crate) async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyh
         eprintln!("probe: healthy");
     }
 
+    // From here on the old container is stopped: every failure puts it back.
+    let old_data = current.as_ref().and_then(|c| label(c, LABEL_DATA).map(str::to_owned));
     if current.is_some() {
         eprintln!("stopping the previous `{name}`");
-        stop(docker, name).await?;
-        rename(docker, name, &previous).await?;
+        if let Err(e) = stop(docker, name).await {
+            restart(docker, name, old_running).await;
+            created.undo().await;
+            return Err(e.context("nothing was changed"));
+        }
+        if let Err(e) = rename(docker, name, &previous).await {
+            restart(docker, name, old_running).await;
+            created.undo().await;
+            return Err(e.context("the previous container runs again; nothing was changed"));
+        }
     }
-    let result = match create(docker, name, body(plan, image_id, &spec, &key, Role::App)).await {
-        Ok(()) => start_and_wait(docker, name, plan.timeout).await,
-        Err(e) => Err(format!("{e:#}")),
-    };
+    let result = swap_in(docker, plan, &spec, &key, &previous, current.is_some(), &mut created).await;
     let healthy_after = started.elapsed();
     if let Err(why) = result {
         let logs = super::last_log_lines(docker, name, 30).await;
         remove(docker, name).await;
-        remove_volumes(docker, &created_volumes).await;
+        created.undo().await;
         if current.is_some() {
             rename(docker, &previous, name).await?;
-            if old_running {
-                docker
-                    .start_container(name, None::<bollard::query_parameters::StartContainerOptions>)
-                    .await
-                    .with_context(|| format!("starting the previous `{name}` again"))?;
-            }
+            restart(docker, name, old_running).await;
+            let moved = if plan.publish.port == 0 { " (on a new port: `cargo xtask status` shows it)" } else { "" };
             bail!(
                 "the new container did not become healthy: {why}; rolled back: `{name}` runs the previous \
-                 container again\nlast log lines of the new container:\n{logs}"
+                 container again on its own data{moved}\nlast log lines of the new container:\n{logs}"
             );
         }
         bail!("`{name}` did not become healthy: {why}; it was removed\nlast log lines:\n{logs}");
     }
     if current.is_some() {
         remove(docker, &previous).await;
+        if let Some(old) = old_data {
+            remove_volumes(docker, &[old]).await;
+        }
     }
     let key_volume = match &key {
         KeyMount::Volume(v) => Some(v.as_str()),
@@ -182,38 +202,178 @@ pub(crate) async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyh
     println!("deployed   {name} ({})", short_id(info.id.as_deref().unwrap_or("")));
     println!("image      {} ({image_id})", plan.image);
     println!("key        {}", key.describe());
-    println!("data       volume {data} at /data");
+    println!("data       volume {} at /data", label(&info, LABEL_DATA).unwrap_or("?"));
     println!("published  {}", published(&info).unwrap_or_else(|| "-".to_owned()));
     println!("healthy    after {:.1} s", healthy_after.as_secs_f64());
     Ok(())
 }
 
-/// What decides whether a running container is already what a deploy asks
-/// for: image ID, environment, key, published port, memory, key delivery.
-fn spec_hash(plan: &Plan, image_id: &str) -> String {
-    super::spec_hash(&serde_json::json!({
-        "image": image_id,
-        "env": plan.env,
-        "key": plan.key.key_id().to_string(),
-        "publish": [plan.publish.address, plan.publish.port],
-        "memory": plan.memory_bytes,
-        "delivery": format!("{:?}", plan.key_delivery),
-        "health": HEALTH_INTERVAL.as_secs(),
-        "network": plan.network,
-    }))
+/// Creates the data volume of the new container (a copy of the stopped old
+/// container's data, or empty on a first deploy), then the container, and
+/// waits for it to become healthy.
+async fn swap_in(
+    docker: &Docker,
+    plan: &Plan,
+    spec: &str,
+    key: &KeyMount,
+    previous: &str,
+    has_previous: bool,
+    created: &mut Created<'_>,
+) -> Result<(), String> {
+    let name = &plan.name;
+    let data = format!("{}-{:08x}", super::data_volume(name), fastrand::u32(..));
+    ensure_volume(docker, plan, &data, "data").await.map_err(|e| format!("{e:#}"))?;
+    created.volumes.push(data.clone());
+    if has_previous {
+        let bytes = copy_data(docker, plan, previous, &data).await.map_err(|e| format!("{e:#}"))?;
+        eprintln!("copied the data of the previous container ({:.1} KiB) into {data}", bytes as f64 / 1024.0);
+    }
+    create(docker, name, body(plan, spec, key, Role::App, Some(&data))).await.map_err(|e| format!("{e:#}"))?;
+    start_and_wait(docker, name, plan.timeout).await?;
+    // The new container owns its data now: a failure after this point is not undone.
+    created.volumes.retain(|v| v != &data);
+    Ok(())
 }
 
-fn body(plan: &Plan, image_id: &str, spec: &str, key: &KeyMount, role: Role) -> ContainerCreateBody {
+/// Starts a stopped container again (on failure paths: reports, never fails).
+async fn restart(docker: &Docker, name: &str, was_running: bool) {
+    if !was_running {
+        return;
+    }
+    if let Err(e) = docker.start_container(name, None::<bollard::query_parameters::StartContainerOptions>).await {
+        eprintln!("warning: could not start the previous `{name}` again: {e}; `docker start {name}` may");
+    }
+}
+
+/// Puts the deployment back in order after a deploy that was interrupted: a
+/// probe left behind is removed; a stopped old container (`-previous`) is
+/// restored unless the new one is running and healthy.
+async fn recover(docker: &Docker, name: &str) -> anyhow::Result<()> {
+    let probe = format!("{name}-next");
+    let previous = format!("{name}-previous");
+    if managed_container(docker, &probe, name).await?.is_some() {
+        eprintln!("removing {probe}, left by an interrupted deploy");
+        remove(docker, &probe).await;
+    }
+    let Some(old) = managed_container(docker, &previous, name).await? else { return Ok(()) };
+    let current = managed_container(docker, name, name).await?;
+    let new_is_good = current.as_ref().is_some_and(|c| running(c) && health(c) == Some(HealthStatusEnum::HEALTHY));
+    if new_is_good {
+        eprintln!("removing {previous}, left by an interrupted deploy whose new container is healthy");
+        remove(docker, &previous).await;
+        let new_data = current.as_ref().and_then(|c| label(c, LABEL_DATA));
+        if let Some(old_data) = label(&old, LABEL_DATA).filter(|d| Some(*d) != new_data) {
+            remove_volumes(docker, &[old_data.to_owned()]).await;
+        }
+        return Ok(());
+    }
+    eprintln!("a deploy of `{name}` was interrupted: restoring the previous container");
+    if let Some(c) = &current {
+        remove(docker, name).await;
+        if let Some(new_data) = label(c, LABEL_DATA).filter(|d| Some(*d) != label(&old, LABEL_DATA)) {
+            remove_volumes(docker, &[new_data.to_owned()]).await;
+        }
+    }
+    rename(docker, &previous, name).await?;
+    docker
+        .start_container(name, None::<bollard::query_parameters::StartContainerOptions>)
+        .await
+        .with_context(|| format!("starting the restored `{name}`"))?;
+    Ok(())
+}
+
+/// Copies `/data` of the (stopped) container `from` into `volume` through the
+/// archive API: out of one container, into a loader container that mounts
+/// the new volume and is never started. Returns the archive's size.
+async fn copy_data(docker: &Docker, plan: &Plan, from: &str, volume: &str) -> anyhow::Result<usize> {
+    let options = DownloadFromContainerOptionsBuilder::default().path("/data").build();
+    let mut stream = docker.download_from_container(from, Some(options));
+    let mut archive = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        archive.extend_from_slice(&chunk.with_context(|| format!("copying /data out of {from}"))?);
+    }
+    let size = archive.len();
+    // The archive's entries are `data/...`: unpacked at `/`, they land in the
+    // new volume mounted at /data, owners and modes kept.
+    with_loader(docker, plan, volume, "/data", |loader| async move {
+        let options = UploadToContainerOptionsBuilder::default().path("/").build();
+        docker
+            .upload_to_container(&loader, Some(options), bollard::body_full(archive.into()))
+            .await
+            .map_err(|e| anyhow::anyhow!("copying the data into {volume}: {}", engine_message(&e)))
+    })
+    .await??;
+    Ok(size)
+}
+
+/// Runs `f` with a loader container: made from the deployment's image, never
+/// started, no network, `volume` mounted read-write at `target`.
+/// The outer error is about the loader itself, the inner one is `f`'s.
+async fn with_loader<F, Fut>(
+    docker: &Docker,
+    plan: &Plan,
+    volume: &str,
+    target: &str,
+    f: F,
+) -> anyhow::Result<anyhow::Result<()>>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let loader = format!("{}-load-{:08x}", plan.name, fastrand::u32(..));
+    let body = ContainerCreateBody {
+        image: Some(plan.image.clone()),
+        labels: Some(plan.labels("loader")),
+        network_disabled: Some(true),
+        host_config: Some(HostConfig {
+            mounts: Some(vec![Mount {
+                typ: Some(MountType::VOLUME),
+                source: Some(volume.to_owned()),
+                target: Some(target.to_owned()),
+                ..Mount::default()
+            }]),
+            ..HostConfig::default()
+        }),
+        ..ContainerCreateBody::default()
+    };
+    create(docker, &loader, body).await?;
+    let result = f(loader.clone()).await;
+    remove(docker, &loader).await;
+    Ok(result)
+}
+
+/// What decides whether a running container is already what a deploy asks
+/// for: the image, and everything in its container spec (settings, limits,
+/// hardening), with the generation's data volume and the key's value left out.
+fn spec_hash(plan: &Plan, image_id: &str, key: &KeyMount) -> String {
+    let mut value = serde_json::to_value(body(plan, "", key, Role::App, Some("DATA"))).unwrap_or_default();
+    if let Some(env) = value.pointer_mut("/Env").and_then(|e| e.as_array_mut()) {
+        env.retain(|e| !e.as_str().is_some_and(|e| e.starts_with("SECRET_KEY=")));
+    }
+    super::spec_hash(&serde_json::json!({ "image": image_id, "body": value, "key": plan.key.key_id().to_string() }))
+}
+
+fn body(plan: &Plan, spec: &str, key: &KeyMount, role: Role, data: Option<&str>) -> ContainerCreateBody {
     let mut labels = plan.labels(if role == Role::App { "app" } else { "probe" });
     labels.insert(LABEL_SPEC.to_owned(), spec.to_owned());
-    labels.insert(LABEL_IMAGE_ID.to_owned(), image_id.to_owned());
     let mut env = vec![format!("DEPLOY_ENV={}", plan.env)];
-    let mut mounts = vec![Mount {
-        typ: Some(MountType::VOLUME),
-        source: Some(super::data_volume(&plan.name)),
-        target: Some("/data".to_owned()),
-        ..Mount::default()
-    }];
+    let mut mounts = Vec::new();
+    let mut tmpfs = HashMap::from([("/tmp".to_owned(), "rw,noexec,nosuid,size=16m,mode=1777".to_owned())]);
+    match data {
+        Some(volume) => {
+            labels.insert(LABEL_DATA.to_owned(), volume.to_owned());
+            mounts.push(Mount {
+                typ: Some(MountType::VOLUME),
+                source: Some(volume.to_owned()),
+                target: Some("/data".to_owned()),
+                ..Mount::default()
+            });
+        }
+        // The probe: an empty, in-memory /data of the app's user.
+        None => {
+            tmpfs.insert("/data".to_owned(), "rw,noexec,nosuid,size=64m,uid=65532,gid=65532,mode=0700".to_owned());
+        }
+    }
     match key {
         KeyMount::Volume(volume) => {
             env.push(format!("SECRET_KEY_FILE={VOLUME_KEY_DIR}/key"));
@@ -263,7 +423,7 @@ fn body(plan: &Plan, image_id: &str, spec: &str, key: &KeyMount, role: Role) -> 
             readonly_rootfs: Some(true),
             cap_drop: Some(vec!["ALL".to_owned()]),
             security_opt: Some(vec!["no-new-privileges".to_owned()]),
-            tmpfs: Some(HashMap::from([("/tmp".to_owned(), "rw,noexec,nosuid,size=16m,mode=1777".to_owned())])),
+            tmpfs: Some(tmpfs),
             mounts: Some(mounts),
             memory: Some(plan.memory_bytes),
             memory_swap: Some(plan.memory_bytes),
@@ -283,15 +443,18 @@ fn body(plan: &Plan, image_id: &str, spec: &str, key: &KeyMount, role: Role) -> 
     }
 }
 
-/// The container `name`, if there is one and boxcar made it for this
-/// deployment; an error if there is one that boxcar did not make.
-pub(super) async fn managed_container(docker: &Docker, name: &str) -> anyhow::Result<Option<ContainerInspectResponse>> {
+/// The container `name`, if there is one and boxcar made it for
+/// `deployment`; an error if there is one that boxcar did not make.
+pub(super) async fn managed_container(
+    docker: &Docker,
+    name: &str,
+    deployment: &str,
+) -> anyhow::Result<Option<ContainerInspectResponse>> {
     let info = match docker.inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>).await {
         Ok(info) => info,
         Err(e) if is_not_found(&e) => return Ok(None),
         Err(e) => return Err(anyhow::Error::new(e).context(format!("inspecting the container {name}"))),
     };
-    let deployment = name.trim_end_matches("-previous").trim_end_matches("-next");
     if label(&info, LABEL_DEPLOYMENT) != Some(deployment) {
         return Err(super::not_ours("container", name));
     }
@@ -300,6 +463,10 @@ pub(super) async fn managed_container(docker: &Docker, name: &str) -> anyhow::Re
 
 fn label<'a>(info: &'a ContainerInspectResponse, key: &str) -> Option<&'a str> {
     info.config.as_ref()?.labels.as_ref()?.get(key).map(String::as_str)
+}
+
+fn health(info: &ContainerInspectResponse) -> Option<HealthStatusEnum> {
+    info.state.as_ref()?.health.as_ref()?.status
 }
 
 fn running(info: &ContainerInspectResponse) -> bool {
@@ -348,16 +515,6 @@ async fn remove(docker: &Docker, name: &str) {
     {
         eprintln!("warning: could not remove the container {name}: {e}");
     }
-}
-
-async fn remove_if_managed(docker: &Docker, name: &str, deployment: &str) -> anyhow::Result<()> {
-    if let Some(info) = managed_container(docker, name).await?
-        && label(&info, LABEL_DEPLOYMENT) == Some(deployment)
-    {
-        eprintln!("removing {name}, left by an interrupted deploy");
-        remove(docker, name).await;
-    }
-    Ok(())
 }
 
 /// Starts a container and waits until the engine reports it healthy.
@@ -433,30 +590,20 @@ async fn ensure_volume(docker: &Docker, plan: &Plan, volume: &str, role: &str) -
 /// a remote engine too. The volume keeps the key across restarts and reboots,
 /// as the restart policy needs; it lives under the engine's data directory,
 /// readable by root only.
-async fn fill_key_volume(docker: &Docker, plan: &Plan, created: &mut Vec<String>) -> anyhow::Result<String> {
+async fn fill_key_volume(
+    docker: &Docker,
+    plan: &Plan,
+    created: &mut Vec<String>,
+) -> anyhow::Result<anyhow::Result<String>> {
     let volume = super::key_resource(&plan.name, &plan.key);
     if ensure_volume(docker, plan, &volume, "key").await? {
         created.push(volume.clone());
     }
-    let loader = format!("{}-keyload-{:08x}", plan.name, fastrand::u32(..));
-    let body = ContainerCreateBody {
-        image: Some(plan.image.clone()),
-        labels: Some(plan.labels("keyload")),
-        network_disabled: Some(true),
-        host_config: Some(HostConfig {
-            mounts: Some(vec![Mount {
-                typ: Some(MountType::VOLUME),
-                source: Some(volume.clone()),
-                target: Some(VOLUME_KEY_DIR.to_owned()),
-                ..Mount::default()
-            }]),
-            ..HostConfig::default()
-        }),
-        ..ContainerCreateBody::default()
-    };
-    create(docker, &loader, body).await?;
-    let upload = async {
-        let mut archive = tar::Builder::new(Vec::new());
+    let shown = volume.clone();
+    let upload = with_loader(docker, plan, &volume, VOLUME_KEY_DIR, |loader| async move {
+        // Room for the whole archive up front (one 512-byte header, one data
+        // block, the end marker), so no reallocation leaves a copy behind.
+        let mut archive = tar::Builder::new(Vec::with_capacity(4096));
         let bytes = plan.key_file_bytes();
         let mut header = tar::Header::new_gnu();
         header.set_size(bytes.len() as u64);
@@ -465,17 +612,17 @@ async fn fill_key_volume(docker: &Docker, plan: &Plan, created: &mut Vec<String>
         header.set_gid(65532);
         header.set_mtime(0);
         archive.append_data(&mut header, "key", &bytes[..]).context("packing the key")?;
-        let tar = zeroize::Zeroizing::new(archive.into_inner().context("packing the key")?);
+        // Moved, not copied, into the request body: bollard takes ownership
+        // and cannot wipe it, so a wiped copy here would only add one more.
+        let tar = archive.into_inner().context("packing the key")?;
         let options = UploadToContainerOptionsBuilder::default().path(VOLUME_KEY_DIR).build();
         docker
-            .upload_to_container(&loader, Some(options), bollard::body_full(tar.to_vec().into()))
+            .upload_to_container(&loader, Some(options), bollard::body_full(tar.into()))
             .await
-            .map_err(|e| anyhow::anyhow!("writing the key into the volume {volume}: {}", engine_message(&e)))
-    };
-    let result = upload.await;
-    remove(docker, &loader).await;
-    result?;
-    Ok(volume)
+            .map_err(|e| anyhow::anyhow!("writing the key into the volume {shown}: {}", engine_message(&e)))
+    })
+    .await?;
+    Ok(upload.map(|()| volume))
 }
 
 async fn remove_volumes(docker: &Docker, volumes: &[String]) {
@@ -521,7 +668,7 @@ fn published(info: &ContainerInspectResponse) -> Option<String> {
 
 /// Prints the state of the deployment's container; false when there is none.
 pub(super) async fn status(docker: &Docker, name: &str) -> anyhow::Result<bool> {
-    let Some(info) = managed_container(docker, name).await? else { return Ok(false) };
+    let Some(info) = managed_container(docker, name, name).await? else { return Ok(false) };
     let state = info.state.clone().unwrap_or_default();
     let health = state.health.as_ref().and_then(|h| h.status).map(|s| s.to_string()).unwrap_or_else(|| "-".into());
     let config = info.config.clone().unwrap_or_default();
@@ -543,7 +690,7 @@ pub(super) async fn status(docker: &Docker, name: &str) -> anyhow::Result<bool> 
     println!("image      {} ({})", config.image.unwrap_or_default(), info.image.as_deref().unwrap_or_default());
     println!("key        id {}, {key}", label(&info, LABEL_KEY_ID).unwrap_or("?"));
     println!("published  {}", published(&info).unwrap_or_else(|| "-".to_owned()));
-    println!("data       volume {}", super::data_volume(name));
+    println!("data       volume {}", label(&info, LABEL_DATA).unwrap_or("-"));
     Ok(true)
 }
 
@@ -551,7 +698,7 @@ pub(super) async fn status(docker: &Docker, name: &str) -> anyhow::Result<bool> 
 /// data volume. Returns how many things it removed.
 pub(crate) async fn undeploy(docker: &Docker, name: &str, purge: bool) -> anyhow::Result<usize> {
     // A container named `name` that boxcar did not make stops us here.
-    managed_container(docker, name).await?;
+    managed_container(docker, name, name).await?;
     let options = ListContainersOptionsBuilder::default().all(true).filters(&super::filters(name)).build();
     let containers = docker.list_containers(Some(options)).await.context("listing containers")?;
     let mut removed = 0;

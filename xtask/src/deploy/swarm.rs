@@ -32,8 +32,10 @@ use crate::engine::is_not_found;
 /// once it passes, and replaces (or rolls back) one that turns unhealthy.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 const HEALTH_START: Duration = Duration::from_secs(5);
-/// How long a new task must stay up for an update step to count as good.
-const UPDATE_MONITOR: Duration = Duration::from_secs(10);
+/// How long a new task must stay up for an update step to count as good:
+/// longer than the 15 s (interval × retries) it takes to notice a task that
+/// turned unhealthy right after its first passing check.
+const UPDATE_MONITOR: Duration = Duration::from_secs(30);
 /// Failed tasks of a first deploy before boxcar gives up and removes it.
 const FIRST_DEPLOY_FAILURES: usize = 3;
 
@@ -87,7 +89,7 @@ pub(super) async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyh
         );
     }
     let existing = managed_service(docker, name).await?;
-    if super::standalone::managed_container(docker, name).await?.is_some() {
+    if super::standalone::managed_container(docker, name, name).await?.is_some() {
         bail!(
             "`{name}` runs as a standalone container on this engine; `cargo xtask undeploy --env {}` it first \
              (the data volume stays), or deploy under another name with --name",
@@ -103,17 +105,19 @@ pub(super) async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyh
             plan.image
         );
     }
-    if plan.publish.address.is_some() {
-        eprintln!(
-            "note: Swarm publishes port {} on every address of the nodes (the address in --publish is not \
-             used); the dashboard has no login, so keep that port behind a firewall or proxy",
-            plan.publish.port
-        );
-    }
+    eprintln!(
+        "note: Swarm publishes port {} on every address of the nodes; the dashboard has no login, so keep \
+         that port behind a firewall or proxy",
+        plan.publish.port
+    );
+    check_data_volume(docker, plan).await?;
 
-    let spec_label = spec_hash(plan, &reference);
+    let no_new_privileges = api_at_least(docker, 1, 46);
+    let secret_name = super::key_resource(name, &plan.key);
+    let spec_label = spec_hash(&service_spec(plan, &reference, "", "", &secret_name, no_new_privileges));
     if let Some(service) = &existing
         && service_label(service, LABEL_SPEC) == Some(spec_label.as_str())
+        && running_tasks(docker, name).await? as i64 == plan.replicas as i64
     {
         println!("unchanged  service {name} already runs {} with these settings; nothing to do", plan.image);
         return status(docker, name).await;
@@ -123,7 +127,6 @@ pub(super) async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyh
     eprintln!(
         "key: Swarm secret {secret_name}, mounted at {SWARM_KEY_FILE} (SECRET_KEY_FILE); not in the service spec"
     );
-    let no_new_privileges = api_at_least(docker, 1, 46);
     if !no_new_privileges {
         eprintln!(
             "note: this engine's API ({}) cannot set no-new-privileges on a service; the image has no \
@@ -163,17 +166,22 @@ fn api_at_least(docker: &Docker, major: usize, minor: usize) -> bool {
     (v.major_version, v.minor_version) >= (major, minor)
 }
 
-fn spec_hash(plan: &Plan, reference: &str) -> String {
-    super::spec_hash(&serde_json::json!({
-        "image": reference,
-        "env": plan.env,
-        "key": plan.key.key_id().to_string(),
-        "replicas": plan.replicas,
-        "publish": [plan.publish.port, format!("{:?}", plan.publish_mode)],
-        "memory": plan.memory_bytes,
-        "webhook": plan.all_webhook,
-        "health": HEALTH_INTERVAL.as_secs(),
-    }))
+/// What decides whether the service already runs what a deploy asks for:
+/// the whole spec boxcar would send (image, settings, limits, hardening).
+fn spec_hash(spec: &ServiceSpec) -> String {
+    super::spec_hash(&serde_json::to_value(spec).unwrap_or_default())
+}
+
+/// The data volume on this node must be boxcar's, if it exists (Swarm makes
+/// it, with boxcar's labels, on each node that runs a task).
+async fn check_data_volume(docker: &Docker, plan: &Plan) -> anyhow::Result<()> {
+    let volume = super::data_volume(&plan.name);
+    match docker.inspect_volume(&volume).await {
+        Ok(v) if v.labels.get(LABEL_DEPLOYMENT) != Some(&plan.name) => Err(super::not_ours("volume", &volume)),
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("inspecting the volume {volume}"))),
+    }
 }
 
 fn service_spec(
@@ -330,10 +338,12 @@ async fn ensure_secret(docker: &Docker, plan: &Plan) -> anyhow::Result<(String, 
         &base64::engine::general_purpose::STANDARD,
         &plan.key_file_bytes()[..],
     ));
+    // Moved out of the wiping wrapper into the request, which cannot wipe it.
+    let mut data = data;
     let spec = SecretSpec {
         name: Some(name.clone()),
         labels: Some(plan.labels("key")),
-        data: Some(data.to_string()),
+        data: Some(std::mem::take(&mut *data)),
         ..SecretSpec::default()
     };
     let created = docker.create_secret(spec).await.with_context(|| format!("creating the Swarm secret {name}"))?;
@@ -492,6 +502,15 @@ fn failed(task: &bollard::models::Task) -> bool {
     matches!(state(task), Some(TaskState::FAILED | TaskState::REJECTED))
 }
 
+/// Tasks that should run and do (Swarm counts a task as running once healthy).
+async fn running_tasks(docker: &Docker, service: &str) -> anyhow::Result<usize> {
+    let tasks = tasks(docker, service).await?;
+    Ok(tasks
+        .iter()
+        .filter(|t| t.desired_state == Some(TaskState::RUNNING) && state(t) == Some(TaskState::RUNNING))
+        .count())
+}
+
 async fn tasks(docker: &Docker, service: &str) -> anyhow::Result<Vec<bollard::models::Task>> {
     let filters: HashMap<String, Vec<String>> = [("service".to_owned(), vec![service.to_owned()])].into();
     let options = ListTasksOptionsBuilder::default().filters(&filters).build();
@@ -611,7 +630,13 @@ pub(super) async fn undeploy(docker: &Docker, name: &str) -> anyhow::Result<usiz
             let options =
                 bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
             let left = docker.list_containers(Some(options)).await.map(|c| c.len()).unwrap_or(0);
-            if left == 0 || Instant::now() > deadline {
+            if left == 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                eprintln!(
+                    "warning: {left} task container(s) of {name} are still stopping; the data volume stays in use until they go"
+                );
                 break;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;

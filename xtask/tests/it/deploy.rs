@@ -145,6 +145,15 @@ impl Drop for Cleanup {
     }
 }
 
+/// How many data volumes a deployment has.
+fn data_volumes(engine: &Engine, name: &str) -> usize {
+    let filters: HashMap<String, Vec<String>> =
+        [("label".to_owned(), vec![format!("dev.boxcar.deployment={name}"), "dev.boxcar.role=data".to_owned()])].into();
+    let options = ListVolumesOptionsBuilder::default().filters(&filters).build();
+    let list = engine.rt.block_on(engine.docker.list_volumes(Some(options))).unwrap();
+    list.volumes.unwrap_or_default().len()
+}
+
 fn key_for(checkout: &Checkout, env: &str) -> PathBuf {
     let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(checkout.keys.path())
         .unwrap()
@@ -377,6 +386,35 @@ fn deploy_standalone_then_swarm() {
     assert!(cleanup.engine.inspect_json(&format!("{standalone}-next")).is_none(), "the probe was left behind");
     assert!(healthz(port_s));
 
+    // The probe passes but the new container cannot start (its port is taken):
+    // the old container runs again, on its own data.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = format!("127.0.0.1:{}", holder.local_addr().unwrap().port());
+    let swap_failed = deploy("dpoll", &standalone, &poll_key, &["--image", &v1, "--publish", &held]).fails();
+    drop(holder);
+    assert!(swap_failed.stderr.contains("probe: healthy"), "{}", swap_failed.stderr);
+    assert!(swap_failed.stderr.contains("rolled back"), "{}", swap_failed.stderr);
+    let restored = cleanup.engine.inspect_json(&standalone).unwrap();
+    assert_eq!(identity(&restored).0, identity(&running_v2).0, "not the previous container");
+    assert!(restored.contains("\"Running\":true"), "the previous container is not running");
+    let status = checkout.run(&["status", "--env", "dpoll", "--name", &standalone]).ok();
+    let port_s = port(&status);
+    assert!(wait_healthz(port_s, Duration::from_secs(30)), "the restored container does not answer");
+    assert_eq!(data_volumes(&cleanup.engine, &standalone), 1, "the failed swap left a data volume behind");
+
+    // An interrupted deploy (the old container stopped and renamed, nothing
+    // new yet): the next deploy puts it back first.
+    cleanup.engine.rt.block_on(async {
+        let docker = &cleanup.engine.docker;
+        docker.stop_container(&standalone, None::<bollard::query_parameters::StopContainerOptions>).await.unwrap();
+        let to = bollard::query_parameters::RenameContainerOptions { name: format!("{standalone}-previous") };
+        docker.rename_container(&standalone, to).await.unwrap();
+    });
+    let resumed = deploy("dpoll", &standalone, &poll_key, &["--image", &v2, "--publish", "127.0.0.1:0"]).ok();
+    assert!(resumed.stderr.contains("was interrupted: restoring the previous container"), "{}", resumed.stderr);
+    assert!(cleanup.engine.inspect_json(&format!("{standalone}-previous")).is_none());
+    assert_eq!(data_volumes(&cleanup.engine, &standalone), 1, "an update left the old data volume behind");
+
     // Key rotation: new key, re-sealed file, rebuilt image (no recompile), deployed.
     checkout.run(&["rotate-key", "--env", "dpoll", "--key-file", poll_key.to_str().unwrap()]).ok();
     checkout.commit();
@@ -414,7 +452,12 @@ fn deploy_standalone_then_swarm() {
     }
     let not_swarm = deploy("dhook", &swarm, &hook_key, &["--image", &v1, "--swarm"]).fails();
     assert!(not_swarm.stderr.contains("not a Swarm manager"), "{}", not_swarm.stderr);
-    cleanup.made_swarm = true;
+    // Made here, and left again at the end, only if nobody made one meanwhile.
+    let state = cleanup.engine.swarm_state();
+    if state != "inactive" {
+        eprintln!("note: the engine joined a swarm ({state}) during the test; skipping the Swarm half");
+        return;
+    }
     cleanup.engine.rt.block_on(async {
         let request = SwarmInitRequest {
             listen_addr: Some("127.0.0.1:2377".to_owned()),
@@ -423,6 +466,7 @@ fn deploy_standalone_then_swarm() {
         };
         cleanup.engine.docker.init_swarm(request).await.unwrap();
     });
+    cleanup.made_swarm = true;
 
     let first = deploy(
         "dhook",
@@ -593,4 +637,12 @@ fn deploy_refuses_a_key_of_another_environment_without_an_engine() {
     let run = repo.run_cmd(cmd, b"").fails();
     assert!(run.stderr.contains("does not belong to environment `production`"), "{}", run.stderr);
     assert!(!run.stderr.contains("Docker engine"), "{}", run.stderr);
+
+    // Swarm cannot keep a port to one address: refused, not widened quietly.
+    let key = repo.key_file("production");
+    let mut cmd = repo.cmd(&["deploy", "--env", "production", "--key-file", key.to_str().unwrap(), "--swarm"]);
+    cmd.args(["--publish", "127.0.0.1:8080"]);
+    cmd.env("DOCKER_HOST", format!("unix://{}/no-such.sock", repo.keys.path().display()));
+    let run = repo.run_cmd(cmd, b"").fails();
+    assert!(run.stderr.contains("give only the port"), "{}", run.stderr);
 }
