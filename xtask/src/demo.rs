@@ -127,6 +127,9 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
     println!("  dashboard  http://{dashboard}/   the app, container {}", names.app);
     println!("  chat       http://{chat}/   the Bot API stand-in: talk to the bot as a Telegram user would");
     println!("  stop       cargo xtask demo --down{}", prefix_flag(&args.prefix));
+    if let Ok(host) = std::env::var("DOCKER_HOST") {
+        println!("(127.0.0.1 of the engine's machine: DOCKER_HOST is {host})");
+    }
     println!();
     println!("The chat page is a stand-in for Telegram, not Telegram: no message leaves this machine.");
     println!("Try /help, /bored, and /mood <text> (the chat user is an admin), then look at the dashboard.");

@@ -53,11 +53,12 @@ pub(crate) const DEFAULT_PIDS: i64 = 256;
 ///
 /// Standalone engine: one container `<name>`, read-only, cap-drop ALL,
 /// no-new-privileges, uid 65532, memory and pids limits, restart unless-stopped,
-/// data in the volume `<name>-data`, the key as a file in the volume
+/// data in a volume `<name>-data-<hex>`, the key as a file in the volume
 /// `<name>-key-<key id>`. An update first starts the new image beside the old
-/// one (no published port, no Bot API), and only when it is healthy replaces
-/// the old container; a replacement that does not become healthy is removed and
-/// the old container started again.
+/// one (no published port, no Bot API, no data); when that is healthy, the old
+/// container is stopped and the new one started on a copy of its data. A new
+/// container that does not become healthy is removed and the old one started
+/// again on its untouched data.
 ///
 /// Swarm (--swarm): the key becomes the Swarm secret `<name>-key-<key id>`, the
 /// app the service `<name>`, updated one task at a time and rolled back by the

@@ -97,7 +97,8 @@ pub(crate) fn apt_install(sh: &xshell::Shell, packages: &[&str], why: &str) -> a
     }
     eprintln!("{why}: installing Debian's {list} (apt-get install, a minute or two)");
     xshell::cmd!(sh, "apt-get update -qq").run().context("apt-get update")?;
-    xshell::cmd!(sh, "apt-get install -y -qq {packages...}")
+    // No pty for dpkg: its progress bars would fill a log line by line.
+    xshell::cmd!(sh, "apt-get install -y -qq -o Dpkg::Use-Pty=0 {packages...}")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .run()
         .with_context(|| format!("apt-get install {list}"))?;
