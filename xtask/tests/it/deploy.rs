@@ -483,6 +483,19 @@ fn deploy_standalone_then_swarm() {
     );
     let service = serde_json::to_value(service.unwrap()).unwrap();
     assert_no_secret("the service spec", &service.to_string(), &keys);
+    // Nor in the task containers the engine made from it.
+    let task_containers = cleanup.engine.rt.block_on(async {
+        let filters: HashMap<String, Vec<String>> =
+            [("label".to_owned(), vec![format!("com.docker.swarm.service.name={swarm}")])].into();
+        let options = ListContainersOptionsBuilder::default().filters(&filters).build();
+        cleanup.engine.docker.list_containers(Some(options)).await.unwrap()
+    });
+    assert_eq!(task_containers.len(), 2, "two running task containers");
+    for c in task_containers {
+        let spec = cleanup.engine.inspect_json(c.id.as_deref().unwrap()).unwrap();
+        assert_no_secret("a task container's spec", &spec, &keys);
+        assert!(spec.contains("SECRET_KEY_FILE=/run/secrets/boxcar-key"), "{spec}");
+    }
     let container = &service["Spec"]["TaskTemplate"]["ContainerSpec"];
     assert_eq!(container["User"], "65532:65532");
     assert_eq!(container["ReadOnly"], true);
