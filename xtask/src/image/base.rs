@@ -109,6 +109,10 @@ pub(crate) async fn ensure_builder(
     root: &Path,
     ca_bundle: Option<&Path>,
 ) -> anyhow::Result<String> {
+    // Several builds may start at once (the test suite runs three): one
+    // bootstraps the base and builds the builder, the others wait and then
+    // find both made, instead of each bootstrapping its own.
+    let _lock = lock("boxcar-builder.lock")?;
     let base_id = ensure_base(sh, docker).await?;
     let dockerfile =
         std::fs::read(root.join("docker/builder.Dockerfile")).context("reading docker/builder.Dockerfile")?;
@@ -167,6 +171,29 @@ pub(crate) async fn ensure_builder(
     }
     let _ = engine::is_not_found;
     Ok(tag)
+}
+
+/// An exclusive lock on a file in the temporary folder, held until dropped;
+/// says so when it has to wait.
+fn lock(name: &str) -> anyhow::Result<std::fs::File> {
+    let path = std::env::temp_dir().join(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            eprintln!("waiting for another build to finish the base and builder images ({})", path.display());
+            file.lock().with_context(|| format!("locking {}", path.display()))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+    }
+    Ok(file)
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
