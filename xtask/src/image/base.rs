@@ -112,7 +112,7 @@ pub(crate) async fn ensure_builder(
     // Several builds may start at once (the test suite runs three): one
     // bootstraps the base and builds the builder, the others wait and then
     // find both made, instead of each bootstrapping its own.
-    let _lock = lock("boxcar-builder.lock")?;
+    let _lock = lock("boxcar-builder.lock", "another build to finish the base and builder images")?;
     let base_id = ensure_base(sh, docker).await?;
     let dockerfile =
         std::fs::read(root.join("docker/builder.Dockerfile")).context("reading docker/builder.Dockerfile")?;
@@ -175,7 +175,7 @@ pub(crate) async fn ensure_builder(
 
 /// An exclusive lock on a file in the temporary folder, held until dropped;
 /// says so when it has to wait.
-fn lock(name: &str) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock(name: &str, waiting_for: &str) -> anyhow::Result<std::fs::File> {
     let path = std::env::temp_dir().join(name);
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -186,7 +186,7 @@ fn lock(name: &str) -> anyhow::Result<std::fs::File> {
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            eprintln!("waiting for another build to finish the base and builder images ({})", path.display());
+            eprintln!("waiting for {waiting_for} ({})", path.display());
             file.lock().with_context(|| format!("locking {}", path.display()))?;
         }
         Err(std::fs::TryLockError::Error(e)) => {

@@ -105,6 +105,9 @@ pub(crate) async fn compile(
         });
     }
 
+    // One build at a time on this machine: the builds share the registry and
+    // target volumes, and cargo's download lock lives outside them.
+    let _lock = super::base::lock("boxcar-build.lock", "another build to finish")?;
     let target = target_volume();
     let cold_reason = match docker.inspect_volume(&target).await {
         Ok(_) => None,
