@@ -352,7 +352,7 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
         if args.swarm {
             swarm::deploy(&docker, &plan, &image_id).await
         } else {
-            if swarm::is_manager(&docker).await && swarm::service_exists(&docker, &plan.name).await? {
+            if swarm::service_here(&docker, &plan.name).await? {
                 bail!(
                     "`{}` runs as a Swarm service on this engine; deploy with --swarm, or `cargo xtask undeploy` first",
                     plan.name
@@ -375,7 +375,7 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<()> {
     let rt = crate::engine::runtime()?;
     rt.block_on(async {
         let docker = crate::engine::connect(args.target.host.as_deref()).await?;
-        if swarm::is_manager(&docker).await && swarm::service_exists(&docker, &name).await? {
+        if swarm::service_here(&docker, &name).await? {
             return swarm::status(&docker, &name).await;
         }
         if standalone::status(&docker, &name).await? {
@@ -406,7 +406,7 @@ pub(crate) fn logs(args: LogsArgs) -> anyhow::Result<()> {
     let rt = crate::engine::runtime()?;
     rt.block_on(async {
         let docker = crate::engine::connect(args.target.host.as_deref()).await?;
-        let swarm = swarm::is_manager(&docker).await && swarm::service_exists(&docker, &name).await?;
+        let swarm = swarm::service_here(&docker, &name).await?;
         if !swarm && standalone::managed_container(&docker, &name, &name).await?.is_none() {
             bail!("nothing named `{name}` is deployed on this engine");
         }

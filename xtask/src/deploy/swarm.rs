@@ -23,7 +23,7 @@ use bollard::models::{
 use bollard::query_parameters::{ListSecretsOptionsBuilder, ListTasksOptionsBuilder, UpdateServiceOptions};
 
 use super::{
-    APP_PORT, DEFAULT_PIDS, LABEL_DEPLOYMENT, LABEL_IMAGE_ID, LABEL_KEY_ID, LABEL_ROLE, LABEL_SPEC, Plan, PublishMode,
+    APP_PORT, DEFAULT_PIDS, LABEL_DEPLOYMENT, LABEL_IMAGE_ID, LABEL_KEY_ID, LABEL_SPEC, Plan, PublishMode,
     SWARM_KEY_FILE,
 };
 use crate::engine::is_not_found;
@@ -47,9 +47,10 @@ pub(crate) async fn is_manager(docker: &Docker) -> bool {
     }
 }
 
-/// Whether a service `name` exists; an error when boxcar did not make it.
-pub(crate) async fn service_exists(docker: &Docker, name: &str) -> anyhow::Result<bool> {
-    Ok(managed_service(docker, name).await?.is_some())
+/// Whether this engine is a Swarm manager with a service `name`; an error
+/// when the service is there and boxcar did not make it.
+pub(crate) async fn service_here(docker: &Docker, name: &str) -> anyhow::Result<bool> {
+    Ok(is_manager(docker).await && managed_service(docker, name).await?.is_some())
 }
 
 async fn managed_service(docker: &Docker, name: &str) -> anyhow::Result<Option<Service>> {
@@ -393,10 +394,7 @@ async fn create(docker: &Docker, plan: &Plan, spec: ServiceSpec) -> anyhow::Resu
     let deadline = Instant::now() + plan.timeout;
     loop {
         let tasks = tasks(docker, name).await?;
-        let running = tasks
-            .iter()
-            .filter(|t| t.desired_state == Some(TaskState::RUNNING) && state(t) == Some(TaskState::RUNNING))
-            .count();
+        let running = tasks.iter().filter(|t| serving(t)).count();
         let failed: Vec<&bollard::models::Task> = tasks.iter().filter(|t| failed(t)).collect();
         if running as u64 >= plan.replicas {
             return Ok(());
@@ -498,6 +496,11 @@ fn state(task: &bollard::models::Task) -> Option<TaskState> {
     task.status.as_ref()?.state
 }
 
+/// A task that should run and does (Swarm counts it as running once healthy).
+fn serving(task: &bollard::models::Task) -> bool {
+    task.desired_state == Some(TaskState::RUNNING) && state(task) == Some(TaskState::RUNNING)
+}
+
 fn failed(task: &bollard::models::Task) -> bool {
     matches!(state(task), Some(TaskState::FAILED | TaskState::REJECTED))
 }
@@ -505,10 +508,7 @@ fn failed(task: &bollard::models::Task) -> bool {
 /// Tasks that should run and do (Swarm counts a task as running once healthy).
 async fn running_tasks(docker: &Docker, service: &str) -> anyhow::Result<usize> {
     let tasks = tasks(docker, service).await?;
-    Ok(tasks
-        .iter()
-        .filter(|t| t.desired_state == Some(TaskState::RUNNING) && state(t) == Some(TaskState::RUNNING))
-        .count())
+    Ok(tasks.iter().filter(|t| serving(t)).count())
 }
 
 async fn tasks(docker: &Docker, service: &str) -> anyhow::Result<Vec<bollard::models::Task>> {
@@ -560,7 +560,7 @@ async fn published(docker: &Docker, name: &str) -> Option<String> {
     let tasks = tasks(docker, name).await.ok()?;
     let mut host_ports: Vec<String> = tasks
         .iter()
-        .filter(|t| t.desired_state == Some(TaskState::RUNNING) && state(t) == Some(TaskState::RUNNING))
+        .filter(|t| serving(t))
         .filter_map(|t| {
             let port = t.status.as_ref()?.port_status.as_ref()?.ports.as_ref()?.first()?.published_port?;
             Some(format!("*:{port} -> {APP_PORT} (host mode, slot {})", t.slot.unwrap_or(0)))
@@ -578,10 +578,7 @@ pub(super) async fn status(docker: &Docker, name: &str) -> anyhow::Result<()> {
     let spec = service.spec.clone().unwrap_or_default();
     let replicas = spec.mode.and_then(|m| m.replicated).and_then(|r| r.replicas).unwrap_or(0);
     let tasks = tasks(docker, name).await?;
-    let running = tasks
-        .iter()
-        .filter(|t| t.desired_state == Some(TaskState::RUNNING) && state(t) == Some(TaskState::RUNNING))
-        .count();
+    let running = tasks.iter().filter(|t| serving(t)).count();
     println!("service    {name}, Swarm");
     println!("tasks      {running}/{replicas} running and healthy");
     if let Some(u) = &service.update_status {
@@ -611,7 +608,6 @@ pub(super) async fn status(docker: &Docker, name: &str) -> anyhow::Result<()> {
             status.err.map(|e| format!(": {e}")).unwrap_or_default()
         );
     }
-    let _ = LABEL_ROLE;
     Ok(())
 }
 

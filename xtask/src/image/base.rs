@@ -11,8 +11,6 @@ use futures::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 use xshell::{Shell, cmd};
 
-use crate::engine;
-
 /// The Debian base every builder starts from.
 pub(crate) const BASE: &str = "boxcar/debian:bookworm";
 /// What a registry would have: tried first, when one is reachable.
@@ -169,7 +167,6 @@ pub(crate) async fn ensure_builder(
     if docker.inspect_image(&tag).await.is_err() {
         bail!("building {tag} ended without an image");
     }
-    let _ = engine::is_not_found;
     Ok(tag)
 }
 

@@ -154,17 +154,6 @@ fn data_volumes(engine: &Engine, name: &str) -> usize {
     list.volumes.unwrap_or_default().len()
 }
 
-fn key_for(checkout: &Checkout, env: &str) -> PathBuf {
-    let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(checkout.keys.path())
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{env}-")))
-        .map(|e| (e.metadata().unwrap().modified().unwrap(), e.path()))
-        .collect();
-    files.sort();
-    files.pop().unwrap().1
-}
-
 fn key_text(path: &PathBuf) -> String {
     std::fs::read_to_string(path).unwrap().trim().to_owned()
 }
@@ -295,8 +284,8 @@ fn deploy_standalone_then_swarm() {
         &broken,
         r#"HEALTHCHECK --interval=10s CMD ["/usr/local/bin/app", "healthcheck", "--addr", "127.0.0.1:1"]"#,
     );
-    let poll_key = key_for(&checkout, "dpoll");
-    let hook_key = key_for(&checkout, "dhook");
+    let poll_key = checkout.key_file_of("dpoll");
+    let hook_key = checkout.key_file_of("dhook");
     let poll_key_text = key_text(&poll_key);
     let hook_key_text = key_text(&hook_key);
     let keys = [poll_key_text.as_str(), hook_key_text.as_str()];
@@ -420,7 +409,7 @@ fn deploy_standalone_then_swarm() {
     checkout.commit();
     let rebuilt = checkout.run(&["image", "--repo", &repo]).ok();
     assert!(rebuilt.stderr.contains("binary: cached"), "rotating a key recompiled the app:\n{}", rebuilt.stderr);
-    let new_key = key_for(&checkout, "dpoll");
+    let new_key = checkout.key_file_of("dpoll");
     assert_ne!(new_key, poll_key);
     let new_key_text = key_text(&new_key);
     let all_keys = [poll_key_text.as_str(), hook_key_text.as_str(), new_key_text.as_str()];
@@ -542,7 +531,7 @@ fn deploy_standalone_then_swarm() {
     checkout.run(&["rotate-key", "--env", "dhook", "--key-file", hook_key.to_str().unwrap()]).ok();
     checkout.commit();
     checkout.run(&["image", "--repo", &repo]).ok();
-    let new_hook = key_for(&checkout, "dhook");
+    let new_hook = checkout.key_file_of("dhook");
     let new_hook_text = key_text(&new_hook);
     let rotated = deploy(
         "dhook",

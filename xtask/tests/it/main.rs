@@ -235,11 +235,17 @@ impl Checkout {
         Repo::run_with(&mut self.cmd(args), b"")
     }
 
-    /// The newest key file (after a rotation there are two).
+    /// The newest key file of the checkout's environment (after a rotation there are two).
     pub(crate) fn key_file(&self) -> PathBuf {
+        self.key_file_of(&self.env)
+    }
+
+    /// The newest key file of `env`.
+    pub(crate) fn key_file_of(&self, env: &str) -> PathBuf {
         let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(self.keys.path())
             .unwrap()
             .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{env}-")))
             .map(|e| (e.metadata().unwrap().modified().unwrap(), e.path()))
             .collect();
         files.sort();
