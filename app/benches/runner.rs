@@ -54,10 +54,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use deploy_config::SecretKey;
+use bot_api_standin::{Sent, StandIn};
+use boxcar_secrets::SecretKey;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Bytes;
-use tests::standin::{Sent, StandIn};
 
 /// Bots in every app started here, each with its own token.
 const BOTS: usize = 10;
@@ -392,7 +392,7 @@ impl BenchEnv {
         text.push_str("\n[secrets]\n");
         for (i, token) in tokens.iter().enumerate() {
             let name = format!("{}_token", bot_name(i));
-            let sealed = deploy_config::seal(key.public_key(), "bench", &name, token.as_bytes())
+            let sealed = boxcar_secrets::seal(key.public_key(), "bench", &name, token.as_bytes())
                 .with_context(|| format!("sealing {name}"))?;
             text.push_str(&format!("{name} = \"{sealed}\"\n"));
         }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use deploy_config::{EnvFile, Secrets};
+use boxcar_secrets::{EnvFile, Secrets};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -225,7 +225,7 @@ pub(crate) fn load(file: &EnvFile, secrets: &Secrets, overrides: Overrides) -> R
     let mut configs = Vec::new();
     for (i, bot) in bots.into_iter().enumerate() {
         let at = format!("{path}: bots[{i}]");
-        if let Err(p) = deploy_config::check_secret_name(&bot.name) {
+        if let Err(p) = boxcar_secrets::check_secret_name(&bot.name) {
             problems.push(format!("{at}.name `{}` {p}", bot.name));
         }
         if names.insert(bot.name.clone(), i).is_some() {

@@ -21,8 +21,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use boxcar_secrets::{EnvFile, SecretKey, Secrets};
 use clap::{Parser, Subcommand};
-use deploy_config::{EnvFile, SecretKey, Secrets};
 use tokio_util::sync::CancellationToken;
 
 // musl's allocator takes a global lock on every allocation; with several
@@ -80,7 +80,7 @@ enum Command {
 
 fn main() -> ExitCode {
     // First, while there is one thread: take the key out of the environment.
-    let intake = deploy_config::take_from_env();
+    let intake = boxcar_secrets::take_from_env();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Healthcheck { addr } => healthcheck(addr),
@@ -95,7 +95,7 @@ fn fail(code: u8, lines: &[String]) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn serve(intake: Result<Option<deploy_config::Intake>, deploy_config::IntakeError>) -> ExitCode {
+fn serve(intake: Result<Option<boxcar_secrets::Intake>, boxcar_secrets::IntakeError>) -> ExitCode {
     let started = Instant::now();
     let intake = match intake {
         Ok(Some(intake)) => intake,
@@ -147,8 +147,8 @@ fn open_environment(key: &SecretKey) -> Result<(EnvFile, Secrets), (u8, Vec<Stri
     let config = |msg: String| (exit::CONFIG, vec![msg]);
     let file = match std::env::var("DEPLOY_ENV").ok().filter(|e| !e.is_empty()) {
         Some(env) => {
-            deploy_config::check_env_name(&env).map_err(|p| config(format!("DEPLOY_ENV `{env}` {p}")))?;
-            let path = deploy_config::env_file_path(&dir, &env);
+            boxcar_secrets::check_env_name(&env).map_err(|p| config(format!("DEPLOY_ENV `{env}` {p}")))?;
+            let path = boxcar_secrets::env_file_path(&dir, &env);
             let file = EnvFile::load(&path).map_err(|e| config(e.to_string()))?;
             if file.public_key() != key.public_key() {
                 return Err((
@@ -164,7 +164,7 @@ fn open_environment(key: &SecretKey) -> Result<(EnvFile, Secrets), (u8, Vec<Stri
             file
         }
         None => {
-            let paths = deploy_config::env_files(&dir)
+            let paths = boxcar_secrets::env_files(&dir)
                 .map_err(|e| config(format!("{e}; set APP_CONFIG_DIR to the folder with the environment files")))?;
             let mut matching = Vec::new();
             let mut unreadable = Vec::new();
@@ -198,7 +198,7 @@ fn open_environment(key: &SecretKey) -> Result<(EnvFile, Secrets), (u8, Vec<Stri
         }
     };
     let secrets = file.open_all(key).map_err(|err| match err {
-        deploy_config::Error::Secrets { path, failures } => {
+        boxcar_secrets::Error::Secrets { path, failures } => {
             (exit::SECRETS, failures.iter().map(|f| format!("{}: {f}", path.display())).collect())
         }
         other => (exit::SECRETS, vec![other.to_string()]),

@@ -1,7 +1,7 @@
-# The libsodium side of deploy-config's `open` benchmark: times crypto_box_seal_open through PyNaCl on the bench's own values.
+# The libsodium side of boxcar-secrets's `open` benchmark: times crypto_box_seal_open through PyNaCl on the bench's own values.
 """Time libsodium's crypto_box_seal_open, through PyNaCl, on boxcar's values.
 
-deploy-config/benches/open.rs runs this after its criterion cases, on the same
+boxcar-secrets/benches/open.rs runs this after its criterion cases, on the same
 machine and in the same run, so the boxcar/libsodium ratio it prints is not a
 comparison with a figure measured elsewhere on other hardware.
 
@@ -48,7 +48,7 @@ except ImportError as err:
     print(f"PyNaCl is not installed for {sys.executable}: {err}", file=sys.stderr)
     sys.exit(3)
 
-# The same bounds as deploy-config/src/names.rs and sealed.rs, so a frame that
+# The same bounds as boxcar-secrets/src/names.rs and sealed.rs, so a frame that
 # boxcar refuses is refused here too.
 FRAME_VERSION = 1
 MAX_ENV_LEN = 32

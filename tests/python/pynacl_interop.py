@@ -1,7 +1,7 @@
 """An independent implementation of boxcar's sealed-value format v1 with PyNaCl (libsodium).
 
 It follows docs/FORMAT.md, not the Rust code, so that the Rust integration test
-`deploy-config/tests/it/interop.rs` can show that the specification is enough to
+`boxcar-secrets/tests/it/interop.rs` can show that the specification is enough to
 seal values boxcar opens and to open values boxcar seals.
 
 Usage (every request is TOML on stdin, so secret keys never appear in argv):

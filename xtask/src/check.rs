@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use deploy_config::{EnvFile, PublicKey};
+use boxcar_secrets::{EnvFile, PublicKey};
 use xshell::{Shell, cmd};
 
 use crate::keys::Context;
@@ -23,7 +23,7 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, _args: Args) -> anyhow::Result<()> 
     let mut problems = Vec::new();
     let mut public_keys = BTreeMap::new();
 
-    let files = deploy_config::env_files(&ctx.config_dir())?;
+    let files = boxcar_secrets::env_files(&ctx.config_dir())?;
     if files.is_empty() {
         println!("no environment files in deploy-config/ yet (create one with `cargo xtask keygen --env ENV`)");
     }

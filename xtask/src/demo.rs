@@ -16,7 +16,7 @@ use bollard::models::{
     RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
-use deploy_config::{EnvFile, SecretKey};
+use boxcar_secrets::{EnvFile, SecretKey};
 use xshell::Shell;
 
 use crate::deploy::{self, KeyDelivery, Plan, Publish, PublishMode};
@@ -160,7 +160,7 @@ fn demo_environment(sh: &Shell, ctx: &Context) -> anyhow::Result<SecretKey> {
         let file = EnvFile::load(&path)?;
         let key_path = keys::default_key_path(ENV, file.public_key().key_id())?;
         if key_path.exists() {
-            let key = deploy_config::read_key_file(&key_path, "the demo's key file")?.key;
+            let key = boxcar_secrets::read_key_file(&key_path, "the demo's key file")?.key;
             if key.public_key() == file.public_key() && file.open_all(&key).is_ok() {
                 eprintln!("demo environment: {} with key {}", ctx.show(&path), key_path.display());
                 return Ok(key);
@@ -201,7 +201,7 @@ fn demo_environment(sh: &Shell, ctx: &Context) -> anyhow::Result<SecretKey> {
         .take(35)
         .collect::<String>()
     ));
-    let sealed = deploy_config::seal(key.public_key(), ENV, "demo_token", token.as_bytes())?;
+    let sealed = boxcar_secrets::seal(key.public_key(), ENV, "demo_token", token.as_bytes())?;
     let text = format!(
         "{HEADER} made on this machine, with a key that exists\n\
          # only here (so this file is in .gitignore). The bot token is made up: the demo's Bot API\n\
@@ -211,7 +211,7 @@ fn demo_environment(sh: &Shell, ctx: &Context) -> anyhow::Result<SecretKey> {
          [[bots]]\nname = \"demo\"\ntoken_secret = \"demo_token\"\nadmins = [{CHAT_USER_ID}]\n",
         key.public_key().to_base64()
     );
-    if let Err(e) = deploy_config::write_new_atomic(&path, text.as_bytes(), 0o644) {
+    if let Err(e) = boxcar_secrets::write_new_atomic(&path, text.as_bytes(), 0o644) {
         let _ = std::fs::remove_file(&key_path);
         return Err(e).with_context(|| format!("writing {}", ctx.show(&path)));
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use bollard::Docker;
-use deploy_config::{EnvFile, SecretKey};
+use boxcar_secrets::{EnvFile, SecretKey};
 use sha2::Digest as _;
 
 use crate::keys::Context;
@@ -139,7 +139,8 @@ impl Target {
     /// The deployment's name: `--name`, else `app-<env>` with `_` as `-`
     /// (service and Kubernetes names allow neither `_` nor capitals).
     pub(crate) fn name(&self) -> anyhow::Result<String> {
-        deploy_config::check_env_name(&self.env).map_err(|p| anyhow::anyhow!("environment name `{}` {p}", self.env))?;
+        boxcar_secrets::check_env_name(&self.env)
+            .map_err(|p| anyhow::anyhow!("environment name `{}` {p}", self.env))?;
         let name = self.name.clone().unwrap_or_else(|| format!("app-{}", self.env.replace('_', "-")));
         check_name(&name)?;
         Ok(name)

@@ -3,7 +3,7 @@
 use std::io::{IsTerminal as _, Read as _};
 
 use anyhow::{Context as _, bail};
-use deploy_config::EnvDocument;
+use boxcar_secrets::EnvDocument;
 use zeroize::Zeroizing;
 
 use crate::keys::Context;
@@ -30,7 +30,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
-    deploy_config::check_secret_name(&args.name).map_err(|p| anyhow::anyhow!("secret name `{}` {p}", args.name))?;
+    boxcar_secrets::check_secret_name(&args.name).map_err(|p| anyhow::anyhow!("secret name `{}` {p}", args.name))?;
     let file = ctx.load_env(&args.env)?;
     let key = file.public_key();
 
@@ -39,7 +39,7 @@ pub(crate) fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     } else {
         // Room for the largest value up front: a growing buffer would leave
         // unwiped copies behind each time it moved.
-        let limit = deploy_config::MAX_VALUE_LEN + 2;
+        let limit = boxcar_secrets::MAX_VALUE_LEN + 2;
         let mut buf = Zeroizing::new(Vec::with_capacity(limit + 1));
         std::io::stdin().lock().take(limit as u64 + 1).read_to_end(&mut buf).context("reading the value from stdin")?;
         if !args.keep_trailing_newline {
@@ -59,7 +59,7 @@ pub(crate) fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         eprintln!("warning: the value starts or ends with whitespace; it is sealed exactly as given");
     }
 
-    let sealed = deploy_config::seal(key, &args.env, &args.name, &value)?;
+    let sealed = boxcar_secrets::seal(key, &args.env, &args.name, &value)?;
     let mut doc = EnvDocument::load_or_new(file.path())?;
     let replaced = doc.set_secret(&args.name, &sealed)?;
     doc.write().with_context(|| format!("writing {}", ctx.show(file.path())))?;

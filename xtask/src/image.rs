@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use deploy_config::{EnvFile, PublicKey};
+use boxcar_secrets::{EnvFile, PublicKey};
 use futures::StreamExt as _;
 use xshell::{Shell, cmd};
 use zeroize::Zeroizing;
@@ -140,7 +140,7 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
         match &args.oci_archive {
             Some(path) => {
                 let path = ctx.user_path(path);
-                deploy_config::write_atomic(&path, &built.archive, Some(0o644))
+                boxcar_secrets::write_atomic(&path, &built.archive, Some(0o644))
                     .with_context(|| format!("writing {}", path.display()))?;
                 eprintln!("wrote {} (OCI layout and docker-archive; not loaded)", path.display());
             }
@@ -266,7 +266,7 @@ fn workspace_field(root: &Path, field: &str) -> anyhow::Result<String> {
 fn env_files(sh: &Shell, root: &Path, demo: bool) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let visible = crate::check::tracked_files(sh, root)?;
     let mut out = Vec::new();
-    for path in deploy_config::env_files(&root.join("deploy-config"))? {
+    for path in boxcar_secrets::env_files(&root.join("deploy-config"))? {
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
         let rel = path.strip_prefix(root).unwrap_or(&path);
         let shipped = visible.iter().any(|v| v == rel) || (demo && name == "demo.toml");
@@ -284,7 +284,7 @@ fn env_files(sh: &Shell, root: &Path, demo: bool) -> anyhow::Result<Vec<(String,
 /// its file's key) before anything is built.
 fn refuse_bad_env_files(ctx: &Context) -> anyhow::Result<()> {
     let mut problems = Vec::new();
-    for path in deploy_config::env_files(&ctx.config_dir())? {
+    for path in boxcar_secrets::env_files(&ctx.config_dir())? {
         match EnvFile::load(&path) {
             Ok(file) => problems.extend(file.problems().iter().map(|p| format!("{}: {p}", ctx.show(&path)))),
             Err(e) => problems.push(e.to_string()),
@@ -304,7 +304,7 @@ fn refuse_bad_env_files(ctx: &Context) -> anyhow::Result<()> {
 
 fn public_keys(ctx: &Context) -> anyhow::Result<Vec<(String, PublicKey)>> {
     let mut out = Vec::new();
-    for path in deploy_config::env_files(&ctx.config_dir())? {
+    for path in boxcar_secrets::env_files(&ctx.config_dir())? {
         if let Ok(file) = EnvFile::load(&path) {
             out.push((file.env().to_owned(), file.public_key().clone()));
         }
@@ -320,11 +320,11 @@ fn needles(ctx: &mut Context, key_files: &[PathBuf]) -> anyhow::Result<Vec<check
         intakes.push(intake);
     }
     for path in key_files {
-        intakes.push(deploy_config::read_key_file(&ctx.user_path(path), "--key-file")?);
+        intakes.push(boxcar_secrets::read_key_file(&ctx.user_path(path), "--key-file")?);
     }
     let mut files = Vec::new();
     let mut unreadable = Vec::new();
-    for path in deploy_config::env_files(&ctx.config_dir())? {
+    for path in boxcar_secrets::env_files(&ctx.config_dir())? {
         match EnvFile::load(&path) {
             Ok(file) => files.push(file),
             Err(e) => unreadable.push(e.to_string()),

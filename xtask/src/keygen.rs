@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
-use deploy_config::{EnvDocument, SecretKey};
+use boxcar_secrets::{EnvDocument, SecretKey};
 
 use crate::keys::{self, Context};
 
@@ -29,12 +29,12 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
-    deploy_config::check_env_name(&args.env).map_err(|p| anyhow::anyhow!("environment name `{}` {p}", args.env))?;
+    boxcar_secrets::check_env_name(&args.env).map_err(|p| anyhow::anyhow!("environment name `{}` {p}", args.env))?;
     let path = ctx.env_path(&args.env);
     let mut doc = EnvDocument::load_or_new(&path)?;
     let stale = doc.secret_names();
     if let Some(existing) = doc.public_key_text() {
-        let id = deploy_config::PublicKey::from_base64(existing)
+        let id = boxcar_secrets::PublicKey::from_base64(existing)
             .map(|k| k.key_id().to_string())
             .unwrap_or_else(|_| "unreadable".to_owned());
         if !args.force {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use deploy_config::{EnvFile, Intake, IntakeError, KeyId, SecretKey};
+use boxcar_secrets::{EnvFile, Intake, IntakeError, KeyId, SecretKey};
 
 /// What `main` took out of the environment before anything else ran.
 pub(crate) type EnvKey = Result<Option<Intake>, IntakeError>;
@@ -46,7 +46,7 @@ impl Context {
 
     /// `deploy-config/<env>.toml`.
     pub(crate) fn env_path(&self, env: &str) -> PathBuf {
-        deploy_config::env_file_path(&self.config_dir(), env)
+        boxcar_secrets::env_file_path(&self.config_dir(), env)
     }
 
     /// A path shown relative to the project root when it is inside it.
@@ -56,7 +56,7 @@ impl Context {
 
     /// Loads `deploy-config/<env>.toml`, with a hint when it does not exist.
     pub(crate) fn load_env(&self, env: &str) -> anyhow::Result<EnvFile> {
-        deploy_config::check_env_name(env).map_err(|p| anyhow::anyhow!("environment name `{env}` {p}"))?;
+        boxcar_secrets::check_env_name(env).map_err(|p| anyhow::anyhow!("environment name `{env}` {p}"))?;
         let path = self.env_path(env);
         if !path.exists() {
             bail!("{} does not exist; create the environment with `cargo xtask keygen --env {env}`", self.show(&path));
@@ -73,7 +73,7 @@ impl Context {
             (Some(_), Some(env)) => {
                 bail!("both --key-file and {} are set; give the key one way only", env_var_name(&env))
             }
-            (Some(path), None) => deploy_config::read_key_file(&self.user_path(path), "--key-file")?,
+            (Some(path), None) => boxcar_secrets::read_key_file(&self.user_path(path), "--key-file")?,
             (None, Some(env)) => env,
             (None, None) => {
                 let path = default_key_path(file.env(), file.public_key().key_id())?;
@@ -86,7 +86,7 @@ impl Context {
                         path.display()
                     );
                 }
-                deploy_config::read_key_file(&path, "the default key location")?
+                boxcar_secrets::read_key_file(&path, "the default key location")?
             }
         };
         for warning in &intake.warnings {
@@ -108,8 +108,8 @@ impl Context {
 
 fn env_var_name(intake: &Intake) -> &'static str {
     match intake.source {
-        deploy_config::KeySource::EnvVar => "SECRET_KEY",
-        deploy_config::KeySource::File(_) => "SECRET_KEY_FILE",
+        boxcar_secrets::KeySource::EnvVar => "SECRET_KEY",
+        boxcar_secrets::KeySource::File(_) => "SECRET_KEY_FILE",
     }
 }
 
@@ -187,7 +187,7 @@ pub(crate) fn write_key_file(path: &Path, key: &SecretKey) -> anyhow::Result<()>
     }
     let mut text = key.to_base64();
     text.push('\n');
-    deploy_config::write_new_atomic(path, text.as_bytes(), 0o600).with_context(|| {
+    boxcar_secrets::write_new_atomic(path, text.as_bytes(), 0o600).with_context(|| {
         if path.exists() {
             format!("{} already exists; choose another --out or remove it first", path.display())
         } else {

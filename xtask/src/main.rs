@@ -57,7 +57,7 @@ enum Command {
 fn main() -> ExitCode {
     // First, while the process has one thread: take SECRET_KEY/SECRET_KEY_FILE
     // out of the environment so no child process (cargo, git, python) inherits it.
-    let env_key = deploy_config::take_from_env();
+    let env_key = boxcar_secrets::take_from_env();
     let cli = Cli::parse();
     match run(cli, env_key) {
         Ok(()) => ExitCode::SUCCESS,

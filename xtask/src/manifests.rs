@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
-use deploy_config::EnvFile;
+use boxcar_secrets::EnvFile;
 use minijinja::value::{Kwargs, Value};
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
@@ -96,7 +96,7 @@ pub(crate) fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     match &args.out {
         Some(path) => {
             let path = ctx.user_path(path);
-            deploy_config::write_atomic(&path, text.as_bytes(), Some(0o644))
+            boxcar_secrets::write_atomic(&path, text.as_bytes(), Some(0o644))
                 .with_context(|| format!("writing {}", path.display()))?;
             eprintln!(
                 "wrote {}; its first lines say how to create the secret `{}` it uses",
@@ -219,7 +219,7 @@ mod tests {
     use std::collections::BTreeSet;
     use std::path::Path;
 
-    use deploy_config::SecretKey;
+    use boxcar_secrets::SecretKey;
     use serde::Deserialize as _;
     use serde_norway::Value as Yaml;
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
-use deploy_config::{EnvDocument, EnvFile, SecretKey};
+use boxcar_secrets::{EnvDocument, EnvFile, SecretKey};
 
 use crate::keys::{self, Context, OpenArgs};
 
@@ -32,7 +32,7 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     let mut doc = EnvDocument::load_or_new(file.path())?;
     doc.set_public_key(new_key.public_key());
     for (name, value) in secrets.iter() {
-        let sealed = deploy_config::seal(new_key.public_key(), file.env(), name, value.expose_bytes())?;
+        let sealed = boxcar_secrets::seal(new_key.public_key(), file.env(), name, value.expose_bytes())?;
         doc.set_secret(name, &sealed)?;
     }
     let text = doc.render();
@@ -53,7 +53,7 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     };
     keys::ensure_outside_work_tree(&ctx.root, &out)?;
     keys::write_key_file(&out, &new_key)?;
-    if let Err(err) = deploy_config::write_atomic(file.path(), text.as_bytes(), None) {
+    if let Err(err) = boxcar_secrets::write_atomic(file.path(), text.as_bytes(), None) {
         keys::forget_unused_key(file.path(), &new_key, &out);
         return Err(err).with_context(|| format!("writing {} (nothing was changed)", ctx.show(file.path())));
     }

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use deploy_config::SecretKey;
+use boxcar_secrets::SecretKey;
 
 /// A bot of a test environment.
 pub(crate) struct BotSpec {
@@ -66,7 +66,7 @@ impl TestEnv {
         }
         text.push_str("\n[secrets]\n");
         for (name, value) in sealed {
-            let v = deploy_config::seal(key.public_key(), "test", &name, value.as_bytes()).unwrap();
+            let v = boxcar_secrets::seal(key.public_key(), "test", &name, value.as_bytes()).unwrap();
             text.push_str(&format!("{name} = \"{v}\"\n"));
         }
         std::fs::write(config.path().join("test.toml"), text).unwrap();

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tests::standin::{Fault, StandIn};
+use bot_api_standin::{Fault, StandIn};
 
 use crate::{BotSpec, TestEnv, http};
 
@@ -17,7 +17,7 @@ fn one_bot(standin: &StandIn, extra_app: &str) -> TestEnv {
 }
 
 /// Replies per update (keyed by the message replied to).
-fn replies_per_message(sent: &[tests::standin::Sent]) -> BTreeMap<i64, usize> {
+fn replies_per_message(sent: &[bot_api_standin::Sent]) -> BTreeMap<i64, usize> {
     let mut out = BTreeMap::new();
     for s in sent {
         *out.entry(s.reply_to.expect("every reply quotes its message")).or_default() += 1;

@@ -4,7 +4,7 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
-use tests::standin::StandIn;
+use bot_api_standin::StandIn;
 
 use crate::{BotSpec, TestEnv};
 

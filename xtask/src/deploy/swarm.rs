@@ -656,7 +656,7 @@ mod tests {
         Plan {
             env: "production".into(),
             name: "app-production".into(),
-            key: deploy_config::SecretKey::generate(),
+            key: boxcar_secrets::SecretKey::generate(),
             image: "app:latest".into(),
             replicas: 1,
             publish: super::super::Publish { address: None, port: 8080 },

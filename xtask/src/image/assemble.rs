@@ -191,7 +191,7 @@ pub(crate) fn standin(binary: Vec<u8>, epoch: u64, tags: &[String]) -> anyhow::R
         dir("usr", 0o755, 0),
         dir("usr/local", 0o755, 0),
         dir("usr/local/bin", 0o755, 0),
-        file("usr/local/bin/standin", 0o555, binary),
+        file("usr/local/bin/bot-api-standin", 0o555, binary),
     ];
     let layer = tar_of(entries, epoch)?;
     let created = rfc3339(epoch);
@@ -201,7 +201,7 @@ pub(crate) fn standin(binary: Vec<u8>, epoch: u64, tags: &[String]) -> anyhow::R
         "created": created,
         "config": {
             "User": format!("{UID}:{UID}"),
-            "Entrypoint": ["/usr/local/bin/standin"],
+            "Entrypoint": ["/usr/local/bin/bot-api-standin"],
             "Cmd": ["--listen", "0.0.0.0:8081"],
             "Env": ["PATH=/usr/local/bin"],
             "ExposedPorts": { "8081/tcp": {} },

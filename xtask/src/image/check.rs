@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io::Read as _;
 
 use anyhow::{Context as _, bail};
-use deploy_config::PublicKey;
+use boxcar_secrets::PublicKey;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
@@ -203,7 +203,7 @@ mod archive_tests {
 
     #[test]
     fn finds_plaintext_keys_and_budget_overruns() {
-        let key = deploy_config::SecretKey::generate();
+        let key = boxcar_secrets::SecretKey::generate();
         let b64 = key.to_base64();
         let file = format!("public_key = \"x\"\n# oops: hunter2-plaintext and {}\n", &*b64);
         let built = build(&spec(file.as_bytes()), &["t:latest".to_owned()]).unwrap();

@@ -33,7 +33,7 @@ pub(crate) struct Binary {
 }
 
 pub(crate) const APP: Binary = Binary { package: "app", bin: "app" };
-pub(crate) const STANDIN: Binary = Binary { package: "tests", bin: "standin" };
+pub(crate) const STANDIN: Binary = Binary { package: "bot-api-standin", bin: "bot-api-standin" };
 
 /// The compiled binary and how it was obtained.
 #[derive(Debug)]
@@ -52,7 +52,7 @@ pub(crate) struct Compiled {
 /// host, so sealing a value or rotating a key does not recompile anything.
 fn source_files(sh: &xshell::Shell, root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = crate::check::tracked_files(sh, root)?;
-    let env_files: Vec<PathBuf> = deploy_config::env_files(&root.join("deploy-config"))?
+    let env_files: Vec<PathBuf> = boxcar_secrets::env_files(&root.join("deploy-config"))?
         .into_iter()
         .filter_map(|p| p.strip_prefix(root).ok().map(Path::to_path_buf))
         .collect();
@@ -161,9 +161,9 @@ pub(crate) async fn compile(
             }
         }
     }
-    deploy_config::write_atomic(&cached_bin, &binary, Some(0o755))
+    boxcar_secrets::write_atomic(&cached_bin, &binary, Some(0o755))
         .with_context(|| format!("writing {}", cached_bin.display()))?;
-    deploy_config::write_atomic(&cached_ca, &ca_bundle, Some(0o644))
+    boxcar_secrets::write_atomic(&cached_ca, &ca_bundle, Some(0o644))
         .with_context(|| format!("writing {}", cached_ca.display()))?;
     let how =
         cold_reason.unwrap_or_else(|| format!("warm: {target} holds the previous build; only what changed compiled"));

@@ -1,4 +1,4 @@
-//! deploy-config's integration tests: the committed format vectors, interoperability
+//! boxcar-secrets' integration tests: the committed format vectors, interoperability
 //! with libsodium through PyNaCl, and key intake (in child processes).
 
 // Helpers outside `#[test]` functions too: a panic is the failure report we want.
@@ -10,9 +10,9 @@ mod vectors;
 
 use std::path::{Path, PathBuf};
 
-/// The workspace root: deploy-config's parent folder.
+/// The workspace root: boxcar-secrets' parent folder.
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("deploy-config has a parent folder").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("boxcar-secrets has a parent folder").to_owned()
 }
 
 /// The committed vectors of format v1.

@@ -182,7 +182,7 @@ fn take_name(bytes: &[u8], max: usize) -> Option<(&[u8], &[u8])> {
 /// all-zero result. Equivalence with `unseal` on honest values, and with
 /// libsodium, is tested.
 ///
-/// `cargo bench -p deploy-config --bench open`, on one x86-64 machine with
+/// `cargo bench -p boxcar-secrets --bench open`, on one x86-64 machine with
 /// AVX2, timed an open at 55 µs with `SalsaBox::new`, 36 µs with [`x25519`],
 /// and libsodium (through PyNaCl, in the same runs) at 37 to 38 µs.
 fn open_box(key: &SecretKey, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {

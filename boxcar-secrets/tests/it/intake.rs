@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Command;
 
-use deploy_config::{
+use boxcar_secrets::{
     IntakeError, KeyError, KeySource, SECRET_KEY, SECRET_KEY_FILE, SecretKey, proc_environ_contains, read_key_file,
     take_from_env,
 };

@@ -32,7 +32,7 @@ use std::sync::LazyLock;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use crypto_box::aead::rand_core::{CryptoRng, Error as RngError, RngCore};
-use deploy_config::{EnvFile, MAX_VALUE_LEN, SealedValue, SecretKey, SecretValue};
+use boxcar_secrets::{EnvFile, MAX_VALUE_LEN, SealedValue, SecretKey, SecretValue};
 use libfuzzer_sys::fuzz_target;
 
 /// RFC 7748 section 6.1, Alice's secret key.

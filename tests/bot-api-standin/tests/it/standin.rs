@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use bot_api_standin::StandIn;
 use serde_json::json;
-use tests::standin::StandIn;
 
 use crate::{Running, api};
 
@@ -173,7 +173,7 @@ fn a_form_posted_from_another_site_is_refused() {
 
 #[test]
 fn help_says_it_is_a_stand_in() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_standin")).arg("--help").output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bot-api-standin")).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     assert!(help.contains("A stand-in for api.telegram.org, for demos and tests. It is not Telegram."), "{help}");

@@ -20,8 +20,8 @@
 //! boxcar-only run would look like a complete one.
 //!
 //! ```text
-//! cargo bench -p deploy-config --bench open
-//! cargo bench -p deploy-config --bench open -- --warm-up-time 1 --measurement-time 3
+//! cargo bench -p boxcar-secrets --bench open
+//! cargo bench -p boxcar-secrets --bench open -- --warm-up-time 1 --measurement-time 3
 //! ```
 
 use std::hint::black_box;
@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, SystemTime};
 
+use boxcar_secrets::{EnvFile, SealedValue, SecretKey};
 use criterion::Criterion;
-use deploy_config::{EnvFile, SealedValue, SecretKey};
 use serde_json::{Value, json};
 
 /// Criterion's group; the cases are `open/one` and `open/hundred`.
@@ -63,7 +63,7 @@ fn fixture() -> Fixture {
         // The size of a real bot token (46 bytes); passwords and API keys are
         // in the same range, and the cost of an open barely depends on it.
         let value = format!("{:010}:{}", 1_000_000_000 + i, "A".repeat(35));
-        let sealed = deploy_config::seal(key.public_key(), ENV, &name, value.as_bytes())
+        let sealed = boxcar_secrets::seal(key.public_key(), ENV, &name, value.as_bytes())
             .expect("sealing a bench value")
             .to_string();
         file_text.push_str(&format!("{name} = \"{sealed}\"\n"));

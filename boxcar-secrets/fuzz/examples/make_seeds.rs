@@ -1,7 +1,7 @@
 //! Writes the `parse_open` fuzz target's seeds to `seeds/parse_open/`, sealing their values with the library itself.
 //!
 //! ```text
-//! cargo run --manifest-path deploy-config/fuzz/Cargo.toml --example make_seeds
+//! cargo run --manifest-path boxcar-secrets/fuzz/Cargo.toml --example make_seeds
 //! ```
 //!
 //! Sealing is randomized, so each run writes different bytes for the same
@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use deploy_config::{EnvFile, SecretKey, seal};
+use boxcar_secrets::{EnvFile, SecretKey, seal};
 
 /// RFC 7748 section 6.1: Alice's secret key is the fuzz target's fixed key;
 /// Bob's stands for "another environment's key". Both are published test

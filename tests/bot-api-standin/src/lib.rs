@@ -9,7 +9,7 @@
 //! needs the service to fail at the connection level.
 //!
 //! Tests register each token with [`StandIn::add_bot`] and an unknown token
-//! gets 401. The `standin` binary (the demo's Bot API) switches on
+//! gets 401. The `bot-api-standin` program (`src/main.rs`, the demo's Bot API) switches on
 //! [`StandIn::open_registration`] instead, and serves a chat page
 //! ([`page`]) on the paths that do not start with `/bot`.
 

@@ -1,12 +1,12 @@
-//! `standin`: the Bot API stand-in as a program, with its chat page, for
+//! `bot-api-standin`: the Bot API stand-in as a program, with its chat page, for
 //! `cargo xtask demo` (which runs it in a container beside the app) and for
 //! trying boxcar on a machine without a real bot token.
 
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
+use bot_api_standin::StandIn;
 use clap::Parser;
-use tests::standin::StandIn;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// A stand-in for api.telegram.org, for demos and tests. It is not Telegram.
@@ -21,7 +21,7 @@ use tokio::signal::unix::{SignalKind, signal};
 ///
 /// Point the app's api_base at http://ADDR. Stop with SIGTERM or Ctrl-C.
 #[derive(Debug, Parser)]
-#[command(name = "standin", version)]
+#[command(name = "bot-api-standin", version)]
 struct Args {
     /// Address to listen on; `127.0.0.1:0` picks a free port. The demo
     /// passes 0.0.0.0:8081 inside its container.
@@ -40,10 +40,10 @@ async fn main() -> anyhow::Result<()> {
         format!("listening on {} (is another stand-in running? `--listen 127.0.0.1:0` picks a free port)", args.listen)
     })?;
     standin.open_registration();
-    println!("standin listening on {}", standin.base_url());
+    println!("bot-api-standin listening on {}", standin.base_url());
     tokio::select! {
-        _ = terminate.recv() => eprintln!("standin: SIGTERM, stopping"),
-        _ = interrupt.recv() => eprintln!("standin: SIGINT, stopping"),
+        _ = terminate.recv() => eprintln!("bot-api-standin: SIGTERM, stopping"),
+        _ = interrupt.recv() => eprintln!("bot-api-standin: SIGINT, stopping"),
     }
     standin.stop();
     // Returning drops the runtime, which ends the connections still open (long polls included).

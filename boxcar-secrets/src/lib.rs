@@ -15,8 +15,8 @@
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let intake = deploy_config::take_from_env()?.ok_or("set SECRET_KEY_FILE")?;
-//! let file = deploy_config::EnvFile::load("deploy-config/production.toml".as_ref())?;
+//! let intake = boxcar_secrets::take_from_env()?.ok_or("set SECRET_KEY_FILE")?;
+//! let file = boxcar_secrets::EnvFile::load("deploy-config/production.toml".as_ref())?;
 //! let secrets = file.open_all(&intake.key)?;
 //! let token = secrets.get("telegram_token").ok_or("no telegram_token")?;
 //! # let _ = token; Ok(()) }

@@ -1,4 +1,4 @@
-//! Integration tests of the `tests` crate: the `standin` binary over plain
+//! Integration tests of `bot-api-standin`: the program over plain
 //! HTTP on 127.0.0.1, and the library's strict mode.
 //!
 //! A small blocking HTTP/1.1 client (`http`) keeps these tests free of an
@@ -27,7 +27,7 @@ struct Running {
 
 impl Running {
     fn start() -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_standin"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bot-api-standin"))
             .args(["--listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -51,7 +51,7 @@ impl Running {
         });
         let line = rx.recv_timeout(Duration::from_secs(20)).expect("standin announces its address");
         let addr = line
-            .strip_prefix("standin listening on http://")
+            .strip_prefix("bot-api-standin listening on http://")
             .and_then(|rest| rest.strip_suffix('\n'))
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();

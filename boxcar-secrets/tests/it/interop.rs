@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use deploy_config::{EnvFile, Error, MAX_VALUE_LEN, OpenError, SealedValue, SecretKey, SecretProblem};
+use boxcar_secrets::{EnvFile, Error, MAX_VALUE_LEN, OpenError, SealedValue, SecretKey, SecretProblem};
 use zeroize::Zeroizing;
 
 use crate::{from_hex, to_hex, vectors_path, workspace_root};
@@ -191,7 +191,7 @@ fn pynacl_opens_what_rust_seals() {
     let samples = samples();
     let mut items = Vec::new();
     for (name, value) in &samples {
-        let sealed = deploy_config::seal(key.public_key(), env, name, value).expect("seal");
+        let sealed = boxcar_secrets::seal(key.public_key(), env, name, value).expect("seal");
         let mut item = toml::Table::new();
         item.insert("name".to_owned(), str_value(name));
         item.insert("sealed".to_owned(), str_value(&sealed.to_string()));
@@ -226,7 +226,7 @@ fn pynacl_refuses_what_it_should() {
     // The Python reader is a second implementation of the checks, not only of the
     // happy path: a value sealed for another name must fail there too.
     let key = SecretKey::generate();
-    let sealed = deploy_config::seal(key.public_key(), "production", "api_key", b"v").expect("seal");
+    let sealed = boxcar_secrets::seal(key.public_key(), "production", "api_key", b"v").expect("seal");
     let mut request = Zeroizing::new(format!("secret_key = \"{}\"\n", key.to_base64().as_str()));
     request.push_str(&format!(
         "env = \"production\"\n[[item]]\nname = \"db_password\"\nsealed = \"{sealed}\"\nvalue_hex = \"76\"\n"
@@ -257,7 +257,7 @@ fn committed_vectors_are_what_the_generator_writes() {
     let (ok, stdout, stderr) = run(&[script("make_vectors.py").to_str().expect("utf-8 path"), "--check"], "");
     assert!(
         ok,
-        "deploy-config/vectors/v1.toml differs from what tests/python/make_vectors.py writes; \
+        "boxcar-secrets/vectors/v1.toml differs from what tests/python/make_vectors.py writes; \
          regenerate it with `target/venv/bin/python tests/python/make_vectors.py` and review the diff\n{stdout}{stderr}"
     );
 }

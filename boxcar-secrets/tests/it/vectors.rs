@@ -1,11 +1,11 @@
-//! The committed vectors (`deploy-config/vectors/v1.toml`): every positive one opens
+//! The committed vectors (`boxcar-secrets/vectors/v1.toml`): every positive one opens
 //! to its plaintext, every negative one fails with exactly its error variant, both
 //! value by value and inside an environment file, and no message shows a plaintext.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use deploy_config::{EnvFile, Error, OpenError, ParseError, PublicKey, SealedValue, SecretKey, SecretProblem};
+use boxcar_secrets::{EnvFile, Error, OpenError, ParseError, PublicKey, SealedValue, SecretKey, SecretProblem};
 use serde::Deserialize;
 
 use crate::{contains_bytes, from_hex, to_hex, vectors_path};
@@ -146,7 +146,7 @@ const VALUE_ERRORS: [&str; 10] = [
     "OpenError::Context",
 ];
 
-fn open_value(l: &Loaded, v: &Negative) -> Result<deploy_config::SecretValue, OpenError> {
+fn open_value(l: &Loaded, v: &Negative) -> Result<boxcar_secrets::SecretValue, OpenError> {
     SealedValue::parse(&v.sealed)?.open(l.key(&v.key), &v.env, &v.name)
 }
 
