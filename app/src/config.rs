@@ -178,13 +178,48 @@ impl Overrides {
     }
 }
 
+/// Where a bot's credentials come from while its settings are checked: the
+/// opened secrets (startup), or only the names under `[secrets]` (`app
+/// check-config`, which runs without a key).
+enum Credentials<'a> {
+    Opened(&'a Secrets),
+    Names(&'a EnvFile),
+}
+
 /// Reads `[app]` and `[[bots]]` from `file` and takes each bot's credentials
 /// from `secrets`. Returns every problem found, one line each.
 pub(crate) fn load(file: &EnvFile, secrets: &Secrets, overrides: Overrides) -> Result<Config, Vec<String>> {
-    let path = file.path().display().to_string();
-    let mut problems = Vec::new();
-    let table = file.table();
+    walk(file, &Credentials::Opened(secrets), overrides)
+}
 
+/// `app check-config`: every problem `load` would find that can be found
+/// without the secret key, plus plain settings that hold what looks like a
+/// bot token (a credential pasted outside `[secrets]`). One line each; none
+/// quotes a setting's value.
+pub(crate) fn check(file: &EnvFile) -> Vec<String> {
+    let path = file.path().display().to_string();
+    let none = Overrides { listen: None, data_dir: None, api_base: None };
+    let mut problems = walk(file, &Credentials::Names(file), none).err().unwrap_or_default();
+    problems.extend(plaintext_tokens(file.table(), "").into_iter().map(|field| {
+        format!(
+            "{path}: `{field}` holds what looks like a plaintext Telegram bot token; seal it under [secrets] instead"
+        )
+    }));
+    problems
+}
+
+/// Whether several instances may run at once: only when every bot takes its
+/// updates by webhook. Two pollers of one bot get 409 Conflict from
+/// Telegram, and an environment with no bot decides nothing, so: one.
+pub(crate) fn instances(file: &EnvFile) -> Result<&'static str, Vec<String>> {
+    let (_, bots) = sections(file)?;
+    let all_webhook = !bots.is_empty() && bots.iter().all(|b| b.mode == Mode::Webhook);
+    Ok(if all_webhook { "many" } else { "one" })
+}
+
+fn sections(file: &EnvFile) -> Result<(AppSection, Vec<BotSection>), Vec<String>> {
+    let path = file.path().display().to_string();
+    let table = file.table();
     let app: AppSection = match table.get("app").cloned() {
         None => toml::from_str("").expect("defaults parse"),
         Some(value) => match value.try_into() {
@@ -199,6 +234,13 @@ pub(crate) fn load(file: &EnvFile, secrets: &Secrets, overrides: Overrides) -> R
             Err(e) => return Err(vec![format!("{path}: [[bots]]: {}", one_line(&e))]),
         },
     };
+    Ok((app, bots))
+}
+
+fn walk(file: &EnvFile, credentials: &Credentials<'_>, overrides: Overrides) -> Result<Config, Vec<String>> {
+    let path = file.path().display().to_string();
+    let mut problems = Vec::new();
+    let (app, bots) = sections(file)?;
     if bots.is_empty() {
         problems.push(format!("{path}: no [[bots]] configured; add one with `name` and `token_secret`"));
     }
@@ -232,7 +274,11 @@ pub(crate) fn load(file: &EnvFile, secrets: &Secrets, overrides: Overrides) -> R
             problems.push(format!("{at}.name `{}` is used by another bot; names must be unique", bot.name));
         }
         let secret = |field: &str, name: &str, problems: &mut Vec<String>| -> Option<Token> {
-            match secrets.get(name) {
+            let found = match credentials {
+                Credentials::Opened(secrets) => secrets.get(name).map(Some),
+                Credentials::Names(file) => file.secret_names().any(|n| n == name).then_some(None),
+            };
+            match found {
                 None => {
                     problems.push(format!(
                         "{at}.{field}: no secret `{name}` in [secrets]; seal it with \
@@ -241,7 +287,9 @@ pub(crate) fn load(file: &EnvFile, secrets: &Secrets, overrides: Overrides) -> R
                     ));
                     None
                 }
-                Some(value) => match value.expose_str() {
+                // Named, not opened: nothing more to check without the key.
+                Some(None) => None,
+                Some(Some(value)) => match value.expose_str() {
                     Some(text) if !text.is_empty() => Some(Token::new(text.to_owned())),
                     _ => {
                         problems.push(format!("{at}.{field}: secret `{name}` is empty or not UTF-8 text"));
@@ -337,6 +385,44 @@ fn looks_like_token(s: &str) -> bool {
         && rest.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
 }
 
+/// Dotted paths of string values outside `[secrets]` shaped like a Telegram
+/// bot token (`<digits>:<35 characters>`).
+fn plaintext_tokens(table: &toml::Table, prefix: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        if path == "secrets" {
+            continue;
+        }
+        collect_tokens(value, &path, &mut out);
+    }
+    out
+}
+
+fn collect_tokens(value: &toml::Value, path: &str, out: &mut Vec<String>) {
+    match value {
+        toml::Value::String(s) if looks_like_bot_token(s) => out.push(path.to_owned()),
+        toml::Value::Table(t) => out.extend(plaintext_tokens(t, path)),
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                collect_tokens(item, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The shape @BotFather hands out: a numeric bot id, `:`, and at least 30
+/// characters of `A-Za-z0-9_-`. Stricter than `looks_like_token`, which only
+/// guards against a swapped secret at startup.
+fn looks_like_bot_token(s: &str) -> bool {
+    let Some((id, secret)) = s.split_once(':') else { return false };
+    (5..=16).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_digit())
+        && secret.len() >= 30
+        && secret.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+}
+
 fn valid_secret_token(s: &str) -> bool {
     (1..=256).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
 }
@@ -354,5 +440,14 @@ mod tests {
         assert!(!looks_like_token("hunter2"));
         assert!(valid_secret_token("abc_DEF-1"));
         assert!(!valid_secret_token("a b"));
+    }
+
+    #[test]
+    fn bot_token_shape() {
+        assert!(looks_like_bot_token("123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"));
+        assert!(!looks_like_bot_token("sealed:v1:0011223344556677:AAAA"));
+        assert!(!looks_like_bot_token("0.0.0.0:8080"));
+        let t: toml::Table = "a = 1\n[x]\ny = [\"123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw\"]\n".parse().unwrap();
+        assert_eq!(plaintext_tokens(&t, ""), ["x.y[0]"]);
     }
 }

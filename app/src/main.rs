@@ -76,6 +76,21 @@ enum Command {
         #[arg(long)]
         addr: Option<String>,
     },
+    /// Check an environment file's [app] and [[bots]] without the secret key:
+    /// the settings parse, every bot names sealed secrets that exist, no plain
+    /// setting holds a bot token. One line per problem, exit 3 if any. boxcar's
+    /// `check` and `deploy` run it (the service contract names it).
+    CheckConfig {
+        /// The environment file, e.g. deploy-config/production.toml.
+        file: PathBuf,
+    },
+    /// Print `many` when several instances may serve the environment file at
+    /// once (every bot takes updates by webhook), else `one`. boxcar's
+    /// `deploy` and `manifests` ask it before running more than one.
+    Instances {
+        /// The environment file, e.g. deploy-config/production.toml.
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -84,6 +99,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Healthcheck { addr } => healthcheck(addr),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Instances { file } => instances(&file),
         Command::Serve => serve(intake),
     }
 }
@@ -141,69 +158,40 @@ fn serve(intake: Result<Option<boxcar_secrets::Intake>, boxcar_secrets::IntakeEr
     runtime.block_on(run(config, store, started))
 }
 
-/// Picks the environment file and opens every secret in it.
+/// Picks the environment file (`DEPLOY_ENV`, or the one in APP_CONFIG_DIR
+/// whose public key is the key's) and opens every secret in it.
 fn open_environment(key: &SecretKey) -> Result<(EnvFile, Secrets), (u8, Vec<String>)> {
     let dir = std::env::var_os("APP_CONFIG_DIR").map_or_else(|| PathBuf::from("deploy-config"), PathBuf::from);
-    let config = |msg: String| (exit::CONFIG, vec![msg]);
-    let file = match std::env::var("DEPLOY_ENV").ok().filter(|e| !e.is_empty()) {
-        Some(env) => {
-            boxcar_secrets::check_env_name(&env).map_err(|p| config(format!("DEPLOY_ENV `{env}` {p}")))?;
-            let path = boxcar_secrets::env_file_path(&dir, &env);
-            let file = EnvFile::load(&path).map_err(|e| config(e.to_string()))?;
-            if file.public_key() != key.public_key() {
-                return Err((
-                    exit::SECRETS,
-                    vec![format!(
-                        "{}: the secret key has key id {}, but environment `{env}` uses key id {}; give this environment's key",
-                        path.display(),
-                        key.key_id(),
-                        file.public_key().key_id()
-                    )],
-                ));
-            }
-            file
-        }
-        None => {
-            let paths = boxcar_secrets::env_files(&dir)
-                .map_err(|e| config(format!("{e}; set APP_CONFIG_DIR to the folder with the environment files")))?;
-            let mut matching = Vec::new();
-            let mut unreadable = Vec::new();
-            for path in paths {
-                match EnvFile::load(&path) {
-                    Ok(file) if file.public_key() == key.public_key() => matching.push(file),
-                    Ok(_) => {}
-                    Err(e) => unreadable.push(e.to_string()),
-                }
-            }
-            match matching.len() {
-                1 => matching.remove(0),
-                0 => {
-                    let mut lines = unreadable;
-                    lines.push(format!(
-                        "no environment in {} uses key id {}; set DEPLOY_ENV, or give the key of one of its environments",
-                        dir.display(),
-                        key.key_id()
-                    ));
-                    return Err((exit::CONFIG, lines));
-                }
-                _ => {
-                    let envs: Vec<&str> = matching.iter().map(EnvFile::env).collect();
-                    return Err(config(format!(
-                        "environments {} all use key id {}; set DEPLOY_ENV to choose one",
-                        envs.join(", "),
-                        key.key_id()
-                    )));
-                }
-            }
-        }
+    let env = std::env::var(boxcar_secrets::DEPLOY_ENV).ok();
+    boxcar_secrets::open_environment(key, &dir, env.as_deref()).map_err(|err| match err {
+        boxcar_secrets::StartupError::Config(lines) => (exit::CONFIG, lines),
+        boxcar_secrets::StartupError::Secrets(lines) => (exit::SECRETS, lines),
+    })
+}
+
+/// `app check-config FILE`.
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let file = match EnvFile::load(path) {
+        Ok(file) => file,
+        Err(e) => return fail(exit::CONFIG, &[e.to_string()]),
     };
-    let secrets = file.open_all(key).map_err(|err| match err {
-        boxcar_secrets::Error::Secrets { path, failures } => {
-            (exit::SECRETS, failures.iter().map(|f| format!("{}: {f}", path.display())).collect())
+    let problems = config::check(&file);
+    if !problems.is_empty() {
+        return fail(exit::CONFIG, &problems);
+    }
+    ExitCode::SUCCESS
+}
+
+/// `app instances FILE`.
+fn instances(path: &std::path::Path) -> ExitCode {
+    let answer = EnvFile::load(path).map_err(|e| vec![e.to_string()]).and_then(|file| config::instances(&file));
+    match answer {
+        Ok(answer) => {
+            println!("{answer}");
+            ExitCode::SUCCESS
         }
-        other => (exit::SECRETS, vec![other.to_string()]),
-    })?;
-    Ok((file, secrets))
+        Err(problems) => fail(exit::CONFIG, &problems),
+    }
 }
 
 fn init_logging(format: config::LogFormat) {

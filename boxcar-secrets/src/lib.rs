@@ -13,15 +13,19 @@
 //! The `seal` feature adds sealing, key generation and file editing; the app
 //! does not enable it, so the shipped binary can open values but not make them.
 //!
+//! A service's startup, first thing in `main` (before any thread starts):
+//!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let intake = boxcar_secrets::take_from_env()?.ok_or("set SECRET_KEY_FILE")?;
-//! let file = boxcar_secrets::EnvFile::load("deploy-config/production.toml".as_ref())?;
-//! let secrets = file.open_all(&intake.key)?;
-//! let token = secrets.get("telegram_token").ok_or("no telegram_token")?;
-//! # let _ = token; Ok(()) }
+//! let env = std::env::var(boxcar_secrets::DEPLOY_ENV).ok();
+//! let dir = boxcar_secrets::default_config_dir();
+//! let (file, secrets) = boxcar_secrets::open_environment(&intake.key, &dir, env.as_deref())?;
+//! let api_key = secrets.get("api_key").ok_or("no api_key")?;
+//! # let _ = (file, api_key); Ok(()) }
 //! ```
 
+mod environment;
 mod error;
 mod file;
 mod intake;
@@ -33,6 +37,7 @@ mod value;
 #[cfg(feature = "seal")]
 mod edit;
 
+pub use environment::{DEPLOY_ENV, IMAGE_CONFIG_DIR, StartupError, default_config_dir, open_environment};
 pub use error::{Error, IntakeError, KeyError, OpenError, ParseError, SecretFailure, SecretProblem};
 pub use file::{EnvFile, Secrets, env_file_path, env_files, env_of};
 pub use intake::{Intake, KeySource, SECRET_KEY, SECRET_KEY_FILE, proc_environ_contains, read_key_file, take_from_env};

@@ -197,3 +197,70 @@ async fn an_unreachable_api_backs_off_without_printing_the_token() {
     app.assert_no_secrets();
     assert!(!app.logs().contains("/bot"), "a Bot API URL was logged:\n{}", app.logs());
 }
+
+/// `app check-config FILE` and `app instances FILE`, run as boxcar's `check`
+/// and `deploy` run them: no key, the file as the last argument.
+fn subcommand(args: &[&str], file: &std::path::Path) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_app")).args(args).arg(file).env_clear().output().unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
+}
+
+#[test]
+fn check_config_finds_what_startup_would_refuse_without_a_key() {
+    let bots = [BotSpec { name: "one", token: TOKEN, extra: "" }];
+    let good = TestEnv::new("http://127.0.0.1:9", &bots, "", &[]);
+    let (code, out, err) = subcommand(&["check-config"], &good.env_file());
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "", ""));
+
+    let file = good.env_file();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let cases = [
+        // A bot that names a secret that is not sealed.
+        ("\n[[bots]]\nname = \"two\"\ntoken_secret = \"two_token\"\n", "bots[1].token_secret: no secret `two_token`"),
+        // A webhook bot without its secret token.
+        ("\n[[bots]]\nname = \"hook\"\ntoken_secret = \"one_token\"\nmode = \"webhook\"\n", "needs `webhook_secret`"),
+        // A typo in a bot's settings.
+        ("\n[[bots]]\nname = \"three\"\ntoken_secrt = \"one_token\"\n", "unknown field `token_secrt`"),
+        // A token pasted as a plain setting.
+        (
+            "\n[notes]\nspare = \"123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw\"\n",
+            "`notes.spare` holds what looks like a plaintext",
+        ),
+    ];
+    for (extra, expected) in cases {
+        // [[bots]] and [notes] must come before [secrets], which ends the file.
+        let (head, secrets) = text.split_once("\n[secrets]\n").unwrap();
+        std::fs::write(&file, format!("{head}{extra}\n[secrets]\n{secrets}")).unwrap();
+        let (code, _, err) = subcommand(&["check-config"], &file);
+        assert_eq!(code, 3, "{extra}: {err}");
+        assert!(err.contains(expected), "{extra}:\n{err}");
+        assert!(!err.contains("AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"), "the token was printed:\n{err}");
+    }
+    let (code, _, err) = subcommand(&["check-config"], &good.config.path().join("missing.toml"));
+    assert_eq!(code, 3);
+    assert!(err.contains("cannot read"), "{err}");
+}
+
+#[test]
+fn instances_is_many_only_when_every_bot_takes_webhooks() {
+    let hook = "mode = \"webhook\"\nwebhook_secret = \"hook_secret\"";
+    let secret = [("hook_secret", "hook-secret-token")];
+    let cases: [(&[BotSpec], &str); 3] = [
+        (&[BotSpec { name: "one", token: TOKEN, extra: "" }], "one\n"),
+        (&[BotSpec { name: "one", token: TOKEN, extra: hook }], "many\n"),
+        (
+            &[BotSpec { name: "one", token: TOKEN, extra: hook }, BotSpec { name: "two", token: TOKEN, extra: "" }],
+            "one\n",
+        ),
+    ];
+    for (bots, expected) in cases {
+        let env = TestEnv::new("http://127.0.0.1:9", bots, "", &secret);
+        let (code, out, err) = subcommand(&["instances"], &env.env_file());
+        assert_eq!((code, out.as_str()), (0, expected), "{err}");
+    }
+    let none = TestEnv::new("http://127.0.0.1:9", &[], "", &[]);
+    assert_eq!(subcommand(&["instances"], &none.env_file()).1, "one\n");
+    std::fs::write(none.env_file(), "public_key = 3\n").unwrap();
+    assert_eq!(subcommand(&["instances"], &none.env_file()).0, 3);
+}

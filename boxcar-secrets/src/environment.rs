@@ -1,0 +1,179 @@
+//! What a service does at startup, after taking its key: find its
+//! environment file and open every sealed value in it, all or nothing.
+//!
+//! The environment is `DEPLOY_ENV` when set, else the one file in the folder
+//! whose public key is the key's; the folder is the one the image puts the
+//! environment files in ([`IMAGE_CONFIG_DIR`]) unless the service says
+//! otherwise.
+
+use std::path::{Path, PathBuf};
+
+use crate::file::{EnvFile, Secrets, env_file_path, env_files};
+use crate::key::SecretKey;
+use crate::names::check_env_name;
+
+/// Variable naming the environment to open; deployments set it.
+pub const DEPLOY_ENV: &str = "DEPLOY_ENV";
+
+/// Where a boxcar image holds the public environment files.
+pub const IMAGE_CONFIG_DIR: &str = "/etc/boxcar/deploy-config";
+
+/// Why a service cannot start on its environment.
+///
+/// `Config`: no usable environment file (unreadable, none for the key,
+/// several for it). `Secrets`: the file names another key, or a value does
+/// not open. Each line is one problem, naming the file; no line holds secret
+/// bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartupError {
+    /// The environment file cannot be found or read.
+    Config(Vec<String>),
+    /// The key is not the environment's, or a sealed value does not open.
+    Secrets(Vec<String>),
+}
+
+impl StartupError {
+    /// One line per problem.
+    pub fn lines(&self) -> &[String] {
+        match self {
+            StartupError::Config(lines) | StartupError::Secrets(lines) => lines,
+        }
+    }
+}
+
+impl std::fmt::Display for StartupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.lines().join("\n"))
+    }
+}
+
+impl std::error::Error for StartupError {}
+
+/// The folder of environment files: [`IMAGE_CONFIG_DIR`] when it exists (in a
+/// boxcar image), else `deploy-config` in the working directory (a checkout).
+pub fn default_config_dir() -> PathBuf {
+    let image = Path::new(IMAGE_CONFIG_DIR);
+    if image.is_dir() { image.to_owned() } else { PathBuf::from("deploy-config") }
+}
+
+/// Finds the environment in `dir` (`env`, else the one file whose public key
+/// is `key`'s) and opens every value in it with `key`.
+pub fn open_environment(key: &SecretKey, dir: &Path, env: Option<&str>) -> Result<(EnvFile, Secrets), StartupError> {
+    let config = |msg: String| StartupError::Config(vec![msg]);
+    let file = match env.filter(|e| !e.is_empty()) {
+        Some(env) => {
+            check_env_name(env).map_err(|p| config(format!("{DEPLOY_ENV} `{env}` {p}")))?;
+            let path = env_file_path(dir, env);
+            let file = EnvFile::load(&path).map_err(|e| config(e.to_string()))?;
+            if file.public_key() != key.public_key() {
+                return Err(StartupError::Secrets(vec![format!(
+                    "{}: the secret key has key id {}, but environment `{env}` uses key id {}; give this environment's key",
+                    path.display(),
+                    key.key_id(),
+                    file.public_key().key_id()
+                )]));
+            }
+            file
+        }
+        None => {
+            let paths = env_files(dir)
+                .map_err(|e| config(format!("{e}; point the service at the folder with the environment files")))?;
+            let mut matching = Vec::new();
+            let mut unreadable = Vec::new();
+            for path in paths {
+                match EnvFile::load(&path) {
+                    Ok(file) if file.public_key() == key.public_key() => matching.push(file),
+                    Ok(_) => {}
+                    Err(e) => unreadable.push(e.to_string()),
+                }
+            }
+            match matching.len() {
+                1 => matching.remove(0),
+                0 => {
+                    let mut lines = unreadable;
+                    lines.push(format!(
+                        "no environment in {} uses key id {}; set {DEPLOY_ENV}, or give the key of one of its environments",
+                        dir.display(),
+                        key.key_id()
+                    ));
+                    return Err(StartupError::Config(lines));
+                }
+                _ => {
+                    let envs: Vec<&str> = matching.iter().map(EnvFile::env).collect();
+                    return Err(config(format!(
+                        "environments {} all use key id {}; set {DEPLOY_ENV} to choose one",
+                        envs.join(", "),
+                        key.key_id()
+                    )));
+                }
+            }
+        }
+    };
+    let secrets = file.open_all(key).map_err(|err| match err {
+        crate::Error::Secrets { path, failures } => {
+            StartupError::Secrets(failures.iter().map(|f| format!("{}: {f}", path.display())).collect())
+        }
+        other => StartupError::Secrets(vec![other.to_string()]),
+    })?;
+    Ok((file, secrets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, env: &str, key: &SecretKey, secrets: &[(&str, &[u8])]) {
+        let mut text = format!("public_key = \"{}\"\n[secrets]\n", key.public_key().to_base64());
+        for (name, value) in secrets {
+            text.push_str(&format!("{name} = \"{}\"\n", crate::seal(key.public_key(), env, name, value).unwrap()));
+        }
+        std::fs::write(env_file_path(dir, env), text).unwrap();
+    }
+
+    #[test]
+    fn finds_the_environment_by_name_or_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (SecretKey::generate(), SecretKey::generate());
+        write(dir.path(), "alpha", &a, &[("token", b"one")]);
+        write(dir.path(), "beta", &b, &[("token", b"two")]);
+        let (file, secrets) = open_environment(&b, dir.path(), None).unwrap();
+        assert_eq!(file.env(), "beta");
+        assert_eq!(secrets.get("token").unwrap().expose_bytes(), b"two");
+        let (file, _) = open_environment(&a, dir.path(), Some("alpha")).unwrap();
+        assert_eq!(file.env(), "alpha");
+        // An empty DEPLOY_ENV means "not set".
+        assert_eq!(open_environment(&a, dir.path(), Some("")).unwrap().0.env(), "alpha");
+    }
+
+    #[test]
+    fn says_why_it_cannot_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, other) = (SecretKey::generate(), SecretKey::generate());
+        write(dir.path(), "alpha", &a, &[]);
+        let err = open_environment(&other, dir.path(), None).unwrap_err();
+        assert!(matches!(&err, StartupError::Config(l) if l[0].contains("no environment in")), "{err}");
+        let err = open_environment(&other, dir.path(), Some("alpha")).unwrap_err();
+        assert!(matches!(&err, StartupError::Secrets(l) if l[0].contains("environment `alpha` uses key id")), "{err}");
+        let err = open_environment(&a, dir.path(), Some("Alpha")).unwrap_err();
+        assert!(matches!(&err, StartupError::Config(l) if l[0].starts_with("DEPLOY_ENV `Alpha`")), "{err}");
+        let err = open_environment(&a, dir.path(), Some("gamma")).unwrap_err();
+        assert!(matches!(&err, StartupError::Config(l) if l[0].contains("cannot read")), "{err}");
+        write(dir.path(), "twin", &a, &[]);
+        let err = open_environment(&a, dir.path(), None).unwrap_err();
+        assert!(matches!(&err, StartupError::Config(l) if l[0].contains("alpha, twin all use key id")), "{err}");
+        let err = open_environment(&a, &dir.path().join("missing"), None).unwrap_err();
+        assert!(matches!(&err, StartupError::Config(_)), "{err}");
+    }
+
+    #[test]
+    fn a_value_that_does_not_open_is_a_secrets_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SecretKey::generate();
+        let sealed = crate::seal(a.public_key(), "beta", "token", b"moved").unwrap();
+        let text = format!("public_key = \"{}\"\n[secrets]\ntoken = \"{sealed}\"\n", a.public_key().to_base64());
+        std::fs::write(dir.path().join("alpha.toml"), text).unwrap();
+        let err = open_environment(&a, dir.path(), None).unwrap_err();
+        assert!(matches!(&err, StartupError::Secrets(l) if l.len() == 1 && l[0].contains("secrets.token")), "{err}");
+        assert!(!err.to_string().contains("moved"));
+    }
+}
