@@ -19,8 +19,10 @@ use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOp
 use boxcar_secrets::{EnvFile, SecretKey};
 use xshell::Shell;
 
-use crate::deploy::{self, KeyDelivery, Plan, Publish, PublishMode};
-use crate::keys::{self, Context};
+use boxcar::Context;
+use boxcar::contract::{Contract, Service};
+use boxcar::keys;
+use boxcar::plan::{Deployment, KeyDelivery, Plan, Publish, PublishMode, Request};
 
 /// The demo's environment.
 const ENV: &str = "demo";
@@ -28,6 +30,18 @@ const ENV: &str = "demo";
 const API_ALIAS: &str = "botapi";
 /// Port of the stand-in inside its container.
 const STANDIN_PORT: u16 = 8081;
+/// The app's service in boxcar.toml.
+const APP: &str = "app";
+/// The stand-in, shipped like any service; declared here rather than in
+/// boxcar.toml, since only the demo runs it.
+const STANDIN: &str = r#"
+[[service]]
+name = "bot-api-standin"
+port = 8081
+args = ["--listen", "0.0.0.0:8081"]
+health.http = "/healthz"
+description = "Telegram Bot API stand-in with a chat page, for boxcar's demo; not Telegram"
+"#;
 /// Label on the demo's network and stand-in container.
 const LABEL_DEMO: &str = "dev.boxcar.demo";
 /// First line of the demo's environment file: how the demo knows it made it.
@@ -73,7 +87,7 @@ struct Names {
 
 impl Names {
     fn new(prefix: &str) -> anyhow::Result<Names> {
-        deploy::check_name(&format!("{prefix}-standin"))
+        boxcar::plan::check_name(&format!("{prefix}-standin"))
             .with_context(|| format!("--prefix `{prefix}` is not usable as a name"))?;
         Ok(Names { network: prefix.to_owned(), standin: format!("{prefix}-standin"), app: format!("{prefix}-app") })
     }
@@ -85,39 +99,52 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
     if args.down {
         return down(&names);
     }
-    crate::engine::ensure(sh)?;
+    boxcar::engine::ensure(sh)?;
+    let app = ctx.service(&boxcar::ServiceArg { service: Some(APP.to_owned()) })?;
     let key = demo_environment(sh, ctx)?;
 
     eprintln!("building the image (`cargo xtask image`)");
-    let mut image_args = crate::image::Args::defaults();
-    image_args.repo.clone_from(&args.repo);
-    image_args.demo = true;
-    crate::image::run(sh, ctx, image_args)?;
+    let mut image_args = boxcar::image::Args::defaults();
+    image_args.repo = Some(args.repo.clone());
+    image_args.ignored_env = Some((format!("{ENV}.toml"), "demo".to_owned()));
+    let app_image = boxcar::image::build(sh, ctx, &app, &image_args)?;
 
-    let rt = crate::engine::runtime()?;
+    eprintln!("building the Bot API stand-in's image");
+    let mut standin = Contract::parse(STANDIN).map_err(|p| anyhow::anyhow!("{}", p.join("; ")))?;
+    standin.resolve(&ctx.root)?;
+    let standin: Service = standin.services()[0].clone();
+    let mut standin_args = boxcar::image::Args::defaults();
+    standin_args.repo = Some("boxcar/standin".to_owned());
+    let standin_image = boxcar::image::build(sh, ctx, &standin, &standin_args)?;
+
+    let rt = boxcar::engine::runtime()?;
     let (dashboard, chat) = rt.block_on(async {
-        let docker = crate::engine::connect(None).await?;
-        eprintln!("building the Bot API stand-in's image");
-        let standin_image = crate::image::standin(sh, ctx, &docker).await?;
+        let docker = boxcar::engine::connect(None).await?;
         ensure_network(&docker, &names.network).await?;
-        let chat = ensure_standin(&docker, &names, &standin_image, args.chat_port).await?;
+        let chat = ensure_standin(&docker, &names, &standin_image.id, args.chat_port).await?;
+        let deployment = Deployment::new(
+            &app,
+            Request {
+                env: ENV.to_owned(),
+                name: Some(names.app.clone()),
+                key_id: key.key_id(),
+                replicas: 1,
+                many: false,
+                memory_mib: None,
+                publish: Publish { address: Some("127.0.0.1".to_owned()), port: args.dashboard_port },
+                publish_mode: PublishMode::Ingress,
+            },
+        )?;
         let plan = Plan {
-            env: ENV.to_owned(),
-            name: names.app.clone(),
+            deployment,
             key,
-            image: format!("{}:demo", args.repo),
-            replicas: 1,
-            publish: Publish { address: Some("127.0.0.1".to_owned()), port: args.dashboard_port },
-            publish_mode: PublishMode::Ingress,
-            memory_bytes: (deploy::DEFAULT_MEMORY_MIB * 1024 * 1024) as i64,
-            all_webhook: false,
+            image: app_image.tags[0].clone(),
             key_delivery: KeyDelivery::Auto,
             timeout: Duration::from_secs(120),
             network: Some(names.network.clone()),
         };
-        let image = docker.inspect_image(&plan.image).await.with_context(|| format!("inspecting {}", plan.image))?;
-        deploy::standalone::deploy(&docker, &plan, image.id.as_deref().unwrap_or_default()).await?;
-        let dashboard = published(&docker, &names.app, deploy::APP_PORT).await?;
+        boxcar::deploy::standalone::deploy(&docker, &plan, &app_image.id).await?;
+        let dashboard = published(&docker, &names.app, app.port).await?;
         anyhow::Ok((dashboard, chat))
     })?;
     wait_ready(&dashboard);
@@ -225,7 +252,7 @@ async fn ensure_network(docker: &Docker, name: &str) -> anyhow::Result<()> {
     match docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
         Ok(n) if n.labels.as_ref().and_then(|l| l.get(LABEL_DEMO)).map(String::as_str) == Some(name) => Ok(()),
         Ok(_) => Err(not_ours("network", name)),
-        Err(e) if crate::engine::is_not_found(&e) => {
+        Err(e) if boxcar::engine::is_not_found(&e) => {
             let request = NetworkCreateRequest {
                 name: name.to_owned(),
                 driver: Some("bridge".to_owned()),
@@ -261,7 +288,7 @@ async fn ensure_standin(docker: &Docker, names: &Names, image: &str, port: u16) 
             let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
             docker.remove_container(name, Some(options)).await.with_context(|| format!("removing {name}"))?;
         }
-        Err(e) if crate::engine::is_not_found(&e) => {}
+        Err(e) if boxcar::engine::is_not_found(&e) => {}
         Err(e) => return Err(anyhow::Error::new(e).context(format!("inspecting {name}"))),
     }
     let binding = PortBinding {
@@ -351,10 +378,10 @@ fn http_status(addr: &str, path: &str) -> Option<u16> {
 }
 
 fn down(names: &Names) -> anyhow::Result<()> {
-    let rt = crate::engine::runtime()?;
+    let rt = boxcar::engine::runtime()?;
     rt.block_on(async {
-        let docker = crate::engine::connect(None).await?;
-        let mut removed = deploy::standalone::undeploy(&docker, &names.app, true).await?;
+        let docker = boxcar::engine::connect(None).await?;
+        let mut removed = boxcar::deploy::standalone::undeploy(&docker, &names.app, true).await?;
         match docker.inspect_container(&names.standin, None::<bollard::query_parameters::InspectContainerOptions>).await
         {
             Ok(info) => {
@@ -367,7 +394,7 @@ fn down(names: &Names) -> anyhow::Result<()> {
                 println!("removed    container {}", names.standin);
                 removed += 1;
             }
-            Err(e) if crate::engine::is_not_found(&e) => {}
+            Err(e) if boxcar::engine::is_not_found(&e) => {}
             Err(e) => return Err(e.into()),
         }
         match docker.inspect_network(&names.network, None::<bollard::query_parameters::InspectNetworkOptions>).await {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use xshell::{Shell, cmd};
 
-use crate::keys::Context;
+use boxcar::Context;
 
 /// PyNaCl version the interoperability tests and the benchmark run against.
 const PYNACL: &str = "pynacl==1.5.0";
@@ -50,9 +50,9 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
     // the image; in the workspace build, xtask's features are unified into it.
     step("app alone, without sealing", &mut || Ok(cmd!(sh, "cargo check -p app --locked").run()?));
     step("Docker engine and Chromium", &mut || {
-        crate::engine::ensure(sh)?;
-        if !["chromium", "chromium-browser", "google-chrome"].into_iter().any(crate::engine::on_path) {
-            crate::engine::apt_install(sh, &["chromium"], "the dashboard test drives Chromium")?;
+        boxcar::engine::ensure(sh)?;
+        if !["chromium", "chromium-browser", "google-chrome"].into_iter().any(boxcar::engine::on_path) {
+            boxcar::engine::apt_install(sh, &["chromium"], "the dashboard test drives Chromium")?;
         }
         Ok(())
     });
@@ -92,7 +92,7 @@ fn ensure_venv(sh: &Shell, root: &Path) -> anyhow::Result<PathBuf> {
         return Ok(python);
     }
     if cmd!(sh, "python3 -m venv --help").quiet().ignore_stdout().ignore_stderr().run().is_err() {
-        crate::engine::apt_install(sh, &["python3-venv"], "the PyNaCl tests need Python's venv module")?;
+        boxcar::engine::apt_install(sh, &["python3-venv"], "the PyNaCl tests need Python's venv module")?;
     }
     cmd!(sh, "python3 -m venv {venv}").run().context("creating target/venv (is python3-venv installed?)")?;
     // Behind a TLS-inspecting proxy, pip must trust the host's bundle.
@@ -112,10 +112,10 @@ fn fuzz(sh: &Shell, root: &Path, target: &str, seconds: u64) -> anyhow::Result<(
         eprintln!("installing cargo-fuzz (once)");
         cmd!(sh, "cargo install cargo-fuzz --locked").run()?;
     }
-    let _dir = sh.push_dir(root.join("deploy-config"));
+    let _dir = sh.push_dir(root.join("boxcar-secrets"));
     let seeds = format!("fuzz/seeds/{target}");
     let corpus = format!("fuzz/corpus/{target}");
-    std::fs::create_dir_all(root.join("deploy-config").join(&corpus))?;
+    std::fs::create_dir_all(root.join("boxcar-secrets").join(&corpus))?;
     let max_time = format!("-max_total_time={seconds}");
     let has_nightly = cmd!(sh, "rustup toolchain list").quiet().read().is_ok_and(|l| l.contains("nightly"));
     if has_nightly {

@@ -90,6 +90,7 @@ impl Engine {
 struct Cleanup {
     engine: Engine,
     repo: String,
+    repos: Vec<String>,
     names: Vec<String>,
     left_swarm: bool,
     made_swarm: bool,
@@ -135,8 +136,10 @@ impl Drop for Cleanup {
             }
             let images =
                 docker.list_images(None::<bollard::query_parameters::ListImagesOptions>).await.unwrap_or_default();
+            let ours =
+                |t: &&String| std::iter::once(&self.repo).chain(&self.repos).any(|r| t.starts_with(&format!("{r}:")));
             for image in images {
-                for tag in image.repo_tags.iter().filter(|t| t.starts_with(&format!("{}:", self.repo))) {
+                for tag in image.repo_tags.iter().filter(ours) {
                     let options = RemoveImageOptionsBuilder::default().force(true).build();
                     let _ = docker.remove_image(tag, Some(options), None).await;
                 }
@@ -255,7 +258,14 @@ fn deploy_standalone_then_swarm() {
     let mut cleanup = Cleanup {
         engine,
         repo: repo.clone(),
-        names: vec![standalone.clone(), swarm.clone(), stack.clone()],
+        repos: vec![format!("boxcar-htest-{pid}")],
+        names: vec![
+            standalone.clone(),
+            swarm.clone(),
+            stack.clone(),
+            format!("hello-{pid}-s"),
+            format!("hello-{pid}-w"),
+        ],
         left_swarm: false,
         made_swarm: false,
         had_gwbridge,
@@ -265,6 +275,7 @@ fn deploy_standalone_then_swarm() {
     let poll_settings =
         "\n[app]\napi_base = \"http://127.0.0.1:9\"\n\n[[bots]]\nname = \"dpoll\"\ntoken_secret = \"dpoll_token\"\n";
     let checkout = Checkout::new("dpoll", &[("dpoll_token", POLL_TOKEN)], poll_settings);
+    Hello::environment(&checkout);
     checkout.run(&["keygen", "--env", "dhook"]).ok();
     for (name, value) in [("dhook_token", HOOK_TOKEN), ("dhook_webhook", HOOK_SECRET)] {
         Repo::run_with(&mut checkout.cmd(&["encrypt-secret", "--env", "dhook", name]), value.as_bytes()).ok();
@@ -284,6 +295,7 @@ fn deploy_standalone_then_swarm() {
         &broken,
         r#"HEALTHCHECK --interval=10s CMD ["/usr/local/bin/app", "healthcheck", "--addr", "127.0.0.1:1"]"#,
     );
+    let hello = Hello::build(&checkout, &mut cleanup, pid);
     let poll_key = checkout.key_file_of("dpoll");
     let hook_key = checkout.key_file_of("dhook");
     let poll_key_text = key_text(&poll_key);
@@ -426,6 +438,9 @@ fn deploy_standalone_then_swarm() {
             .ok();
     assert!(field(&by_env, "key").contains("`docker inspect` shows it"), "{}", by_env.stdout);
 
+    // The second service ships the same way (no data, the generic probe).
+    hello.standalone(&checkout, &mut cleanup);
+
     // Undeploy keeps the data volume; --purge removes it.
     let down = checkout.run(&["undeploy", "--env", "dpoll", "--name", &standalone]).ok();
     assert!(down.stdout.contains(&format!("kept       volume {standalone}-data")), "{}", down.stdout);
@@ -525,7 +540,8 @@ fn deploy_standalone_then_swarm() {
     // Polling environment as a second service: stop-first, and --replicas 2 is refused.
     let two_pollers =
         deploy("dpoll", &format!("{swarm}p"), &new_key, &["--image", &v1, "--swarm", "--replicas", "2"]).fails();
-    assert!(two_pollers.stderr.contains("409"), "{}", two_pollers.stderr);
+    assert!(two_pollers.stderr.contains("runs one instance at a time"), "{}", two_pollers.stderr);
+    assert!(two_pollers.stderr.contains("its own `instances` answer says so"), "{}", two_pollers.stderr);
 
     // Key rotation on the swarm: a new secret, the old one removed after the update.
     checkout.run(&["rotate-key", "--env", "dhook", "--key-file", hook_key.to_str().unwrap()]).ok();
@@ -604,6 +620,8 @@ fn deploy_standalone_then_swarm() {
     assert!(down.stdout.contains("removed    Swarm secret"), "{}", down.stdout);
     assert!(down.stdout.contains(&format!("kept       volume {swarm}-data")), "{}", down.stdout);
 
+    hello.swarm(&checkout, &mut cleanup);
+
     // Leave the engine as it was.
     cleanup.engine.rt.block_on(async {
         cleanup.engine.docker.leave_swarm(Some(LeaveSwarmOptions { force: true })).await.unwrap();
@@ -617,9 +635,8 @@ fn deploy_standalone_then_swarm() {
 
 #[test]
 fn deploy_without_an_engine_is_a_clear_error() {
-    let repo = Repo::new();
-    repo.env_with("production", &[("token", "value")]);
-    let key = repo.key_file("production");
+    let repo = Checkout::new("production", &[("token", "value")], "");
+    let key = repo.key_file();
     let host = format!("unix://{}/no-such.sock", repo.keys.path().display());
     let run =
         repo.run(&["deploy", "--env", "production", "--key-file", key.to_str().unwrap(), "--host", &host]).fails();
@@ -629,22 +646,175 @@ fn deploy_without_an_engine_is_a_clear_error() {
 
 #[test]
 fn deploy_refuses_a_key_of_another_environment_without_an_engine() {
-    let repo = Repo::new();
-    repo.env_with("production", &[("token", "value")]);
-    repo.env_with("staging", &[("token", "value")]);
-    let key = repo.key_file("staging");
+    let repo = Checkout::new("production", &[("token", "value")], "");
+    repo.run(&["keygen", "--env", "staging"]).ok();
+    let key = repo.key_file_of("staging");
     let mut cmd = repo.cmd(&["deploy", "--env", "production", "--key-file", key.to_str().unwrap()]);
     // Refused before any engine is asked: there is none.
     cmd.env("DOCKER_HOST", format!("unix://{}/no-such.sock", repo.keys.path().display()));
-    let run = repo.run_cmd(cmd, b"").fails();
+    let run = Repo::run_with(&mut cmd, b"").fails();
     assert!(run.stderr.contains("does not belong to environment `production`"), "{}", run.stderr);
     assert!(!run.stderr.contains("Docker engine"), "{}", run.stderr);
 
     // Swarm cannot keep a port to one address: refused, not widened quietly.
-    let key = repo.key_file("production");
+    let key = repo.key_file_of("production");
     let mut cmd = repo.cmd(&["deploy", "--env", "production", "--key-file", key.to_str().unwrap(), "--swarm"]);
     cmd.args(["--publish", "127.0.0.1:8080"]);
     cmd.env("DOCKER_HOST", format!("unix://{}/no-such.sock", repo.keys.path().display()));
-    let run = repo.run_cmd(cmd, b"").fails();
+    let run = Repo::run_with(&mut cmd, b"").fails();
     assert!(run.stderr.contains("give only the port"), "{}", run.stderr);
+}
+
+/// The second service, `hello-api`: no data, no health command of its own
+/// (the image's generic probe), several instances allowed, one sealed key.
+struct Hello {
+    repo: String,
+    key: PathBuf,
+    key_text: String,
+    pid: u32,
+}
+
+const HELLO_KEY: &str = "hello-deploy-test-api-key-0123456789";
+
+impl Hello {
+    /// Its environment `hello`, before the checkout is committed.
+    fn environment(checkout: &Checkout) {
+        checkout.run(&["keygen", "--service", "hello-api", "--env", "hello"]).ok();
+        let mut seal = checkout.cmd(&["encrypt-secret", "--service", "hello-api", "--env", "hello", "api_key"]);
+        Repo::run_with(&mut seal, HELLO_KEY.as_bytes()).ok();
+    }
+
+    /// Its image, checked, and a v2 and a broken variant.
+    fn build(checkout: &Checkout, cleanup: &mut Cleanup, pid: u32) -> Hello {
+        let repo = format!("boxcar-htest-{pid}");
+        let key = checkout.key_file_of("hello");
+        let built = checkout
+            .run(&["image", "--service", "hello-api", "--repo", &repo, "--key-file", key.to_str().unwrap()])
+            .ok();
+        assert!(built.stdout.contains("user       65532:65532"), "{}", built.stdout);
+        assert!(
+            built.stderr.contains("image check: searching for 1 value(s) and the key of `hello`"),
+            "{}",
+            built.stderr
+        );
+        let inspect =
+            cleanup.engine.rt.block_on(cleanup.engine.docker.inspect_image(&format!("{repo}:latest"))).unwrap();
+        let config = inspect.config.unwrap();
+        assert_eq!(
+            config.healthcheck.unwrap().test.unwrap(),
+            ["CMD", "/usr/local/bin/boxcar-probe", "http", "9000", "/healthz"]
+        );
+        assert!(config.volumes.is_none_or(|v| v.is_empty()), "hello-api keeps no data");
+        let besides = field(&built, "image").to_owned();
+        eprintln!("figure: hello-api image: {besides}");
+        checkout
+            .run(&[
+                "image-check",
+                "--service",
+                "hello-api",
+                "--image",
+                &format!("{repo}:latest"),
+                "--key-file",
+                key.to_str().unwrap(),
+            ])
+            .ok();
+        cleanup.engine.derive(&format!("{repo}:latest"), &format!("{repo}:v2"), "LABEL dev.boxcar.test=v2");
+        cleanup.engine.derive(
+            &format!("{repo}:latest"),
+            &format!("{repo}:broken"),
+            r#"HEALTHCHECK --interval=10s CMD ["/usr/local/bin/boxcar-probe", "http", "1", "/healthz"]"#,
+        );
+        let key_text = key_text(&key);
+        Hello { repo, key, key_text, pid }
+    }
+
+    fn deploy(&self, checkout: &Checkout, name: &str, tag: &str, extra: &[&str]) -> Run {
+        let image = format!("{}:{tag}", self.repo);
+        let mut args = vec!["deploy", "--service", "hello-api", "--env", "hello", "--name", name];
+        args.extend(["--key-file", self.key.to_str().unwrap(), "--image", &image]);
+        args.extend_from_slice(extra);
+        let run = checkout.run(&args);
+        assert!(!run.all().contains(&self.key_text) && !run.all().contains(HELLO_KEY), "a secret in deploy's output");
+        run
+    }
+
+    /// Deployed, updated and rolled back on one engine, hardened, answering
+    /// only the bearer of its sealed key.
+    fn standalone(&self, checkout: &Checkout, cleanup: &mut Cleanup) {
+        let name = format!("hello-{}-s", self.pid);
+        let first = self.deploy(checkout, &name, "latest", &["--publish", "127.0.0.1:0"]).ok();
+        eprintln!("figure: hello-api standalone deploy to healthy: {:.1} s", healthy_after(&first));
+        assert!(first.stdout.contains("data       none"), "{}", first.stdout);
+        let at = port(&first);
+        assert!(wait_healthz(at, Duration::from_secs(10)), "hello-api: no /healthz");
+        assert_eq!(bearer(at, Some(HELLO_KEY)), Some(200));
+        assert_eq!(bearer(at, Some("not-the-key")), Some(401));
+        assert_eq!(bearer(at, None), Some(401));
+        let spec = cleanup.engine.inspect_json(&name).unwrap();
+        assert!(!spec.contains(&self.key_text) && !spec.contains(HELLO_KEY), "a secret in the container's spec");
+        let info: serde_json::Value = serde_json::from_str(&spec).unwrap();
+        assert_eq!(info["Config"]["User"], "65532:65532");
+        assert_eq!(info["HostConfig"]["ReadonlyRootfs"], true);
+        assert_eq!(info["HostConfig"]["CapDrop"], serde_json::json!(["ALL"]));
+        assert_eq!(info["State"]["Health"]["Status"], "healthy", "the generic probe did not pass");
+        assert_eq!(data_volumes(&cleanup.engine, &name), 0);
+
+        let update = self.deploy(checkout, &name, "v2", &["--publish", "127.0.0.1:0"]).ok();
+        assert!(update.stderr.contains("probe: healthy"), "{}", update.stderr);
+        let at = port(&update);
+        assert!(wait_healthz(at, Duration::from_secs(10)));
+        let running = cleanup.engine.inspect_json(&name).unwrap();
+        assert!(running.contains("dev.boxcar.test"), "hello-api does not run v2");
+        let failed = self.deploy(checkout, &name, "broken", &["--publish", "127.0.0.1:0"]).fails();
+        assert!(failed.stderr.contains("keeps running the previous image"), "{}", failed.stderr);
+        assert_eq!(cleanup.engine.inspect_json(&name).unwrap(), running, "the running hello-api changed");
+        assert_eq!(bearer(at, Some(HELLO_KEY)), Some(200));
+        checkout.run(&["undeploy", "--service", "hello-api", "--env", "hello", "--name", &name]).ok();
+    }
+
+    /// Two tasks on the swarm, updated start-first, a broken update rolled
+    /// back by the engine.
+    fn swarm(&self, checkout: &Checkout, cleanup: &mut Cleanup) {
+        let name = format!("hello-{}-w", self.pid);
+        let swarm = ["--swarm", "--replicas", "2", "--publish", "0", "--publish-mode", "host"];
+        let first = self.deploy(checkout, &name, "latest", &swarm).ok();
+        eprintln!("figure: hello-api swarm deploy (2 tasks) to healthy: {:.1} s", healthy_after(&first));
+        let at = port(&first);
+        assert!(wait_healthz(at, Duration::from_secs(20)));
+        assert_eq!(bearer(at, Some(HELLO_KEY)), Some(200));
+        let service = cleanup.engine.rt.block_on(
+            cleanup.engine.docker.inspect_service(&name, None::<bollard::query_parameters::InspectServiceOptions>),
+        );
+        let service = serde_json::to_value(service.unwrap()).unwrap();
+        assert_eq!(service["Spec"]["UpdateConfig"]["Order"], "start-first");
+        assert!(!service.to_string().contains(&self.key_text));
+        self.deploy(checkout, &name, "v2", &swarm).ok();
+        let failed = self.deploy(checkout, &name, "broken", &swarm).fails();
+        assert!(failed.stderr.contains("rolled it back"), "{}", failed.stderr);
+        let status = checkout.run(&["status", "--service", "hello-api", "--env", "hello", "--name", &name]).ok();
+        assert!(status.stdout.contains("2/2 running"), "{}", status.stdout);
+        // Its manifests: no volume, no claim, the probe as the health check.
+        let compose =
+            checkout.run(&["manifests", "--service", "hello-api", "--env", "hello", "--format", "compose"]).ok();
+        assert!(compose.stdout.contains("\"/usr/local/bin/boxcar-probe\""), "{}", compose.stdout);
+        assert!(!compose.stdout.contains("volumes:\n  data:"), "{}", compose.stdout);
+        let kube =
+            checkout.run(&["manifests", "--service", "hello-api", "--env", "hello", "--format", "kubernetes"]).ok();
+        assert!(!kube.stdout.contains("PersistentVolumeClaim"), "{}", kube.stdout);
+        assert!(kube.stdout.contains("path: \"/healthz\""), "{}", kube.stdout);
+        checkout.run(&["undeploy", "--service", "hello-api", "--env", "hello", "--name", &name]).ok();
+        let _ = &self.repo;
+    }
+}
+
+/// The status of GET /hello with `Authorization: Bearer <key>`.
+fn bearer(port: u16, key: Option<&str>) -> Option<u16> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    s.write_all(format!("GET /hello HTTP/1.0\r\n{auth}\r\n").as_bytes()).ok()?;
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).ok()?;
+    std::str::from_utf8(&buf[9..12]).ok()?.parse().ok()
 }

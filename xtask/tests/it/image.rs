@@ -211,24 +211,23 @@ async fn wait_healthy(docker: &Docker, name: &str, timeout: Duration) -> Option<
 
 #[test]
 fn no_engine_is_a_clear_error() {
-    let repo = crate::Repo::new();
+    let repo = Checkout::plain("production");
     let mut cmd = repo.cmd(&["image-check", "--image", "app:latest"]);
     cmd.env("DOCKER_HOST", format!("unix://{}/no-such.sock", repo.keys.path().display()));
-    let run = repo.run_cmd(cmd, b"").fails();
+    let run = crate::Repo::run_with(&mut cmd, b"").fails();
     assert!(run.stderr.contains("no Docker engine at unix://"), "{}", run.stderr);
     assert!(run.stderr.contains("start the Docker engine"), "{}", run.stderr);
 }
 
 #[test]
 fn plaintext_in_an_environment_file_stops_the_build_before_the_engine() {
-    let repo = crate::Repo::new();
-    repo.env_with("production", &[("token", "v")]);
-    let text = repo.read("deploy-config/production.toml");
-    std::fs::write(repo.env_file("production"), format!("{text}pasted = \"hunter2-in-clear\"\n")).unwrap();
+    let repo = Checkout::new("production", &[("token", "v")], "");
+    let text = std::fs::read_to_string(repo.env_file()).unwrap();
+    std::fs::write(repo.env_file(), format!("{text}pasted = \"hunter2-in-clear\"\n")).unwrap();
     // No engine is needed to refuse: point at none, to prove it was not asked.
     let mut cmd = repo.cmd(&["image"]);
     cmd.env("DOCKER_HOST", format!("unix://{}/no-such.sock", repo.keys.path().display()));
-    let run = repo.run_cmd(cmd, b"").fails();
+    let run = crate::Repo::run_with(&mut cmd, b"").fails();
     assert!(run.stderr.contains("secrets.pasted is not a sealed value"), "{}", run.stderr);
     assert!(run.stderr.contains("would ship in the image"), "{}", run.stderr);
     assert!(!run.stderr.contains("Docker engine"), "{}", run.stderr);

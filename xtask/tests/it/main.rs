@@ -6,6 +6,7 @@
 
 mod browser;
 mod browser_selftest;
+mod contract;
 mod demo;
 mod deploy;
 mod image;
@@ -228,7 +229,11 @@ impl Checkout {
     }
 
     pub(crate) fn cmd(&self, args: &[&str]) -> Command {
-        xtask(self.dir.path(), self.keys.path(), args)
+        let mut cmd = xtask(self.dir.path(), self.keys.path(), args);
+        // `check` and `manifests` build the app on the host to ask it: one
+        // target folder for every scratch checkout, so that happens once.
+        cmd.env("CARGO_TARGET_DIR", project_root().join("target/checkouts"));
+        cmd
     }
 
     pub(crate) fn run(&self, args: &[&str]) -> Run {

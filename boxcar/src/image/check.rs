@@ -12,25 +12,31 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 /// A byte string that must not appear in the image, and what it is.
-pub(crate) struct Needle {
-    pub(crate) what: String,
-    pub(crate) bytes: Zeroizing<Vec<u8>>,
+pub struct Needle {
+    pub what: String,
+    pub bytes: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Needle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Needle").field("what", &self.what).field("bytes", &"<redacted>").finish()
+    }
 }
 
 /// What the check found.
 #[derive(Debug, Default)]
-pub(crate) struct Report {
-    pub(crate) problems: Vec<String>,
-    pub(crate) binary_size: usize,
-    pub(crate) image_size: usize,
-    pub(crate) layers: usize,
-    pub(crate) files: usize,
-    pub(crate) user: String,
-    pub(crate) labels: BTreeMap<String, String>,
+pub struct Report {
+    pub problems: Vec<String>,
+    pub binary_size: usize,
+    pub image_size: usize,
+    pub layers: usize,
+    pub files: usize,
+    pub user: String,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Checks a docker-archive (what `docker save` writes, and what `image` builds).
-pub(crate) fn check_archive(
+pub fn check_archive(
     archive: &[u8],
     needles: &[Needle],
     public_keys: &[(String, PublicKey)],
@@ -92,12 +98,18 @@ pub(crate) fn check_archive(
                 continue;
             }
             let path = entry.path()?.display().to_string();
+            let executable = entry.header().mode().unwrap_or(0) & 0o111 != 0;
             let mut data = Vec::new();
             entry.read_to_end(&mut data)?;
             report.files += 1;
             scan(&format!("/{path}"), &data, needles, public_keys, &mut report.problems);
-            if path.trim_start_matches("./") == entrypoint {
+            let path = path.trim_start_matches("./");
+            if path == entrypoint {
                 binary = Some(data);
+            } else if executable && let Err(why) = is_static(&data) {
+                // The probe, or an extra file: anything the image can run
+                // must run without a loader or libraries it does not have.
+                report.problems.push(format!("/{path} is executable but not a static binary: {why}"));
             }
         }
     }
@@ -138,7 +150,7 @@ fn scan(place: &str, data: &[u8], needles: &[Needle], public_keys: &[(String, Pu
 }
 
 /// A static ELF executable: no program interpreter, no shared libraries.
-pub(crate) fn is_static(data: &[u8]) -> Result<(), String> {
+pub fn is_static(data: &[u8]) -> Result<(), String> {
     use object::read::elf::{Dyn as _, ElfFile64, FileHeader as _, ProgramHeader as _};
     let elf = ElfFile64::<object::Endianness>::parse(data).map_err(|e| format!("not an ELF executable ({e})"))?;
     let endian = elf.endian();
@@ -157,7 +169,7 @@ pub(crate) fn is_static(data: &[u8]) -> Result<(), String> {
 }
 
 /// Fails with every problem, one per line.
-pub(crate) fn enforce(report: &Report) -> anyhow::Result<()> {
+pub fn enforce(report: &Report) -> anyhow::Result<()> {
     if report.problems.is_empty() {
         return Ok(());
     }
@@ -188,21 +200,22 @@ mod archive_tests {
 
     fn spec(env_file: &[u8]) -> Spec {
         Spec {
+            service: crate::contract::tests::service(),
             // Not an executable at all: the static check must say so. (This test's
             // own binary would not do: it holds the needles as string literals.)
             binary: b"not an ELF file".to_vec(),
+            probe: Some(b"#!/bin/sh\nexit 0\n".to_vec()),
             env_files: vec![("prod.toml".to_owned(), env_file.to_vec())],
+            files: Vec::new(),
             ca_bundle: b"certs".to_vec(),
             epoch: 1,
-            version: "0".to_owned(),
             revision: "r".to_owned(),
-            source: "s".to_owned(),
             dirty: false,
         }
     }
 
     #[test]
-    fn finds_plaintext_keys_and_budget_overruns() {
+    fn finds_plaintext_keys_budget_overruns_and_dynamic_executables() {
         let key = boxcar_secrets::SecretKey::generate();
         let b64 = key.to_base64();
         let file = format!("public_key = \"x\"\n# oops: hunter2-plaintext and {}\n", &*b64);
@@ -220,12 +233,14 @@ mod archive_tests {
             "{text}"
         );
         assert!(text.contains("over its budget of 1 KiB"), "{text}");
-        assert!(text.contains("/usr/local/bin/app is not a static binary: not an ELF executable"), "{text}");
-        assert_eq!(report.user, "65532:65532");
+        assert!(text.contains("/usr/local/bin/svc is not a static binary: not an ELF executable"), "{text}");
+        assert!(text.contains("/usr/local/bin/boxcar-probe is executable but not a static binary"), "{text}");
+        assert_eq!(report.user, "1000:1000");
         assert!(!text.contains("hunter2-plaintext"), "the check printed the secret it found");
 
         let clean = build(&spec(b"public_key = \"x\"\n"), &["t:latest".to_owned()]).unwrap();
         let report = check_archive(&clean.archive, &needles, &keys, usize::MAX).unwrap();
         assert!(report.problems.iter().all(|p| p.contains("not a static binary")), "{:?}", report.problems);
+        assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
     }
 }

@@ -3,11 +3,12 @@
 //!
 //! An engine cannot publish one host port on two containers, so an update runs
 //! in two steps. First a probe: the new image with the same key and settings
-//! but an in-memory `/data`, no published port and an unreachable Bot API, so
-//! it neither changes the bots' data nor takes the port nor competes with the
-//! running bots for updates (two pollers get 409). It proves the things that
-//! break most deploys (image, key, settings, sealed values) while the old
-//! container keeps serving. Then the swap: the old container is stopped and
+//! but in-memory data, no published port, and the variables the contract
+//! declares to make a probe harmless (`probe.env`: for example an API address
+//! that goes nowhere), so it neither changes the service's data nor takes the
+//! port nor acts on the outside world. It proves the things that break most
+//! deploys (image, key, settings, sealed values) while the old container
+//! keeps serving. Then the swap: the old container is stopped and
 //! kept, its data copied into a new volume, and the new container created on
 //! that copy with the port. It must pass its healthcheck before the old
 //! container and its data are removed; on any failure the new container and
@@ -31,10 +32,10 @@ use bollard::query_parameters::{
 };
 use futures::StreamExt as _;
 
-use super::{
-    APP_PORT, DEFAULT_PIDS, KeyDelivery, LABEL_DEPLOYMENT, LABEL_KEY_ID, LABEL_ROLE, LABEL_SPEC, Plan, VOLUME_KEY_DIR,
-};
 use crate::engine::is_not_found;
+use crate::plan::{
+    KeyDelivery, LABEL_DEPLOYMENT, LABEL_KEY_ID, LABEL_ROLE, LABEL_SPEC, Plan, VOLUME_KEY_DIR, filters, not_ours,
+};
 
 /// Label on the app's container: the volume that holds its data.
 const LABEL_DATA: &str = "dev.boxcar.data";
@@ -45,9 +46,6 @@ const STOP_SECONDS: i32 = 10;
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// The probe lives for seconds: it checks every second.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
-/// Where the probe's bots send their Bot API calls: nowhere (the discard port
-/// on its own loopback), so the probe never talks to Telegram.
-const PROBE_API_BASE: &str = "http://127.0.0.1:9";
 
 /// How the key reaches the container.
 enum KeyMount {
@@ -88,7 +86,7 @@ impl Created<'_> {
     }
 }
 
-pub(crate) async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyhow::Result<()> {
+pub async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     let name = &plan.name;
     let previous = format!("{name}-previous");
@@ -102,7 +100,7 @@ pub(crate) async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyh
 
     let key_preview = match plan.key_delivery {
         KeyDelivery::Env => KeyMount::Env,
-        _ => KeyMount::Volume(super::key_resource(name, &plan.key)),
+        _ => KeyMount::Volume(plan.key_resource()),
     };
     let spec = spec_hash(plan, image_id, &key_preview);
     if let Some(c) = &current
@@ -137,7 +135,11 @@ pub(crate) async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyh
     let old_running = current.as_ref().is_some_and(running);
     if old_running {
         let probe = format!("{name}-next");
-        eprintln!("probe: starting {} beside the running `{name}` (no port, no Bot API, no data)", plan.image);
+        eprintln!(
+            "probe: starting {} beside the running `{name}` (no port, in-memory data, {} probe setting(s))",
+            plan.image,
+            plan.service.probe_env.len()
+        );
         let result = match create(docker, &probe, body(plan, &spec, &key, Role::Probe, None)).await {
             Ok(()) => start_and_wait(docker, &probe, plan.timeout).await,
             Err(e) => Err(format!("{e:#}")),
@@ -202,7 +204,10 @@ pub(crate) async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyh
     println!("deployed   {name} ({})", short_id(info.id.as_deref().unwrap_or("")));
     println!("image      {} ({image_id})", plan.image);
     println!("key        {}", key.describe());
-    println!("data       volume {} at /data", label(&info, LABEL_DATA).unwrap_or("?"));
+    match &plan.service.data {
+        Some(path) => println!("data       volume {} at {path}", label(&info, LABEL_DATA).unwrap_or("?")),
+        None => println!("data       none (the service keeps no data)"),
+    }
     println!("published  {}", published(&info).unwrap_or_else(|| "-".to_owned()));
     println!("healthy    after {:.1} s", healthy_after.as_secs_f64());
     Ok(())
@@ -221,11 +226,16 @@ async fn swap_in(
     created: &mut Created<'_>,
 ) -> Result<(), String> {
     let name = &plan.name;
-    let data = format!("{}-{:08x}", super::data_volume(name), fastrand::u32(..));
+    let Some(path) = &plan.service.data else {
+        // A service without data: nothing to create or copy.
+        create(docker, name, body(plan, spec, key, Role::App, None)).await.map_err(|e| format!("{e:#}"))?;
+        return start_and_wait(docker, name, plan.timeout).await;
+    };
+    let data = format!("{}-{:08x}", plan.data_volume(), fastrand::u32(..));
     ensure_volume(docker, plan, &data, "data").await.map_err(|e| format!("{e:#}"))?;
     created.volumes.push(data.clone());
     if has_previous {
-        let bytes = copy_data(docker, plan, previous, &data).await.map_err(|e| format!("{e:#}"))?;
+        let bytes = copy_data(docker, plan, previous, path, &data).await.map_err(|e| format!("{e:#}"))?;
         eprintln!("copied the data of the previous container ({:.1} KiB) into {data}", bytes as f64 / 1024.0);
     }
     create(docker, name, body(plan, spec, key, Role::App, Some(&data))).await.map_err(|e| format!("{e:#}"))?;
@@ -282,21 +292,24 @@ async fn recover(docker: &Docker, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Copies `/data` of the (stopped) container `from` into `volume` through the
-/// archive API: out of one container, into a loader container that mounts
-/// the new volume and is never started. Returns the archive's size.
-async fn copy_data(docker: &Docker, plan: &Plan, from: &str, volume: &str) -> anyhow::Result<usize> {
-    let options = DownloadFromContainerOptionsBuilder::default().path("/data").build();
+/// Copies the data folder `path` of the (stopped) container `from` into
+/// `volume` through the archive API: out of one container, into a loader
+/// container that mounts the new volume and is never started. Returns the
+/// archive's size.
+async fn copy_data(docker: &Docker, plan: &Plan, from: &str, path: &str, volume: &str) -> anyhow::Result<usize> {
+    let options = DownloadFromContainerOptionsBuilder::default().path(path).build();
     let mut stream = docker.download_from_container(from, Some(options));
     let mut archive = Vec::new();
     while let Some(chunk) = stream.next().await {
-        archive.extend_from_slice(&chunk.with_context(|| format!("copying /data out of {from}"))?);
+        archive.extend_from_slice(&chunk.with_context(|| format!("copying {path} out of {from}"))?);
     }
     let size = archive.len();
-    // The archive's entries are `data/...`: unpacked at `/`, they land in the
-    // new volume mounted at /data, owners and modes kept.
-    with_loader(docker, plan, volume, "/data", |loader| async move {
-        let options = UploadToContainerOptionsBuilder::default().path("/").build();
+    // The archive's entries are `<last part of path>/...`: unpacked in the
+    // folder above, they land in the new volume mounted at `path`, owners
+    // and modes kept.
+    let parent = std::path::Path::new(path).parent().and_then(|p| p.to_str()).unwrap_or("/").to_owned();
+    with_loader(docker, plan, volume, path, |loader| async move {
+        let options = UploadToContainerOptionsBuilder::default().path(&parent).build();
         docker
             .upload_to_container(&loader, Some(options), bollard::body_full(archive.into()))
             .await
@@ -350,29 +363,34 @@ fn spec_hash(plan: &Plan, image_id: &str, key: &KeyMount) -> String {
     if let Some(env) = value.pointer_mut("/Env").and_then(|e| e.as_array_mut()) {
         env.retain(|e| !e.as_str().is_some_and(|e| e.starts_with("SECRET_KEY=")));
     }
-    super::spec_hash(&serde_json::json!({ "image": image_id, "body": value, "key": plan.key.key_id().to_string() }))
+    crate::plan::spec_hash(
+        &serde_json::json!({ "image": image_id, "body": value, "key": plan.key.key_id().to_string() }),
+    )
 }
 
 fn body(plan: &Plan, spec: &str, key: &KeyMount, role: Role, data: Option<&str>) -> ContainerCreateBody {
+    let service = &plan.service;
+    let user = service.user;
     let mut labels = plan.labels(if role == Role::App { "app" } else { "probe" });
     labels.insert(LABEL_SPEC.to_owned(), spec.to_owned());
-    let mut env = vec![format!("DEPLOY_ENV={}", plan.env)];
+    let mut env = vec![format!("{}={}", boxcar_secrets::DEPLOY_ENV, plan.env)];
     let mut mounts = Vec::new();
     let mut tmpfs = HashMap::from([("/tmp".to_owned(), "rw,noexec,nosuid,size=16m,mode=1777".to_owned())]);
-    match data {
-        Some(volume) => {
+    match (&service.data, data) {
+        (Some(path), Some(volume)) => {
             labels.insert(LABEL_DATA.to_owned(), volume.to_owned());
             mounts.push(Mount {
                 typ: Some(MountType::VOLUME),
                 source: Some(volume.to_owned()),
-                target: Some("/data".to_owned()),
+                target: Some(path.clone()),
                 ..Mount::default()
             });
         }
-        // The probe: an empty, in-memory /data of the app's user.
-        None => {
-            tmpfs.insert("/data".to_owned(), "rw,noexec,nosuid,size=64m,uid=65532,gid=65532,mode=0700".to_owned());
+        // The probe: empty, in-memory data of the service's user.
+        (Some(path), None) => {
+            tmpfs.insert(path.clone(), format!("rw,noexec,nosuid,size=64m,uid={user},gid={user},mode=0700"));
         }
+        (None, _) => {}
     }
     match key {
         KeyMount::Volume(volume) => {
@@ -394,18 +412,18 @@ fn body(plan: &Plan, spec: &str, key: &KeyMount, role: Role, data: Option<&str>)
                 host_ip: plan.publish.address.clone(),
                 host_port: Some(if plan.publish.port == 0 { String::new() } else { plan.publish.port.to_string() }),
             };
-            let ports = HashMap::from([(format!("{APP_PORT}/tcp"), Some(vec![binding]))]);
+            let ports = HashMap::from([(format!("{}/tcp", service.port), Some(vec![binding]))]);
             (HEALTH_INTERVAL, RestartPolicyNameEnum::UNLESS_STOPPED, Some(ports))
         }
         Role::Probe => {
-            env.push(format!("APP_API_BASE={PROBE_API_BASE}"));
+            env.extend(service.probe_env.iter().map(|(k, v)| format!("{k}={v}")));
             (PROBE_INTERVAL, RestartPolicyNameEnum::NO, None)
         }
     };
     let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
     ContainerCreateBody {
         image: Some(plan.image.clone()),
-        user: Some("65532:65532".to_owned()),
+        user: Some(format!("{user}:{user}")),
         env: Some(env),
         labels: Some(labels),
         healthcheck: Some(HealthConfig {
@@ -427,7 +445,7 @@ fn body(plan: &Plan, spec: &str, key: &KeyMount, role: Role, data: Option<&str>)
             mounts: Some(mounts),
             memory: Some(plan.memory_bytes),
             memory_swap: Some(plan.memory_bytes),
-            pids_limit: Some(DEFAULT_PIDS),
+            pids_limit: Some(plan.pids()),
             port_bindings: ports,
             network_mode: plan.network.clone(),
             log_config: Some(HostConfigLogConfig {
@@ -456,7 +474,7 @@ pub(super) async fn managed_container(
         Err(e) => return Err(anyhow::Error::new(e).context(format!("inspecting the container {name}"))),
     };
     if label(&info, LABEL_DEPLOYMENT) != Some(deployment) {
-        return Err(super::not_ours("container", name));
+        return Err(not_ours("container", name));
     }
     Ok(Some(info))
 }
@@ -567,7 +585,7 @@ async fn ensure_volume(docker: &Docker, plan: &Plan, volume: &str, role: &str) -
     match docker.inspect_volume(volume).await {
         Ok(v) => {
             if v.labels.get(LABEL_DEPLOYMENT).map(String::as_str) != Some(plan.name.as_str()) {
-                return Err(super::not_ours("volume", volume));
+                return Err(not_ours("volume", volume));
             }
             Ok(false)
         }
@@ -584,7 +602,7 @@ async fn ensure_volume(docker: &Docker, plan: &Plan, volume: &str, role: &str) -
     }
 }
 
-/// Puts the key file into the volume `<name>-key-<key id>` (owned by 65532,
+/// Puts the key file into the volume `<name>-key-<key id>` (owned by the service's user,
 /// mode 0400) through a container that is created and never started: the
 /// engine's archive upload is the one way to write a file there that works on
 /// a remote engine too. The volume keeps the key across restarts and reboots,
@@ -595,7 +613,7 @@ async fn fill_key_volume(
     plan: &Plan,
     created: &mut Vec<String>,
 ) -> anyhow::Result<anyhow::Result<String>> {
-    let volume = super::key_resource(&plan.name, &plan.key);
+    let volume = plan.key_resource();
     if ensure_volume(docker, plan, &volume, "key").await? {
         created.push(volume.clone());
     }
@@ -608,8 +626,8 @@ async fn fill_key_volume(
         let mut header = tar::Header::new_gnu();
         header.set_size(bytes.len() as u64);
         header.set_mode(0o400);
-        header.set_uid(65532);
-        header.set_gid(65532);
+        header.set_uid(u64::from(plan.service.user));
+        header.set_gid(u64::from(plan.service.user));
         header.set_mtime(0);
         archive.append_data(&mut header, "key", &bytes[..]).context("packing the key")?;
         // Moved, not copied, into the request body: bollard takes ownership
@@ -650,7 +668,7 @@ fn label_or<'a>(labels: &'a HashMap<String, String>, key: &str) -> &'a str {
 }
 
 async fn volumes(docker: &Docker, name: &str) -> anyhow::Result<Vec<bollard::models::Volume>> {
-    let options = ListVolumesOptionsBuilder::default().filters(&super::filters(name)).build();
+    let options = ListVolumesOptionsBuilder::default().filters(&filters(name)).build();
     let list = docker.list_volumes(Some(options)).await.context("listing volumes")?;
     Ok(list.volumes.unwrap_or_default())
 }
@@ -659,11 +677,13 @@ fn short_id(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
+/// The published port: `<host ip>:<host port> -> <port>/tcp` of the
+/// container's first binding (a deployment publishes one).
 fn published(info: &ContainerInspectResponse) -> Option<String> {
     let ports = info.network_settings.as_ref()?.ports.as_ref()?;
-    let bindings = ports.get(&format!("{APP_PORT}/tcp"))?.as_ref()?;
-    let b = bindings.first()?;
-    Some(format!("{}:{} -> {APP_PORT}", b.host_ip.as_deref().unwrap_or(""), b.host_port.as_deref().unwrap_or("")))
+    let (port, bindings) = ports.iter().find_map(|(p, b)| Some((p, b.as_ref()?.first()?)))?;
+    let b = bindings;
+    Some(format!("{}:{} -> {port}", b.host_ip.as_deref().unwrap_or(""), b.host_port.as_deref().unwrap_or("")))
 }
 
 /// Prints the state of the deployment's container; false when there is none.
@@ -696,10 +716,10 @@ pub(super) async fn status(docker: &Docker, name: &str) -> anyhow::Result<bool> 
 
 /// Removes the deployment's containers and key volumes, and with `purge` its
 /// data volume. Returns how many things it removed.
-pub(crate) async fn undeploy(docker: &Docker, name: &str, purge: bool) -> anyhow::Result<usize> {
+pub async fn undeploy(docker: &Docker, name: &str, purge: bool) -> anyhow::Result<usize> {
     // A container named `name` that boxcar did not make stops us here.
     managed_container(docker, name, name).await?;
-    let options = ListContainersOptionsBuilder::default().all(true).filters(&super::filters(name)).build();
+    let options = ListContainersOptionsBuilder::default().all(true).filters(&filters(name)).build();
     let containers = docker.list_containers(Some(options)).await.context("listing containers")?;
     let mut removed = 0;
     for c in containers {
@@ -720,7 +740,7 @@ pub(crate) async fn undeploy(docker: &Docker, name: &str, purge: bool) -> anyhow
     for v in volumes(docker, name).await? {
         let role = v.labels.get(LABEL_ROLE).map(String::as_str);
         if role == Some("data") && !purge {
-            println!("kept       volume {} (the bots' data; --purge removes it)", v.name);
+            println!("kept       volume {} (the service's data; --purge removes it)", v.name);
             continue;
         }
         let options = RemoveVolumeOptionsBuilder::default().force(false).build();

@@ -6,7 +6,7 @@ use bollard::Docker;
 /// Connects to the engine (`host`, else `DOCKER_HOST`, else the local socket),
 /// agrees on an API version both sides speak (Debian's Docker 20.10 speaks
 /// 1.41, older than bollard's default), and checks that it answers.
-pub(crate) async fn connect(host: Option<&str>) -> anyhow::Result<Docker> {
+pub async fn connect(host: Option<&str>) -> anyhow::Result<Docker> {
     let hint = "start the Docker engine (on Debian: `apt-get install docker.io` and `dockerd &`), \
                 or point DOCKER_HOST at one";
     let where_ = match host {
@@ -21,12 +21,12 @@ pub(crate) async fn connect(host: Option<&str>) -> anyhow::Result<Docker> {
 }
 
 /// Whether an error is the engine's 404 (no such image, container, volume).
-pub(crate) fn is_not_found(err: &bollard::errors::Error) -> bool {
+pub fn is_not_found(err: &bollard::errors::Error) -> bool {
     matches!(err, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
 }
 
 /// A single-threaded runtime for a command's engine work.
-pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
 }
 
@@ -36,7 +36,7 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// where no registry is reachable) and starts the daemon, saying so at each
 /// step; anywhere else it says what to do. `DOCKER_HOST` means the user chose
 /// an engine: it is never replaced by a local one.
-pub(crate) fn ensure(sh: &xshell::Shell) -> anyhow::Result<()> {
+pub fn ensure(sh: &xshell::Shell) -> anyhow::Result<()> {
     let rt = runtime()?;
     if rt.block_on(connect(None)).is_ok() {
         return Ok(());
@@ -86,7 +86,7 @@ fn is_root() -> anyhow::Result<bool> {
 
 /// Installs Debian `packages` with apt-get when this is root on Debian,
 /// saying so first; anywhere else fails with the command to run.
-pub(crate) fn apt_install(sh: &xshell::Shell, packages: &[&str], why: &str) -> anyhow::Result<()> {
+pub fn apt_install(sh: &xshell::Shell, packages: &[&str], why: &str) -> anyhow::Result<()> {
     if packages.is_empty() {
         return Ok(());
     }
@@ -106,7 +106,7 @@ pub(crate) fn apt_install(sh: &xshell::Shell, packages: &[&str], why: &str) -> a
 }
 
 /// Whether `program` is in PATH or in the system folders.
-pub(crate) fn on_path(program: &str) -> bool {
+pub fn on_path(program: &str) -> bool {
     find_program(program).is_some()
 }
 

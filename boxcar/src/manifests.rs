@@ -1,58 +1,62 @@
 //! `cargo xtask manifests`: a Compose file for `docker stack deploy`, or
-//! Kubernetes objects, that run the runner image, for clusters deployed without
-//! `cargo xtask deploy`. They name the key's engine secret; no key is read.
+//! Kubernetes objects, that run a service's image, for clusters deployed
+//! without `cargo xtask deploy`. They name the key's engine secret; no key is
+//! read.
 
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use boxcar_secrets::EnvFile;
 use minijinja::value::{Kwargs, Value};
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
+use xshell::Shell;
 
-use crate::deploy::{
-    APP_PORT, DEFAULT_MEMORY_MIB, LABEL_DEPLOYMENT, LABEL_ENV, LABEL_KEY_ID, SWARM_KEY_FILE, all_webhook, check_name,
-    data_volume,
+use crate::contract::{Instances, Service};
+use crate::plan::{
+    Deployment, LABEL_DEPLOYMENT, LABEL_ENV, LABEL_KEY_ID, Publish, PublishMode, Request, SWARM_KEY_FILE,
 };
-use crate::keys::Context;
+use crate::project::{Context, ServiceArg};
 
-const COMPOSE: &str = include_str!("../../docker/compose.yaml.j2");
-const KUBERNETES: &str = include_str!("../../docker/kubernetes.yaml.j2");
+const COMPOSE: &str = include_str!("../templates/compose.yaml.j2");
+const KUBERNETES: &str = include_str!("../templates/kubernetes.yaml.j2");
 
-/// Print deployment manifests of the runner image: a Compose file or Kubernetes objects.
+/// Print deployment manifests of a service's image: a Compose file or Kubernetes objects.
 ///
 /// For clusters run with `docker stack deploy` or `kubectl apply` instead of
 /// `cargo xtask deploy`. Nothing secret is read or written: the manifests mount
 /// the environment's key from the engine secret `<name>-key-<key id>`, and
 /// their first lines give the command that creates it from the key file.
-/// One instance unless every bot takes updates by webhook.
+/// One instance unless the service's contract allows more.
 #[derive(Debug, clap::Args)]
-pub(crate) struct Args {
-    /// Deployment environment (deploy-config/<ENV>.toml).
+pub struct Args {
+    /// Deployment environment (<config dir>/<ENV>.toml).
     #[arg(long, value_name = "ENV")]
     env: String,
+    #[command(flatten)]
+    service: ServiceArg,
     /// What to print.
     #[arg(long, value_enum)]
     format: Format,
-    /// Name of the deployment (default: app-<ENV>). The secret, the data volume
-    /// and the Kubernetes objects are named after it.
+    /// Name of the deployment (default: <service>-<ENV>). The secret, the data
+    /// volume and the Kubernetes objects are named after it.
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
-    /// The image to run, as the cluster's nodes find it.
-    #[arg(long, default_value = "app:latest", value_name = "IMAGE")]
-    image: String,
-    /// Number of instances. More than one needs every bot in webhook mode: two
-    /// pollers of one bot get 409 Conflict.
+    /// The image to run, as the cluster's nodes find it (default: <service>:latest).
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<String>,
+    /// Number of instances. More than one needs a service whose contract
+    /// allows several.
     #[arg(long, default_value_t = 1, value_name = "N")]
     replicas: u64,
-    /// Memory limit in MiB.
-    #[arg(long, default_value_t = DEFAULT_MEMORY_MIB, value_name = "MIB")]
-    memory_mib: u64,
-    /// Port of the dashboard and webhooks: published on every Swarm node, or the
-    /// Service's port.
-    #[arg(long, default_value_t = APP_PORT, value_name = "PORT")]
-    publish: u16,
+    /// Memory limit in MiB (default: the contract's memory_mib).
+    #[arg(long, value_name = "MIB")]
+    memory_mib: Option<u64>,
+    /// The port published on every Swarm node, or the Kubernetes Service's port
+    /// (default: the service's port).
+    #[arg(long, value_name = "PORT")]
+    publish: Option<u16>,
     /// Write the manifests to PATH (replaced atomically) instead of stdout.
     #[arg(long, value_name = "PATH")]
     out: Option<PathBuf>,
@@ -69,19 +73,30 @@ pub(crate) enum Format {
 /// What the templates are rendered from, every value checked.
 #[derive(Debug, Serialize)]
 struct Spec {
+    service: String,
     env: String,
     name: String,
     image: String,
     replicas: u64,
     memory_mib: u64,
     publish: u16,
+    port: u16,
+    extra_ports: Vec<u16>,
+    user: u32,
+    user_group: String,
+    data: Option<String>,
+    storage: &'static str,
+    health_http: Option<String>,
+    health_command: Vec<String>,
+    health_test: Vec<String>,
+    ready: Option<String>,
+    egress_ports: Vec<u16>,
     /// `<name>-key-<key id>`, the name `cargo xtask deploy --swarm` gives the secret too.
     secret: String,
     /// `<env>-<key id>.key`, the key file's name in the key folder.
     key_file_name: String,
     data_volume: String,
-    all_webhook: bool,
-    app_port: u16,
+    many: bool,
     /// Where the key is mounted as a file ([`SWARM_KEY_FILE`]): its folder and name.
     key_file: &'static str,
     key_dir: &'static str,
@@ -89,9 +104,19 @@ struct Spec {
     key_id: String,
 }
 
-pub(crate) fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
+    let service = ctx.service(&args.service)?;
     let file = ctx.load_env(&args.env)?;
-    let spec = spec(&file, &args)?;
+    let many = match &service.instances {
+        Instances::One => false,
+        Instances::Many => true,
+        Instances::Ask(ask) => {
+            eprintln!("asking the service: `{}` (built on this machine)", crate::service_cmd::describe(&service, ask));
+            let answer = crate::service_cmd::native(sh, &ctx.root, &service, ask, file.path())?;
+            crate::service_cmd::many_from(&service, ask, &answer)?
+        }
+    };
+    let spec = spec(&service, &file, &args, many)?;
     let text = render(args.format, &spec)?;
     match &args.out {
         Some(path) => {
@@ -112,52 +137,63 @@ pub(crate) fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spec(file: &EnvFile, args: &Args) -> anyhow::Result<Spec> {
+fn spec(service: &Service, file: &EnvFile, args: &Args, many: bool) -> anyhow::Result<Spec> {
     let env = file.env().to_owned();
-    let name = args.name.clone().unwrap_or_else(|| format!("app-{}", env.replace('_', "-")));
-    check_name(&name)?;
-    let all_webhook = all_webhook(file);
-    if args.replicas == 0 {
-        bail!("--replicas must be at least 1");
+    let publish = args.publish.unwrap_or(service.port);
+    if publish == 0 {
+        anyhow::bail!("--publish 0: give the port to publish, like {}", service.port);
     }
-    if args.replicas > 1 && !all_webhook {
-        bail!(
-            "--replicas {}: environment `{env}` has a bot in polling mode, and two pollers of one bot get \
-             409 Conflict from Telegram; use one replica, or set mode = \"webhook\" on every bot",
-            args.replicas
-        );
-    }
-    if args.memory_mib < 16 {
-        bail!("--memory-mib {}: give at least 16", args.memory_mib);
-    }
-    if args.publish == 0 {
-        bail!("--publish 0: give the port to publish, like 8080");
-    }
+    let deployment = Deployment::new(
+        service,
+        Request {
+            env: env.clone(),
+            name: args.name.clone(),
+            key_id: file.public_key().key_id(),
+            replicas: args.replicas,
+            many,
+            memory_mib: args.memory_mib,
+            publish: Publish { address: None, port: publish },
+            publish_mode: PublishMode::Ingress,
+        },
+    )?;
     if args.format == Format::Kubernetes && !env.ends_with(|c: char| c.is_ascii_alphanumeric()) {
         // Kubernetes label values end with a letter or digit; the env is one.
-        bail!(
+        anyhow::bail!(
             "environment `{env}` ends with `{}`, which a Kubernetes label value cannot",
             env.chars().last().unwrap_or('-')
         );
     }
     let (key_dir, key_name) = SWARM_KEY_FILE.rsplit_once('/').context("the key file path has a folder")?;
-    let key_id = file.public_key().key_id().to_string();
+    let key_id = deployment.key_id.to_string();
+    let mut health_command = vec![service.binary_path()];
+    health_command.extend(service.health.command.iter().flatten().cloned());
     Ok(Spec {
-        secret: format!("{name}-key-{key_id}"),
+        service: service.name.clone(),
+        secret: deployment.key_resource(),
         key_file_name: format!("{env}-{key_id}.key"),
-        data_volume: data_volume(&name),
-        all_webhook,
-        image: args.image.clone(),
-        replicas: args.replicas,
-        memory_mib: args.memory_mib,
-        publish: args.publish,
-        app_port: APP_PORT,
+        data_volume: deployment.data_volume(),
+        many,
+        image: args.image.clone().unwrap_or_else(|| format!("{}:latest", service.name)),
+        replicas: deployment.replicas,
+        memory_mib: u64::try_from(deployment.memory_bytes / (1024 * 1024)).unwrap_or(0),
+        publish,
+        port: service.port,
+        extra_ports: service.extra_ports.clone(),
+        user: service.user,
+        user_group: format!("{0}:{0}", service.user),
+        data: service.data.clone(),
+        storage: crate::defaults::STORAGE,
+        health_http: service.health.http.clone(),
+        health_command,
+        health_test: crate::image::assemble::health_test(service),
+        ready: service.health.ready.clone().or_else(|| service.health.http.clone()),
+        egress_ports: service.egress_ports.clone(),
         key_file: SWARM_KEY_FILE,
         key_dir,
         key_name,
         key_id,
         env,
-        name,
+        name: deployment.name,
     })
 }
 
@@ -174,7 +210,7 @@ fn render(format: Format, spec: &Spec) -> anyhow::Result<String> {
         Format::Compose => ("compose.yaml.j2", COMPOSE),
         Format::Kubernetes => ("kubernetes.yaml.j2", KUBERNETES),
     };
-    env.add_template(template, source).with_context(|| format!("parsing docker/{template}"))?;
+    env.add_template(template, source).with_context(|| format!("parsing templates/{template}"))?;
     let mut labels = Vec::new();
     if format == Format::Kubernetes {
         labels.push(("app.kubernetes.io/name", spec.name.clone()));
@@ -189,9 +225,9 @@ fn render(format: Format, spec: &Spec) -> anyhow::Result<String> {
         Format::Kubernetes => format!("{}Mi", spec.memory_mib),
     };
     // Swarm's update and rollback order.
-    let order = if spec.all_webhook { "start-first" } else { "stop-first" };
+    let order = if spec.many { "start-first" } else { "stop-first" };
     let ctx = minijinja::context! { labels => labels, order => order, memory => memory, ..Value::from_serialize(spec) };
-    env.get_template(template)?.render(ctx).with_context(|| format!("rendering docker/{template}"))
+    env.get_template(template)?.render(ctx).with_context(|| format!("rendering templates/{template}"))
 }
 
 /// minijinja's `tojson`, then `\uXXXX` for what JSON leaves raw but YAML
@@ -224,39 +260,39 @@ mod tests {
     use serde_norway::Value as Yaml;
 
     use super::*;
+    use crate::contract::tests::service;
 
-    fn env_file(key: &SecretKey, modes: &[&str]) -> EnvFile {
-        let mut text = format!("public_key = \"{}\"\n", key.public_key().to_base64());
-        for (i, mode) in modes.iter().enumerate() {
-            text.push_str(&format!(
-                "\n[[bots]]\nname = \"bot{i}\"\ntoken_secret = \"bot{i}_token\"\nmode = \"{mode}\"\n"
-            ));
-        }
-        EnvFile::parse(Path::new("deploy-config/staging.toml"), &text).unwrap()
+    fn env_file(key: &SecretKey, env: &str) -> EnvFile {
+        let text = format!("public_key = \"{}\"\n", key.public_key().to_base64());
+        EnvFile::parse(Path::new(&format!("deploy-config/{env}.toml")), &text).unwrap()
     }
 
     fn args(format: Format) -> Args {
         Args {
             env: "staging".to_owned(),
+            service: ServiceArg::default(),
             format,
             name: None,
-            image: "app:latest".to_owned(),
+            image: None,
             replicas: 1,
-            memory_mib: DEFAULT_MEMORY_MIB,
-            publish: APP_PORT,
+            memory_mib: None,
+            publish: None,
             out: None,
         }
     }
 
     /// The text, and each of its YAML documents.
-    fn manifests(file: &EnvFile, args: &Args) -> (String, Vec<Yaml>) {
-        let text = render(args.format, &spec(file, args).unwrap()).unwrap();
+    fn manifests(file: &EnvFile, args: &Args, many: bool) -> (String, Vec<Yaml>) {
+        manifests_of(&service(), file, args, many)
+    }
+
+    fn manifests_of(s: &Service, file: &EnvFile, args: &Args, many: bool) -> (String, Vec<Yaml>) {
+        let text = render(args.format, &spec(s, file, args, many).unwrap()).unwrap();
         let docs = serde_norway::Deserializer::from_str(&text).map(|doc| Yaml::deserialize(doc).unwrap()).collect();
         (text, docs)
     }
 
-    /// The value at a path of keys and indexes separated by `.`; a key with dots
-    /// (a label) is indexed directly instead.
+    /// The value at a path of keys and indexes separated by `.`.
     fn get<'a>(value: &'a Yaml, path: &str) -> &'a Yaml {
         path.split('.').fold(value, |v, part| match part.parse::<usize>() {
             Ok(i) => &v[i],
@@ -273,92 +309,102 @@ mod tests {
     }
 
     #[test]
-    fn compose_for_a_polling_bot() {
+    fn compose_for_one_instance() {
         let key = SecretKey::generate();
-        let file = env_file(&key, &["polling"]);
-        let (text, docs) = manifests(&file, &args(Format::Compose));
+        let file = env_file(&key, "staging");
+        let (text, docs) = manifests(&file, &args(Format::Compose), false);
         assert_eq!(docs.len(), 1);
         let doc = &docs[0];
-        let secret = format!("app-staging-key-{}", key.key_id());
+        let secret = format!("svc-staging-key-{}", key.key_id());
         assert_eq!(str_at(doc, "version"), "3.8");
-        let app = &doc["services"]["app"];
-        assert_eq!(str_at(app, "image"), "app:latest");
-        assert_eq!(str_at(app, "user"), "65532:65532");
-        assert_eq!(app["read_only"], Yaml::Bool(true));
-        assert_eq!(str_at(app, "cap_drop.0"), "ALL");
-        assert_eq!(str_at(app, "security_opt.0"), "no-new-privileges:true");
-        assert_eq!(str_at(app, "environment.DEPLOY_ENV"), "staging");
-        assert_eq!(str_at(app, "environment.SECRET_KEY_FILE"), "/run/secrets/boxcar-key");
-        assert_eq!(str_at(app, "secrets.0.source"), "boxcar-key");
-        assert_eq!(str_at(app, "secrets.0.target"), "boxcar-key");
-        assert_eq!(str_at(app, "secrets.0.uid"), "65532");
-        assert_eq!(get(app, "secrets.0.mode").as_u64(), Some(0o400));
-        assert_eq!(str_at(app, "volumes.0"), "data:/data");
-        assert_eq!(str_at(app, "volumes.1.type"), "tmpfs");
-        assert_eq!(str_at(app, "volumes.1.target"), "/tmp");
-        assert_eq!(get(app, "ports.0.target").as_u64(), Some(8080));
-        assert_eq!(get(app, "ports.0.published").as_u64(), Some(8080));
-        assert_eq!(str_at(app, "healthcheck.test.2"), "healthcheck");
-        assert_eq!(get(app, "deploy.replicas").as_u64(), Some(1));
-        assert_eq!(str_at(app, "deploy.resources.limits.memory"), "256M");
-        assert_eq!(str_at(app, "deploy.update_config.order"), "stop-first");
-        assert_eq!(str_at(app, "deploy.update_config.failure_action"), "rollback");
-        assert_eq!(str_at(app, "deploy.rollback_config.order"), "stop-first");
-        let labels = &app["deploy"]["labels"];
-        assert_eq!(labels[LABEL_DEPLOYMENT].as_str(), Some("app-staging"));
+        let svc = &doc["services"]["svc"];
+        assert_eq!(str_at(svc, "image"), "svc:latest");
+        assert_eq!(str_at(svc, "user"), "1000:1000");
+        assert_eq!(svc["read_only"], Yaml::Bool(true));
+        assert_eq!(str_at(svc, "cap_drop.0"), "ALL");
+        assert_eq!(str_at(svc, "security_opt.0"), "no-new-privileges:true");
+        assert_eq!(str_at(svc, "environment.DEPLOY_ENV"), "staging");
+        assert_eq!(str_at(svc, "environment.SECRET_KEY_FILE"), "/run/secrets/boxcar-key");
+        assert_eq!(str_at(svc, "secrets.0.source"), "boxcar-key");
+        assert_eq!(str_at(svc, "secrets.0.target"), "boxcar-key");
+        assert_eq!(str_at(svc, "secrets.0.uid"), "1000");
+        assert_eq!(get(svc, "secrets.0.mode").as_u64(), Some(0o400));
+        assert_eq!(str_at(svc, "volumes.0.source"), "data");
+        assert_eq!(str_at(svc, "volumes.0.target"), "/var/lib/svc");
+        assert_eq!(str_at(svc, "volumes.1.type"), "tmpfs");
+        assert_eq!(str_at(svc, "volumes.1.target"), "/tmp");
+        assert_eq!(get(svc, "ports.0.target").as_u64(), Some(9000));
+        assert_eq!(get(svc, "ports.0.published").as_u64(), Some(9000));
+        let test: Vec<&str> =
+            svc["healthcheck"]["test"].as_sequence().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert_eq!(test, ["CMD", "/usr/local/bin/boxcar-probe", "http", "9000", "/health"]);
+        assert_eq!(get(svc, "deploy.replicas").as_u64(), Some(1));
+        assert_eq!(str_at(svc, "deploy.resources.limits.memory"), format!("{}M", crate::defaults::MEMORY_MIB));
+        assert_eq!(str_at(svc, "deploy.update_config.order"), "stop-first");
+        assert_eq!(str_at(svc, "deploy.update_config.failure_action"), "rollback");
+        assert_eq!(str_at(svc, "deploy.rollback_config.order"), "stop-first");
+        let labels = &svc["deploy"]["labels"];
+        assert_eq!(labels[LABEL_DEPLOYMENT].as_str(), Some("svc-staging"));
         assert_eq!(labels[LABEL_ENV].as_str(), Some("staging"));
         assert_eq!(labels[LABEL_KEY_ID].as_str(), Some(key.key_id().to_string().as_str()));
         assert_eq!(doc["secrets"]["boxcar-key"]["external"], Yaml::Bool(true));
         assert_eq!(str_at(doc, "secrets.boxcar-key.name"), secret);
-        assert_eq!(str_at(doc, "volumes.data.name"), "app-staging-data");
+        assert_eq!(str_at(doc, "volumes.data.name"), "svc-staging-data");
         // The header says how to make the secret from the key file.
         assert!(text.contains(&format!("docker secret create \"{secret}\" \"$KEY_FILE\"")), "{text}");
         assert!(text.contains(&format!("~/.config/boxcar/keys/\"staging-{}.key\"", key.key_id())), "{text}");
     }
 
     #[test]
-    fn compose_for_webhooks_starts_the_new_instance_first() {
-        let file = env_file(&SecretKey::generate(), &["webhook", "webhook"]);
-        let (_, docs) = manifests(&file, &Args { replicas: 3, memory_mib: 64, ..args(Format::Compose) });
-        let deploy = &docs[0]["services"]["app"]["deploy"];
+    fn compose_for_many_starts_the_new_instance_first_and_a_service_without_data_has_no_volume() {
+        let file = env_file(&SecretKey::generate(), "staging");
+        let (_, docs) = manifests(&file, &Args { replicas: 3, memory_mib: Some(64), ..args(Format::Compose) }, true);
+        let deploy = &docs[0]["services"]["svc"]["deploy"];
         assert_eq!(deploy["replicas"].as_u64(), Some(3));
         assert_eq!(str_at(deploy, "update_config.order"), "start-first");
         assert_eq!(str_at(deploy, "rollback_config.order"), "start-first");
         assert_eq!(str_at(deploy, "resources.limits.memory"), "64M");
+        let mut no_data = service();
+        no_data.data = None;
+        no_data.env.retain(|(k, _)| k != "SVC_DATA");
+        let (_, docs) = manifests_of(&no_data, &file, &args(Format::Compose), false);
+        assert!(docs[0].get("volumes").is_none());
+        assert_eq!(str_at(&docs[0]["services"]["svc"], "volumes.0.type"), "tmpfs");
+        let (_, docs) = manifests_of(&no_data, &file, &args(Format::Kubernetes), false);
+        let kinds: Vec<_> = docs.iter().map(|d| str_at(d, "kind")).collect();
+        assert_eq!(kinds, ["Deployment", "Service", "NetworkPolicy"]);
     }
 
     #[test]
-    fn kubernetes_for_a_polling_bot() {
+    fn kubernetes_for_one_instance() {
         let key = SecretKey::generate();
-        let file = env_file(&key, &["polling"]);
-        let (text, docs) = manifests(&file, &Args { publish: 80, ..args(Format::Kubernetes) });
+        let file = env_file(&key, "staging");
+        let (text, docs) = manifests(&file, &Args { publish: Some(80), ..args(Format::Kubernetes) }, false);
         let kinds: Vec<_> = docs.iter().map(|d| str_at(d, "kind")).collect();
         assert_eq!(kinds, ["Deployment", "PersistentVolumeClaim", "Service", "NetworkPolicy"]);
-        assert!(!kinds.contains(&"Secret"));
-        let secret = format!("app-staging-key-{}", key.key_id());
+        let secret = format!("svc-staging-key-{}", key.key_id());
 
         let deployment = kind(&docs, "Deployment");
-        assert_eq!(str_at(deployment, "metadata.name"), "app-staging");
-        assert_eq!(get(deployment, "metadata.labels")["app.kubernetes.io/name"].as_str(), Some("app-staging"));
+        assert_eq!(str_at(deployment, "metadata.name"), "svc-staging");
         let labels = &deployment["spec"]["template"]["metadata"]["labels"];
-        assert_eq!(labels["app.kubernetes.io/name"].as_str(), Some("app-staging"));
-        assert_eq!(labels[LABEL_DEPLOYMENT].as_str(), Some("app-staging"));
-        assert_eq!(labels[LABEL_ENV].as_str(), Some("staging"));
+        assert_eq!(labels["app.kubernetes.io/name"].as_str(), Some("svc-staging"));
+        assert_eq!(labels[LABEL_DEPLOYMENT].as_str(), Some("svc-staging"));
         assert_eq!(labels[LABEL_KEY_ID].as_str(), Some(key.key_id().to_string().as_str()));
         let selector = get(deployment, "spec.selector.matchLabels");
-        assert_eq!(selector["app.kubernetes.io/name"].as_str(), Some("app-staging"));
+        assert_eq!(selector["app.kubernetes.io/name"].as_str(), Some("svc-staging"));
         assert_eq!(get(deployment, "spec.replicas").as_u64(), Some(1));
         assert_eq!(str_at(deployment, "spec.strategy.type"), "Recreate");
         let pod = &deployment["spec"]["template"]["spec"];
         assert_eq!(pod["automountServiceAccountToken"], Yaml::Bool(false));
         assert_eq!(pod["securityContext"]["runAsNonRoot"], Yaml::Bool(true));
         for id in ["runAsUser", "runAsGroup", "fsGroup"] {
-            assert_eq!(pod["securityContext"][id].as_u64(), Some(65532), "{id}");
+            assert_eq!(pod["securityContext"][id].as_u64(), Some(1000), "{id}");
         }
         assert_eq!(str_at(pod, "securityContext.seccompProfile.type"), "RuntimeDefault");
         assert!(pod.get("affinity").is_none());
         let container = &pod["containers"][0];
-        assert_eq!(str_at(container, "image"), "app:latest");
+        assert_eq!(str_at(container, "name"), "svc");
+        assert_eq!(str_at(container, "image"), "svc:latest");
         assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], Yaml::Bool(true));
         assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], Yaml::Bool(false));
         assert_eq!(str_at(container, "securityContext.capabilities.drop.0"), "ALL");
@@ -366,43 +412,31 @@ mod tests {
         assert_eq!(str_at(container, "env.0.value"), "staging");
         assert_eq!(str_at(container, "env.1.name"), "SECRET_KEY_FILE");
         assert_eq!(str_at(container, "env.1.value"), "/run/secrets/boxcar-key");
-        assert_eq!(str_at(container, "resources.limits.memory"), "256Mi");
-        assert_eq!(str_at(container, "livenessProbe.httpGet.path"), "/healthz");
-        assert_eq!(get(container, "livenessProbe.httpGet.port").as_u64(), Some(8080));
-        assert_eq!(str_at(container, "readinessProbe.httpGet.path"), "/readyz");
-        // The secret's item lands where SECRET_KEY_FILE points.
+        assert_eq!(str_at(container, "livenessProbe.httpGet.path"), "/health");
+        assert_eq!(get(container, "livenessProbe.httpGet.port").as_u64(), Some(9000));
+        assert_eq!(str_at(container, "readinessProbe.httpGet.path"), "/health");
         let mounts = container["volumeMounts"].as_sequence().unwrap();
         let mount = |name: &str| mounts.iter().find(|m| m["name"].as_str() == Some(name)).unwrap();
         assert_eq!(str_at(mount("key"), "mountPath"), "/run/secrets");
         assert_eq!(mount("key")["readOnly"], Yaml::Bool(true));
-        assert_eq!(str_at(mount("data"), "mountPath"), "/data");
+        assert_eq!(str_at(mount("data"), "mountPath"), "/var/lib/svc");
         assert_eq!(str_at(mount("tmp"), "mountPath"), "/tmp");
         let volumes = pod["volumes"].as_sequence().unwrap();
         let volume = |name: &str| volumes.iter().find(|v| v["name"].as_str() == Some(name)).unwrap();
         assert_eq!(str_at(volume("key"), "secret.secretName"), secret);
-        assert_eq!(str_at(volume("key"), "secret.items.0.key"), "boxcar-key");
-        assert_eq!(str_at(volume("key"), "secret.items.0.path"), "boxcar-key");
         assert_eq!(get(volume("key"), "secret.defaultMode").as_u64(), Some(0o400));
-        assert_eq!(str_at(volume("data"), "persistentVolumeClaim.claimName"), "app-staging-data");
-        assert_eq!(str_at(volume("tmp"), "emptyDir.medium"), "Memory");
+        assert_eq!(str_at(volume("data"), "persistentVolumeClaim.claimName"), "svc-staging-data");
 
         let claim = kind(&docs, "PersistentVolumeClaim");
-        assert_eq!(str_at(claim, "metadata.name"), "app-staging-data");
-        assert_eq!(str_at(claim, "spec.accessModes.0"), "ReadWriteOnce");
-        assert_eq!(str_at(claim, "spec.resources.requests.storage"), "1Gi");
-
+        assert_eq!(str_at(claim, "spec.resources.requests.storage"), crate::defaults::STORAGE);
         let service = kind(&docs, "Service");
-        assert_eq!(str_at(service, "spec.type"), "ClusterIP");
         assert_eq!(get(service, "spec.ports.0.port").as_u64(), Some(80));
-        assert_eq!(get(service, "spec.ports.0.targetPort").as_u64(), Some(8080));
+        assert_eq!(get(service, "spec.ports.0.targetPort").as_u64(), Some(9000));
 
         let policy = kind(&docs, "NetworkPolicy");
         assert_eq!(get(policy, "spec.podSelector.matchLabels"), selector);
-        let types: Vec<_> = policy["spec"]["policyTypes"].as_sequence().unwrap().iter().map(|t| t.as_str()).collect();
-        assert_eq!(types, [Some("Egress"), Some("Ingress")]);
         let ports = |rules: &Yaml| -> BTreeSet<(u64, String)> {
             let rules = rules.as_sequence().unwrap();
-            // No rule narrows who may be reached or reach in: ports only.
             assert!(rules.iter().all(|r| r.as_mapping().unwrap().len() == 1), "{rules:?}");
             rules
                 .iter()
@@ -410,11 +444,9 @@ mod tests {
                 .map(|p| (p["port"].as_u64().unwrap(), str_at(p, "protocol").to_owned()))
                 .collect()
         };
-        let egress = ports(&policy["spec"]["egress"]);
         let expected: BTreeSet<_> = [(443, "TCP"), (53, "UDP"), (53, "TCP")].map(|(p, t)| (p, t.to_owned())).into();
-        assert_eq!(egress, expected);
-        assert_eq!(ports(&policy["spec"]["ingress"]), [(8080, "TCP".to_owned())].into());
-
+        assert_eq!(ports(&policy["spec"]["egress"]), expected);
+        assert_eq!(ports(&policy["spec"]["ingress"]), [(9000, "TCP".to_owned())].into());
         assert!(
             text.contains(&format!(
                 "kubectl create secret generic \"{secret}\" --from-file=\"boxcar-key\"=\"$KEY_FILE\""
@@ -424,22 +456,27 @@ mod tests {
     }
 
     #[test]
-    fn kubernetes_for_webhooks_rolls() {
-        let file = env_file(&SecretKey::generate(), &["webhook"]);
-        let (_, docs) = manifests(&file, &Args { replicas: 2, ..args(Format::Kubernetes) });
+    fn kubernetes_for_many_rolls_and_a_command_health_check_is_exec() {
+        let file = env_file(&SecretKey::generate(), "staging");
+        let (_, docs) = manifests(&file, &Args { replicas: 2, ..args(Format::Kubernetes) }, true);
         let deployment = kind(&docs, "Deployment");
         assert_eq!(get(deployment, "spec.replicas").as_u64(), Some(2));
         assert_eq!(str_at(deployment, "spec.strategy.type"), "RollingUpdate");
-        assert_eq!(get(deployment, "spec.strategy.rollingUpdate.maxSurge").as_u64(), Some(1));
         assert_eq!(get(deployment, "spec.strategy.rollingUpdate.maxUnavailable").as_u64(), Some(0));
-        let affinity = get(deployment, "spec.template.spec.affinity.podAffinity");
-        let term = get(affinity, "requiredDuringSchedulingIgnoredDuringExecution.0");
+        let term =
+            get(deployment, "spec.template.spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution.0");
         assert_eq!(str_at(term, "topologyKey"), "kubernetes.io/hostname");
+        let mut own = service();
+        own.health = crate::contract::Health { http: None, command: Some(vec!["health".to_owned()]), ready: None };
+        let (_, docs) = manifests_of(&own, &file, &args(Format::Kubernetes), false);
+        let container = get(kind(&docs, "Deployment"), "spec.template.spec.containers.0");
+        assert_eq!(str_at(container, "livenessProbe.exec.command.1"), "health");
+        assert_eq!(str_at(container, "readinessProbe.exec.command.0"), "/usr/local/bin/svc");
     }
 
     #[test]
     fn a_hostile_image_name_stays_one_string() {
-        let file = env_file(&SecretKey::generate(), &["polling"]);
+        let file = env_file(&SecretKey::generate(), "staging");
         for image in [
             "x\" : injected\n- y",
             "a\u{85}b\u{2028}c\u{7f}d\u{feff}e\tf'<>&\\é😀",
@@ -448,12 +485,13 @@ mod tests {
             "yes",
             "0400",
         ] {
-            let (text, docs) = manifests(&file, &Args { image: image.to_owned(), ..args(Format::Compose) });
-            assert_eq!(str_at(&docs[0], "services.app.image"), image, "{text}");
-            // The line after the image, and the header's last line, are where they were.
-            assert!(text.contains("\n    user: \"65532:65532\"\n"), "{text}");
+            let (text, docs) =
+                manifests(&file, &Args { image: Some(image.to_owned()), ..args(Format::Compose) }, false);
+            assert_eq!(str_at(&docs[0], "services.svc.image"), image, "{text}");
+            assert!(text.contains("\n    user: \"1000:1000\"\n"), "{text}");
             assert!(text.lines().all(|l| !l.starts_with("- y")), "{text}");
-            let (_, docs) = manifests(&file, &Args { image: image.to_owned(), ..args(Format::Kubernetes) });
+            let (_, docs) =
+                manifests(&file, &Args { image: Some(image.to_owned()), ..args(Format::Kubernetes) }, false);
             assert_eq!(docs.len(), 4);
             assert_eq!(str_at(kind(&docs, "Deployment"), "spec.template.spec.containers.0.image"), image);
         }
@@ -461,46 +499,44 @@ mod tests {
 
     #[test]
     fn refuses_what_cannot_run() {
-        let polling = env_file(&SecretKey::generate(), &["webhook", "polling"]);
+        let file = env_file(&SecretKey::generate(), "staging");
+        let s = service();
         for format in [Format::Compose, Format::Kubernetes] {
-            let err = spec(&polling, &Args { replicas: 2, ..args(format) }).unwrap_err().to_string();
-            assert!(err.contains("polling") && err.contains("409"), "{err}");
-            assert!(spec(&polling, &Args { replicas: 0, ..args(format) }).is_err());
-            assert!(spec(&polling, &Args { memory_mib: 8, ..args(format) }).is_err());
-            assert!(spec(&polling, &Args { publish: 0, ..args(format) }).is_err());
-            assert!(spec(&polling, &Args { name: Some("App_1".to_owned()), ..args(format) }).is_err());
+            let err = spec(&s, &file, &Args { replicas: 2, ..args(format) }, false).unwrap_err().to_string();
+            assert!(err.contains("runs one instance at a time"), "{err}");
+            assert!(spec(&s, &file, &Args { replicas: 0, ..args(format) }, true).is_err());
+            assert!(spec(&s, &file, &Args { memory_mib: Some(8), ..args(format) }, false).is_err());
+            assert!(spec(&s, &file, &Args { publish: Some(0), ..args(format) }, false).is_err());
+            assert!(spec(&s, &file, &Args { name: Some("App_1".to_owned()), ..args(format) }, false).is_err());
         }
-        // No bots at all: the app polls nothing, but nothing says several instances are safe.
-        let none = env_file(&SecretKey::generate(), &[]);
-        assert!(spec(&none, &Args { replicas: 2, ..args(Format::Compose) }).is_err());
     }
 
     #[test]
     fn names_follow_the_environment_and_name() {
         let key = SecretKey::generate();
-        let text = format!("public_key = \"{}\"\n", key.public_key().to_base64());
-        let file = EnvFile::parse(Path::new("deploy-config/eu_west.toml"), &text).unwrap();
-        let spec = spec(&file, &Args { env: "eu_west".to_owned(), ..args(Format::Kubernetes) }).unwrap();
-        assert_eq!(spec.name, "app-eu-west");
-        assert_eq!(spec.secret, format!("app-eu-west-key-{}", key.key_id()));
-        assert_eq!(spec.data_volume, "app-eu-west-data");
-        let named = super::spec(&file, &Args { name: Some("bots".to_owned()), ..args(Format::Compose) }).unwrap();
+        let file = env_file(&key, "eu_west");
+        let s = service();
+        let spec_k = spec(&s, &file, &Args { env: "eu_west".to_owned(), ..args(Format::Kubernetes) }, false).unwrap();
+        assert_eq!(spec_k.name, "svc-eu-west");
+        assert_eq!(spec_k.secret, format!("svc-eu-west-key-{}", key.key_id()));
+        assert_eq!(spec_k.data_volume, "svc-eu-west-data");
+        let named = spec(&s, &file, &Args { name: Some("bots".to_owned()), ..args(Format::Compose) }, false).unwrap();
         assert_eq!(named.secret, format!("bots-key-{}", key.key_id()));
         // A Kubernetes label value ends with a letter or digit.
-        let file = EnvFile::parse(Path::new("deploy-config/prod_.toml"), &text).unwrap();
+        let file = env_file(&key, "prod_");
         let with_name = Args { name: Some("prod".to_owned()), ..args(Format::Kubernetes) };
-        assert!(super::spec(&file, &with_name).is_err());
-        assert!(super::spec(&file, &Args { format: Format::Compose, ..with_name }).is_ok());
+        assert!(spec(&s, &file, &with_name, false).is_err());
+        assert!(spec(&s, &file, &Args { format: Format::Compose, ..with_name }, false).is_ok());
     }
 
     #[test]
     fn no_output_holds_the_secret_key() {
         let key = SecretKey::generate();
         let b64 = key.to_base64();
-        let file = env_file(&key, &["webhook"]);
+        let file = env_file(&key, "staging");
         for format in [Format::Compose, Format::Kubernetes] {
             for replicas in [1, 2] {
-                let (text, _) = manifests(&file, &Args { replicas, ..args(format) });
+                let (text, _) = manifests(&file, &Args { replicas, ..args(format) }, true);
                 assert!(!text.contains(b64.as_str()));
                 assert!(!text.contains(b64.trim_end_matches('=')));
             }

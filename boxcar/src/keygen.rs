@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use boxcar_secrets::{EnvDocument, SecretKey};
 
-use crate::keys::{self, Context};
+use crate::keys;
+use crate::project::{Context, ServiceArg};
 
 /// Create a key pair for a deployment environment.
 ///
@@ -15,10 +16,12 @@ use crate::keys::{self, Context};
 /// $BOXCAR_KEY_DIR, $XDG_CONFIG_HOME/boxcar/keys or ~/.config/boxcar/keys, as
 /// <ENV>-<KEY ID>.key. The secret key is never printed.
 #[derive(Debug, clap::Args)]
-pub(crate) struct Args {
+pub struct Args {
     /// Deployment environment (a-z, 0-9, `_`, `-`; starts with a letter).
     #[arg(long, value_name = "ENV")]
     env: String,
+    #[command(flatten)]
+    service: ServiceArg,
     /// Where to write the secret key (must be outside the work tree).
     #[arg(long, value_name = "PATH")]
     out: Option<PathBuf>,
@@ -28,7 +31,8 @@ pub(crate) struct Args {
     force: bool,
 }
 
-pub(crate) fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
+    ctx.use_config_of(&args.service)?;
     boxcar_secrets::check_env_name(&args.env).map_err(|p| anyhow::anyhow!("environment name `{}` {p}", args.env))?;
     let path = ctx.env_path(&args.env);
     let mut doc = EnvDocument::load_or_new(&path)?;
@@ -55,6 +59,9 @@ pub(crate) fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         None => keys::default_key_path(&args.env, id)?,
     };
     keys::ensure_outside_work_tree(&ctx.root, &out)?;
+    // A service's folder of environment files may not exist yet.
+    let dir = ctx.config_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", ctx.show(&dir)))?;
     keys::write_key_file(&out, &key)?;
 
     doc.set_public_key(key.public_key());

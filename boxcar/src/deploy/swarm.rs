@@ -22,11 +22,10 @@ use bollard::models::{
 };
 use bollard::query_parameters::{ListSecretsOptionsBuilder, ListTasksOptionsBuilder, UpdateServiceOptions};
 
-use super::{
-    APP_PORT, DEFAULT_PIDS, LABEL_DEPLOYMENT, LABEL_IMAGE_ID, LABEL_KEY_ID, LABEL_SPEC, Plan, PublishMode,
-    SWARM_KEY_FILE,
-};
 use crate::engine::is_not_found;
+use crate::plan::{
+    LABEL_DEPLOYMENT, LABEL_IMAGE_ID, LABEL_KEY_ID, LABEL_SPEC, Plan, PublishMode, SWARM_KEY_FILE, filters, not_ours,
+};
 
 /// Healthcheck of the service's tasks: Swarm counts a task as running only
 /// once it passes, and replaces (or rolls back) one that turns unhealthy.
@@ -60,7 +59,7 @@ async fn managed_service(docker: &Docker, name: &str) -> anyhow::Result<Option<S
         Err(e) => return Err(anyhow::Error::new(e).context(format!("inspecting the service {name}"))),
     };
     if service_label(&service, LABEL_DEPLOYMENT) != Some(name) {
-        return Err(super::not_ours("service", name));
+        return Err(not_ours("service", name));
     }
     Ok(Some(service))
 }
@@ -80,7 +79,7 @@ fn pinned_image(image: &bollard::models::ImageInspect, id: &str) -> (String, boo
     }
 }
 
-pub(super) async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyhow::Result<()> {
+pub async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     let name = &plan.name;
     if !is_manager(docker).await {
@@ -114,7 +113,7 @@ pub(super) async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyh
     check_data_volume(docker, plan).await?;
 
     let no_new_privileges = api_at_least(docker, 1, 46);
-    let secret_name = super::key_resource(name, &plan.key);
+    let secret_name = plan.key_resource();
     let spec_label = spec_hash(&service_spec(plan, &reference, "", "", &secret_name, no_new_privileges));
     if let Some(service) = &existing
         && service_label(service, LABEL_SPEC) == Some(spec_label.as_str())
@@ -147,7 +146,10 @@ pub(super) async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyh
             println!("deployed   service {name}, {} task(s)", plan.replicas);
             println!("image      {} ({reference})", plan.image);
             println!("key        Swarm secret {secret_name}, a file at {SWARM_KEY_FILE}; not in the service spec");
-            println!("data       volume {} at /data (on each node)", super::data_volume(name));
+            match &plan.service.data {
+                Some(path) => println!("data       volume {} at {path} (on each node)", plan.data_volume()),
+                None => println!("data       none (the service keeps no data)"),
+            }
             println!("published  {}", published(docker, name).await.unwrap_or_else(|| "-".to_owned()));
             println!("healthy    after {:.1} s", started.elapsed().as_secs_f64());
             Ok(())
@@ -170,19 +172,45 @@ fn api_at_least(docker: &Docker, major: usize, minor: usize) -> bool {
 /// What decides whether the service already runs what a deploy asks for:
 /// the whole spec boxcar would send (image, settings, limits, hardening).
 fn spec_hash(spec: &ServiceSpec) -> String {
-    super::spec_hash(&serde_json::to_value(spec).unwrap_or_default())
+    crate::plan::spec_hash(&serde_json::to_value(spec).unwrap_or_default())
 }
 
 /// The data volume on this node must be boxcar's, if it exists (Swarm makes
 /// it, with boxcar's labels, on each node that runs a task).
 async fn check_data_volume(docker: &Docker, plan: &Plan) -> anyhow::Result<()> {
-    let volume = super::data_volume(&plan.name);
+    let volume = plan.data_volume();
     match docker.inspect_volume(&volume).await {
-        Ok(v) if v.labels.get(LABEL_DEPLOYMENT) != Some(&plan.name) => Err(super::not_ours("volume", &volume)),
+        Ok(v) if v.labels.get(LABEL_DEPLOYMENT) != Some(&plan.name) => Err(not_ours("volume", &volume)),
         Ok(_) => Ok(()),
         Err(e) if is_not_found(&e) => Ok(()),
         Err(e) => Err(anyhow::Error::new(e).context(format!("inspecting the volume {volume}"))),
     }
+}
+
+/// The data volume (one per node, shared by a node's old and new tasks), if
+/// the service keeps data, and an in-memory /tmp.
+fn mounts(plan: &Plan) -> Vec<Mount> {
+    let mut mounts = Vec::new();
+    if let Some(path) = &plan.service.data {
+        mounts.push(Mount {
+            typ: Some(MountType::VOLUME),
+            source: Some(plan.data_volume()),
+            target: Some(path.clone()),
+            volume_options: Some(MountVolumeOptions { labels: Some(plan.labels("data")), ..Default::default() }),
+            ..Mount::default()
+        });
+    }
+    mounts.push(Mount {
+        typ: Some(MountType::TMPFS),
+        target: Some("/tmp".to_owned()),
+        tmpfs_options: Some(MountTmpfsOptions {
+            size_bytes: Some(16 * 1024 * 1024),
+            mode: Some(0o1777),
+            ..Default::default()
+        }),
+        ..Mount::default()
+    });
+    mounts
 }
 
 fn service_spec(
@@ -197,11 +225,11 @@ fn service_spec(
     let mut labels = plan.labels("app");
     labels.insert(LABEL_SPEC.to_owned(), spec_label.to_owned());
     labels.insert(LABEL_IMAGE_ID.to_owned(), reference.to_owned());
-    // Polling bots: the old task stops before the new one polls (two pollers
-    // get 409). Webhook bots: the new task starts first, no gap, unless it
-    // would need the port the old one holds on the node.
+    // One instance at a time: the old task stops before the new one starts.
+    // Several: the new task starts first, no gap, unless it would need the
+    // port the old one holds on the node.
     let host_port_held = plan.publish_mode == PublishMode::Host && plan.publish.port != 0;
-    let (order, rollback_order) = if plan.all_webhook && !host_port_held {
+    let (order, rollback_order) = if plan.many && !host_port_held {
         (ServiceSpecUpdateConfigOrderEnum::START_FIRST, ServiceSpecRollbackConfigOrderEnum::START_FIRST)
     } else {
         (ServiceSpecUpdateConfigOrderEnum::STOP_FIRST, ServiceSpecRollbackConfigOrderEnum::STOP_FIRST)
@@ -211,31 +239,16 @@ fn service_spec(
         image: Some(reference.to_owned()),
         // The spec label on the task makes every change a rolling update.
         labels: Some(labels.clone()),
-        env: Some(vec![format!("DEPLOY_ENV={}", plan.env), format!("SECRET_KEY_FILE={SWARM_KEY_FILE}")]),
-        user: Some("65532:65532".to_owned()),
+        env: Some(vec![
+            format!("{}={}", boxcar_secrets::DEPLOY_ENV, plan.env),
+            format!("SECRET_KEY_FILE={SWARM_KEY_FILE}"),
+        ]),
+        user: Some(format!("{0}:{0}", plan.service.user)),
         read_only: Some(true),
         capability_drop: Some(vec!["ALL".to_owned()]),
         privileges: no_new_privileges
             .then(|| TaskSpecContainerSpecPrivileges { no_new_privileges: Some(true), ..Default::default() }),
-        mounts: Some(vec![
-            Mount {
-                typ: Some(MountType::VOLUME),
-                source: Some(super::data_volume(&plan.name)),
-                target: Some("/data".to_owned()),
-                volume_options: Some(MountVolumeOptions { labels: Some(plan.labels("data")), ..Default::default() }),
-                ..Mount::default()
-            },
-            Mount {
-                typ: Some(MountType::TMPFS),
-                target: Some("/tmp".to_owned()),
-                tmpfs_options: Some(MountTmpfsOptions {
-                    size_bytes: Some(16 * 1024 * 1024),
-                    mode: Some(0o1777),
-                    ..Default::default()
-                }),
-                ..Mount::default()
-            },
-        ]),
+        mounts: Some(mounts(plan)),
         stop_grace_period: Some(nanos(Duration::from_secs(10))),
         health_check: Some(HealthConfig {
             // No test: the engine keeps the image's HEALTHCHECK command and
@@ -250,8 +263,8 @@ fn service_spec(
         secrets: Some(vec![TaskSpecContainerSpecSecrets {
             file: Some(TaskSpecContainerSpecFile {
                 name: Some(file_name.to_owned()),
-                uid: Some("65532".to_owned()),
-                gid: Some("65532".to_owned()),
+                uid: Some(plan.service.user.to_string()),
+                gid: Some(plan.service.user.to_string()),
                 mode: Some(0o400),
             }),
             secret_id: Some(secret_id.to_owned()),
@@ -265,11 +278,7 @@ fn service_spec(
         task_template: Some(TaskSpec {
             container_spec: Some(container),
             resources: Some(TaskSpecResources {
-                limits: Some(Limit {
-                    memory_bytes: Some(plan.memory_bytes),
-                    pids: Some(DEFAULT_PIDS),
-                    nano_cpus: None,
-                }),
+                limits: Some(Limit { memory_bytes: Some(plan.memory_bytes), pids: Some(plan.pids()), nano_cpus: None }),
                 ..TaskSpecResources::default()
             }),
             restart_policy: Some(TaskSpecRestartPolicy {
@@ -309,7 +318,7 @@ fn service_spec(
         }),
         endpoint_spec: Some(EndpointSpec {
             ports: Some(vec![EndpointPortConfig {
-                target_port: Some(i64::from(APP_PORT)),
+                target_port: Some(i64::from(plan.service.port)),
                 published_port: (plan.publish.port != 0).then_some(i64::from(plan.publish.port)),
                 protocol: Some(bollard::models::EndpointPortConfigProtocolEnum::TCP),
                 publish_mode: Some(match plan.publish_mode {
@@ -327,11 +336,11 @@ fn service_spec(
 /// The secret for the plan's key: reused when boxcar made it before, created
 /// otherwise. Returns its ID, name, and whether it was created now.
 async fn ensure_secret(docker: &Docker, plan: &Plan) -> anyhow::Result<(String, String, bool)> {
-    let name = super::key_resource(&plan.name, &plan.key);
+    let name = plan.key_resource();
     if let Some(secret) = find_secret(docker, &name).await? {
         let labels = secret.spec.as_ref().and_then(|s| s.labels.clone()).unwrap_or_default();
         if labels.get(LABEL_DEPLOYMENT) != Some(&plan.name) {
-            return Err(super::not_ours("Swarm secret", &name));
+            return Err(not_ours("Swarm secret", &name));
         }
         return Ok((secret.id.unwrap_or_default(), name, false));
     }
@@ -378,7 +387,7 @@ async fn delete_secret(docker: &Docker, name: &str) {
 
 /// Removes this deployment's key secrets other than `keep` that no service uses.
 async fn remove_unused_secrets(docker: &Docker, name: &str, keep: &str) {
-    let options = ListSecretsOptionsBuilder::default().filters(&super::filters(name)).build();
+    let options = ListSecretsOptionsBuilder::default().filters(&filters(name)).build();
     for secret in docker.list_secrets(Some(options)).await.unwrap_or_default() {
         let Some(secret_name) = secret.spec.as_ref().and_then(|s| s.name.clone()) else { continue };
         if secret_name != keep && !secret_in_use(docker, &secret_name).await {
@@ -555,7 +564,7 @@ async fn published(docker: &Docker, name: &str) -> Option<String> {
     let ports = service.endpoint?.ports?;
     let p = ports.first()?;
     if p.publish_mode != Some(EndpointPortConfigPublishModeEnum::HOST) {
-        return Some(format!("*:{} -> {APP_PORT} (ingress: every node)", p.published_port?));
+        return Some(format!("*:{} -> {} (ingress: every node)", p.published_port?, p.target_port?));
     }
     let tasks = tasks(docker, name).await.ok()?;
     let mut host_ports: Vec<String> = tasks
@@ -563,7 +572,7 @@ async fn published(docker: &Docker, name: &str) -> Option<String> {
         .filter(|t| serving(t))
         .filter_map(|t| {
             let port = t.status.as_ref()?.port_status.as_ref()?.ports.as_ref()?.first()?.published_port?;
-            Some(format!("*:{port} -> {APP_PORT} (host mode, slot {})", t.slot.unwrap_or(0)))
+            Some(format!("*:{port} -> {} (host mode, slot {})", p.target_port.unwrap_or(0), t.slot.unwrap_or(0)))
         })
         .collect();
     host_ports.sort();
@@ -638,7 +647,7 @@ pub(super) async fn undeploy(docker: &Docker, name: &str) -> anyhow::Result<usiz
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
-    let options = ListSecretsOptionsBuilder::default().filters(&super::filters(name)).build();
+    let options = ListSecretsOptionsBuilder::default().filters(&filters(name)).build();
     for secret in docker.list_secrets(Some(options)).await.context("listing Swarm secrets")? {
         let Some(secret_name) = secret.spec.as_ref().and_then(|s| s.name.clone()) else { continue };
         docker.delete_secret(&secret_name).await.with_context(|| format!("removing the Swarm secret {secret_name}"))?;
@@ -651,47 +660,58 @@ pub(super) async fn undeploy(docker: &Docker, name: &str) -> anyhow::Result<usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::{Deployment, KeyDelivery, Publish, Request};
 
-    fn plan(all_webhook: bool) -> Plan {
-        Plan {
+    fn plan(many: bool) -> Plan {
+        let key = boxcar_secrets::SecretKey::generate();
+        let request = Request {
             env: "production".into(),
-            name: "app-production".into(),
-            key: boxcar_secrets::SecretKey::generate(),
-            image: "app:latest".into(),
+            name: None,
+            key_id: key.key_id(),
             replicas: 1,
-            publish: super::super::Publish { address: None, port: 8080 },
+            many,
+            memory_mib: None,
+            publish: Publish { address: None, port: 9000 },
             publish_mode: PublishMode::Ingress,
-            memory_bytes: 256 << 20,
-            all_webhook,
-            key_delivery: super::super::KeyDelivery::Auto,
+        };
+        let deployment = Deployment::new(&crate::contract::tests::service(), request).unwrap();
+        Plan {
+            deployment,
+            key,
+            image: "svc:latest".into(),
+            key_delivery: KeyDelivery::Auto,
             timeout: Duration::from_secs(60),
             network: None,
         }
     }
 
     #[test]
-    fn polling_bots_stop_first_and_webhook_bots_start_first() {
-        let spec = service_spec(&plan(false), "sha256:1", "h", "sid", "app-production-key-x", false);
+    fn one_instance_stops_first_and_many_start_first() {
+        let spec = service_spec(&plan(false), "sha256:1", "h", "sid", "svc-production-key-x", false);
         let update = spec.update_config.unwrap();
         assert_eq!(update.order, Some(ServiceSpecUpdateConfigOrderEnum::STOP_FIRST));
         assert_eq!(update.failure_action, Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK));
-        let spec = service_spec(&plan(true), "sha256:1", "h", "sid", "app-production-key-x", false);
+        let spec = service_spec(&plan(true), "sha256:1", "h", "sid", "svc-production-key-x", false);
         assert_eq!(spec.update_config.unwrap().order, Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST));
     }
 
     #[test]
     fn the_spec_holds_the_secret_by_reference_only() {
         let p = plan(false);
-        let spec = service_spec(&p, "sha256:1", "h", "sid", "app-production-key-x", true);
+        let spec = service_spec(&p, "sha256:1", "h", "sid", "svc-production-key-x", true);
         let json = serde_json::to_string(&spec).unwrap();
         assert!(!json.contains(p.key.to_base64().as_str()));
         let c = spec.task_template.unwrap().container_spec.unwrap();
-        assert_eq!(c.user.as_deref(), Some("65532:65532"));
+        assert_eq!(c.user.as_deref(), Some("1000:1000"));
         assert_eq!(c.read_only, Some(true));
         assert_eq!(c.capability_drop.unwrap(), ["ALL"]);
         assert!(c.env.unwrap().contains(&format!("SECRET_KEY_FILE={SWARM_KEY_FILE}")));
         let secret = &c.secrets.unwrap()[0];
         assert_eq!(secret.file.as_ref().unwrap().mode, Some(0o400));
+        assert_eq!(secret.file.as_ref().unwrap().uid.as_deref(), Some("1000"));
         assert_eq!(secret.file.as_ref().unwrap().name.as_deref(), Some("boxcar-key"));
+        let mounts = c.mounts.unwrap();
+        assert_eq!(mounts[0].target.as_deref(), Some("/var/lib/svc"));
+        assert_eq!(mounts[0].source.as_deref(), Some("svc-production-data"));
     }
 }

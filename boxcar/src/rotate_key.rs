@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use boxcar_secrets::{EnvDocument, EnvFile, SecretKey};
 
-use crate::keys::{self, Context, OpenArgs};
+use crate::keys;
+use crate::project::{Context, OpenArgs};
 
 /// Replace an environment's key pair and re-seal every secret to the new key.
 ///
@@ -16,7 +17,7 @@ use crate::keys::{self, Context, OpenArgs};
 /// The old key file is kept: deployments still running need it until they are
 /// redeployed with the new key.
 #[derive(Debug, clap::Args)]
-pub(crate) struct Args {
+pub struct Args {
     #[command(flatten)]
     open: OpenArgs,
     /// Where to write the new secret key (outside the work tree).

@@ -6,7 +6,7 @@ use anyhow::{Context as _, bail};
 use boxcar_secrets::EnvDocument;
 use zeroize::Zeroizing;
 
-use crate::keys::Context;
+use crate::project::{Context, ServiceArg};
 
 /// Seal a secret value into deploy-config/<ENV>.toml.
 ///
@@ -18,10 +18,12 @@ use crate::keys::Context;
 /// Only the line `NAME = "sealed:…"` under [secrets] changes; every other byte
 /// of the file stays as it was.
 #[derive(Debug, clap::Args)]
-pub(crate) struct Args {
+pub struct Args {
     /// Deployment environment whose public key seals the value.
     #[arg(long, value_name = "ENV")]
     env: String,
+    #[command(flatten)]
+    service: ServiceArg,
     /// Secret name (a-z, 0-9, `_`; starts with a letter), the key under [secrets].
     name: String,
     /// Keep a trailing newline in the value instead of removing one.
@@ -29,7 +31,8 @@ pub(crate) struct Args {
     keep_trailing_newline: bool,
 }
 
-pub(crate) fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
+    ctx.use_config_of(&args.service)?;
     boxcar_secrets::check_secret_name(&args.name).map_err(|p| anyhow::anyhow!("secret name `{}` {p}", args.name))?;
     let file = ctx.load_env(&args.env)?;
     let key = file.public_key();

@@ -101,7 +101,7 @@ async fn bootstrap(sh: &Shell, docker: &Docker) -> anyhow::Result<()> {
 
 /// The builder image for this checkout, built if its tag does not exist yet.
 /// Returns its tag.
-pub(crate) async fn ensure_builder(
+pub async fn ensure_builder(
     sh: &Shell,
     docker: &Docker,
     root: &Path,
@@ -112,9 +112,8 @@ pub(crate) async fn ensure_builder(
     // find both made, instead of each bootstrapping its own.
     let _lock = lock("boxcar-builder.lock", "another build to finish the base and builder images")?;
     let base_id = ensure_base(sh, docker).await?;
-    let dockerfile =
-        std::fs::read(root.join("docker/builder.Dockerfile")).context("reading docker/builder.Dockerfile")?;
-    let toolchain = std::fs::read(root.join("rust-toolchain.toml")).context("reading rust-toolchain.toml")?;
+    let dockerfile = BUILDER_DOCKERFILE.as_bytes().to_vec();
+    let toolchain = toolchain_file(sh, root)?;
     let ca = match ca_bundle {
         Some(path) => std::fs::read(path).with_context(|| format!("reading the CA bundle {}", path.display()))?,
         None => Vec::new(),
@@ -168,6 +167,25 @@ pub(crate) async fn ensure_builder(
         bail!("building {tag} ended without an image");
     }
     Ok(tag)
+}
+
+/// The builder's Dockerfile: part of the library, since the projects it
+/// builds have none of their own.
+const BUILDER_DOCKERFILE: &str = include_str!("../../builder.Dockerfile");
+
+/// The project's rust-toolchain.toml, which pins the builder's toolchain;
+/// where a project has none, one that pins the host's `rustc`, so the
+/// builder compiles with what the project compiles with here.
+fn toolchain_file(sh: &Shell, root: &Path) -> anyhow::Result<Vec<u8>> {
+    match std::fs::read(root.join("rust-toolchain.toml")) {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let version = cmd!(sh, "rustc --version").quiet().read().context("asking the host's rustc its version")?;
+            let channel = version.split_whitespace().nth(1).context("`rustc --version` said no version")?;
+            Ok(format!("[toolchain]\nchannel = \"{channel}\"\n").into_bytes())
+        }
+        Err(e) => Err(e).context("reading rust-toolchain.toml"),
+    }
 }
 
 /// An exclusive lock on a file in the temporary folder, held until dropped;

@@ -1,11 +1,12 @@
-//! `cargo xtask image` and `cargo xtask image-check`: the runner image, built
-//! from a static musl binary compiled in a builder container, assembled
-//! deterministically, checked, then loaded into the engine (or written out).
+//! `cargo xtask image` and `cargo xtask image-check`: the runner image of a
+//! service, built from a static musl binary compiled in a builder container,
+//! assembled deterministically, checked, then loaded into the engine (or
+//! written out). What goes in is what the service contract declares.
 
-mod assemble;
-mod base;
-mod check;
-mod compile;
+pub mod assemble;
+pub mod base;
+pub mod check;
+pub mod compile;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,64 +17,79 @@ use futures::StreamExt as _;
 use xshell::{Shell, cmd};
 use zeroize::Zeroizing;
 
-use crate::keys::Context;
+use crate::contract::Service;
+use crate::project::{Context, ServiceArg};
 
-/// Default size budget of the image (all layers, uncompressed).
-const DEFAULT_BUDGET_KIB: usize = 32 * 1024;
 /// Secret values shorter than this are not searched for: they would match
 /// by chance. The check says which it skipped.
 const MIN_NEEDLE: usize = 6;
 
-/// Build the runner image: static musl binary, public config, nothing else.
+/// Build a service's runner image: static musl binary, public config, nothing else.
 ///
-/// Compiles `app` in a container from the builder image (docker/builder.Dockerfile,
-/// bootstrapped from Debian when no registry is reachable), then writes the
-/// runner image itself: one layer with sorted entries and fixed times, owners
-/// and modes, user 65532, a HEALTHCHECK running `app healthcheck`, OCI labels.
-/// The same commit gives the same image ID. The image check runs before
-/// anything is tagged; the image is loaded as app:latest and app:<commit>.
+/// Compiles the service (boxcar.toml names its package and binary) in a
+/// container from the builder image (bootstrapped from Debian when no registry
+/// is reachable), then writes the runner image itself: one layer with sorted
+/// entries and fixed times, owners and modes, the contract's user, port,
+/// health check and labels. The same commit gives the same image ID. The image
+/// check runs before anything is tagged; the image is loaded as
+/// <REPO>:latest and <REPO>:<commit>.
 #[derive(Debug, clap::Args)]
-pub(crate) struct Args {
+pub struct Args {
+    #[command(flatten)]
+    pub service: ServiceArg,
     /// CA bundle for the builder to reach the crate registry through a
     /// TLS-inspecting proxy (default: SSL_CERT_FILE). Never put in the runner image.
     #[arg(long, value_name = "PATH")]
-    ca_bundle: Option<PathBuf>,
+    pub ca_bundle: Option<PathBuf>,
     /// Write the image (an OCI layout that `docker load` also reads) to PATH
     /// instead of loading it into the engine.
     #[arg(long, value_name = "PATH")]
-    oci_archive: Option<PathBuf>,
-    /// Repository name of the tags: <REPO>:latest and <REPO>:<commit>.
-    #[arg(long, default_value = "app", value_name = "REPO")]
-    pub(crate) repo: String,
+    pub oci_archive: Option<PathBuf>,
+    /// Repository name of the tags: <REPO>:latest and <REPO>:<commit>
+    /// (default: the service's name).
+    #[arg(long, value_name = "REPO")]
+    pub repo: Option<String>,
     #[command(flatten)]
-    check: CheckArgs,
-    /// Set by `cargo xtask demo`: also ship the git-ignored demo environment,
-    /// and tag the image <REPO>:demo only, since it is not the commit's image.
+    pub check: CheckArgs,
+    /// Environment files git ignores that the image ships all the same
+    /// (`cargo xtask demo`'s own), tagged <REPO>:<tag> only, since the image is
+    /// not the commit's.
     #[arg(skip)]
-    pub(crate) demo: bool,
+    pub ignored_env: Option<(String, String)>,
 }
 
 /// Options of the image check.
-#[derive(Debug, clap::Args)]
-pub(crate) struct CheckArgs {
+#[derive(Debug, Default, clap::Args)]
+pub struct CheckArgs {
     /// Secret key file(s): open every value of the matching environment and make
     /// sure no plaintext is in the image (SECRET_KEY_FILE or SECRET_KEY also count).
     #[arg(long = "key-file", value_name = "PATH")]
-    key_files: Vec<PathBuf>,
-    /// Fail when the image is larger than this many KiB (all layers, uncompressed).
-    #[arg(long, value_name = "KIB", default_value_t = DEFAULT_BUDGET_KIB)]
-    size_budget_kib: usize,
+    pub key_files: Vec<PathBuf>,
+    /// Fail when the image is larger than this many KiB, all layers
+    /// uncompressed (default: the contract's size_budget_kib).
+    #[arg(long, value_name = "KIB")]
+    pub size_budget_kib: Option<usize>,
 }
 
-/// Check an image in the engine: static binary, numeric non-root user, no
+/// Check an image in the engine: static binaries, numeric non-root user, no
 /// secret plaintext or key material in any layer, config or history, size.
 #[derive(Debug, clap::Args)]
-pub(crate) struct CheckCommand {
-    /// The image to check.
-    #[arg(long, default_value = "app:latest")]
-    image: String,
+pub struct CheckCommand {
+    #[command(flatten)]
+    service: ServiceArg,
+    /// The image to check (default: <service>:latest).
+    #[arg(long)]
+    image: Option<String>,
     #[command(flatten)]
     check: CheckArgs,
+}
+
+/// What `image` made.
+#[derive(Debug)]
+pub struct Image {
+    /// `sha256:<hex>`.
+    pub id: String,
+    pub tags: Vec<String>,
 }
 
 struct Git {
@@ -93,7 +109,14 @@ fn git(sh: &Shell) -> anyhow::Result<Git> {
     Ok(Git { short: commit[..12].to_owned(), commit, time, dirty })
 }
 
-pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
+pub fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<Image> {
+    let service = ctx.service(&args.service)?;
+    build(sh, ctx, &service, &args)
+}
+
+/// Builds, checks and loads (or writes) the image of `service`, whose
+/// environment files are in `ctx`'s folder.
+pub fn build(sh: &Shell, ctx: &mut Context, service: &Service, args: &Args) -> anyhow::Result<Image> {
     let started = Instant::now();
     refuse_bad_env_files(ctx)?;
     let git = git(sh)?;
@@ -105,36 +128,44 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
     let needles = needles(ctx, &args.check.key_files)?;
     let public_keys = public_keys(ctx)?;
     let ca_bundle = ca_bundle(ctx, args.ca_bundle.as_deref())?;
+    let excluded = excluded_from_build(ctx)?;
+    let files = extra_files(ctx, service)?;
+    let repo = args.repo.clone().unwrap_or_else(|| service.name.clone());
 
     let rt = crate::engine::runtime()?;
     rt.block_on(async {
         let docker = crate::engine::connect(None).await?;
         let builder = base::ensure_builder(sh, &docker, &ctx.root, ca_bundle.as_deref()).await?;
-        let compiled = compile::compile(sh, &docker, &ctx.root, &builder, compile::APP).await?;
+        let binary = compile::Binary { package: service.package.clone(), bin: service.bin.clone() };
+        let compiled = compile::compile(sh, &docker, &ctx.root, &builder, &binary, &excluded).await?;
         eprintln!("binary: {} ({:.1} s)", compiled.how, compiled.took.as_secs_f64());
         if let Err(why) = check::is_static(&compiled.binary) {
             bail!("the compiled binary is not static: {why}; no image was built");
         }
+        let probe = match service.health.needs_probe() {
+            true => Some(compile::probe(&docker, &ctx.root, &builder).await?),
+            false => None,
+        };
 
         let spec = assemble::Spec {
+            service: service.clone(),
             binary: compiled.binary,
-            env_files: env_files(sh, &ctx.root, args.demo)?,
+            probe,
+            env_files: env_files(sh, ctx, args.ignored_env.as_ref().map(|(file, _)| file.as_str()))?,
+            files,
             ca_bundle: compiled.ca_bundle,
             epoch: epoch(git.time)?,
-            version: workspace_field(&ctx.root, "version")?,
             revision: if git.dirty { format!("{}-dirty", git.commit) } else { git.commit.clone() },
-            source: workspace_field(&ctx.root, "repository")?,
             dirty: git.dirty,
         };
         let short = if git.dirty { format!("{}-dirty", git.short) } else { git.short.clone() };
-        let repo = &args.repo;
-        let tags = if args.demo {
-            vec![format!("{repo}:demo")]
-        } else {
-            vec![format!("{repo}:latest"), format!("{repo}:{short}")]
+        let tags = match &args.ignored_env {
+            Some((_, tag)) => vec![format!("{repo}:{tag}")],
+            None => vec![format!("{repo}:latest"), format!("{repo}:{short}")],
         };
         let built = assemble::build(&spec, &tags)?;
-        let report = check::check_archive(&built.archive, &needles, &public_keys, args.check.size_budget_kib * 1024)?;
+        let budget = args.check.size_budget_kib.unwrap_or(service.size_budget_kib);
+        let report = check::check_archive(&built.archive, &needles, &public_keys, budget * 1024)?;
         check::enforce(&report)?;
 
         match &args.oci_archive {
@@ -158,8 +189,46 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
             }
         }
         print_table(&report, &built, &tags, spec.binary.len(), started);
-        Ok(())
+        Ok(Image { id: built.image_id, tags })
     })
+}
+
+/// What the build must not see besides what git ignores: every service's
+/// environment files and boxcar.toml, which the image takes from the host
+/// (so sealing a value or changing a label recompiles nothing).
+fn excluded_from_build(ctx: &Context) -> anyhow::Result<Vec<PathBuf>> {
+    let mut dirs = vec![ctx.config_dir()];
+    if let Some(contract) = ctx.contract()? {
+        dirs.extend(contract.services().iter().map(|s| s.config_dir.clone()));
+    }
+    let mut out = vec![PathBuf::from(crate::contract::FILE)];
+    for dir in dirs {
+        if ctx.root.join(&dir).is_dir() {
+            for path in boxcar_secrets::env_files(&ctx.root.join(&dir))? {
+                out.extend(path.strip_prefix(&ctx.root).ok().map(Path::to_path_buf));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The contract's extra files, read now: each must exist in the workspace.
+fn extra_files(ctx: &Context, service: &Service) -> anyhow::Result<Vec<(String, u32, Vec<u8>)>> {
+    service
+        .files
+        .iter()
+        .map(|f| {
+            let data = std::fs::read(ctx.root.join(&f.from)).with_context(|| {
+                format!(
+                    "{}: service `{}`: files: from = `{}` cannot be read",
+                    crate::contract::FILE,
+                    service.name,
+                    ctx.show(&f.from)
+                )
+            })?;
+            Ok((f.to.clone(), f.mode, data))
+        })
+        .collect()
 }
 
 /// The CA bundle for the builder: `--ca-bundle`, else SSL_CERT_FILE when it
@@ -179,37 +248,13 @@ fn ca_bundle(ctx: &Context, given: Option<&Path>) -> anyhow::Result<Option<PathB
 
 impl Args {
     /// What `cargo xtask image` does with no options (clap's defaults).
-    pub(crate) fn defaults() -> Args {
+    pub fn defaults() -> Args {
         #[derive(clap::Parser)]
         struct Image {
             #[command(flatten)]
             args: Args,
         }
         <Image as clap::Parser>::parse_from(["image"]).args
-    }
-}
-
-/// Builds (or finds) the image of the Bot API stand-in for `cargo xtask demo`,
-/// `boxcar/standin:<image id>`, compiled by the same builder as the app.
-pub(crate) async fn standin(sh: &Shell, ctx: &Context, docker: &bollard::Docker) -> anyhow::Result<String> {
-    let git = git(sh)?;
-    let ca_bundle = ca_bundle(ctx, None)?;
-    {
-        let builder = base::ensure_builder(sh, docker, &ctx.root, ca_bundle.as_deref()).await?;
-        let compiled = compile::compile(sh, docker, &ctx.root, &builder, compile::STANDIN).await?;
-        eprintln!("stand-in binary: {} ({:.1} s)", compiled.how, compiled.took.as_secs_f64());
-        if let Err(why) = check::is_static(&compiled.binary) {
-            bail!("the compiled stand-in is not static: {why}");
-        }
-        // The tag is the image ID itself: known before loading, so an image
-        // that is already there is not loaded again.
-        let probe = assemble::standin(compiled.binary.clone(), epoch(git.time)?, &[])?;
-        let tag = format!("boxcar/standin:{}", &probe.image_id["sha256:".len()..][..12]);
-        if docker.inspect_image(&tag).await.is_err() {
-            let built = assemble::standin(compiled.binary, epoch(git.time)?, std::slice::from_ref(&tag))?;
-            load(docker, &built.archive).await?;
-        }
-        Ok(tag)
     }
 }
 
@@ -249,29 +294,23 @@ fn epoch(commit_time: u64) -> anyhow::Result<u64> {
     }
 }
 
-fn workspace_field(root: &Path, field: &str) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(root.join("Cargo.toml")).context("reading Cargo.toml")?;
-    let doc: toml::Table = text.parse().context("parsing Cargo.toml")?;
-    doc.get("workspace")
-        .and_then(|w| w.get("package"))
-        .and_then(|p| p.get(field))
-        .and_then(|v| v.as_str())
-        .map(ToOwned::to_owned)
-        .with_context(|| format!("Cargo.toml has no [workspace.package] {field}"))
-}
-
-/// The public environment files for /etc/boxcar/deploy-config: those git
-/// tracks or would add, never one it ignores (the demo's, made on one machine
-/// with a key that exists there only), unless `demo` asks for that one.
-fn env_files(sh: &Shell, root: &Path, demo: bool) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+/// The public environment files for the image: those git tracks or would
+/// add, never one it ignores (the demo's, made on one machine with a key that
+/// exists there only), unless `ignored` names that one.
+fn env_files(sh: &Shell, ctx: &Context, ignored: Option<&str>) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let root = &ctx.root;
+    let dir = root.join(ctx.config_dir());
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
     let visible = crate::check::tracked_files(sh, root)?;
     let mut out = Vec::new();
-    for path in boxcar_secrets::env_files(&root.join("deploy-config"))? {
+    for path in boxcar_secrets::env_files(&dir)? {
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
         let rel = path.strip_prefix(root).unwrap_or(&path);
-        let shipped = visible.iter().any(|v| v == rel) || (demo && name == "demo.toml");
+        let shipped = visible.iter().any(|v| v == rel) || ignored == Some(name.as_str());
         if !shipped {
-            eprintln!("not in the image: {} (git ignores it)", rel.display());
+            eprintln!("not in the image: {} (git ignores it)", ctx.show(rel));
             continue;
         }
         out.push((name, std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?));
@@ -284,7 +323,7 @@ fn env_files(sh: &Shell, root: &Path, demo: bool) -> anyhow::Result<Vec<(String,
 /// its file's key) before anything is built.
 fn refuse_bad_env_files(ctx: &Context) -> anyhow::Result<()> {
     let mut problems = Vec::new();
-    for path in boxcar_secrets::env_files(&ctx.config_dir())? {
+    for path in config_files(ctx)? {
         match EnvFile::load(&path) {
             Ok(file) => problems.extend(file.problems().iter().map(|p| format!("{}: {p}", ctx.show(&path)))),
             Err(e) => problems.push(e.to_string()),
@@ -302,9 +341,18 @@ fn refuse_bad_env_files(ctx: &Context) -> anyhow::Result<()> {
     )
 }
 
+/// The environment files of the command's folder; none when it does not exist.
+fn config_files(ctx: &Context) -> anyhow::Result<Vec<PathBuf>> {
+    let dir = ctx.config_dir();
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    Ok(boxcar_secrets::env_files(&dir)?)
+}
+
 fn public_keys(ctx: &Context) -> anyhow::Result<Vec<(String, PublicKey)>> {
     let mut out = Vec::new();
-    for path in boxcar_secrets::env_files(&ctx.config_dir())? {
+    for path in config_files(ctx)? {
         if let Ok(file) = EnvFile::load(&path) {
             out.push((file.env().to_owned(), file.public_key().clone()));
         }
@@ -324,7 +372,7 @@ fn needles(ctx: &mut Context, key_files: &[PathBuf]) -> anyhow::Result<Vec<check
     }
     let mut files = Vec::new();
     let mut unreadable = Vec::new();
-    for path in boxcar_secrets::env_files(&ctx.config_dir())? {
+    for path in config_files(ctx)? {
         match EnvFile::load(&path) {
             Ok(file) => files.push(file),
             Err(e) => unreadable.push(e.to_string()),
@@ -335,9 +383,10 @@ fn needles(ctx: &mut Context, key_files: &[PathBuf]) -> anyhow::Result<Vec<check
         let key = intake.key;
         let Some(file) = files.iter().find(|f| f.public_key() == key.public_key()) else {
             let mut msg = format!(
-                "the key from {} (key id {}) belongs to no environment in deploy-config/",
+                "the key from {} (key id {}) belongs to no environment in {}/",
                 intake.source,
-                key.key_id()
+                key.key_id(),
+                ctx.show(&ctx.config_dir())
             );
             for e in &unreadable {
                 msg.push_str(&format!("\n  (could not read: {e})"));
@@ -370,22 +419,25 @@ fn needles(ctx: &mut Context, key_files: &[PathBuf]) -> anyhow::Result<Vec<check
 }
 
 pub(crate) fn run_check(ctx: &mut Context, args: CheckCommand) -> anyhow::Result<()> {
+    let service = ctx.service(&args.service)?;
+    let image = args.image.unwrap_or_else(|| format!("{}:latest", service.name));
+    let budget = args.check.size_budget_kib.unwrap_or(service.size_budget_kib);
     let needles = needles(ctx, &args.check.key_files)?;
     let public_keys = public_keys(ctx)?;
     let rt = crate::engine::runtime()?;
     rt.block_on(async {
         let docker = crate::engine::connect(None).await?;
-        docker.inspect_image(&args.image).await.with_context(|| format!("no image {} in the engine", args.image))?;
-        let mut stream = docker.export_image(&args.image);
+        docker.inspect_image(&image).await.with_context(|| format!("no image {} in the engine", image))?;
+        let mut stream = docker.export_image(&image);
         let mut archive = Vec::new();
         while let Some(chunk) = stream.next().await {
-            archive.extend_from_slice(&chunk.with_context(|| format!("exporting {}", args.image))?);
+            archive.extend_from_slice(&chunk.with_context(|| format!("exporting {}", image))?);
         }
-        let report = check::check_archive(&archive, &needles, &public_keys, args.check.size_budget_kib * 1024)?;
+        let report = check::check_archive(&archive, &needles, &public_keys, budget * 1024)?;
         check::enforce(&report)?;
         println!(
             "ok  {}: static binary ({} KiB), user {}, {} layer(s), {} KiB, {} secret(s) searched for",
-            args.image,
+            image,
             report.binary_size / 1024,
             report.user,
             report.layers,

@@ -4,7 +4,7 @@ use std::io::{IsTerminal as _, Write as _};
 
 use anyhow::{Context as _, bail};
 
-use crate::keys::{Context, OpenArgs};
+use crate::project::{Context, OpenArgs};
 
 /// Open every secret of an environment, as the app will at startup.
 ///
@@ -12,7 +12,7 @@ use crate::keys::{Context, OpenArgs};
 /// --key-file, SECRET_KEY_FILE, SECRET_KEY, or the default key file for the
 /// environment's key id. Exits non-zero if anything fails to open.
 #[derive(Debug, clap::Args)]
-pub(crate) struct Args {
+pub struct Args {
     #[command(flatten)]
     open: OpenArgs,
     /// Print the plaintext of one secret to stdout, for debugging. It will be

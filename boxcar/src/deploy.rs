@@ -1,0 +1,341 @@
+//! `cargo xtask deploy`, `status`, `logs`, `undeploy`: a service's image on a
+//! Docker engine (one container, health-gated replacement) or on a Swarm
+//! cluster (a service with the key as a Swarm secret, rolled back by the engine
+//! when an update fails).
+//!
+//! Everything boxcar creates on an engine carries the label
+//! `dev.boxcar.deployment=<name>`; nothing without it is ever changed or removed.
+
+pub mod standalone;
+pub mod swarm;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use bollard::Docker;
+use xshell::Shell;
+
+use crate::contract::Service;
+use crate::plan::{Deployment, KeyDelivery, Plan, Publish, PublishMode, Request, Target};
+use crate::project::Context;
+use crate::service_cmd;
+
+/// Deploy a service's image to a Docker engine or a Swarm cluster.
+///
+/// Refuses before changing anything when the key does not belong to the
+/// environment (its derived public key is compared with the file's), when a
+/// sealed value does not open, when the image is not in the engine, when the
+/// service's own check of the environment file (boxcar.toml's `check`, run in
+/// the image) fails, or when a container or service of that name was not made
+/// by boxcar.
+///
+/// Standalone engine: one container `<name>`, read-only, cap-drop ALL,
+/// no-new-privileges, the contract's numeric user, memory and pids limits,
+/// restart unless-stopped, data in a volume `<name>-data-<hex>`, the key as a
+/// file in the volume `<name>-key-<key id>`. An update first starts the new
+/// image beside the old one (no published port, in-memory data, the
+/// contract's probe settings); when that is healthy, the old container is
+/// stopped and the new one started on a copy of its data. A new container
+/// that does not become healthy is removed and the old one started again on
+/// its untouched data.
+///
+/// Swarm (--swarm): the key becomes the Swarm secret `<name>-key-<key id>`, the
+/// service the Swarm service `<name>`, updated one task at a time and rolled
+/// back by the engine when a new task fails its healthcheck.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub target: Target,
+    /// File holding the environment's secret key (default: SECRET_KEY_FILE, then
+    /// the key folder's file for the environment's key id).
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+    /// The image to run; it must be in the engine (`cargo xtask image` puts it
+    /// there). Default: <service>:latest.
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// Deploy as a Swarm service (the engine must be a Swarm manager).
+    #[arg(long)]
+    pub swarm: bool,
+    /// Number of tasks (Swarm only). More than one needs a service whose
+    /// contract allows several instances.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub replicas: u64,
+    /// Where the service's port is published: [ADDRESS:]PORT, port 0 for any
+    /// free port (default: 127.0.0.1:<its port>). With --swarm only a PORT
+    /// (default: its port): Swarm publishes on every address of the nodes.
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    pub publish: Option<String>,
+    /// How Swarm publishes the port: `ingress` (any node forwards to a task;
+    /// needs the kernel's IPVS) or `host` (each task on its own node's port).
+    #[arg(long, value_enum, default_value_t = PublishMode::Ingress)]
+    pub publish_mode: PublishMode,
+    /// Memory limit in MiB (default: the contract's memory_mib).
+    #[arg(long, value_name = "MIB")]
+    pub memory_mib: Option<u64>,
+    /// How the key reaches a standalone container: `file` (a read-only volume),
+    /// `env` (SECRET_KEY: `docker inspect` shows it), or `auto` (file, unless the
+    /// engine refuses it). Swarm always uses a secret.
+    #[arg(long, value_enum, default_value_t = KeyDelivery::Auto)]
+    pub key_delivery: KeyDelivery,
+    /// Docker network to attach the container to, e.g. the one a reverse proxy
+    /// is on (standalone only; default: the engine's default bridge).
+    #[arg(long, value_name = "NETWORK")]
+    pub network: Option<String>,
+    /// How long to wait for the new container or tasks to become healthy.
+    #[arg(long, default_value = "120s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+pub fn run(_sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
+    let service = ctx.service(&args.target.service)?;
+    let name = args.target.name(&service)?;
+    let file = ctx.load_env(&args.target.env)?;
+    let key = ctx.secret_key(&file, args.key_file.as_deref())?;
+    // The key must be this environment's before anything else happens: compare
+    // the public key derived from it with the file's, then open every value.
+    if key.public_key() != file.public_key() {
+        bail!(
+            "the secret key (key id {}) does not belong to environment `{}` (key id {}); nothing was changed\n\
+             hint: pass the key `cargo xtask keygen --env {}` or `rotate-key` wrote for this environment",
+            key.key_id(),
+            file.env(),
+            file.public_key().key_id(),
+            file.env()
+        );
+    }
+    let secrets = file.open_all(&key).context("nothing was changed")?;
+    eprintln!("environment `{}`: key id {}, {} secret(s) open", file.env(), key.key_id(), secrets.len());
+    drop(secrets);
+    if args.replicas == 0 {
+        bail!("--replicas must be at least 1; `cargo xtask undeploy` stops a deployment");
+    }
+    if args.network.is_some() && args.swarm {
+        bail!("--network is for a standalone engine; a Swarm service joins overlay networks through its stack");
+    }
+    if args.replicas > 1 && !args.swarm {
+        bail!("--replicas needs --swarm: a standalone engine runs one container per deployment");
+    }
+    let publish = match (&args.publish, args.swarm) {
+        (Some(text), _) => Publish::parse(text)?,
+        (None, false) => Publish { address: Some("127.0.0.1".to_owned()), port: service.port },
+        (None, true) => Publish { address: None, port: service.port },
+    };
+    if args.swarm && publish.address.is_some() {
+        bail!(
+            "--publish {}: Swarm publishes a port on every address of its nodes and cannot keep it to one; \
+             give only the port, and keep it behind a firewall or proxy",
+            args.publish.as_deref().unwrap_or_default()
+        );
+    }
+    if args.publish_mode == PublishMode::Host && publish.port != 0 && args.replicas > 1 {
+        bail!(
+            "--publish-mode host with port {} runs one task per node on that port; with --replicas {} use \
+             --publish-mode ingress, or --publish 0 for a free port per task",
+            publish.port,
+            args.replicas
+        );
+    }
+    let image = args.image.clone().unwrap_or_else(|| format!("{}:latest", service.name));
+    let request = Request {
+        env: file.env().to_owned(),
+        name: Some(name.clone()),
+        key_id: key.key_id(),
+        replicas: args.replicas,
+        many: true,
+        memory_mib: args.memory_mib,
+        publish,
+        publish_mode: args.publish_mode,
+    };
+    // Everything but the instance rule, checked before the engine is asked.
+    Deployment::new(&service, Request { replicas: 1, ..request.clone() })?;
+    let rt = crate::engine::runtime()?;
+    rt.block_on(async {
+        let docker = crate::engine::connect(args.target.host.as_deref()).await?;
+        let inspected = docker.inspect_image(&image).await.map_err(|e| {
+            if crate::engine::is_not_found(&e) {
+                anyhow::anyhow!(
+                    "no image {} in the engine; build it with `cargo xtask image` (nothing was changed)",
+                    crate::show::escape(&image)
+                )
+            } else {
+                anyhow::Error::new(e).context(format!("inspecting the image {}", crate::show::escape(&image)))
+            }
+        })?;
+        let image_id = inspected.id.clone().context("the engine reports no image ID")?;
+        let many = service_answers(&docker, &image_id, &name, &service, file.env()).await?;
+        let deployment = Deployment::new(&service, Request { many, ..request })?;
+        let plan = Plan {
+            deployment,
+            key,
+            image,
+            key_delivery: args.key_delivery,
+            timeout: args.timeout,
+            network: args.network.clone(),
+        };
+        if args.swarm {
+            swarm::deploy(&docker, &plan, &image_id).await
+        } else {
+            if swarm::service_here(&docker, &plan.name).await? {
+                bail!(
+                    "`{}` runs as a Swarm service on this engine; deploy with --swarm, or `cargo xtask undeploy` first",
+                    plan.name
+                );
+            }
+            standalone::deploy(&docker, &plan, &image_id).await
+        }
+    })
+}
+
+/// The service's own check of the environment file the image carries, and
+/// its instance rule: both from the image about to be deployed, before
+/// anything changes. Returns whether several instances may run.
+async fn service_answers(
+    docker: &Docker,
+    image_id: &str,
+    name: &str,
+    service: &Service,
+    env: &str,
+) -> anyhow::Result<bool> {
+    let file = Service::env_file_in_image(env);
+    if let Some(args) = &service.check {
+        let answer = service_cmd::in_image(docker, image_id, name, service, args, &file).await?;
+        if answer.code != 0 {
+            bail!(
+                "the service's own check of environment `{env}` in the image failed (`{}`); nothing was changed:\n  {}",
+                service_cmd::describe(service, args),
+                answer.lines().join("\n  ")
+            );
+        }
+        eprintln!("the service's own check passed: `{}` on {file}", service_cmd::describe(service, args));
+    }
+    match (service_cmd::fixed_instances(service), &service.instances) {
+        (Some(many), _) => Ok(many),
+        (None, crate::contract::Instances::Ask(args)) => {
+            let answer = service_cmd::in_image(docker, image_id, name, service, args, &file).await?;
+            service_cmd::many_from(service, args, &answer)
+        }
+        (None, _) => Ok(false),
+    }
+}
+
+/// Show a deployment: container or service, image, health, key id, port.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    target: Target,
+}
+
+pub fn status(ctx: &mut Context, args: StatusArgs) -> anyhow::Result<()> {
+    let service = ctx.service(&args.target.service)?;
+    let name = args.target.name(&service)?;
+    let rt = crate::engine::runtime()?;
+    rt.block_on(async {
+        let docker = crate::engine::connect(args.target.host.as_deref()).await?;
+        if swarm::service_here(&docker, &name).await? {
+            return swarm::status(&docker, &name).await;
+        }
+        if standalone::status(&docker, &name).await? {
+            return Ok(());
+        }
+        bail!(
+            "nothing named `{name}` is deployed on this engine; `cargo xtask deploy --env {}` deploys it",
+            args.target.env
+        )
+    })
+}
+
+/// Print the app's log lines (the last --tail, then new ones with --follow).
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Keep printing new lines until interrupted.
+    #[arg(long, short)]
+    follow: bool,
+    /// How many of the last lines to print first.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    tail: u64,
+}
+
+pub fn logs(ctx: &mut Context, args: LogsArgs) -> anyhow::Result<()> {
+    let service = ctx.service(&args.target.service)?;
+    let name = args.target.name(&service)?;
+    let rt = crate::engine::runtime()?;
+    rt.block_on(async {
+        let docker = crate::engine::connect(args.target.host.as_deref()).await?;
+        let swarm = swarm::service_here(&docker, &name).await?;
+        if !swarm && standalone::managed_container(&docker, &name, &name).await?.is_none() {
+            bail!("nothing named `{name}` is deployed on this engine");
+        }
+        let options = bollard::query_parameters::LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(args.follow)
+            .tail(&args.tail.to_string())
+            .build();
+        let mut stream = if swarm {
+            docker.service_logs(&name, Some(options)).boxed()
+        } else {
+            docker.logs(&name, Some(options)).boxed()
+        };
+        use futures::StreamExt as _;
+        use std::io::Write as _;
+        while let Some(item) = stream.next().await {
+            let item = item.with_context(|| format!("reading the logs of `{name}`"))?;
+            match item {
+                bollard::container::LogOutput::StdErr { message } => std::io::stderr().write_all(&message)?,
+                other => std::io::stdout().write_all(&other.into_bytes())?,
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Stop and remove a deployment: its container or service and its key volumes
+/// or secrets. The data volume stays unless --purge.
+#[derive(Debug, clap::Args)]
+pub struct UndeployArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Also remove the data volume (the service's data). This cannot be undone.
+    #[arg(long)]
+    purge: bool,
+}
+
+pub fn undeploy(ctx: &mut Context, args: UndeployArgs) -> anyhow::Result<()> {
+    let service = ctx.service(&args.target.service)?;
+    let name = args.target.name(&service)?;
+    let rt = crate::engine::runtime()?;
+    rt.block_on(async {
+        let docker = crate::engine::connect(args.target.host.as_deref()).await?;
+        let mut removed = 0;
+        if swarm::is_manager(&docker).await {
+            removed += swarm::undeploy(&docker, &name).await?;
+        }
+        removed += standalone::undeploy(&docker, &name, args.purge).await?;
+        if removed == 0 {
+            bail!("nothing named `{name}` is deployed on this engine");
+        }
+        Ok(())
+    })
+}
+
+/// The last lines of a container's log, for failure reports.
+pub async fn last_log_lines(docker: &Docker, container: &str, n: usize) -> String {
+    use futures::StreamExt as _;
+    let options =
+        bollard::query_parameters::LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&n.to_string()).build();
+    let mut stream = docker.logs(container, Some(options));
+    let mut out = String::new();
+    while let Some(Ok(item)) = stream.next().await {
+        out.push_str(&String::from_utf8_lossy(&item.into_bytes()));
+    }
+    indent(&out)
+}
+
+pub fn indent(text: &str) -> String {
+    let lines: Vec<String> = text.lines().map(|l| format!("  | {l}")).collect();
+    if lines.is_empty() { "  | (no output)".to_owned() } else { lines.join("\n") }
+}

@@ -1,0 +1,148 @@
+//! boxcar: ship a Rust service with its credentials sealed in git.
+//!
+//! The library behind `cargo xtask`: key pairs and sealed values per
+//! deployment environment, a small reproducible image of the service, and
+//! deploys to a Docker engine or a Swarm with the key held by the engine.
+//! What it knows of the service is what `boxcar.toml` declares
+//! ([`contract`]); nothing else.
+//!
+//! A workspace's own xtask drives all of it in three lines
+//! (`xtask/src/main.rs`):
+//!
+//! ```no_run
+//! fn main() -> std::process::ExitCode {
+//!     boxcar::main(env!("CARGO_MANIFEST_DIR"))
+//! }
+//! ```
+//!
+//! or adds commands of its own beside boxcar's [`Command`] (as boxcar's own
+//! xtask does with `demo` and `test`), calling [`take_key`] first, then
+//! [`start`] and [`Command::run`].
+
+pub mod contract;
+pub mod defaults;
+pub mod deploy;
+pub mod engine;
+pub mod image;
+pub mod keys;
+pub mod plan;
+pub mod project;
+pub mod service_cmd;
+pub mod show;
+
+pub mod check;
+mod encrypt_secret;
+mod keygen;
+mod manifests;
+mod rotate_key;
+mod verify;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+pub use project::{Context, EnvKey, ServiceArg};
+
+/// boxcar's commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    Keygen(keygen::Args),
+    EncryptSecret(encrypt_secret::Args),
+    Check(check::Args),
+    Verify(verify::Args),
+    RotateKey(rotate_key::Args),
+    Image(image::Args),
+    ImageCheck(image::CheckCommand),
+    Deploy(deploy::Args),
+    Status(deploy::StatusArgs),
+    Logs(deploy::LogsArgs),
+    Undeploy(deploy::UndeployArgs),
+    Manifests(manifests::Args),
+}
+
+impl Command {
+    /// Runs the command in `ctx`'s project.
+    pub fn run(self, sh: &xshell::Shell, ctx: &mut Context) -> anyhow::Result<()> {
+        match self {
+            Command::Keygen(args) => keygen::run(ctx, args),
+            Command::EncryptSecret(args) => encrypt_secret::run(ctx, args),
+            Command::Check(args) => check::run(sh, ctx, args),
+            Command::Verify(args) => verify::run(ctx, args),
+            Command::RotateKey(args) => rotate_key::run(ctx, args),
+            Command::Image(args) => image::run(sh, ctx, args).map(drop),
+            Command::ImageCheck(args) => image::run_check(ctx, args),
+            Command::Deploy(args) => deploy::run(sh, ctx, args),
+            Command::Status(args) => deploy::status(ctx, args),
+            Command::Logs(args) => deploy::logs(ctx, args),
+            Command::Undeploy(args) => deploy::undeploy(ctx, args),
+            Command::Manifests(args) => manifests::run(sh, ctx, args),
+        }
+    }
+}
+
+/// boxcar: ship a Rust service with its credentials sealed in git.
+///
+/// Each deployment environment has a key pair. Its public key and sealed
+/// values live in deploy-config/<env>.toml (safe to commit); its secret key
+/// lives outside the repository and is handed to the running service as
+/// SECRET_KEY_FILE (or SECRET_KEY). boxcar.toml declares the services.
+#[derive(Debug, clap::Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The whole command line of a workspace's `cargo xtask`: `xtask_manifest_dir`
+/// is the xtask crate's `env!("CARGO_MANIFEST_DIR")`, whose workspace is the
+/// project.
+pub fn main(xtask_manifest_dir: &str) -> ExitCode {
+    let env_key = take_key();
+    let cli = <Cli as clap::Parser>::parse();
+    exit(start(Path::new(xtask_manifest_dir), env_key).and_then(|(sh, mut ctx)| cli.command.run(&sh, &mut ctx)))
+}
+
+/// Takes SECRET_KEY / SECRET_KEY_FILE out of the environment. Call it first
+/// in `main`, while the process has one thread, so no child process (cargo,
+/// git) inherits the key.
+pub fn take_key() -> EnvKey {
+    boxcar_secrets::take_from_env()
+}
+
+/// Finds the project (`BOXCAR_PROJECT_ROOT`, else the workspace that holds
+/// `xtask_manifest_dir`), moves there, and returns the shell and context
+/// every command takes.
+pub fn start(xtask_manifest_dir: &Path, env_key: EnvKey) -> anyhow::Result<(xshell::Shell, Context)> {
+    let root = project_root(xtask_manifest_dir);
+    let invoked_from = std::env::current_dir()?;
+    std::env::set_current_dir(&root)
+        .map_err(|e| anyhow::anyhow!("cannot enter the project root {}: {e}", root.display()))?;
+    let sh = xshell::Shell::new()?;
+    Ok((sh, Context::new(root, invoked_from, env_key)))
+}
+
+/// Prints an error the way every boxcar command does, as the exit code.
+pub fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `BOXCAR_PROJECT_ROOT` (the CLI tests point it at scratch projects), else
+/// the nearest folder above `dir` whose Cargo.toml has `[workspace]`, else
+/// `dir`'s parent.
+fn project_root(dir: &Path) -> PathBuf {
+    if let Some(root) = std::env::var_os("BOXCAR_PROJECT_ROOT") {
+        return PathBuf::from(root);
+    }
+    let is_workspace = |d: &Path| {
+        std::fs::read_to_string(d.join("Cargo.toml"))
+            .ok()
+            .and_then(|t| t.parse::<toml::Table>().ok())
+            .is_some_and(|t| t.contains_key("workspace"))
+    };
+    dir.ancestors().find(|d| is_workspace(d)).or(dir.parent()).unwrap_or(dir).to_owned()
+}
