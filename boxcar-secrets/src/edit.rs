@@ -187,7 +187,7 @@ mod tests {
         let path = dir.path().join("prod.toml");
         let sk = SecretKey::generate();
         let original = format!(
-            "# top comment\npublic_key = \"{}\" # trailing\n\n[app]\nlisten = \"0.0.0.0:8080\"  # odd   spacing\n\n[secrets]\n# about a\na = \"sealed:v1:old\" # keep me\nb = 'x'\n",
+            "# top comment\npublic_key = \"{}\" # trailing\n\n[app]\nlisten = \"0.0.0.0:9000\"  # odd   spacing\n\n[secrets]\n# about a\na = \"sealed:v1:old\" # keep me\nb = 'x'\n",
             sk.public_key().to_base64()
         );
         std::fs::write(&path, &original).unwrap();

@@ -47,8 +47,8 @@ mod tests {
         assert!(check_env_name("2prod").is_err());
         assert!(check_env_name("prod/../x").is_err());
         assert!(check_env_name(&"a".repeat(33)).is_err());
-        assert!(check_secret_name("telegram_token").is_ok());
-        assert!(check_secret_name("telegram-token").is_err());
+        assert!(check_secret_name("api_token").is_ok());
+        assert!(check_secret_name("api-token").is_err());
         assert!(check_secret_name(&"a".repeat(64)).is_ok());
         assert!(check_secret_name(&"a".repeat(65)).is_err());
     }

@@ -267,12 +267,12 @@ mod tests {
     #[test]
     fn round_trip() {
         let sk = pair();
-        let sealed = seal(sk.public_key(), "production", "telegram_token", b"123:abc").unwrap();
+        let sealed = seal(sk.public_key(), "production", "api_token", b"123:abc").unwrap();
         let text = sealed.to_string();
         assert!(text.starts_with(&format!("sealed:v1:{}:", sk.key_id())));
         let parsed = SealedValue::parse(&text).unwrap();
         assert_eq!(parsed, sealed);
-        let value = parsed.open(&sk, "production", "telegram_token").unwrap();
+        let value = parsed.open(&sk, "production", "api_token").unwrap();
         assert_eq!(value.expose_bytes(), b"123:abc");
     }
 

@@ -448,7 +448,7 @@ fn check_service(raw: RawService, at: &str, problems: &mut Vec<String>) -> Servi
     let user = match raw.user {
         None => defaults::USER,
         Some(0) => {
-            problem("user = 0 is root; give the numeric id of an unprivileged user, like 65532".to_owned());
+            problem(format!("user = 0 is root; give the numeric id of an unprivileged user, like {}", defaults::USER));
             0
         }
         Some(u) => u32::try_from(u).unwrap_or_else(|_| {
@@ -710,7 +710,7 @@ pub(crate) mod tests {
             ("data = \"/srv/../etc\"\n", "must not hold `.`, `..`"),
             ("data = \"/etc/svc\"\n", "is a system folder"),
             ("user = 0\n", "user = 0 is root"),
-            ("health.ready = \"readyz\"\n", "health.ready = `readyz` must be a URL path with a leading `/`"),
+            ("health.ready = \"ready\"\n", "health.ready = `ready` must be a URL path with a leading `/`"),
             ("config_dir = \"../elsewhere\"\n", "config_dir = `../elsewhere` must be a folder inside the workspace"),
             ("env.PATH = \"/bin\"\n", "env.PATH is set by boxcar itself"),
             ("env.X = \"{data}\"\n", "env.X uses {data}, but the service has no `data` folder"),

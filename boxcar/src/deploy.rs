@@ -246,7 +246,7 @@ pub fn status(ctx: &mut Context, args: StatusArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Print the app's log lines (the last --tail, then new ones with --follow).
+/// Print the service's log lines (the last --tail, then new ones with --follow).
 #[derive(Debug, clap::Args)]
 pub struct LogsArgs {
     #[command(flatten)]

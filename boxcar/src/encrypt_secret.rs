@@ -12,7 +12,7 @@ use crate::project::{Context, ServiceArg};
 ///
 /// The value is read from stdin, never from the command line (argv shows in
 /// `ps` and shell history): `printf %s "$TOKEN" | cargo xtask encrypt-secret
-/// --env production telegram_token`. On a terminal it prompts twice without
+/// --env production api_key`. On a terminal it prompts twice without
 /// echo. Newline policy: exactly one trailing "\n" (or "\r\n") is removed,
 /// because `echo` and editors add one; other whitespace is kept.
 /// Only the line `NAME = "sealed:…"` under [secrets] changes; every other byte

@@ -85,6 +85,6 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
             args.env
         );
     }
-    println!("Keep the secret key out of git. The app reads it from SECRET_KEY_FILE (or SECRET_KEY).");
+    println!("Keep the secret key out of git. The service reads it from SECRET_KEY_FILE (or SECRET_KEY).");
     Ok(())
 }

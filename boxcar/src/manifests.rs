@@ -507,7 +507,7 @@ mod tests {
             assert!(spec(&s, &file, &Args { replicas: 0, ..args(format) }, true).is_err());
             assert!(spec(&s, &file, &Args { memory_mib: Some(8), ..args(format) }, false).is_err());
             assert!(spec(&s, &file, &Args { publish: Some(0), ..args(format) }, false).is_err());
-            assert!(spec(&s, &file, &Args { name: Some("App_1".to_owned()), ..args(format) }, false).is_err());
+            assert!(spec(&s, &file, &Args { name: Some("Svc_1".to_owned()), ..args(format) }, false).is_err());
         }
     }
 
@@ -520,8 +520,8 @@ mod tests {
         assert_eq!(spec_k.name, "svc-eu-west");
         assert_eq!(spec_k.secret, format!("svc-eu-west-key-{}", key.key_id()));
         assert_eq!(spec_k.data_volume, "svc-eu-west-data");
-        let named = spec(&s, &file, &Args { name: Some("bots".to_owned()), ..args(Format::Compose) }, false).unwrap();
-        assert_eq!(named.secret, format!("bots-key-{}", key.key_id()));
+        let named = spec(&s, &file, &Args { name: Some("edge".to_owned()), ..args(Format::Compose) }, false).unwrap();
+        assert_eq!(named.secret, format!("edge-key-{}", key.key_id()));
         // A Kubernetes label value ends with a letter or digit.
         let file = env_file(&key, "prod_");
         let with_name = Args { name: Some("prod".to_owned()), ..args(Format::Kubernetes) };

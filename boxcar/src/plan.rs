@@ -294,8 +294,8 @@ mod tests {
         let t = |env: &str, name: Option<&str>| deployment_name(&s, env, name);
         assert_eq!(t("production", None).unwrap(), "svc-production");
         assert_eq!(t("eu_west", None).unwrap(), "svc-eu-west");
-        assert_eq!(t("p", Some("bots-p")).unwrap(), "bots-p");
-        assert!(t("p", Some("Bots")).is_err());
+        assert_eq!(t("p", Some("edge-p")).unwrap(), "edge-p");
+        assert!(t("p", Some("Edge")).is_err());
         assert!(t("p", Some("-x")).is_err());
         assert!(t("p", Some(&"x".repeat(41))).is_err());
         assert!(t("p", Some("x-next")).is_err());

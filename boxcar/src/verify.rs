@@ -6,7 +6,7 @@ use anyhow::{Context as _, bail};
 
 use crate::project::{Context, OpenArgs};
 
-/// Open every secret of an environment, as the app will at startup.
+/// Open every secret of an environment, as the service will at startup.
 ///
 /// Prints each name and its length, never a value. The key comes from
 /// --key-file, SECRET_KEY_FILE, SECRET_KEY, or the default key file for the

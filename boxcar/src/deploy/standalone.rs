@@ -37,9 +37,9 @@ use crate::plan::{
     KeyDelivery, LABEL_DEPLOYMENT, LABEL_KEY_ID, LABEL_ROLE, LABEL_SPEC, Plan, VOLUME_KEY_DIR, filters, not_ours,
 };
 
-/// Label on the app's container: the volume that holds its data.
+/// Label on the service's container: the volume that holds its data.
 const LABEL_DATA: &str = "dev.boxcar.data";
-/// Seconds the engine waits after SIGTERM before SIGKILL; the app stops in 8.
+/// Seconds the engine waits after SIGTERM before SIGKILL: a service's graceful stop.
 const STOP_SECONDS: i32 = 10;
 /// Healthcheck period of the deployed container. The image says 10 s; a
 /// deploy waits on the first passing check, so it checks twice as often.

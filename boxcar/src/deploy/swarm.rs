@@ -1,5 +1,5 @@
 //! Deploying to a Swarm cluster: the key as a Swarm secret (encrypted in the
-//! managers' raft log, mounted into tasks as an in-memory file), the app as a
+//! managers' raft log, mounted into tasks as an in-memory file), the service as a
 //! replicated service whose updates the engine health-checks and rolls back.
 //!
 //! Swarm secrets cannot change, so each key is its own secret,

@@ -11,6 +11,8 @@ mod demo;
 mod deploy;
 mod image;
 mod secrets;
+mod ship;
+mod tidy;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,205 @@
+//! README's "Ship your own service", followed literally in a scratch
+//! workspace this test makes: a new service crate (not one of this
+//! repository's), the README's shell steps run by bash as written, and the
+//! README's Rust lines put first in the service's `main`. Then the deployed
+//! container must answer, healthy through the generic probe, hardened.
+//!
+//! What the test changes in the steps, and why:
+//! - `git clone https://github.com/boxcar-rs/boxcar ../boxcar` becomes a
+//!   symlink to this checkout: no network here, and this checkout is what is
+//!   under test;
+//! - `my-service` becomes a name unique to this run (`ship-<pid>`), and the
+//!   published port 8080 becomes 0 (any free port): tests use unique names and
+//!   take no fixed port;
+//! - the workspace starts with this repository's Cargo.lock, so cargo picks
+//!   the crate versions this checkout builds with (no registry look-ups).
+//!
+//! Everything it creates on the engine carries the unique name and is removed
+//! at the end.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use bollard::Docker;
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+};
+
+use crate::{Repo, Run, git, project_root};
+
+/// The README's text between the `ship:begin` and `ship:end` markers:
+/// `(shell steps, rust lines)`.
+fn readme_steps() -> (String, String) {
+    let readme = std::fs::read_to_string(project_root().join("README.md")).unwrap();
+    let start = readme.find("<!-- ship:begin -->").expect("README has no ship:begin marker");
+    let end = readme.find("<!-- ship:end -->").expect("README has no ship:end marker");
+    let (mut sh, mut rust) = (String::new(), String::new());
+    // Which block a line is in: none, a shell block, a Rust block.
+    let mut block = 0;
+    for line in readme[start..end].lines() {
+        match (line.trim(), block) {
+            ("```sh", 0) => block = 1,
+            ("```rust", 0) => block = 2,
+            ("```", _) => block = 0,
+            (_, 1) => sh.push_str(&format!("{line}\n")),
+            (_, 2) => rust.push_str(&format!("{line}\n")),
+            _ => {}
+        }
+    }
+    (sh, rust)
+}
+
+/// The "existing" service: plain std HTTP on 0.0.0.0:8080, `/healthz` for
+/// anyone, `/hello` for the bearer of `api_key`. `OPEN_SECRETS` marks where
+/// the README's lines go.
+const SERVICE: &str = r#"use std::io::{Read as _, Write as _};
+
+fn main() {
+    OPEN_SECRETS
+    let token = format!("Authorization: Bearer {}", api_key.expose_str().expect("api_key is text"));
+    let listener = std::net::TcpListener::bind("0.0.0.0:8080").expect("listening on 0.0.0.0:8080");
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let mut buf = [0u8; 4096];
+        let n = stream.read(&mut buf).unwrap_or(0);
+        let request = String::from_utf8_lossy(&buf[..n]);
+        let (status, body) = if request.starts_with("GET /healthz ") {
+            ("200 OK", "ok\n")
+        } else if request.starts_with("GET /hello ") && request.lines().any(|l| l.trim_end() == token) {
+            ("200 OK", "hello\n")
+        } else {
+            ("401 Unauthorized", "")
+        };
+        let _ = write!(stream, "HTTP/1.0 {status}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    }
+}
+"#;
+
+/// Removes what the run made on the engine: the deployment's containers and
+/// volumes, and the service's images.
+struct Cleanup {
+    name: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let Ok(docker) = Docker::connect_with_defaults() else { return };
+            let Ok(docker) = docker.negotiate_version().await else { return };
+            let label = format!("dev.boxcar.deployment={}-production", self.name);
+            let filters: std::collections::HashMap<String, Vec<String>> = [("label".to_owned(), vec![label])].into();
+            let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+            for c in docker.list_containers(Some(options)).await.unwrap_or_default() {
+                let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+                let _ = docker.remove_container(c.id.as_deref().unwrap_or(""), Some(options)).await;
+            }
+            let options = ListVolumesOptionsBuilder::default().filters(&filters).build();
+            let volumes = docker.list_volumes(Some(options)).await.ok().and_then(|v| v.volumes).unwrap_or_default();
+            for v in volumes {
+                let _ = docker.remove_volume(&v.name, None::<bollard::query_parameters::RemoveVolumeOptions>).await;
+            }
+            let images =
+                docker.list_images(None::<bollard::query_parameters::ListImagesOptions>).await.unwrap_or_default();
+            for tag in images.iter().flat_map(|i| &i.repo_tags).filter(|t| t.starts_with(&format!("{}:", self.name))) {
+                let options = RemoveImageOptionsBuilder::default().force(true).build();
+                let _ = docker.remove_image(tag, Some(options), None).await;
+            }
+        });
+    }
+}
+
+fn run(cmd: &mut Command) -> Run {
+    Repo::run_with(cmd, b"")
+}
+
+#[test]
+fn the_readme_ships_a_new_service() {
+    let started = Instant::now();
+    let name = format!("ship-{}", std::process::id());
+    let _cleanup = Cleanup { name: name.clone() };
+    let (steps, rust) = readme_steps();
+    assert!(steps.contains("cargo xtask image") && rust.contains("open_environment"), "README steps:\n{steps}\n{rust}");
+
+    // An existing workspace with one service, committed.
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    std::fs::write(ws.join("Cargo.toml"), format!("[workspace]\nresolver = \"3\"\nmembers = [\"{name}\"]\n")).unwrap();
+    std::fs::copy(project_root().join("Cargo.lock"), ws.join("Cargo.lock")).unwrap();
+    std::fs::copy(project_root().join("rust-toolchain.toml"), ws.join("rust-toolchain.toml")).unwrap();
+    std::fs::write(ws.join(".gitignore"), "/target\n").unwrap();
+    run(Command::new("cargo").args(["new", "--quiet", "--bin", &name]).current_dir(&ws)).ok();
+    let main = SERVICE.replace("    OPEN_SECRETS\n", &rust);
+    std::fs::write(ws.join(&name).join("src/main.rs"), main).unwrap();
+    git(&ws, &["init", "-q"]);
+    git(&ws, &["add", "-A"]);
+    git(&ws, &["commit", "-qm", "an existing workspace"]);
+
+    // The README's steps, as written but for the changes the module docs list.
+    let steps = steps
+        .replace(
+            "git clone https://github.com/boxcar-rs/boxcar ../boxcar",
+            &format!("ln -s {} ../boxcar", project_root().display()),
+        )
+        .replace("my-service", &name)
+        .replace("--publish 127.0.0.1:8080", "--publish 127.0.0.1:0");
+    let keys = tempfile::tempdir().unwrap();
+    let mut bash = Command::new("bash");
+    bash.args(["-euo", "pipefail", "-c", &steps])
+        .current_dir(&ws)
+        .env("BOXCAR_KEY_DIR", keys.path())
+        .env("API_KEY", "ship-test-api-key-0123456789")
+        // Shared across runs, so the xtask of the scratch workspace compiles once.
+        .env("CARGO_TARGET_DIR", project_root().join("target/ship"))
+        .env_remove("BOXCAR_PROJECT_ROOT")
+        .env_remove("SECRET_KEY")
+        .env_remove("SECRET_KEY_FILE")
+        .env_remove("CARGO_MANIFEST_DIR");
+    let shipped = run(&mut bash);
+    let took = started.elapsed();
+    let shipped = shipped.ok();
+    eprintln!("figure: README's steps, scratch workspace to a healthy container: {:.0} s", took.as_secs_f64());
+    assert!(!shipped.all().contains("ship-test-api-key"), "the sealed value was printed");
+    let besides = shipped.stdout.lines().find(|l| l.contains("besides the binary")).unwrap_or_default().to_owned();
+    eprintln!("figure: {name}'s image: {besides}");
+
+    // The container answers, healthy through boxcar-probe, hardened.
+    let published = shipped
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("published  127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no published port:\n{}", shipped.stdout));
+    let port: u16 = published.split(' ').next().unwrap().parse().unwrap();
+    let get = |path: &str, auth: &str| -> Option<String> {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\n{auth}\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        Some(text)
+    };
+    assert!(get("/healthz", "").is_some_and(|t| t.starts_with("HTTP/1.0 200")), "no /healthz on {port}");
+    let bearer = "Authorization: Bearer ship-test-api-key-0123456789\r\n";
+    assert!(get("/hello", bearer).is_some_and(|t| t.starts_with("HTTP/1.0 200")), "the sealed key was not opened");
+    assert!(get("/hello", "").is_some_and(|t| t.starts_with("HTTP/1.0 401")));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let info = rt.block_on(async {
+        let docker = Docker::connect_with_defaults().unwrap().negotiate_version().await.unwrap();
+        let container = format!("{name}-production");
+        docker.inspect_container(&container, None::<bollard::query_parameters::InspectContainerOptions>).await.unwrap()
+    });
+    let config = info.config.unwrap();
+    assert_eq!(config.user.as_deref(), Some("65532:65532"));
+    assert_eq!(
+        config.healthcheck.unwrap().test.unwrap(),
+        ["CMD", "/usr/local/bin/boxcar-probe", "http", "8080", "/healthz"]
+    );
+    let host = info.host_config.unwrap();
+    assert_eq!(host.readonly_rootfs, Some(true));
+    assert_eq!(host.cap_drop.unwrap(), ["ALL"]);
+    let health = info.state.unwrap().health.unwrap().status.unwrap().to_string();
+    assert_eq!(health, "healthy");
+    assert!(Path::new(&ws.join("boxcar.toml")).exists());
+}
