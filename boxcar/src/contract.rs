@@ -326,12 +326,7 @@ impl Contract {
     /// Checks every service's package and binary against the workspace
     /// (`cargo metadata`), and takes each package's version and repository.
     pub fn resolve(&mut self, root: &Path) -> anyhow::Result<()> {
-        let metadata = cargo_metadata::MetadataCommand::new()
-            .current_dir(root)
-            .no_deps()
-            .other_options(vec!["--offline".to_owned()])
-            .exec()
-            .context("reading the workspace with `cargo metadata`")?;
+        let metadata = workspace(root)?;
         let mut problems = Vec::new();
         for service in &mut self.services {
             if let Err(p) = service.resolve(&metadata.packages) {
@@ -346,6 +341,16 @@ impl Contract {
         }
         Ok(())
     }
+}
+
+/// The workspace's members, as `cargo metadata --no-deps` (offline) reads them.
+pub fn workspace(root: &Path) -> anyhow::Result<cargo_metadata::Metadata> {
+    cargo_metadata::MetadataCommand::new()
+        .current_dir(root)
+        .no_deps()
+        .other_options(vec!["--offline".to_owned()])
+        .exec()
+        .context("reading the workspace with `cargo metadata`")
 }
 
 fn names(services: &[Service]) -> String {

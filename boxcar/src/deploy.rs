@@ -89,9 +89,9 @@ pub struct Args {
 }
 
 pub fn run(_sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
-    let service = ctx.service(&args.target.service)?;
+    let service = ctx.service(&args.target.at.service)?;
     let name = args.target.name(&service)?;
-    let file = ctx.load_env(&args.target.env)?;
+    let file = ctx.load_env(&args.target.at.env)?;
     let key = ctx.secret_key(&file, args.key_file.as_deref())?;
     // The key must be this environment's before anything else happens: compare
     // the public key derived from it with the file's, then open every value.
@@ -228,7 +228,7 @@ pub struct StatusArgs {
 }
 
 pub fn status(ctx: &mut Context, args: StatusArgs) -> anyhow::Result<()> {
-    let service = ctx.service(&args.target.service)?;
+    let service = ctx.service(&args.target.at.service)?;
     let name = args.target.name(&service)?;
     let rt = crate::engine::runtime()?;
     rt.block_on(async {
@@ -241,7 +241,7 @@ pub fn status(ctx: &mut Context, args: StatusArgs) -> anyhow::Result<()> {
         }
         bail!(
             "nothing named `{name}` is deployed on this engine; `cargo xtask deploy --env {}` deploys it",
-            args.target.env
+            args.target.at.env
         )
     })
 }
@@ -260,7 +260,7 @@ pub struct LogsArgs {
 }
 
 pub fn logs(ctx: &mut Context, args: LogsArgs) -> anyhow::Result<()> {
-    let service = ctx.service(&args.target.service)?;
+    let service = ctx.service(&args.target.at.service)?;
     let name = args.target.name(&service)?;
     let rt = crate::engine::runtime()?;
     rt.block_on(async {
@@ -305,7 +305,7 @@ pub struct UndeployArgs {
 }
 
 pub fn undeploy(ctx: &mut Context, args: UndeployArgs) -> anyhow::Result<()> {
-    let service = ctx.service(&args.target.service)?;
+    let service = ctx.service(&args.target.at.service)?;
     let name = args.target.name(&service)?;
     let rt = crate::engine::runtime()?;
     rt.block_on(async {

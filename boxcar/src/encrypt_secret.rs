@@ -6,7 +6,7 @@ use anyhow::{Context as _, bail};
 use boxcar_secrets::EnvDocument;
 use zeroize::Zeroizing;
 
-use crate::project::{Context, ServiceArg};
+use crate::project::{Context, EnvArg};
 
 /// Seal a secret value into deploy-config/<ENV>.toml.
 ///
@@ -19,11 +19,8 @@ use crate::project::{Context, ServiceArg};
 /// of the file stays as it was.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Deployment environment whose public key seals the value.
-    #[arg(long, value_name = "ENV")]
-    env: String,
     #[command(flatten)]
-    service: ServiceArg,
+    at: EnvArg,
     /// Secret name (a-z, 0-9, `_`; starts with a letter), the key under [secrets].
     name: String,
     /// Keep a trailing newline in the value instead of removing one.
@@ -32,13 +29,13 @@ pub struct Args {
 }
 
 pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
-    ctx.use_config_of(&args.service)?;
+    ctx.use_config_of(&args.at.service)?;
     boxcar_secrets::check_secret_name(&args.name).map_err(|p| anyhow::anyhow!("secret name `{}` {p}", args.name))?;
-    let file = ctx.load_env(&args.env)?;
+    let file = ctx.load_env(&args.at.env)?;
     let key = file.public_key();
 
     let value = if std::io::stdin().is_terminal() {
-        prompt(&args.env, &args.name, &key.key_id().to_string())?
+        prompt(&args.at.env, &args.name, &key.key_id().to_string())?
     } else {
         // Room for the largest value up front: a growing buffer would leave
         // unwiped copies behind each time it moved.
@@ -54,7 +51,7 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
         bail!(
             "the value is empty: nothing to seal\n\
              hint: pipe the value in, e.g. `printf %s \"$VALUE\" | cargo xtask encrypt-secret --env {} {}`",
-            args.env,
+            args.at.env,
             args.name
         );
     }
@@ -62,7 +59,7 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
         eprintln!("warning: the value starts or ends with whitespace; it is sealed exactly as given");
     }
 
-    let sealed = boxcar_secrets::seal(key, &args.env, &args.name, &value)?;
+    let sealed = boxcar_secrets::seal(key, &args.at.env, &args.name, &value)?;
     let mut doc = EnvDocument::load_or_new(file.path())?;
     let replaced = doc.set_secret(&args.name, &sealed)?;
     doc.write().with_context(|| format!("writing {}", ctx.show(file.path())))?;

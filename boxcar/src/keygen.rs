@@ -6,7 +6,7 @@ use anyhow::{Context as _, bail};
 use boxcar_secrets::{EnvDocument, SecretKey};
 
 use crate::keys;
-use crate::project::{Context, ServiceArg};
+use crate::project::{Context, EnvArg};
 
 /// Create a key pair for a deployment environment.
 ///
@@ -17,11 +17,8 @@ use crate::project::{Context, ServiceArg};
 /// <ENV>-<KEY ID>.key. The secret key is never printed.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Deployment environment (a-z, 0-9, `_`, `-`; starts with a letter).
-    #[arg(long, value_name = "ENV")]
-    env: String,
     #[command(flatten)]
-    service: ServiceArg,
+    at: EnvArg,
     /// Where to write the secret key (must be outside the work tree).
     #[arg(long, value_name = "PATH")]
     out: Option<PathBuf>,
@@ -32,9 +29,10 @@ pub struct Args {
 }
 
 pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
-    ctx.use_config_of(&args.service)?;
-    boxcar_secrets::check_env_name(&args.env).map_err(|p| anyhow::anyhow!("environment name `{}` {p}", args.env))?;
-    let path = ctx.env_path(&args.env);
+    ctx.use_config_of(&args.at.service)?;
+    boxcar_secrets::check_env_name(&args.at.env)
+        .map_err(|p| anyhow::anyhow!("environment name `{}` {p}", args.at.env))?;
+    let path = ctx.env_path(&args.at.env);
     let mut doc = EnvDocument::load_or_new(&path)?;
     let stale = doc.secret_names();
     if let Some(existing) = doc.public_key_text() {
@@ -47,7 +45,7 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
                  hint: to change keys and keep the secrets, run `cargo xtask rotate-key --env {}`; to start over, pass --force",
                 ctx.show(&path),
                 stale.len(),
-                args.env
+                args.at.env
             );
         }
     }
@@ -56,7 +54,7 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     let id = key.key_id();
     let out = match args.out {
         Some(out) => ctx.user_path(&out),
-        None => keys::default_key_path(&args.env, id)?,
+        None => keys::default_key_path(&args.at.env, id)?,
     };
     keys::ensure_outside_work_tree(&ctx.root, &out)?;
     // A service's folder of environment files may not exist yet.
@@ -71,7 +69,7 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     }
 
     let verb = if doc.exists() { "updated" } else { "created" };
-    println!("generated a key pair for environment `{}`", args.env);
+    println!("generated a key pair for environment `{}`", args.at.env);
     println!("  key id      {id}");
     println!("  public key  {} ({verb}, `public_key`)", ctx.show(&path));
     println!("  secret key  {} (mode 0600)", out.display());
@@ -82,7 +80,7 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
             stale.len(),
             ctx.show(&path),
             stale.join(", "),
-            args.env
+            args.at.env
         );
     }
     println!("Keep the secret key out of git. The service reads it from SECRET_KEY_FILE (or SECRET_KEY).");

@@ -38,16 +38,7 @@ pub fn ensure_outside_work_tree(root: &Path, path: &Path) -> anyhow::Result<()> 
     // Normalise `..` lexically, then resolve symlinks in the nearest ancestor
     // that exists (the file and its folders may not exist yet), so neither
     // `..` nor a symlink can sneak a path inside.
-    let mut normal = PathBuf::new();
-    for part in absolute.components() {
-        match part {
-            std::path::Component::ParentDir => {
-                normal.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => normal.push(other),
-        }
-    }
+    let normal = normalize(&absolute);
     let mut existing = normal.as_path();
     let mut rest = Vec::new();
     while !existing.exists() {
@@ -65,6 +56,21 @@ pub fn ensure_outside_work_tree(root: &Path, path: &Path) -> anyhow::Result<()> 
         );
     }
     Ok(())
+}
+
+/// `path` with `.` and `..` taken lexically, without asking the file system.
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Writes a key file with mode 0600, creating its folder with mode 0700.

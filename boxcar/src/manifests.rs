@@ -17,7 +17,7 @@ use crate::contract::{Instances, Service};
 use crate::plan::{
     Deployment, LABEL_DEPLOYMENT, LABEL_ENV, LABEL_KEY_ID, Publish, PublishMode, Request, SWARM_KEY_FILE,
 };
-use crate::project::{Context, ServiceArg};
+use crate::project::{Context, EnvArg};
 
 const COMPOSE: &str = include_str!("../templates/compose.yaml.j2");
 const KUBERNETES: &str = include_str!("../templates/kubernetes.yaml.j2");
@@ -31,11 +31,8 @@ const KUBERNETES: &str = include_str!("../templates/kubernetes.yaml.j2");
 /// One instance unless the service's contract allows more.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Deployment environment (<config dir>/<ENV>.toml).
-    #[arg(long, value_name = "ENV")]
-    env: String,
     #[command(flatten)]
-    service: ServiceArg,
+    at: EnvArg,
     /// What to print.
     #[arg(long, value_enum)]
     format: Format,
@@ -105,8 +102,8 @@ struct Spec {
 }
 
 pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
-    let service = ctx.service(&args.service)?;
-    let file = ctx.load_env(&args.env)?;
+    let service = ctx.service(&args.at.service)?;
+    let file = ctx.load_env(&args.at.env)?;
     let many = match &service.instances {
         Instances::One => false,
         Instances::Many => true,
@@ -269,8 +266,7 @@ mod tests {
 
     fn args(format: Format) -> Args {
         Args {
-            env: "staging".to_owned(),
-            service: ServiceArg::default(),
+            at: EnvArg { env: "staging".to_owned(), service: crate::project::ServiceArg::default() },
             format,
             name: None,
             image: None,
@@ -516,7 +512,16 @@ mod tests {
         let key = SecretKey::generate();
         let file = env_file(&key, "eu_west");
         let s = service();
-        let spec_k = spec(&s, &file, &Args { env: "eu_west".to_owned(), ..args(Format::Kubernetes) }, false).unwrap();
+        let spec_k = spec(
+            &s,
+            &file,
+            &Args {
+                at: EnvArg { env: "eu_west".to_owned(), ..args(Format::Kubernetes).at },
+                ..args(Format::Kubernetes)
+            },
+            false,
+        )
+        .unwrap();
         assert_eq!(spec_k.name, "svc-eu-west");
         assert_eq!(spec_k.secret, format!("svc-eu-west-key-{}", key.key_id()));
         assert_eq!(spec_k.data_volume, "svc-eu-west-data");

@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 use boxcar_secrets::{KeyId, SecretKey};
 
 use crate::contract::Service;
-use crate::project::ServiceArg;
+use crate::project::EnvArg;
 
 /// Label on everything boxcar creates: the deployment's name.
 pub const LABEL_DEPLOYMENT: &str = "dev.boxcar.deployment";
@@ -34,11 +34,8 @@ pub const VOLUME_KEY_DIR: &str = "/run/secrets/boxcar";
 /// Which deployment a command is about.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Target {
-    /// Deployment environment (<config dir>/<ENV>.toml).
-    #[arg(long, value_name = "ENV")]
-    pub env: String,
     #[command(flatten)]
-    pub service: ServiceArg,
+    pub at: EnvArg,
     /// Docker engine to talk to (default: DOCKER_HOST, else the local socket).
     #[arg(long, value_name = "DOCKER_HOST")]
     pub host: Option<String>,
@@ -52,7 +49,7 @@ impl Target {
     /// The deployment's name: `--name`, else `<service>-<env>` with `_` as `-`
     /// (service and Kubernetes names allow neither `_` nor capitals).
     pub fn name(&self, service: &Service) -> anyhow::Result<String> {
-        deployment_name(service, &self.env, self.name.as_deref())
+        deployment_name(service, &self.at.env, self.name.as_deref())
     }
 }
 

@@ -21,15 +21,22 @@ pub struct ServiceArg {
     pub service: Option<String>,
 }
 
+/// `--env` and `--service`: one environment of one service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EnvArg {
+    /// Deployment environment (<config dir>/<ENV>.toml; a-z, 0-9, `_`, `-`, starting with a letter).
+    #[arg(long, value_name = "ENV")]
+    pub env: String,
+    #[command(flatten)]
+    pub service: ServiceArg,
+}
+
 /// The environment to open and where its secret key is, for commands that
 /// open values.
 #[derive(Debug, clap::Args)]
 pub(crate) struct OpenArgs {
-    /// Deployment environment.
-    #[arg(long, value_name = "ENV")]
-    pub(crate) env: String,
     #[command(flatten)]
-    pub(crate) service: ServiceArg,
+    pub(crate) at: EnvArg,
     /// File holding the environment's current secret key (default: SECRET_KEY_FILE,
     /// SECRET_KEY, then the key folder's file for the environment's key id).
     #[arg(long, value_name = "PATH")]
@@ -161,8 +168,8 @@ impl Context {
 
     /// Loads the environment file and its secret key, as `args` say.
     pub(crate) fn open(&mut self, args: &OpenArgs) -> anyhow::Result<(EnvFile, SecretKey)> {
-        self.use_config_of(&args.service)?;
-        let file = self.load_env(&args.env)?;
+        self.use_config_of(&args.at.service)?;
+        let file = self.load_env(&args.at.env)?;
         let key = self.secret_key(&file, args.key_file.as_deref())?;
         Ok((file, key))
     }

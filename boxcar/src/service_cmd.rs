@@ -59,12 +59,7 @@ pub fn native(sh: &Shell, root: &Path, service: &Service, args: &[String], file:
     cmd!(sh, "cargo build --quiet --locked -p {package} --bin {bin}")
         .run()
         .with_context(|| format!("building `{package}` on this machine to run `{}`", describe(service, args)))?;
-    let metadata = cargo_metadata::MetadataCommand::new()
-        .current_dir(root)
-        .no_deps()
-        .other_options(vec!["--offline".to_owned()])
-        .exec()
-        .context("reading the workspace with `cargo metadata`")?;
+    let metadata = crate::contract::workspace(root)?;
     let binary = metadata.target_directory.as_std_path().join("debug").join(bin);
     let output = std::process::Command::new(&binary)
         .args(args)

@@ -213,6 +213,9 @@ fn demo_environment(sh: &Shell, ctx: &Context) -> anyhow::Result<SecretKey> {
         eprintln!("demo environment: {} has no usable key on this machine; making a new one", ctx.show(&path));
         std::fs::remove_file(&path).with_context(|| format!("removing {}", ctx.show(&path)))?;
     }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", ctx.show(dir)))?;
+    }
     let key = SecretKey::generate();
     let key_path = keys::default_key_path(ENV, key.key_id())?;
     keys::ensure_outside_work_tree(&ctx.root, &key_path)?;

@@ -87,12 +87,7 @@ fn source_trees(sh: &xshell::Shell, root: &Path, excluded: &[PathBuf]) -> anyhow
 /// path as written (so `..` is taken as written, not through symlinks).
 fn outside_trees(root: &Path) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
     let canonical_root = root.canonicalize().with_context(|| format!("resolving {}", root.display()))?;
-    let metadata = cargo_metadata::MetadataCommand::new()
-        .current_dir(root)
-        .no_deps()
-        .other_options(vec!["--offline".to_owned()])
-        .exec()
-        .context("reading the workspace with `cargo metadata`")?;
+    let metadata = crate::contract::workspace(root)?;
     let mut manifests: Vec<PathBuf> = metadata
         .packages
         .iter()
@@ -109,7 +104,7 @@ fn outside_trees(root: &Path) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
         let Ok(table) = text.parse::<toml::Table>() else { continue };
         let dir = manifest.parent().unwrap_or(root).to_owned();
         for path in dependency_paths(&table) {
-            let lexical = normalize(&dir.join(&path));
+            let lexical = crate::keys::normalize(&dir.join(&path));
             let Ok(dep) = lexical.canonicalize() else { continue };
             if dep.starts_with(&canonical_root) {
                 continue;
@@ -135,21 +130,6 @@ fn outside_trees(root: &Path) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
         }
     }
     Ok(out)
-}
-
-/// `path` with `.` and `..` taken lexically.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for part in path.components() {
-        match part {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// Every `path = "…"` of a manifest's dependency tables.
@@ -454,7 +434,7 @@ mod tests {
         assert_eq!(builder_path(&p("/tmp/x/ws"), &p("/tmp/x/boxcar")), p("/boxcar"));
         assert_eq!(builder_path(&p("/tmp/x/ws"), &p("/tmp/x/ws2/lib")), p("/ws2/lib"));
         assert_eq!(builder_path(&p("/a/b"), &p("/c/d")), p("/c/d"));
-        assert_eq!(normalize(&p("/tmp/x/ws/svc/../../boxcar/./lib")), p("/tmp/x/boxcar/lib"));
+        assert_eq!(crate::keys::normalize(&p("/tmp/x/ws/svc/../../boxcar/./lib")), p("/tmp/x/boxcar/lib"));
         let table: toml::Table = r#"
             [dependencies]
             a = { path = "../a" }

@@ -234,7 +234,7 @@ impl Checkout {
         let mut cmd = xtask(self.dir.path(), self.keys.path(), args);
         // `check` and `manifests` build the app on the host to ask it: one
         // target folder for every scratch checkout, so that happens once.
-        cmd.env("CARGO_TARGET_DIR", project_root().join("target/checkouts"));
+        cmd.env("CARGO_TARGET_DIR", project_root().join("target/scratch"));
         cmd
     }
 

@@ -130,10 +130,10 @@ fn the_readme_ships_a_new_service() {
     std::fs::copy(project_root().join("Cargo.lock"), ws.join("Cargo.lock")).unwrap();
     std::fs::copy(project_root().join("rust-toolchain.toml"), ws.join("rust-toolchain.toml")).unwrap();
     std::fs::write(ws.join(".gitignore"), "/target\n").unwrap();
+    git(&ws, &["init", "-q"]);
     run(Command::new("cargo").args(["new", "--quiet", "--bin", &name]).current_dir(&ws)).ok();
     let main = SERVICE.replace("    OPEN_SECRETS\n", &rust);
     std::fs::write(ws.join(&name).join("src/main.rs"), main).unwrap();
-    git(&ws, &["init", "-q"]);
     git(&ws, &["add", "-A"]);
     git(&ws, &["commit", "-qm", "an existing workspace"]);
 
@@ -151,8 +151,13 @@ fn the_readme_ships_a_new_service() {
         .current_dir(&ws)
         .env("BOXCAR_KEY_DIR", keys.path())
         .env("API_KEY", "ship-test-api-key-0123456789")
-        // Shared across runs, so the xtask of the scratch workspace compiles once.
-        .env("CARGO_TARGET_DIR", project_root().join("target/ship"))
+        // The README's `git commit` needs an author; a CI machine may have none.
+        .env("GIT_AUTHOR_NAME", "test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
+        .env("GIT_COMMITTER_NAME", "test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
+        // Shared with the scratch checkouts and across runs: dependencies compile once.
+        .env("CARGO_TARGET_DIR", project_root().join("target/scratch"))
         .env_remove("BOXCAR_PROJECT_ROOT")
         .env_remove("SECRET_KEY")
         .env_remove("SECRET_KEY_FILE")
