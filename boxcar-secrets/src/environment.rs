@@ -176,4 +176,20 @@ mod tests {
         assert!(matches!(&err, StartupError::Secrets(l) if l.len() == 1 && l[0].contains("secrets.token")), "{err}");
         assert!(!err.to_string().contains("moved"));
     }
+
+    #[test]
+    fn lines_and_display_carry_every_problem() {
+        let err = StartupError::Config(vec!["first".to_owned(), "second".to_owned()]);
+        assert_eq!(err.lines(), ["first", "second"]);
+        assert_eq!(err.to_string(), "first\nsecond");
+        let err = StartupError::Secrets(vec!["only".to_owned()]);
+        assert_eq!(err.lines(), ["only"]);
+        assert_eq!(err.to_string(), "only");
+    }
+
+    #[test]
+    fn the_default_folder_is_the_images_or_the_checkouts() {
+        let expected = if Path::new(IMAGE_CONFIG_DIR).is_dir() { IMAGE_CONFIG_DIR } else { "deploy-config" };
+        assert_eq!(default_config_dir(), PathBuf::from(expected));
+    }
 }

@@ -34,6 +34,10 @@ pub const IMAGE_CONFIG_DIR: &str = boxcar_secrets::IMAGE_CONFIG_DIR;
 const RESERVED_ENV: &[&str] =
     &["PATH", "SSL_CERT_FILE", boxcar_secrets::SECRET_KEY, boxcar_secrets::SECRET_KEY_FILE, boxcar_secrets::DEPLOY_ENV];
 
+/// Folders the image or the kernel fills, which a data volume must not hide.
+const SYSTEM_FOLDERS: &[&str] =
+    &["/tmp", "/etc", "/usr", "/proc", "/sys", "/dev", "/run", "/bin", "/sbin", "/lib", "/home"];
+
 /// Every service of a workspace.
 #[derive(Debug, Clone)]
 pub struct Contract {
@@ -464,10 +468,7 @@ fn check_service(raw: RawService, at: &str, problems: &mut Vec<String>) -> Servi
     let data = raw.data.map(|d| {
         if let Err(why) = absolute_path(&d) {
             problem(format!("data = `{}` {why}", crate::show::escape(&d)));
-        } else if ["/", "/tmp", "/etc", "/usr", "/proc", "/sys", "/dev", "/run"]
-            .iter()
-            .any(|p| d == *p || d.starts_with(&format!("{p}/")) && *p != "/")
-        {
+        } else if d == "/" || SYSTEM_FOLDERS.iter().any(|p| d == *p || d.starts_with(&format!("{p}/"))) {
             problem(format!("data = `{d}` is a system folder; use a folder of its own, like /data"));
         }
         d.trim_end_matches('/').to_owned()
@@ -714,6 +715,8 @@ pub(crate) mod tests {
             ("data = \"data\"\n", "data = `data` must be an absolute path"),
             ("data = \"/srv/../etc\"\n", "must not hold `.`, `..`"),
             ("data = \"/etc/svc\"\n", "is a system folder"),
+            ("data = \"/\"\n", "is a system folder"),
+            ("data = \"/run\"\n", "is a system folder"),
             ("user = 0\n", "user = 0 is root"),
             ("health.ready = \"ready\"\n", "health.ready = `ready` must be a URL path with a leading `/`"),
             ("config_dir = \"../elsewhere\"\n", "config_dir = `../elsewhere` must be a folder inside the workspace"),
