@@ -83,6 +83,10 @@ pub struct Args {
     /// is on (standalone only; default: the engine's default bridge).
     #[arg(long, value_name = "NETWORK")]
     pub network: Option<String>,
+    /// Deploy an image built with a profile other than `release` (`image
+    /// --profile fast`) to a production environment all the same.
+    #[arg(long)]
+    pub allow_non_release: bool,
     /// How long to wait for the new container or tasks to become healthy.
     #[arg(long, default_value = "120s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -138,6 +142,7 @@ pub fn run(_sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
         );
     }
     let image = args.image.clone().unwrap_or_else(|| format!("{}:latest", service.name));
+    let production = crate::plan::is_production(&file)?;
     let request = Request {
         env: file.env().to_owned(),
         name: Some(name.clone()),
@@ -164,6 +169,23 @@ pub fn run(_sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
             }
         })?;
         let image_id = inspected.id.clone().context("the engine reports no image ID")?;
+        let profile = inspected
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.as_ref())
+            .and_then(|l| l.get(crate::image::assemble::LABEL_PROFILE));
+        if let Some(profile) = profile
+            && production
+            && !args.allow_non_release
+        {
+            bail!(
+                "{} was built with the `{}` profile, and environment `{}` is production; nothing was changed\n\
+                 hint: build it with `cargo xtask image` (release), or pass --allow-non-release",
+                crate::show::escape(&image),
+                crate::show::escape(profile),
+                file.env()
+            );
+        }
         let many = service_answers(&docker, &image_id, &name, &service, file.env()).await?;
         let deployment = Deployment::new(&service, Request { many, ..request })?;
         let plan = Plan {

@@ -49,6 +49,12 @@ pub struct Args {
     /// (default: the service's name).
     #[arg(long, value_name = "REPO")]
     pub repo: Option<String>,
+    /// How to compile: `release` (what production runs) or `fast` (no LTO,
+    /// many codegen units, incremental: for the inner loop; `deploy` refuses it
+    /// for a production environment). The image's label `dev.boxcar.profile`
+    /// says which, when it is not `release`.
+    #[arg(long, value_enum, default_value_t = compile::Profile::Release, env = "BOXCAR_PROFILE")]
+    pub profile: compile::Profile,
     #[command(flatten)]
     pub check: CheckArgs,
     /// Environment files git ignores that the image ships all the same
@@ -137,7 +143,7 @@ pub fn build(sh: &Shell, ctx: &mut Context, service: &Service, args: &Args) -> a
         let docker = crate::engine::connect(None).await?;
         let builder = base::ensure_builder(sh, &docker, &ctx.root, ca_bundle.as_deref()).await?;
         let binary = compile::Binary { package: service.package.clone(), bin: service.bin.clone() };
-        let compiled = compile::compile(sh, &docker, &ctx.root, &builder, &binary, &excluded).await?;
+        let compiled = compile::compile(sh, &docker, &ctx.root, &builder, &binary, args.profile, &excluded).await?;
         eprintln!("binary: {} ({:.1} s)", compiled.how, compiled.took.as_secs_f64());
         if let Err(why) = check::is_static(&compiled.binary) {
             bail!("the compiled binary is not static: {why}; no image was built");
@@ -157,6 +163,7 @@ pub fn build(sh: &Shell, ctx: &mut Context, service: &Service, args: &Args) -> a
             epoch: epoch(git.time)?,
             revision: if git.dirty { format!("{}-dirty", git.commit) } else { git.commit.clone() },
             dirty: git.dirty,
+            profile: args.profile,
         };
         let short = if git.dirty { format!("{}-dirty", git.short) } else { git.short.clone() };
         let tags = match &args.ignored_env {

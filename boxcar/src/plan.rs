@@ -218,6 +218,21 @@ impl Deployment {
     }
 }
 
+/// Whether an environment is production, where only release builds may run:
+/// `[boxcar] production = true` in its file, or, when the file does not say,
+/// an environment named `production` or `prod`.
+pub fn is_production(file: &boxcar_secrets::EnvFile) -> anyhow::Result<bool> {
+    let said = file.table().get("boxcar").and_then(|b| b.get("production"));
+    match said {
+        None => Ok(matches!(file.env(), "production" | "prod")),
+        Some(toml::Value::Boolean(b)) => Ok(*b),
+        Some(_) => bail!(
+            "{}: [boxcar] production must be true or false",
+            crate::show::escape(&file.path().display().to_string())
+        ),
+    }
+}
+
 /// `<name>-data`.
 pub fn data_volume(name: &str) -> String {
     format!("{name}-data")
@@ -310,6 +325,21 @@ mod tests {
         assert_eq!((p.address.as_deref(), p.port), (Some("::1"), 0));
         assert!(Publish::parse("localhost:80").is_err());
         assert!(Publish::parse("127.0.0.1:99999").is_err());
+    }
+
+    #[test]
+    fn production_is_said_or_named() {
+        let file = |env: &str, extra: &str| {
+            let key = SecretKey::generate();
+            let text = format!("public_key = \"{}\"\n{extra}", key.public_key().to_base64());
+            boxcar_secrets::EnvFile::parse(std::path::Path::new(&format!("d/{env}.toml")), &text).unwrap()
+        };
+        assert!(is_production(&file("production", "")).unwrap());
+        assert!(is_production(&file("prod", "")).unwrap());
+        assert!(!is_production(&file("staging", "")).unwrap());
+        assert!(is_production(&file("eu", "[boxcar]\nproduction = true\n")).unwrap());
+        assert!(!is_production(&file("production", "[boxcar]\nproduction = false\n")).unwrap());
+        assert!(is_production(&file("eu", "[boxcar]\nproduction = \"yes\"\n")).is_err());
     }
 
     #[test]

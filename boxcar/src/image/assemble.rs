@@ -36,7 +36,13 @@ pub struct Spec {
     pub epoch: u64,
     pub revision: String,
     pub dirty: bool,
+    /// The build profile; anything but `release` is labelled.
+    pub profile: super::compile::Profile,
 }
+
+/// Label: the build profile of an image that is not a release build (a
+/// release build carries none, as every image did before profiles existed).
+pub const LABEL_PROFILE: &str = "dev.boxcar.profile";
 
 /// A built archive.
 #[derive(Debug)]
@@ -185,6 +191,9 @@ pub fn config(spec: &Spec, diff_id: &str) -> Value {
     if let Some(s) = &service.source {
         labels.insert("org.opencontainers.image.source", s.clone());
     }
+    if spec.profile != super::compile::Profile::Release {
+        labels.insert(LABEL_PROFILE, spec.profile.cargo_name().to_owned());
+    }
     if spec.dirty {
         labels.insert("dev.boxcar.dirty", "true: built from uncommitted changes, not reproducible".to_owned());
     }
@@ -319,6 +328,7 @@ mod tests {
             epoch: 1_700_000_000,
             revision: "abc".to_owned(),
             dirty: false,
+            profile: super::super::compile::Profile::Release,
         }
     }
 
@@ -392,6 +402,10 @@ mod tests {
         assert_eq!(c["Labels"]["org.opencontainers.image.title"], "svc");
         assert_eq!(c["Labels"]["org.opencontainers.image.version"], "1.2.3");
         assert_eq!(c["Labels"]["org.opencontainers.image.source"], "https://example.invalid/svc");
+        assert!(c["Labels"].get(LABEL_PROFILE).is_none(), "a release build is not labelled");
+        let mut fast = spec();
+        fast.profile = super::super::compile::Profile::Fast;
+        assert_eq!(config(&fast, "00")["config"]["Labels"][LABEL_PROFILE], "boxcar-fast");
 
         // A service with its own check command and no data, no arguments.
         let mut own = spec();

@@ -211,6 +211,7 @@ mod archive_tests {
             epoch: 1,
             revision: "r".to_owned(),
             dirty: false,
+            profile: crate::image::compile::Profile::Release,
         }
     }
 

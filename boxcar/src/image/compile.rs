@@ -31,6 +31,49 @@ pub struct Binary {
     pub bin: String,
 }
 
+/// How the builder compiles: what production gets, or the inner loop's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// The workspace's `release` profile: what production runs.
+    #[default]
+    Release,
+    /// `release` without LTO, with 16 codegen units, incremental, at
+    /// opt-level 1: a changed line relinks in seconds. Never for production.
+    Fast,
+}
+
+impl Profile {
+    /// The cargo profile's name, which is also its folder under the target.
+    pub fn cargo_name(self) -> &'static str {
+        match self {
+            Profile::Release => "release",
+            Profile::Fast => "boxcar-fast",
+        }
+    }
+
+    /// cargo's arguments for the profile. The fast one is defined here, with
+    /// `--config`, so any workspace has it without a line in its Cargo.toml
+    /// (a `[profile.boxcar-fast]` there still refines it).
+    pub fn cargo_args(self) -> Vec<String> {
+        match self {
+            Profile::Release => vec!["--release".to_owned()],
+            Profile::Fast => {
+                let mut args = vec!["--profile".to_owned(), "boxcar-fast".to_owned()];
+                for setting in [
+                    "inherits = \"release\"",
+                    "lto = false",
+                    "codegen-units = 16",
+                    "incremental = true",
+                    "opt-level = 1",
+                ] {
+                    args.extend(["--config".to_owned(), format!("profile.boxcar-fast.{setting}")]);
+                }
+                args
+            }
+        }
+    }
+}
+
 /// The compiled binary and how it was obtained.
 #[derive(Debug)]
 pub struct Compiled {
@@ -203,6 +246,7 @@ pub async fn compile(
     root: &Path,
     builder: &str,
     what: &Binary,
+    profile: Profile,
     excluded: &[PathBuf],
 ) -> anyhow::Result<Compiled> {
     let start = Instant::now();
@@ -213,7 +257,12 @@ pub async fn compile(
     let cache_dir = root.join("target/boxcar-image");
     let key = &source_hash[..16];
     let builder_id = builder.rsplit(':').next().unwrap_or(builder);
-    let cached_bin = cache_dir.join(format!("{bin}-{builder_id}-{key}"));
+    // Release binaries keep the name they always had; others say their profile.
+    let prefix = match profile {
+        Profile::Release => format!("{bin}-{builder_id}-"),
+        other => format!("{bin}-{}-{builder_id}-", other.cargo_name()),
+    };
+    let cached_bin = cache_dir.join(format!("{prefix}{key}"));
     let cached_ca = cache_dir.join(format!("ca-{builder_id}.crt"));
     if let (Ok(binary), Ok(ca_bundle)) = (std::fs::read(&cached_bin), std::fs::read(&cached_ca)) {
         return Ok(Compiled {
@@ -242,10 +291,11 @@ pub async fn compile(
     let body = ContainerCreateBody {
         image: Some(builder.to_owned()),
         cmd: Some(
-            ["cargo", "build", "--release", "--locked", "--target", "x86_64-unknown-linux-musl"]
+            ["cargo", "build", "--locked", "--target", "x86_64-unknown-linux-musl"]
                 .into_iter()
-                .chain(["-p", what.package.as_str(), "--bin", bin])
                 .map(String::from)
+                .chain(profile.cargo_args())
+                .chain(["-p", what.package.as_str(), "--bin", bin].map(String::from))
                 .collect(),
         ),
         working_dir: Some(SRC.to_owned()),
@@ -264,8 +314,8 @@ pub async fn compile(
         .create_container(Some(CreateContainerOptionsBuilder::default().name(&name).build()), body)
         .await
         .context("creating the build container")?;
-    let result =
-        run_build(docker, &name, context, files, &format!("/target/x86_64-unknown-linux-musl/release/{bin}")).await;
+    let output = format!("/target/x86_64-unknown-linux-musl/{}/{bin}", profile.cargo_name());
+    let result = run_build(docker, &name, context, files, &output).await;
     let _ = docker
         .remove_container(&name, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()))
         .await;
@@ -276,7 +326,7 @@ pub async fn compile(
     if let Ok(entries) = std::fs::read_dir(&cache_dir) {
         for e in entries.flatten() {
             let n = e.file_name();
-            if n.to_string_lossy().starts_with(&format!("{bin}-{builder_id}-")) {
+            if n.to_string_lossy().starts_with(&prefix) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
@@ -449,5 +499,19 @@ mod tests {
         let mut paths = dependency_paths(&table);
         paths.sort();
         assert_eq!(paths, ["../a", "/abs/d", "c"]);
+    }
+
+    #[test]
+    fn the_fast_profile_is_release_without_what_makes_it_slow() {
+        assert_eq!(Profile::Release.cargo_args(), ["--release"]);
+        let fast = Profile::Fast.cargo_args().join(" ");
+        assert!(
+            fast.starts_with("--profile boxcar-fast --config profile.boxcar-fast.inherits = \"release\""),
+            "{fast}"
+        );
+        for setting in ["lto = false", "codegen-units = 16", "incremental = true", "opt-level = 1"] {
+            assert!(fast.contains(&format!("--config profile.boxcar-fast.{setting}")), "{fast}");
+        }
+        assert_eq!(Profile::Fast.cargo_name(), "boxcar-fast");
     }
 }

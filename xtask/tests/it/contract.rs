@@ -31,6 +31,7 @@ fn spec() -> Spec {
         epoch: 1_700_000_000,
         revision: "abc".to_owned(),
         dirty: false,
+        profile: boxcar::image::compile::Profile::Release,
     }
 }
 

@@ -258,7 +258,7 @@ fn deploy_standalone_then_swarm() {
     let mut cleanup = Cleanup {
         engine,
         repo: repo.clone(),
-        repos: vec![format!("boxcar-htest-{pid}")],
+        repos: vec![format!("boxcar-htest-{pid}"), format!("boxcar-htest-{pid}-fast")],
         names: vec![
             standalone.clone(),
             swarm.clone(),
@@ -680,6 +680,7 @@ impl Hello {
     /// Its environment `hello`, before the checkout is committed.
     fn environment(checkout: &Checkout) {
         checkout.run(&["keygen", "--service", "hello-api", "--env", "hello"]).ok();
+        checkout.run(&["keygen", "--service", "hello-api", "--env", "production"]).ok();
         let mut seal = checkout.cmd(&["encrypt-secret", "--service", "hello-api", "--env", "hello", "api_key"]);
         Repo::run_with(&mut seal, HELLO_KEY.as_bytes()).ok();
     }
@@ -724,14 +725,27 @@ impl Hello {
             &format!("{repo}:broken"),
             r#"HEALTHCHECK --interval=10s CMD ["/usr/local/bin/boxcar-probe", "http", "1", "/healthz"]"#,
         );
+        // The inner loop's build: the same service, labelled with its profile.
+        let fast = checkout
+            .run(&["image", "--service", "hello-api", "--profile", "fast", "--repo", &format!("{repo}-fast")])
+            .ok();
+        assert!(fast.stdout.contains("label      dev.boxcar.profile=boxcar-fast"), "{}", fast.stdout);
+        eprintln!(
+            "figure: hello-api fast build: {}",
+            fast.stderr.lines().find(|l| l.starts_with("binary: ")).unwrap_or("")
+        );
         let key_text = key_text(&key);
         Hello { repo, key, key_text, pid }
     }
 
+    /// Deploys `<repo>:<tag>` (or, with an empty tag, the `--image` in `extra`).
     fn deploy(&self, checkout: &Checkout, name: &str, tag: &str, extra: &[&str]) -> Run {
         let image = format!("{}:{tag}", self.repo);
         let mut args = vec!["deploy", "--service", "hello-api", "--env", "hello", "--name", name];
-        args.extend(["--key-file", self.key.to_str().unwrap(), "--image", &image]);
+        args.extend(["--key-file", self.key.to_str().unwrap()]);
+        if !tag.is_empty() {
+            args.extend(["--image", &image]);
+        }
         args.extend_from_slice(extra);
         let run = checkout.run(&args);
         assert!(!run.all().contains(&self.key_text) && !run.all().contains(HELLO_KEY), "a secret in deploy's output");
@@ -758,6 +772,23 @@ impl Hello {
         assert_eq!(info["HostConfig"]["CapDrop"], serde_json::json!(["ALL"]));
         assert_eq!(info["State"]["Health"]["Status"], "healthy", "the generic probe did not pass");
         assert_eq!(data_volumes(&cleanup.engine, &name), 0);
+
+        // A fast build runs where the environment is not production, and is
+        // refused, before anything changes, where it is.
+        let fast = format!("{}-fast:latest", self.repo);
+        let prod_key = checkout.key_file_of("production");
+        let refused = checkout
+            .run(&["deploy", "--service", "hello-api", "--env", "production", "--name", &format!("{name}p")])
+            .fails();
+        assert!(refused.stderr.contains("no image hello-api:latest"), "{}", refused.stderr);
+        let mut args = vec!["deploy", "--service", "hello-api", "--env", "production", "--image", &fast];
+        args.extend(["--name", &name, "--key-file", prod_key.to_str().unwrap()]);
+        let refused = checkout.run(&args).fails();
+        assert!(refused.stderr.contains("was built with the `boxcar-fast` profile"), "{}", refused.stderr);
+        assert!(refused.stderr.contains("--allow-non-release"), "{}", refused.stderr);
+        let with_fast = self.deploy(checkout, &name, "", &["--image", &fast, "--publish", "127.0.0.1:0"]).ok();
+        assert!(with_fast.stderr.contains("probe: healthy"), "{}", with_fast.stderr);
+        assert_eq!(bearer(port(&with_fast), Some(HELLO_KEY)), Some(200));
 
         let update = self.deploy(checkout, &name, "v2", &["--publish", "127.0.0.1:0"]).ok();
         assert!(update.stderr.contains("probe: healthy"), "{}", update.stderr);
