@@ -61,9 +61,16 @@ fn main() {
     let listener = std::net::TcpListener::bind("0.0.0.0:8080").expect("listening on 0.0.0.0:8080");
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
-        let mut buf = [0u8; 4096];
-        let n = stream.read(&mut buf).unwrap_or(0);
-        let request = String::from_utf8_lossy(&buf[..n]);
+        // Read the whole head: a request may come in several pieces.
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16384 {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let request = String::from_utf8_lossy(&head);
         let (status, body) = if request.starts_with("GET /healthz ") {
             ("200 OK", "ok\n")
         } else if request.starts_with("GET /hello ") && request.lines().any(|l| l.trim_end() == token) {
@@ -167,7 +174,14 @@ fn the_readme_ships_a_new_service() {
     let shipped = shipped.ok();
     eprintln!("figure: README's steps, scratch workspace to a healthy container: {:.0} s", took.as_secs_f64());
     assert!(!shipped.all().contains("ship-test-api-key"), "the sealed value was printed");
-    let besides = shipped.stdout.lines().find(|l| l.contains("besides the binary")).unwrap_or_default().to_owned();
+    let besides = shipped
+        .stdout
+        .lines()
+        .find(|l| l.contains("besides the binary"))
+        .unwrap_or_default()
+        .trim_start_matches("image")
+        .trim()
+        .to_owned();
     eprintln!("figure: {name}'s image: {besides}");
 
     // The container answers, healthy through boxcar-probe, hardened.
@@ -180,7 +194,7 @@ fn the_readme_ships_a_new_service() {
     let get = |path: &str, auth: &str| -> Option<String> {
         use std::io::{Read as _, Write as _};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\n{auth}\r\n").ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\n{auth}\r\n").as_bytes()).ok()?;
         let mut text = String::new();
         s.read_to_string(&mut text).ok()?;
         Some(text)
