@@ -22,6 +22,7 @@
 pub mod contract;
 pub mod defaults;
 pub mod deploy;
+pub mod dev;
 pub mod engine;
 pub mod image;
 pub mod keys;
@@ -53,6 +54,7 @@ pub enum Command {
     Image(image::Args),
     ImageCheck(image::CheckCommand),
     Deploy(deploy::Args),
+    Dev(dev::Args),
     Status(deploy::StatusArgs),
     Logs(deploy::LogsArgs),
     Undeploy(deploy::UndeployArgs),
@@ -71,6 +73,7 @@ impl Command {
             Command::Image(args) => image::run(sh, ctx, args).map(drop),
             Command::ImageCheck(args) => image::run_check(ctx, args),
             Command::Deploy(args) => deploy::run(sh, ctx, args),
+            Command::Dev(args) => dev::run(sh, ctx, args),
             Command::Status(args) => deploy::status(ctx, args),
             Command::Logs(args) => deploy::logs(ctx, args),
             Command::Undeploy(args) => deploy::undeploy(ctx, args),

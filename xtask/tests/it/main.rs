@@ -9,6 +9,7 @@ mod browser_selftest;
 mod contract;
 mod demo;
 mod deploy;
+mod dev;
 mod image;
 mod secrets;
 mod ship;
