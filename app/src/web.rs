@@ -86,7 +86,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         let up = bot.status.get().healthy(now, state.poll_timeout).is_ok();
         state.metrics.bot_up.get_or_create(&Metrics::label(&bot.name)).set(i64::from(up));
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], state.metrics.render()).into_response()
 }
 
 #[derive(Serialize)]
