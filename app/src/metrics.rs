@@ -77,9 +77,9 @@ impl Metrics {
         self.errors.get_or_create(&ErrorLabel { bot: bot.to_owned(), kind: kind.to_owned() }).inc();
     }
 
-    /// Counts a reply that may have arrived, by what became of it (`resent` or `dropped`).
-    pub(crate) fn uncertain(&self, bot: &str, action: &str) {
-        self.uncertain.get_or_create(&ActionLabel { bot: bot.to_owned(), action: action.to_owned() }).inc();
+    /// Counts `n` replies that may have arrived, by what became of them (`resent` or `dropped`).
+    pub(crate) fn uncertain(&self, bot: &str, action: &str, n: u64) {
+        self.uncertain.get_or_create(&ActionLabel { bot: bot.to_owned(), action: action.to_owned() }).inc_by(n);
     }
 
     /// The exposition text, in the format `CONTENT_TYPE` names.

@@ -8,8 +8,9 @@
 //! never handled again, and its queued replies are sent by whoever runs next.
 //!
 //! A reply is marked as attempted (committed) just before its request goes on
-//! the wire, and the mark is cleared as soon as an answer says it was not
-//! delivered (429, 5xx): a mark means "this request was in flight". A reply
+//! the wire, and right after its answer the mark is cleared (the reply waits
+//! for a retry) or the reply leaves the outbox: a mark means "this request
+//! was in flight". A reply
 //! found marked at startup was in flight when the process died: it may or may
 //! not have arrived, and Telegram offers no way to ask or to send
 //! idempotently, so the bot's delivery policy decides (`sender`): drop it, or

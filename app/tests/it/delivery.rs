@@ -45,32 +45,6 @@ const AGAIN: Policy =
 /// time, so many chats keep several requests in flight.
 const CHATS: i64 = 50;
 
-/// The faults of the issue that found the starved retries, for sendMessage:
-/// 5% 429, 5% 502, 2% dropped connections (half before the call is carried
-/// out, half after: the answer is lost), 2% slow answers (half slower than
-/// usual, half slower than the app's send timeout), 1% malformed answers.
-fn send_faults(seed: u64) -> FaultMix {
-    FaultMix::new(seed)
-        .with(0.05, Fault::RetryAfter(1))
-        .with(0.05, Fault::Status(502))
-        .with(0.01, Fault::Drop)
-        .with(0.01, Fault::LoseAnswer)
-        .with(0.01, Fault::Delay(Duration::from_millis(300)))
-        .with(0.01, Fault::SlowAnswer)
-        .with(0.01, Fault::Malformed)
-}
-
-/// The same faults for getUpdates, but for the slow answers beyond the
-/// timeout, which only delay a long poll.
-fn poll_faults(seed: u64) -> FaultMix {
-    FaultMix::new(seed)
-        .with(0.05, Fault::RetryAfter(1))
-        .with(0.05, Fault::Status(502))
-        .with(0.02, Fault::Drop)
-        .with(0.02, Fault::Delay(Duration::from_millis(200)))
-        .with(0.01, Fault::Malformed)
-}
-
 /// An environment with these bots, the send timeout given, and the test
 /// environment's rate limits (raised far above Telegram's) unless `limits`
 /// replaces them.
@@ -105,38 +79,9 @@ fn push(standin: &StandIn, token: &str, n: i64, chats: i64) -> Vec<(i64, Option<
         .collect()
 }
 
-/// How a bot's replies came out.
-#[derive(Debug, Default)]
-struct Tally {
-    once: usize,
-    twice_or_more: usize,
-    never: usize,
-    /// Answers beyond the first, over all replies.
-    extra: usize,
-    /// Calls that met a fault leaving their fate unknown to the app.
-    ambiguous_calls: usize,
-}
-
-fn tally(calls: &BTreeMap<(i64, Option<i64>), Vec<&Attempt>>, expected: &[(i64, Option<i64>)]) -> Tally {
-    let mut t = Tally::default();
-    for key in expected {
-        let recorded = calls.get(key).map_or(0, |c| c.iter().filter(|a| a.recorded).count());
-        match recorded {
-            0 => t.never += 1,
-            1 => t.once += 1,
-            n => {
-                t.twice_or_more += 1;
-                t.extra += n - 1;
-            }
-        }
-        t.ambiguous_calls += calls.get(key).map_or(0, |c| c.iter().filter(|a| a.ambiguous()).count());
-    }
-    t
-}
-
 /// Checks, for every reply, what the bot's policy promises when nothing
 /// crashes; returns the tally.
-fn check_policy(bot: Policy, attempts: &[Attempt], expected: &[(i64, Option<i64>)]) -> Tally {
+fn check_policy(bot: Policy, attempts: &[Attempt], expected: &[(i64, Option<i64>)]) -> ledger::Tally {
     let calls = ledger::by_reply(attempts);
     assert_eq!(calls.len(), expected.len(), "{}: calls for replies nobody expected", bot.name);
     for key in expected {
@@ -166,7 +111,7 @@ fn check_policy(bot: Policy, attempts: &[Attempt], expected: &[(i64, Option<i64>
             assert_eq!(recorded, 1, "{}: {key:?}: no ambiguous call, yet not answered exactly once", bot.name);
         }
     }
-    tally(&calls, expected)
+    ledger::tally(attempts, expected)
 }
 
 /// The `/bored` entries in the app's database: each update's effect, once.
@@ -181,21 +126,12 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[rank - 1]
 }
 
-/// How much later than it had to a retry went: after a 429, its
-/// `retry_after`; after any other failure, the ceiling of the app's backoff
-/// (1 s, doubling for each failure of the same reply, at most 60 s).
+/// Each retry's delay, and how much later than the app's backoff (1 s,
+/// doubling up to 60 s, or a 429's `retry_after`) it went; both sorted.
 fn lateness(retries: &[ledger::Retry]) -> (Vec<Duration>, Vec<Duration>) {
     let mut delays: Vec<Duration> = retries.iter().map(|r| r.delay).collect();
-    let mut late: Vec<Duration> = retries
-        .iter()
-        .map(|r| {
-            let allowed = match r.retry_after {
-                Some(secs) => Duration::from_secs(secs),
-                None => Duration::from_secs(1 << r.failures.saturating_sub(1).min(6)).min(Duration::from_secs(60)),
-            };
-            r.delay.saturating_sub(allowed)
-        })
-        .collect();
+    let mut late: Vec<Duration> =
+        retries.iter().map(|r| r.beyond(Duration::from_secs(1), Duration::from_secs(60))).collect();
     delays.sort_unstable();
     late.sort_unstable();
     (delays, late)
@@ -222,8 +158,8 @@ async fn without_crashes_each_policy_accounts_for_every_reply() {
     // A 1 s send timeout keeps the slow answers beyond it short.
     let env = environment(&standin, &[ONCE, AGAIN], 1, None);
     for (i, bot) in [ONCE, AGAIN].iter().enumerate() {
-        standin.set_fault_mix(bot.token, "sendMessage", send_faults(11 + i as u64));
-        standin.set_fault_mix(bot.token, "getUpdates", poll_faults(21 + i as u64));
+        standin.set_fault_mix(bot.token, "sendMessage", FaultMix::bad_day_for_sends(11 + i as u64));
+        standin.set_fault_mix(bot.token, "getUpdates", FaultMix::bad_day_for_polls(21 + i as u64));
     }
     let app = env.start();
     let once = push(&standin, ONCE.token, 2_000, CHATS);
@@ -271,20 +207,23 @@ async fn without_crashes_each_policy_accounts_for_every_reply() {
 /// A reply's key in the ledger: its chat and the message it answers.
 type Key = (i64, Option<i64>);
 
-/// One `kill -9`: the instants just before the signal and just after the
-/// process was gone, and the replies the app's database had marked in
-/// flight then, by bot.
+/// One `kill -9`: the instants just before the signal and just before the
+/// next process was started, and the replies the app's database had marked
+/// in flight, by bot.
 struct Kill {
     before: Instant,
-    after: Instant,
+    restarted: Instant,
     marked: BTreeMap<String, std::collections::BTreeSet<Key>>,
 }
 
 impl Kill {
-    /// Whether the call was in flight at some moment of the kill, as the
-    /// stand-in saw it: received, and its answer not yet delivered.
+    /// Whether the call was in flight at the kill, as the stand-in saw it:
+    /// its answer not delivered before the kill, and the call received
+    /// before the next process started. (A loaded stand-in may read a
+    /// request the dead process wrote only after the kill; nothing but the
+    /// dead process can have written it before the restart.)
     fn caught(&self, a: &Attempt) -> bool {
-        a.received <= self.after && a.settled().is_none_or(|at| at >= self.before)
+        a.received < self.restarted && a.settled().is_none_or(|at| at >= self.before)
     }
 
     fn marked(&self, bot: Policy, key: &Key) -> bool {
@@ -345,7 +284,7 @@ fn account_kills(bot: Policy, attempts: &[Attempt], expected: &[Key], kills: &[K
             assert!(bot.at_most_once, "{}: {key:?} was lost: {c:#?}", bot.name);
             // The app drops, at a restart, only what it had marked in flight.
             if let Some(kill) = kills.iter().find(|k| k.marked(bot, key)) {
-                match c.iter().rev().find(|a| a.received <= kill.after) {
+                match c.iter().rev().find(|a| a.received < kill.restarted) {
                     Some(a) if kill.caught(a) => acc.lost_in_flight += 1,
                     _ => acc.lost_before_the_wire += 1,
                 }
@@ -357,8 +296,8 @@ fn account_kills(bot: Policy, attempts: &[Attempt], expected: &[Key], kills: &[K
         }
         for (i, a) in c.iter().enumerate().filter(|(i, a)| a.recorded && *i + 1 < c.len()) {
             assert!(!bot.at_most_once, "{}: {key:?} was sent again after call {i} was recorded: {c:#?}", bot.name);
-            let next_kill = kills.iter().find(|k| k.after >= a.received);
-            let resent_after_kill = next_kill.is_some_and(|k| c[i + 1].received > k.after && k.marked(bot, key));
+            let next_kill = kills.iter().find(|k| a.received < k.restarted);
+            let resent_after_kill = next_kill.is_some_and(|k| c[i + 1].received >= k.restarted && k.marked(bot, key));
             if resent_after_kill && next_kill.is_some_and(|k| k.caught(a)) {
                 acc.repeated_in_flight += 1;
             } else if a.ambiguous() && !kills.iter().any(|k| k.caught(a)) {
@@ -382,8 +321,8 @@ async fn ten_kill_9s_under_faults_lose_or_repeat_only_what_was_in_flight() {
     let limits = "messages_per_second = 100\nmessages_per_chat_per_second = 10000\n";
     let env = environment(&standin, &[ONCE, AGAIN], 1, Some(limits));
     for (i, bot) in [ONCE, AGAIN].iter().enumerate() {
-        standin.set_fault_mix(bot.token, "sendMessage", send_faults(31 + i as u64));
-        standin.set_fault_mix(bot.token, "getUpdates", poll_faults(41 + i as u64));
+        standin.set_fault_mix(bot.token, "sendMessage", FaultMix::bad_day_for_sends(31 + i as u64));
+        standin.set_fault_mix(bot.token, "getUpdates", FaultMix::bad_day_for_polls(41 + i as u64));
     }
     let mut app = env.start();
     let once = push(&standin, ONCE.token, 2_000, CHATS);
@@ -403,15 +342,16 @@ async fn ten_kill_9s_under_faults_lose_or_repeat_only_what_was_in_flight() {
         app.assert_no_secrets();
         let before = Instant::now();
         app.kill9();
-        let after = Instant::now();
-        kills.push(Kill { before, after, marked: marked_in_flight(&env) });
+        // Time for the stand-in to read what the dead process had written.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        kills.push(Kill { before, restarted: Instant::now(), marked: marked_in_flight(&env) });
         app = env.start();
     }
     settle(&standin, &app, &[(ONCE.name, ONCE.token), (AGAIN.name, AGAIN.token)], Duration::from_secs(180)).await;
 
     for (bot, expected) in [(ONCE, &once), (AGAIN, &again)] {
         let attempts = standin.attempts(bot.token);
-        let t = tally(&ledger::by_reply(&attempts), expected);
+        let t = ledger::tally(&attempts, expected);
         let acc = account_kills(bot, &attempts, expected, &kills);
         let marked: usize = kills.iter().map(|k| k.marked.get(bot.name).map_or(0, |m| m.len())).sum();
         println!("10 × kill -9, {}: {t:?}", bot.name);
@@ -509,17 +449,6 @@ async fn a_sigterm_with_slow_502s_in_flight_loses_and_repeats_nothing() {
     app.assert_no_secrets();
 }
 
-/// Share of the pairs of replies that were recorded in the reverse order of
-/// their updates.
-fn inverted_pairs(order: &[usize]) -> f64 {
-    let mut inverted = 0_usize;
-    for (i, a) in order.iter().enumerate() {
-        inverted += order[i + 1..].iter().filter(|b| *b < a).count();
-    }
-    let pairs = order.len() * order.len().saturating_sub(1) / 2;
-    inverted as f64 / pairs.max(1) as f64
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn under_binding_rate_limits_retries_are_prompt_and_replies_keep_update_order() {
     let standin = StandIn::start().await.unwrap();
@@ -537,9 +466,7 @@ async fn under_binding_rate_limits_retries_are_prompt_and_replies_keep_update_or
     check_policy(ONCE, &standin.attempts(ONCE.token), &ordered);
     check_policy(AGAIN, &standin.attempts(AGAIN.token), &retried);
 
-    let position: BTreeMap<(i64, Option<i64>), usize> = ordered.iter().enumerate().map(|(i, k)| (*k, i)).collect();
-    let order: Vec<usize> = standin.attempts(ONCE.token).iter().map(|a| position[&(a.chat_id, a.reply_to)]).collect();
-    let inverted = inverted_pairs(&order);
+    let inverted = ledger::out_of_order(&standin.attempts(ONCE.token), &ordered);
     let (delays, late) = lateness(&ledger::retries(&standin.attempts(AGAIN.token)));
     println!("binding limits: {:.1}% of reply pairs recorded out of update order", inverted * 100.0);
     println!("binding limits: retry delay {}", figures(&delays));
@@ -551,11 +478,4 @@ async fn under_binding_rate_limits_retries_are_prompt_and_replies_keep_update_or
     assert!(late.len() >= 20, "too few retries to judge: {}", late.len());
     assert!(percentile(&late, 0.9) <= Duration::from_secs(1), "retries are late: {}", figures(&late));
     app.assert_no_secrets();
-}
-
-#[test]
-fn inverted_pairs_counts_pairs_out_of_order() {
-    assert_eq!(inverted_pairs(&[0, 1, 2, 3]), 0.0);
-    assert_eq!(inverted_pairs(&[3, 2, 1, 0]), 1.0);
-    assert_eq!(inverted_pairs(&[1, 0, 2, 3]), 1.0 / 6.0);
 }

@@ -214,18 +214,20 @@ pub(crate) async fn metrics(app: &App) -> (String, prometheus_parse::Scrape) {
     (content_type, scrape)
 }
 
-/// The value of metric `name` for `bot` (and, if given, `kind`).
+/// The value of metric `name` for `bot`, with `label` (name, value) too if given.
 pub(crate) fn sample<'a>(
     scrape: &'a prometheus_parse::Scrape,
     name: &str,
     bot: &str,
-    kind: Option<&str>,
+    label: Option<(&str, &str)>,
 ) -> Option<&'a prometheus_parse::Value> {
     scrape
         .samples
         .iter()
         .find(|s| {
-            s.metric == name && s.labels.get("bot") == Some(bot) && kind.is_none_or(|k| s.labels.get("kind") == Some(k))
+            s.metric == name
+                && s.labels.get("bot") == Some(bot)
+                && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v))
         })
         .map(|s| &s.value)
 }

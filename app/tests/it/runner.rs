@@ -70,6 +70,9 @@ async fn every_update_is_answered_at_most_once_across_kill_9() {
     crate::settle(&standin, &app, &[("alpha", A)], Duration::from_secs(30)).await;
     // Replies that were in flight at the kill are dropped, not resent: the log says how many.
     let (sent, dropped) = (standin.sent(A).len(), uncertain(&app.logs()));
+    let (_, scrape) = metrics(&app).await;
+    let counted = sample(&scrape, "app_replies_uncertain_total", "alpha", Some(("action", "dropped")));
+    assert_eq!(counted.cloned(), (dropped > 0).then_some(prometheus_parse::Value::Counter(dropped as f64)));
     let per_message = replies_per_message(&standin.sent(A));
     assert!(per_message.values().all(|n| *n == 1), "an update was answered twice: {per_message:?}");
     // Every update got its reply, except some of those that were on the wire
@@ -140,7 +143,7 @@ async fn recovers_from_every_kind_of_fault() {
     assert!(sent[0].text.starts_with("Hi Bo!"));
     let (_, scrape) = metrics(&app).await;
     for kind in ["server", "network", "malformed", "rate_limited"] {
-        let errors = sample(&scrape, "app_api_errors_total", "alpha", Some(kind));
+        let errors = sample(&scrape, "app_api_errors_total", "alpha", Some(("kind", kind)));
         assert!(
             matches!(errors, Some(prometheus_parse::Value::Counter(n)) if *n >= 1.0),
             "no {kind} errors counted: {errors:?}"

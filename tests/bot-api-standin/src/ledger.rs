@@ -116,6 +116,19 @@ pub struct Retry {
     pub failures: u32,
 }
 
+impl Retry {
+    /// How much longer than it had to the retry waited: after a 429, its
+    /// `retry_after`; after any other failure, the ceiling of an exponential
+    /// backoff that starts at `base` and doubles with each failure, up to `cap`.
+    pub fn beyond(&self, base: Duration, cap: Duration) -> Duration {
+        let allowed = match self.retry_after {
+            Some(secs) => Duration::from_secs(secs),
+            None => base.saturating_mul(1 << self.failures.saturating_sub(1).min(16)).min(cap),
+        };
+        self.delay.saturating_sub(allowed)
+    }
+}
+
 /// Every retry among `attempts`: for each reply, each call that failed
 /// (refused, or ambiguous) and was followed by another.
 pub fn retries(attempts: &[Attempt]) -> Vec<Retry> {
@@ -136,6 +149,85 @@ pub fn retries(attempts: &[Attempt]) -> Vec<Retry> {
         }
     }
     out
+}
+
+/// How often each expected reply was recorded.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub once: usize,
+    pub twice_or_more: usize,
+    pub never: usize,
+    /// Recordings beyond the first, over all replies.
+    pub extra: usize,
+    /// Calls whose fate the client could not know ([`Attempt::ambiguous`]).
+    pub ambiguous_calls: usize,
+}
+
+/// Tallies the replies `expected` (keys as in [`by_reply`]) in `attempts`.
+pub fn tally(attempts: &[Attempt], expected: &[(i64, Option<i64>)]) -> Tally {
+    let calls = by_reply(attempts);
+    let mut t = Tally::default();
+    for key in expected {
+        let Some(c) = calls.get(key) else {
+            t.never += 1;
+            continue;
+        };
+        match c.iter().filter(|a| a.recorded).count() {
+            0 => t.never += 1,
+            1 => t.once += 1,
+            n => {
+                t.twice_or_more += 1;
+                t.extra += n - 1;
+            }
+        }
+        t.ambiguous_calls += c.iter().filter(|a| a.ambiguous()).count();
+    }
+    t
+}
+
+/// The share of pairs of replies recorded in the reverse order of
+/// `expected` (each reply counted at its first recording; replies never
+/// recorded are left out).
+pub fn out_of_order(attempts: &[Attempt], expected: &[(i64, Option<i64>)]) -> f64 {
+    let rank: BTreeMap<(i64, Option<i64>), usize> = expected.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let order: Vec<usize> = attempts
+        .iter()
+        .filter(|a| a.recorded)
+        .filter_map(|a| rank.get(&(a.chat_id, a.reply_to)).copied())
+        .filter(|r| seen.insert(*r))
+        .collect();
+    inverted_pairs(&order)
+}
+
+/// The share of pairs (i before j) with `order[i] > order[j]`, counted by
+/// merge sort: the lists run to tens of thousands.
+fn inverted_pairs(order: &[usize]) -> f64 {
+    fn sort(v: &mut Vec<usize>) -> u64 {
+        if v.len() < 2 {
+            return 0;
+        }
+        let mut right = v.split_off(v.len() / 2);
+        let mut inversions = sort(v) + sort(&mut right);
+        let mut merged = Vec::with_capacity(v.len() + right.len());
+        let (mut i, mut j) = (0, 0);
+        while i < v.len() && j < right.len() {
+            if right[j] < v[i] {
+                inversions += (v.len() - i) as u64;
+                merged.push(right[j]);
+                j += 1;
+            } else {
+                merged.push(v[i]);
+                i += 1;
+            }
+        }
+        merged.extend_from_slice(&v[i..]);
+        merged.extend_from_slice(&right[j..]);
+        *v = merged;
+        inversions
+    }
+    let pairs = (order.len() * order.len().saturating_sub(1) / 2).max(1);
+    sort(&mut order.to_vec()) as f64 / pairs as f64
 }
 
 #[cfg(test)]
@@ -164,6 +256,36 @@ mod tests {
     }
 
     #[test]
+    fn inverted_pairs_counts_pairs_out_of_order() {
+        assert_eq!(inverted_pairs(&[0, 1, 2, 3]), 0.0);
+        assert_eq!(inverted_pairs(&[3, 2, 1, 0]), 1.0);
+        assert_eq!(inverted_pairs(&[1, 0, 2, 3]), 1.0 / 6.0);
+        assert_eq!(inverted_pairs(&[2, 3, 0, 1]), 4.0 / 6.0);
+    }
+
+    #[test]
+    fn tally_and_order_count_recordings() {
+        let t = Instant::now();
+        let ok = |chat, reply: i64| Attempt {
+            chat_id: chat,
+            reply_to: Some(reply),
+            text: String::new(),
+            fault: None,
+            recorded: true,
+            received: t,
+            answer: Answer::Delivered { status: 200, at: t },
+        };
+        let lost = Attempt { recorded: false, answer: Answer::Lost { why: Lost::Dropped, at: t }, ..ok(2, 20) };
+        let attempts = [ok(1, 10), ok(3, 30), lost, ok(1, 10), ok(4, 40)];
+        let expected = [(1, Some(10)), (2, Some(20)), (3, Some(30)), (4, Some(40)), (5, Some(50))];
+        let tally = tally(&attempts, &expected);
+        assert_eq!(tally, Tally { once: 2, twice_or_more: 1, never: 2, extra: 1, ambiguous_calls: 1 });
+        // Recorded first: 1, 3, 4 (the repeat of 1 does not count): in order.
+        assert_eq!(out_of_order(&attempts, &expected), 0.0);
+        assert_eq!(out_of_order(&[ok(3, 30), ok(1, 10)], &expected), 1.0);
+    }
+
+    #[test]
     fn retries_count_failures_apart_from_429s() {
         let t = Instant::now();
         let s = Duration::from_secs;
@@ -174,6 +296,11 @@ mod tests {
             attempt(t + s(6), None, true, Answer::Delivered { status: 200, at: t + s(6) }),
         ];
         let r = retries(&calls);
+        let (base, cap) = (s(1), s(60));
+        assert_eq!(r.iter().map(|r| r.beyond(base, cap)).collect::<Vec<_>>(), [s(0), s(0), s(0)]);
+        let late = Retry { delay: s(5), retry_after: None, failures: 3 };
+        assert_eq!(late.beyond(base, cap), s(1));
+        assert_eq!(Retry { delay: s(70), retry_after: None, failures: 9 }.beyond(base, cap), s(10));
         assert_eq!(
             r,
             [

@@ -80,6 +80,34 @@ impl FaultMix {
         self
     }
 
+    /// A Bot API having a bad day, for sendMessage: 5% 429 (retry after
+    /// 1 s), 5% 502, 2% dropped connections (half before the call is carried
+    /// out, half after it: the answer is lost), 2% slow answers (half 300 ms
+    /// late, half slower than the client waits: carried out, and answered
+    /// once the client has given up), 1% malformed answers.
+    pub fn bad_day_for_sends(seed: u64) -> FaultMix {
+        FaultMix::new(seed)
+            .with(0.05, Fault::RetryAfter(1))
+            .with(0.05, Fault::Status(502))
+            .with(0.01, Fault::Drop)
+            .with(0.01, Fault::LoseAnswer)
+            .with(0.01, Fault::Delay(Duration::from_millis(300)))
+            .with(0.01, Fault::SlowAnswer)
+            .with(0.01, Fault::Malformed)
+    }
+
+    /// The same day for getUpdates, but for the answers slower than the
+    /// client waits, which would only delay a long poll: 5% 429, 5% 502, 2%
+    /// dropped connections, 2% answers 200 ms late, 1% malformed answers.
+    pub fn bad_day_for_polls(seed: u64) -> FaultMix {
+        FaultMix::new(seed)
+            .with(0.05, Fault::RetryAfter(1))
+            .with(0.05, Fault::Status(502))
+            .with(0.02, Fault::Drop)
+            .with(0.02, Fault::Delay(Duration::from_millis(200)))
+            .with(0.01, Fault::Malformed)
+    }
+
     /// The fault for the next call, if any.
     pub fn draw(&mut self) -> Option<Fault> {
         // splitmix64: enough randomness for picking faults, and no dependency.
