@@ -99,6 +99,9 @@ struct BotRow {
     last_poll: String,
     updates: u64,
     sent: u64,
+    /// Replies queued or in flight.
+    waiting: i64,
+    delivery: &'static str,
 }
 
 #[derive(Serialize)]
@@ -141,6 +144,8 @@ async fn dashboard(State(state): State<Arc<AppState>>) -> Response {
                 last_poll,
                 updates: s.updates_handled,
                 sent: s.messages_sent,
+                waiting: state.metrics.replies_queued.get_or_create(&Metrics::label(&b.name)).get(),
+                delivery: b.delivery.name(),
             }
         })
         .collect();

@@ -289,6 +289,7 @@ async fn the_dashboard_escapes_what_users_write() {
     assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"), "{page}");
     assert!(!page.contains("<script>") && !page.contains("<img"), "{page}");
     assert!(page.contains("http-equiv=\"refresh\""));
+    assert!(page.contains("replies at-least-once"), "the bot's delivery policy is not shown: {page}");
     app.assert_no_secrets();
 }
 
