@@ -1,6 +1,6 @@
 //! End-to-end figures of the app binary, measured against the Bot API stand-in on 127.0.0.1 and printed as one table with each figure's target.
 //!
-//! Five cases, all in one run, each against a freshly started app process:
+//! Six cases, all in one run, each against a freshly started app process:
 //!
 //! 1. Updates handled per second with 10 bots in one process, 100 private
 //!    chats per bot (replies are ordered per chat, so many chats keep the
@@ -25,6 +25,18 @@
 //!    and runs every case on both binaries; the bursts of case 1 run three
 //!    times each, interleaved, and their medians are compared.
 //!
+//! 6. Replies under the Bot API's faults at Telegram's rate limits (30 a
+//!    second per bot, 1 per chat): 2,000 updates for each of two bots, one
+//!    per delivery policy, with the stand-in's bad day of faults (5% 429, 5%
+//!    502, 2% dropped connections, 2% slow and 1% malformed answers), and a
+//!    third bot without faults whose replies show the order. Three runs: no
+//!    crash (how often each update was answered, how long each retry waited
+//!    beyond its backoff, how many pairs of replies went out of update
+//!    order); ten `kill -9`s (replies lost or repeated at the kills against
+//!    the calls the stand-in saw in flight at them); a SIGTERM with slow
+//!    502s in flight, then a restart (nothing lost or repeated). The glibc
+//!    build only; `--delivery-only` runs this case alone (about 4 minutes).
+//!
 //! Everything runs on the same two cores: the stand-in and the load generator
 //! live in this process and take CPU from the app, so these are figures of
 //! the whole loop, not of the app alone. The notes give the CPU each side
@@ -38,6 +50,7 @@
 //! cargo bench -p app --bench runner                 # the full run (a few minutes the first time: musl build)
 //! cargo bench -p app --bench runner -- --no-musl    # skip case 5
 //! cargo bench -p app --bench runner -- --quick      # small sizes, to check the bench itself
+//! cargo bench -p app --bench runner -- --delivery-only   # case 6 alone
 //! MIMALLOC_ALLOW_THP=0 cargo bench -p app --bench runner   # MIMALLOC_* settings reach the app
 //! ```
 //!
@@ -54,7 +67,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use bot_api_standin::{Sent, StandIn};
+use bot_api_standin::{Fault, FaultMix, Sent, StandIn, ledger};
 use boxcar_secrets::SecretKey;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Bytes;
@@ -93,6 +106,12 @@ struct Scale {
     idle_settled: Duration,
     startup_runs: usize,
     musl: bool,
+    /// Case 6: updates per bot, the chats they are spread over, and kills.
+    delivery_updates: usize,
+    delivery_chats: usize,
+    delivery_kills: usize,
+    /// Run case 6 alone (`--delivery-only`).
+    delivery_only: bool,
 }
 
 impl Scale {
@@ -108,6 +127,10 @@ impl Scale {
             idle_settled: Duration::from_secs(12),
             startup_runs: 20,
             musl: true,
+            delivery_updates: 2_000,
+            delivery_chats: 100,
+            delivery_kills: 10,
+            delivery_only: false,
         }
     }
 
@@ -123,6 +146,10 @@ impl Scale {
             idle_settled: Duration::from_secs(1),
             startup_runs: 5,
             musl: false,
+            delivery_updates: 150,
+            delivery_chats: 20,
+            delivery_kills: 2,
+            delivery_only: false,
         }
     }
 }
@@ -132,6 +159,10 @@ fn main() -> ExitCode {
     let has = |flag: &str| args.iter().any(|a| a == flag);
     let mut scale = if has("--bench") && !has("--quick") { Scale::full() } else { Scale::quick() };
     if has("--no-musl") {
+        scale.musl = false;
+    }
+    if has("--delivery-only") {
+        scale.delivery_only = true;
         scale.musl = false;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -152,7 +183,7 @@ fn main() -> ExitCode {
 
 async fn run(scale: &Scale) -> Report {
     let mut report = Report::default();
-    if scale.quick {
+    if scale.quick && !scale.delivery_only {
         // /bored's cost grows with the bored table, so a small run flatters it.
         report.note(format!(
             "QUICK SIZES ({} updates a burst, {} s of HTTP load): the targets are for the full run",
@@ -170,10 +201,12 @@ async fn run(scale: &Scale) -> Report {
         std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get),
         loadavg()
     ));
-    report.note(format!(
-        "app settings: {BOTS} bots, messages_per_second = messages_per_chat_per_second = {RATE_SETTING} \
-         (raised because the stand-in imposes no limits; Telegram allows 30/s per bot, 1/s per chat)"
-    ));
+    if !scale.delivery_only {
+        report.note(format!(
+            "app settings: {BOTS} bots, messages_per_second = messages_per_chat_per_second = {RATE_SETTING} \
+             (raised because the stand-in imposes no limits; Telegram allows 30/s per bot, 1/s per chat)"
+        ));
+    }
     report.note(
         "the stand-in (Bot API) and the load generator run in the bench process on the same cores as the app"
             .to_owned(),
@@ -201,6 +234,14 @@ async fn run(scale: &Scale) -> Report {
             Ok(Err(e)) => report.failed("musl build", format!("{e:#}")),
             Err(e) => report.failed("musl build", format!("{e}")),
         }
+    }
+
+    if scale.delivery_only {
+        if let Err(e) = delivery_case(&binaries[0], scale, &mut report).await {
+            report.failed(format!("delivery ({})", binaries[0].label), format!("{e:#}"));
+        }
+        report.note(format!("load average after the run {}", loadavg()));
+        return report;
     }
 
     for bin in &binaries {
@@ -293,6 +334,10 @@ async fn run(scale: &Scale) -> Report {
             }
         }
     }
+    // The glibc build only: the allocator does not decide how replies are retried.
+    if let Err(e) = delivery_case(&binaries[0], scale, &mut report).await {
+        report.failed(format!("delivery ({})", binaries[0].label), format!("{e:#}"));
+    }
     report.note(format!("load average after the run {}", loadavg()));
     report
 }
@@ -371,7 +416,16 @@ struct BenchEnv {
 }
 
 impl BenchEnv {
+    /// Bots named by `bot_name`, each also given `admins = [1]` (user 1
+    /// may set the mood, for the dashboard case), with the rate limits raised.
     fn new(api_base: &str, tokens: &[String]) -> anyhow::Result<BenchEnv> {
+        let limits = format!("messages_per_second = {RATE_SETTING}\nmessages_per_chat_per_second = {RATE_SETTING}\n");
+        let bots: Vec<(String, String)> = (0..tokens.len()).map(|i| (bot_name(i), "admins = [1]".to_owned())).collect();
+        BenchEnv::with(api_base, tokens, &limits, &bots)
+    }
+
+    /// `app` is added to `[app]`; `bots` are each bot's name and settings.
+    fn with(api_base: &str, tokens: &[String], app: &str, bots: &[(String, String)]) -> anyhow::Result<BenchEnv> {
         let config = tempfile::tempdir().context("creating a temporary directory")?;
         let key = SecretKey::generate();
         let key_file = config.path().join("bench.key");
@@ -380,18 +434,15 @@ impl BenchEnv {
         std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .with_context(|| format!("restricting {}", key_file.display()))?;
         let mut text = format!(
-            "public_key = \"{}\"\n\n[app]\napi_base = \"{api_base}\"\npoll_timeout = 25\nlog_format = \"json\"\n\
-             messages_per_second = {RATE_SETTING}\nmessages_per_chat_per_second = {RATE_SETTING}\n",
+            "public_key = \"{}\"\n\n[app]\napi_base = \"{api_base}\"\npoll_timeout = 25\nlog_format = \"json\"\n{app}",
             key.public_key().to_base64()
         );
-        for i in 0..tokens.len() {
-            let name = bot_name(i);
-            // User 1 may set the mood, for the dashboard case.
-            text.push_str(&format!("\n[[bots]]\nname = \"{name}\"\ntoken_secret = \"{name}_token\"\nadmins = [1]\n"));
+        for (name, settings) in bots {
+            text.push_str(&format!("\n[[bots]]\nname = \"{name}\"\ntoken_secret = \"{name}_token\"\n{settings}\n"));
         }
         text.push_str("\n[secrets]\n");
-        for (i, token) in tokens.iter().enumerate() {
-            let name = format!("{}_token", bot_name(i));
+        for ((bot, _), token) in bots.iter().zip(tokens) {
+            let name = format!("{bot}_token");
             let sealed = boxcar_secrets::seal(key.public_key(), "bench", &name, token.as_bytes())
                 .with_context(|| format!("sealing {name}"))?;
             text.push_str(&format!("{name} = \"{sealed}\"\n"));
@@ -422,20 +473,28 @@ fn allocator_settings() -> Vec<(String, String)> {
     std::env::vars().filter(|(k, _)| k.starts_with("MIMALLOC_")).collect()
 }
 
-/// A running app, killed on drop; its data directory goes with it.
+/// A running app, killed on drop; its data directory goes with it, unless
+/// it was given one.
 struct App {
     child: Child,
     addr: SocketAddr,
     output: Arc<Mutex<String>>,
-    _data: tempfile::TempDir,
+    _data: Option<tempfile::TempDir>,
 }
 
 impl App {
-    /// Starts the app on a free port and waits for its "listening" log line.
+    /// Starts the app with fresh data on a free port and waits for its "listening" log line.
     fn spawn(env: &BenchEnv, bin: &Binary) -> anyhow::Result<App> {
         let data = tempfile::tempdir().context("creating a temporary directory")?;
+        let mut app = App::spawn_in(env, bin, data.path())?;
+        app._data = Some(data);
+        Ok(app)
+    }
+
+    /// Starts the app on the data in `data` (which outlives it).
+    fn spawn_in(env: &BenchEnv, bin: &Binary, data: &Path) -> anyhow::Result<App> {
         let mut child = env
-            .command(bin, "127.0.0.1:0", data.path())
+            .command(bin, "127.0.0.1:0", data)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -463,7 +522,7 @@ impl App {
                 }
             });
         }
-        let mut app = App { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), output, _data: data };
+        let mut app = App { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), output, _data: None };
         match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(addr) => app.addr = addr,
             Err(_) => bail!("the app did not start listening within 20 s:\n{}", app.logs()),
@@ -1025,6 +1084,309 @@ fn build_musl(timeout: Duration) -> anyhow::Result<Built> {
     }
     let path = exe.context("cargo built for musl but named no `app` executable")?;
     Ok(Built { path, took: start.elapsed(), rebuilt })
+}
+
+// ---------------------------------------------------------------------------
+// Case 6: replies under the Bot API's faults, at Telegram's rate limits.
+
+/// The bots of case 6: one per delivery policy, under the same faults, and
+/// one without faults, whose replies show the order the queue keeps.
+const DELIVERY_BOTS: [(&str, &str); 3] =
+    [("once", "delivery = \"at-most-once\""), ("again", "delivery = \"at-least-once\""), ("ordered", "")];
+/// Telegram's limits, and a send timeout that keeps each answer slower than
+/// it to seconds (the default is 20 s).
+const DELIVERY_SETTINGS: &str = "messages_per_second = 30\nmessages_per_chat_per_second = 1\nsend_timeout = 5\n";
+/// The issue's target: a retry goes within its backoff plus this.
+const MAX_RETRY_LATENESS: Duration = Duration::from_secs(1);
+
+/// A reply's key in the stand-in's ledger: its chat and the message it answers.
+type Key = (i64, Option<i64>);
+
+/// One run of case 6: the stand-in, the app (restarted on the same data as
+/// the run asks) and the replies each bot owes, in update order.
+struct DeliveryRun {
+    standin: StandIn,
+    tokens: Vec<String>,
+    env: BenchEnv,
+    data: tempfile::TempDir,
+    app: App,
+    expected: Vec<Vec<Key>>,
+}
+
+impl DeliveryRun {
+    /// Starts an app with the three bots, sets each bot's sendMessage
+    /// faults (`faults(seed)` for the first two, none for `ordered`) and the
+    /// bad day for every getUpdates, and pushes `updates` `/bored` per bot
+    /// over `chats` chats.
+    async fn start(
+        bin: &Binary,
+        updates: usize,
+        chats: usize,
+        faults: impl Fn(u64) -> FaultMix,
+    ) -> anyhow::Result<DeliveryRun> {
+        let tokens: Vec<String> = (0..DELIVERY_BOTS.len())
+            .map(|i| format!("{}:bench-delivery-{i}-AAAAAAAAAAAAAAAAAAAAAAAAAA", 3101 + i))
+            .collect();
+        let standin = standin(&tokens).await?;
+        let bots: Vec<(String, String)> =
+            DELIVERY_BOTS.iter().map(|(n, s)| ((*n).to_owned(), (*s).to_owned())).collect();
+        let env = BenchEnv::with(&standin.base_url(), &tokens, DELIVERY_SETTINGS, &bots)?;
+        for (i, token) in tokens.iter().enumerate().take(2) {
+            standin.set_fault_mix(token, "sendMessage", faults(i as u64 + 1));
+        }
+        for (i, token) in tokens.iter().enumerate() {
+            standin.set_fault_mix(token, "getUpdates", FaultMix::bad_day_for_polls(i as u64 + 11));
+        }
+        let data = tempfile::tempdir().context("creating a temporary directory")?;
+        let app = App::spawn_in(&env, bin, data.path())?;
+        wait_polling(&standin, &tokens, &app).await?;
+        let mut expected = vec![Vec::new(); tokens.len()];
+        for i in 0..updates {
+            for (bot, token) in tokens.iter().enumerate() {
+                let chat = 20_000 + (i % chats) as i64;
+                let update = standin.chat_says(token, chat, chat, "private", "Bench", "/bored");
+                expected[bot].push((chat, Some(update * 10)));
+            }
+        }
+        Ok(DeliveryRun { standin, tokens, env, data, app, expected })
+    }
+
+    fn restart(&mut self, bin: &Binary) -> anyhow::Result<()> {
+        self.app = App::spawn_in(&self.env, bin, self.data.path())?;
+        Ok(())
+    }
+
+    fn recorded(&self) -> usize {
+        self.tokens.iter().map(|t| self.standin.sent(t).len()).sum()
+    }
+
+    fn attempts(&self, bot: usize) -> Vec<ledger::Attempt> {
+        self.standin.attempts(&self.tokens[bot])
+    }
+
+    /// Waits until nothing is left to do: no unconfirmed update, no call in
+    /// progress, no reply queued in the app, twice in a row.
+    async fn settle(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut quiet = 0;
+        while quiet < 2 {
+            let (_, metrics) = get_once(self.app.addr, "/metrics").await?;
+            let metrics = String::from_utf8_lossy(&metrics);
+            let idle = self.tokens.iter().zip(DELIVERY_BOTS).all(|(token, (name, _))| {
+                self.standin.unconfirmed(token) == 0
+                    && self.standin.attempts(token).iter().all(|a| a.answer != ledger::Answer::Pending)
+                    && metrics.lines().any(|l| l == format!("app_replies_queued{{bot=\"{name}\"}} 0"))
+            });
+            quiet = if idle { quiet + 1 } else { 0 };
+            if Instant::now() >= deadline {
+                bail!("the replies did not settle within {} s", timeout.as_secs());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Ok(())
+    }
+}
+
+/// How the replies of a run came out, as a table cell: once / twice or more / never.
+fn tally_cell(t: &ledger::Tally) -> String {
+    format!("{} / {} / {} ({} calls in doubt)", t.once, t.twice_or_more, t.never, t.ambiguous_calls)
+}
+
+async fn delivery_case(bin: &Binary, scale: &Scale, report: &mut Report) -> anyhow::Result<()> {
+    let (updates, chats) = (scale.delivery_updates, scale.delivery_chats);
+    report.note(format!(
+        "delivery ({}): {updates} /bored per bot over {chats} chats; bots `once` (at-most-once) and `again` \
+         (at-least-once) meet the same faults on sendMessage (5% 429, 5% 502, 1% dropped before and 1% after the \
+         message is recorded, 1% 300 ms late, 1% answered after the app's 5 s send timeout, 1% malformed), \
+         `ordered` (at-least-once) meets none; every getUpdates has 5% 429, 5% 502, 2% dropped, 2% late, 1% \
+         malformed; 30 messages/s per bot, 1 per chat",
+        bin.label
+    ));
+
+    eprintln!("== delivery without crashes ({})", bin.label);
+    let run = DeliveryRun::start(bin, updates, chats, FaultMix::bad_day_for_sends).await?;
+    let started = Instant::now();
+    run.settle(Duration::from_secs(600)).await?;
+    report.note(format!("delivery without crashes: every reply settled in {:.0} s", started.elapsed().as_secs_f64()));
+    let once = ledger::tally(&run.attempts(0), &run.expected[0]);
+    let again = ledger::tally(&run.attempts(1), &run.expected[1]);
+    report.row(
+        "no crash, at-most-once: updates answered once / twice / never".to_owned(),
+        tally_cell(&once),
+        "0 twice".to_owned(),
+        Verdict::of(once.twice_or_more == 0),
+    );
+    report.row(
+        "no crash, at-least-once: updates answered once / twice / never".to_owned(),
+        tally_cell(&again),
+        "0 never".to_owned(),
+        Verdict::of(again.never == 0),
+    );
+    let mut retries = ledger::retries(&run.attempts(0));
+    retries.extend(ledger::retries(&run.attempts(1)));
+    // The app's backoff: 0.5 to 1 s, doubling up to 60 s (or a 429's retry_after).
+    let late: Vec<Duration> =
+        retries.iter().map(|r| r.beyond(Duration::from_secs(1), Duration::from_secs(60))).collect();
+    let mut delays: Vec<Duration> = retries.iter().map(|r| r.delay).collect();
+    let (mut late, p) = (late, |v: &[Duration], q| ms(percentile(v, q)));
+    late.sort_unstable();
+    delays.sort_unstable();
+    report.row(
+        format!("retry delay after a failed send, p50 / p90 / p99 / max ({} retries)", delays.len()),
+        format!("{} / {} / {} / {}", p(&delays, 0.5), p(&delays, 0.9), p(&delays, 0.99), p(&delays, 1.0)),
+        "(backoff: 429 retry_after, else ≤ 1 s, doubling)".to_owned(),
+        Verdict::Info,
+    );
+    report.row(
+        "  how much later than its backoff, p50 / p90 / p99 / max".to_owned(),
+        format!("{} / {} / {} / {}", p(&late, 0.5), p(&late, 0.9), p(&late, 0.99), p(&late, 1.0)),
+        format!("p99 ≤ {}", ms(MAX_RETRY_LATENESS)),
+        Verdict::of(!late.is_empty() && percentile(&late, 0.99) <= MAX_RETRY_LATENESS),
+    );
+    let inverted = ledger::out_of_order(&run.attempts(2), &run.expected[2]);
+    report.row(
+        "pairs of replies sent out of update order (`ordered`, no faults)".to_owned(),
+        format!("{:.2}%", inverted * 100.0),
+        "(46% before the queue kept due order)".to_owned(),
+        Verdict::Info,
+    );
+    drop(run);
+
+    eprintln!("== delivery across {} kill -9s ({})", scale.delivery_kills, bin.label);
+    let mut run = DeliveryRun::start(bin, updates, chats, FaultMix::bad_day_for_sends).await?;
+    let total = updates * DELIVERY_BOTS.len();
+    let mut kills = Vec::new();
+    for k in 0..scale.delivery_kills {
+        let due = total * (k + 1) / (scale.delivery_kills + 2);
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while run.recorded() < due {
+            if Instant::now() >= deadline {
+                bail!("kill {}: replies stopped flowing:\n{}", k + 1, run.app.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis((k as u64 * 137) % 500)).await;
+        let before = Instant::now();
+        run.app.child.kill().context("killing the app")?;
+        run.app.child.wait().context("waiting for the killed app")?;
+        // Time for the stand-in to read what the dead process had written:
+        // a call it receives before the restart was in flight at the kill.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        kills.push((before, Instant::now()));
+        run.restart(bin)?;
+    }
+    run.settle(Duration::from_secs(600)).await?;
+    let caught =
+        |a: &ledger::Attempt| kills.iter().any(|(b, r)| a.received < *r && a.settled().is_none_or(|s| s >= *b));
+    let read_before_a_kill = |a: &ledger::Attempt| {
+        a.settled().is_some_and(|s| kills.iter().any(|(b, _)| *b >= s && *b <= s + Duration::from_secs(2)))
+    };
+    for (bot, (name, _)) in DELIVERY_BOTS.iter().enumerate() {
+        let attempts = run.attempts(bot);
+        let t = ledger::tally(&attempts, &run.expected[bot]);
+        let in_flight: usize = kills
+            .iter()
+            .map(|(b, e)| attempts.iter().filter(|a| a.received <= *e && a.settled().is_none_or(|s| s >= *b)).count())
+            .sum();
+        let calls = ledger::by_reply(&attempts);
+        let (mut at_kills, mut for_faults, mut unexplained) = (0, 0, 0);
+        for key in &run.expected[bot] {
+            let c = calls.get(key).map(Vec::as_slice).unwrap_or_default();
+            if c.iter().all(|a| !a.recorded) {
+                match c.last() {
+                    None => at_kills += 1,
+                    Some(a) if caught(a) => at_kills += 1,
+                    Some(a) if a.ambiguous() => for_faults += 1,
+                    Some(_) => unexplained += 1,
+                }
+            }
+            // A recorded call followed by another: a repeat.
+            for a in c.iter().take(c.len().saturating_sub(1)).filter(|a| a.recorded) {
+                if caught(a) || (a.succeeded() && read_before_a_kill(a)) {
+                    at_kills += 1;
+                } else if a.ambiguous() {
+                    for_faults += 1;
+                } else {
+                    unexplained += 1;
+                }
+            }
+        }
+        let (what, good) = if bot == 0 {
+            ("lost", t.twice_or_more == 0 && at_kills <= in_flight)
+        } else {
+            ("repeated", t.never == 0 && at_kills <= in_flight)
+        };
+        report.row(
+            format!("{} × kill -9, {name}: answered once / twice / never", kills.len()),
+            tally_cell(&t),
+            if bot == 0 { "0 twice".to_owned() } else { "0 never".to_owned() },
+            Verdict::of(if bot == 0 { t.twice_or_more == 0 } else { t.never == 0 }),
+        );
+        report.row(
+            format!("  {name}: replies {what} at the kills / calls in flight at them (stand-in)"),
+            format!("{at_kills} / {in_flight} ({for_faults} more {what} for faults while running)"),
+            format!("{what} ≤ in flight"),
+            Verdict::of(good && unexplained == 0),
+        );
+        if unexplained > 0 {
+            report.note(format!(
+                "kill -9, {name}: PROBLEM: {unexplained} replies lost or repeated with no kill or fault to explain it"
+            ));
+        }
+    }
+    drop(run);
+
+    eprintln!("== delivery across a SIGTERM with slow 502s ({})", bin.label);
+    let slow_502s = |seed| {
+        FaultMix::new(seed)
+            .with(0.05, Fault::RetryAfter(1))
+            .with(0.05, Fault::Status(502))
+            .with(0.15, Fault::SlowStatus(502, Duration::from_millis(1500)))
+    };
+    let mut run = DeliveryRun::start(bin, updates / 2, chats, slow_502s).await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let slow_in_flight = |run: &DeliveryRun, at: Instant| -> usize {
+        (0..2)
+            .flat_map(|b| run.attempts(b))
+            .filter(|a| matches!(a.fault, Some(Fault::SlowStatus(..))) && a.in_flight_at(at))
+            .count()
+    };
+    while run.recorded() < total / 6 || slow_in_flight(&run, Instant::now()) < 3 {
+        if Instant::now() >= deadline {
+            bail!("SIGTERM: replies did not get going:\n{}", run.app.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let signalled = Instant::now();
+    let in_flight = slow_in_flight(&run, signalled);
+    let status = Command::new("kill").args(["-TERM", &run.app.pid().to_string()]).status().context("running kill")?;
+    anyhow::ensure!(status.success(), "kill -TERM failed");
+    let exit = loop {
+        if let Some(exit) = run.app.child.try_wait()? {
+            break exit;
+        }
+        if signalled.elapsed() > Duration::from_secs(15) {
+            bail!("SIGTERM: still running after 15 s");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let stopped = signalled.elapsed();
+    run.restart(bin)?;
+    run.settle(Duration::from_secs(600)).await?;
+    for (bot, (name, _)) in DELIVERY_BOTS.iter().enumerate().take(2) {
+        let t = ledger::tally(&run.attempts(bot), &run.expected[bot]);
+        report.row(
+            format!("SIGTERM with slow 502s in flight, then a restart, {name}: answered once / twice / never"),
+            tally_cell(&t),
+            "0 twice, 0 never".to_owned(),
+            Verdict::of(t.twice_or_more == 0 && t.never == 0),
+        );
+    }
+    report.note(format!(
+        "SIGTERM: {in_flight} slow 502s in flight at the signal; {exit} after {:.1} s",
+        stopped.as_secs_f64()
+    ));
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------

@@ -1,26 +1,33 @@
-//! One bot at run time: its long-polling loop (or webhook set-up), the update
-//! pipeline shared with the webhook route, and its rate-limited sender.
+//! One bot at run time: its long-polling loop (or webhook set-up) and the
+//! update pipeline shared with the webhook route, which hands replies to the
+//! bot's sender (`sender`).
 //!
 //! Each bot runs in its own tasks: a bot that fails, backs off or waits on a
 //! rate limit never holds up another.
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use governor::{Quota, RateLimiter};
 use serde_json::json;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::{self, BotInfo};
-use crate::config::{Mode, Token};
+use crate::config::{Delivery, Mode, Token};
 use crate::metrics::Metrics;
 use crate::status::{State, StatusCell};
 use crate::store::{Outgoing, Store};
 use crate::telegram::{ApiError, BotApi, Me, Update};
+
+/// Most updates one getUpdates call takes (Telegram's default is 100). All
+/// of a poll's updates are handled in one transaction, and the sender's
+/// commits wait behind it: the commit that records a reply's answer is the
+/// one whose delay turns a crash into a reply sent twice (or, at most once,
+/// a reply dropped though it was not on the wire). With 100 a debug build
+/// under load held them back tens of milliseconds; 20 keeps that short and
+/// is still far more than a bot answers in a second.
+const POLL_LIMIT: u32 = 20;
 
 /// Settings every bot shares.
 #[derive(Debug, Clone)]
@@ -31,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) public_url: Option<reqwest::Url>,
     pub(crate) per_bot_rate: NonZeroU32,
     pub(crate) per_chat_rate: NonZeroU32,
+    /// How long a sendMessage call may take.
+    pub(crate) send_timeout: Duration,
     pub(crate) started: Instant,
 }
 
@@ -42,13 +51,14 @@ pub(crate) struct Bot {
     pub(crate) api: BotApi,
     pub(crate) status: StatusCell,
     pub(crate) webhook_secret: Option<Token>,
+    pub(crate) delivery: Delivery,
     info: RwLock<BotInfo>,
     outbox: mpsc::UnboundedSender<Outgoing>,
-    shared: Shared,
+    pub(crate) shared: Shared,
 }
 
 impl Bot {
-    /// Creates the bot and the receiving end of its outbox, for `send_loop`.
+    /// Creates the bot and the receiving end of its outbox, for `sender::send_loop`.
     pub(crate) fn new(
         config: crate::config::BotConfig,
         unauthorized: crate::config::Unauthorized,
@@ -69,6 +79,7 @@ impl Bot {
             mode: config.mode,
             api,
             webhook_secret: config.webhook_secret,
+            delivery: config.delivery,
             info: RwLock::new(info),
             outbox: tx,
             shared,
@@ -219,7 +230,7 @@ impl Bot {
 
     /// Updates state and metrics for an error; returns how long to wait, or
     /// `None` when the bot must stop (token rejected).
-    fn classify(&self, e: &ApiError, backoff: &mut Backoff) -> Option<Duration> {
+    pub(crate) fn classify(&self, e: &ApiError, backoff: &mut Backoff) -> Option<Duration> {
         self.shared.metrics.error(&self.name, e.kind());
         self.set_up(false);
         let (state, wait) = match e {
@@ -250,7 +261,7 @@ impl Bot {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         let latency = self.shared.metrics.poll_latency.get_or_create(&Metrics::label(&self.name)).clone();
         loop {
-            let body = json!({ "offset": offset, "timeout": timeout.as_secs(), "allowed_updates": ["message"] });
+            let body = json!({ "offset": offset, "timeout": timeout.as_secs(), "limit": POLL_LIMIT, "allowed_updates": ["message"] });
             let start = Instant::now();
             // The HTTP timeout sits above the long-poll timeout, so an idle
             // poll ends with an empty answer, not a client-side timeout.
@@ -296,202 +307,6 @@ impl Bot {
                 },
             }
         }
-    }
-}
-
-/// Sends a bot's replies: in order within each chat, at most `per_chat_rate`
-/// a second per chat and `per_bot_rate` a second in all, several chats at
-/// once. Starts with what the outbox already holds (from before a restart).
-pub(crate) async fn send_loop(
-    bot: Arc<Bot>,
-    mut incoming: mpsc::UnboundedReceiver<Outgoing>,
-    cancel: CancellationToken,
-) {
-    let per_bot = RateLimiter::direct(Quota::per_second(bot.shared.per_bot_rate));
-    let per_chat = RateLimiter::keyed(Quota::per_second(bot.shared.per_chat_rate));
-    let clock = governor::clock::DefaultClock::default();
-    let mut queues: HashMap<i64, VecDeque<Outgoing>> = HashMap::new();
-    // Rows read from the outbox at start may also arrive on the channel: skip those.
-    let mut loaded_up_to = 0;
-    let mut in_flight: HashSet<i64> = HashSet::new();
-    let mut blocked: HashMap<i64, (Instant, Backoff)> = HashMap::new();
-    let mut tasks: JoinSet<(i64, Outgoing, Result<serde_json::Value, ApiError>)> = JoinSet::new();
-    let mut last_cleanup = Instant::now();
-
-    let store = Arc::clone(&bot.shared.store);
-    let name = bot.name.clone();
-    let loaded = tokio::task::spawn_blocking(move || {
-        Ok::<_, rusqlite::Error>((store.drop_uncertain(&name)?, store.pending(&name)?))
-    })
-    .await;
-    match loaded {
-        Ok(Ok((uncertain, pending))) => {
-            if uncertain > 0 {
-                tracing::warn!(
-                    bot = %bot.name,
-                    uncertain,
-                    "replies were on the wire when the last run stopped; not sending them again, to never answer twice"
-                );
-            }
-            if !pending.is_empty() {
-                tracing::info!(bot = %bot.name, count = pending.len(), "sending replies queued before the restart");
-            }
-            for out in pending {
-                loaded_up_to = loaded_up_to.max(out.id);
-                queues.entry(out.chat_id).or_default().push_back(out);
-            }
-        }
-        Ok(Err(e)) => tracing::error!(bot = %bot.name, error = %e, "cannot read the outbox"),
-        Err(e) => tracing::error!(bot = %bot.name, error = %e, "cannot read the outbox"),
-    }
-
-    let mut done: Vec<i64> = Vec::new();
-    loop {
-        flush_done(&bot, &mut done).await;
-        let now = Instant::now();
-        let mut wake = Duration::from_secs(3600);
-        let mut batch = Vec::new();
-        let ready: Vec<i64> = queues
-            .iter()
-            .filter(|(chat, q)| !q.is_empty() && !in_flight.contains(chat))
-            .map(|(chat, _)| *chat)
-            .collect();
-        for chat in ready {
-            if let Some((until, _)) = blocked.get(&chat)
-                && *until > now
-            {
-                wake = wake.min(*until - now);
-                continue;
-            }
-            if let Err(not_until) = per_chat.check_key(&chat) {
-                wake = wake.min(not_until.wait_time_from(governor::clock::Clock::now(&clock)));
-                continue;
-            }
-            if let Err(not_until) = per_bot.check() {
-                wake = wake.min(not_until.wait_time_from(governor::clock::Clock::now(&clock)));
-                break;
-            }
-            let Some(out) = queues.get(&chat).and_then(|q| q.front()).cloned() else { continue };
-            in_flight.insert(chat);
-            batch.push(out);
-        }
-        if !batch.is_empty() {
-            let store = Arc::clone(&bot.shared.store);
-            let ids: Vec<i64> = batch.iter().map(|o| o.id).collect();
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.mark_attempted(&ids, unix_now())).await {
-                // Sending without the mark could answer twice after a crash: wait and retry.
-                tracing::error!(bot = %bot.name, error = %e, "cannot mark replies as attempted; retrying shortly");
-                for out in &batch {
-                    in_flight.remove(&out.chat_id);
-                }
-                batch.clear();
-                wake = wake.min(Duration::from_secs(1));
-            }
-        }
-        for out in batch {
-            let chat = out.chat_id;
-            let bot = Arc::clone(&bot);
-            tasks.spawn(async move {
-                let mut body = json!({ "chat_id": out.chat_id, "text": out.text });
-                if let Some(reply_to) = out.reply_to {
-                    body["reply_parameters"] = json!({ "message_id": reply_to, "allow_sending_without_reply": true });
-                }
-                let result = bot.api.call::<serde_json::Value>("sendMessage", &body, Duration::from_secs(20)).await;
-                (chat, out, result)
-            });
-        }
-        if last_cleanup.elapsed() > Duration::from_secs(60) {
-            per_chat.retain_recent();
-            queues.retain(|_, q| !q.is_empty());
-            last_cleanup = Instant::now();
-        }
-
-        tokio::select! {
-            () = cancel.cancelled() => break,
-            Some(out) = incoming.recv() => {
-                if out.id > loaded_up_to {
-                    queues.entry(out.chat_id).or_default().push_back(out);
-                }
-            }
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                let Ok((chat, out, result)) = joined else { continue };
-                in_flight.remove(&chat);
-                match result {
-                    Ok(_) => {
-                        blocked.remove(&chat);
-                        finish(&mut queues, &mut done, chat, out.id);
-                        bot.status.update(|s| s.messages_sent += 1);
-                        bot.shared.metrics.messages_sent.get_or_create(&Metrics::label(&bot.name)).inc();
-                    }
-                    Err(ApiError::BadRequest { code, description }) => {
-                        // The chat is gone or blocked the bot: retrying cannot help.
-                        tracing::warn!(bot = %bot.name, chat, code, %description, "reply refused; dropping it");
-                        bot.shared.metrics.error(&bot.name, "bad_request");
-                        finish(&mut queues, &mut done, chat, out.id);
-                    }
-                    Err(e @ ApiError::Rejected { .. }) => {
-                        bot.classify(&e, &mut Backoff::new(Duration::from_secs(1), Duration::from_secs(1)));
-                        break;
-                    }
-                    Err(e) => {
-                        bot.shared.metrics.error(&bot.name, e.kind());
-                        // Telegram refused outright: the reply was certainly not
-                        // delivered, so it may go again even after a restart. A
-                        // network error leaves that unknown: the mark stays.
-                        if matches!(e, ApiError::RetryAfter(_) | ApiError::Server { .. } | ApiError::Conflict(_)) {
-                            let store = Arc::clone(&bot.shared.store);
-                            let id = out.id;
-                            let _ = tokio::task::spawn_blocking(move || store.unmark(id)).await;
-                        }
-                        let entry = blocked
-                            .entry(chat)
-                            .or_insert_with(|| (now, Backoff::new(Duration::from_secs(1), Duration::from_secs(60))));
-                        let wait = match e {
-                            ApiError::RetryAfter(secs) => Duration::from_secs(secs),
-                            _ => entry.1.next(),
-                        };
-                        entry.0 = Instant::now() + wait;
-                        tracing::warn!(bot = %bot.name, chat, error = %e, wait_ms = wait.as_millis() as u64, "reply not sent; will retry");
-                    }
-                }
-            }
-            () = tokio::time::sleep(wake) => {}
-        }
-    }
-    // Shutting down: let sends already on the wire finish (their rows leave the
-    // outbox); the rest stays queued for the next start.
-    let drain = async {
-        while let Some(Ok((chat, out, result))) = tasks.join_next().await {
-            if result.is_ok() {
-                finish(&mut queues, &mut done, chat, out.id);
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
-    flush_done(&bot, &mut done).await;
-}
-
-/// Takes a delivered (or refused) reply off its chat's queue and notes it for
-/// removal from the outbox.
-fn finish(queues: &mut HashMap<i64, VecDeque<Outgoing>>, done: &mut Vec<i64>, chat: i64, id: i64) {
-    if let Some(q) = queues.get_mut(&chat)
-        && q.front().is_some_and(|o| o.id == id)
-    {
-        q.pop_front();
-    }
-    done.push(id);
-}
-
-/// Removes finished replies from the outbox, all in one transaction.
-async fn flush_done(bot: &Arc<Bot>, done: &mut Vec<i64>) {
-    if done.is_empty() {
-        return;
-    }
-    let ids = std::mem::take(done);
-    let store = Arc::clone(&bot.shared.store);
-    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.done(&ids)).await {
-        // They stay marked as attempted, so a restart drops rather than resends them.
-        tracing::error!(bot = %bot.name, error = %e, "cannot clear sent replies from the outbox");
     }
 }
 

@@ -38,6 +38,10 @@ struct AppSection {
     messages_per_second: u32,
     #[serde(default = "default_per_chat_rate")]
     messages_per_chat_per_second: u32,
+    /// Seconds a sendMessage call may take before it counts as failed (and,
+    /// as the request was written, as a reply that may have arrived).
+    #[serde(default = "default_send_timeout")]
+    send_timeout: u64,
 }
 
 fn default_listen() -> String {
@@ -57,6 +61,9 @@ fn default_per_bot_rate() -> u32 {
 }
 fn default_per_chat_rate() -> u32 {
     1
+}
+fn default_send_timeout() -> u64 {
+    20
 }
 
 /// `[[bots]]` as written in the file.
@@ -78,6 +85,11 @@ struct BotSection {
     /// User ids that may set the mood.
     #[serde(default)]
     admins: Vec<i64>,
+    /// What to do with a reply that may or may not have arrived: read as
+    /// text so a wrong value gets an error that names the field and the
+    /// choices (serde's names neither).
+    #[serde(default)]
+    delivery: Option<String>,
 }
 
 /// How a bot receives updates.
@@ -89,6 +101,34 @@ pub(crate) enum Mode {
     Polling,
     /// Telegram POSTs to `/telegram/{bot}`.
     Webhook,
+}
+
+/// What a bot does with a reply whose request was written but whose answer
+/// never came (the connection dropped, the answer was too slow, the process
+/// died): Telegram has no idempotent send, so it either risks answering
+/// twice or risks not answering. Every other failure is known to have left
+/// nothing behind and is always retried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// Send it again: no reply is lost; one may arrive twice.
+    #[default]
+    AtLeastOnce,
+    /// Give it up: no reply arrives twice; one may be lost.
+    AtMostOnce,
+}
+
+impl Delivery {
+    /// The setting's value, as written in the environment file.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Delivery::AtLeastOnce => "at-least-once",
+            Delivery::AtMostOnce => "at-most-once",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Delivery> {
+        [Delivery::AtLeastOnce, Delivery::AtMostOnce].into_iter().find(|d| d.name() == text)
+    }
 }
 
 /// Log output.
@@ -142,6 +182,7 @@ pub(crate) struct BotConfig {
     pub(crate) webhook_secret: Option<Token>,
     pub(crate) allowed_users: BTreeSet<i64>,
     pub(crate) admins: BTreeSet<i64>,
+    pub(crate) delivery: Delivery,
 }
 
 /// Everything the app runs with.
@@ -157,6 +198,7 @@ pub(crate) struct Config {
     pub(crate) poll_timeout: u64,
     pub(crate) messages_per_second: u32,
     pub(crate) messages_per_chat_per_second: u32,
+    pub(crate) send_timeout: u64,
     pub(crate) bots: Vec<BotConfig>,
 }
 
@@ -256,8 +298,15 @@ fn walk(file: &EnvFile, credentials: &Credentials<'_>, overrides: Overrides) -> 
         .filter(|u| !u.is_empty())
         .map(|u| parse_base_url(&u).map_err(|why| format!("{path}: app.public_url {why}")))
         .transpose();
-    if app.poll_timeout < 1 || app.poll_timeout > 50 {
-        problems.push(format!("{path}: app.poll_timeout is {}; use 25 to 50 seconds", app.poll_timeout));
+    if !(1..=50).contains(&app.poll_timeout) {
+        problems.push(format!(
+            "{path}: app.poll_timeout is {}; use 1 to 50 seconds (Telegram holds a poll at most 50 s; \
+             25 to 50 keeps the requests few in production)",
+            app.poll_timeout
+        ));
+    }
+    if !(1..=120).contains(&app.send_timeout) {
+        problems.push(format!("{path}: app.send_timeout is {}; use 1 to 120 seconds (default 20)", app.send_timeout));
     }
     if app.messages_per_second == 0 || app.messages_per_chat_per_second == 0 {
         problems.push(format!("{path}: app.messages_per_second and messages_per_chat_per_second must be at least 1"));
@@ -298,6 +347,17 @@ fn walk(file: &EnvFile, credentials: &Credentials<'_>, overrides: Overrides) -> 
                 },
             }
         };
+        let delivery = match bot.delivery.as_deref() {
+            None => Delivery::default(),
+            Some(text) => Delivery::parse(text).unwrap_or_else(|| {
+                problems.push(format!(
+                    // The value is not quoted: it could be anything, a pasted token included.
+                    "{at}.delivery is not a delivery policy; use \"at-least-once\" (the default: \
+                     a reply that may not have arrived is sent again) or \"at-most-once\" (it is given up)"
+                ));
+                Delivery::default()
+            }),
+        };
         let token = secret("token_secret", &bot.token_secret, &mut problems);
         if let Some(t) = &token
             && !looks_like_token(t.expose())
@@ -336,6 +396,7 @@ fn walk(file: &EnvFile, credentials: &Credentials<'_>, overrides: Overrides) -> 
                 webhook_secret,
                 allowed_users: bot.allowed_users.into_iter().collect(),
                 admins: bot.admins.into_iter().collect(),
+                delivery,
             });
         }
     }
@@ -361,6 +422,7 @@ fn walk(file: &EnvFile, credentials: &Credentials<'_>, overrides: Overrides) -> 
         poll_timeout: app.poll_timeout,
         messages_per_second: app.messages_per_second,
         messages_per_chat_per_second: app.messages_per_chat_per_second,
+        send_timeout: app.send_timeout,
         bots: configs,
     })
 }

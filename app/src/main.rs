@@ -9,6 +9,7 @@ mod bot;
 mod commands;
 mod config;
 mod metrics;
+mod sender;
 mod status;
 mod store;
 mod telegram;
@@ -247,6 +248,7 @@ async fn run(config: config::Config, store: Arc<store::Store>, started: Instant)
         per_bot_rate: std::num::NonZeroU32::new(config.messages_per_second).unwrap_or(std::num::NonZeroU32::MIN),
         per_chat_rate: std::num::NonZeroU32::new(config.messages_per_chat_per_second)
             .unwrap_or(std::num::NonZeroU32::MIN),
+        send_timeout: Duration::from_secs(config.send_timeout),
         started,
     };
     let cancel = CancellationToken::new();
@@ -256,7 +258,7 @@ async fn run(config: config::Config, store: Arc<store::Store>, started: Instant)
         let api = telegram::BotApi::new(http.clone(), &config.api_base, &bot_config.token);
         let (bot, outbox) = bot::Bot::new(bot_config, config.unauthorized, api, shared.clone());
         tasks.spawn(Arc::clone(&bot).run(cancel.child_token()));
-        tasks.spawn(bot::send_loop(Arc::clone(&bot), outbox, cancel.child_token()));
+        tasks.spawn(sender::send_loop(Arc::clone(&bot), outbox, cancel.child_token()));
         bots.push(bot);
     }
     tasks.spawn(prune_loop(Arc::clone(&store), cancel.child_token()));
@@ -286,13 +288,17 @@ async fn run(config: config::Config, store: Arc<store::Store>, started: Instant)
         tracing::info!("shutting down: stopping polls, finishing replies in flight");
     });
     let server = axum::serve(listener, web::router(state)).with_graceful_shutdown(cancel.clone().cancelled_owned());
-    // Once shutdown starts, requests in flight get 4 s, then bots and senders
-    // 4 s: the process is gone within 10 s of SIGTERM whatever is pending.
+    // Once shutdown starts, requests in flight get 4 s; meanwhile the bots
+    // stop and the senders wait up to `sender::DRAIN` (6 s) for the answers
+    // of replies in flight. The process is gone within 10 s of SIGTERM
+    // whatever is pending.
+    let mut stopping_since = None;
     let server = async {
         let mut server = std::pin::pin!(server.into_future());
         tokio::select! {
             result = &mut server => result,
             () = cancel.cancelled() => {
+                stopping_since = Some(Instant::now());
                 tokio::time::timeout(Duration::from_secs(4), server).await.unwrap_or(Ok(()))
             }
         }
@@ -305,9 +311,10 @@ async fn run(config: config::Config, store: Arc<store::Store>, started: Instant)
             ExitCode::from(exit::FAILURE)
         }
     };
-    // Bots stop at once (an in-flight poll is simply dropped); senders get a
-    // few seconds for replies already on the wire. Stay within 10 s in all.
-    let _ = tokio::time::timeout(Duration::from_secs(4), async { while tasks.join_next().await.is_some() {} }).await;
+    // Bots stop at once (an in-flight poll is simply dropped); senders end by
+    // themselves once their drain is over: one second of slack for that.
+    let deadline = stopping_since.unwrap_or_else(Instant::now) + sender::DRAIN + Duration::from_secs(1);
+    let _ = tokio::time::timeout_at(deadline.into(), async { while tasks.join_next().await.is_some() {} }).await;
     tracing::info!("stopped");
     code
 }

@@ -7,11 +7,14 @@
 //! (Telegram sends it again and it is handled then); after it, the update is
 //! never handled again, and its queued replies are sent by whoever runs next.
 //!
-//! Replies are marked as attempted (committed) before they go on the wire. A
-//! reply found marked at startup was on the wire when the process died: it
-//! may or may not have arrived, and Telegram offers no way to ask or to send
-//! idempotently, so it is dropped (and counted in the log) rather than risk
-//! answering twice.
+//! A reply is marked as attempted (committed) just before its request goes on
+//! the wire, and right after its answer the mark is cleared (the reply waits
+//! for a retry) or the reply leaves the outbox: a mark means "this request
+//! was in flight". A reply
+//! found marked at startup was in flight when the process died: it may or may
+//! not have arrived, and Telegram offers no way to ask or to send
+//! idempotently, so the bot's delivery policy decides (`sender`): drop it, or
+//! send it again.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -81,6 +84,20 @@ pub(crate) struct Reply {
     pub(crate) chat_id: i64,
     pub(crate) text: String,
     pub(crate) reply_to: Option<i64>,
+}
+
+/// Outbox changes `Store::settle` commits together.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Changes {
+    pub(crate) done: Vec<i64>,
+    pub(crate) unmark: Vec<i64>,
+    pub(crate) mark: Vec<i64>,
+}
+
+impl Changes {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.done.is_empty() && self.unmark.is_empty() && self.mark.is_empty()
+    }
 }
 
 /// The current mood.
@@ -257,34 +274,19 @@ impl Store {
         Ok((queued, new))
     }
 
-    /// At startup: forgets replies a previous run had on the wire when it
-    /// died (see the module docs). Returns how many.
-    pub(crate) fn drop_uncertain(&self, bot: &str) -> rusqlite::Result<usize> {
+    /// At startup, for at-most-once bots: forgets the replies a previous run
+    /// had in flight when it stopped (see the module docs). Returns how many.
+    pub(crate) fn drop_in_flight(&self, bot: &str) -> rusqlite::Result<usize> {
         self.lock().execute("DELETE FROM outbox WHERE bot = ?1 AND attempted_at IS NOT NULL", [bot])
     }
 
-    /// Marks replies as about to go on the wire.
-    pub(crate) fn mark_attempted(&self, ids: &[i64], now: i64) -> rusqlite::Result<()> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached("UPDATE outbox SET attempted_at = ?2 WHERE id = ?1")?;
-            for id in ids {
-                stmt.execute(params![id, now])?;
-            }
-        }
-        tx.commit()
+    /// At startup, for at-least-once bots: clears the marks of the replies a
+    /// previous run had in flight, so they are sent again. Returns how many.
+    pub(crate) fn unmark_in_flight(&self, bot: &str) -> rusqlite::Result<usize> {
+        self.lock().execute("UPDATE outbox SET attempted_at = NULL WHERE bot = ?1 AND attempted_at IS NOT NULL", [bot])
     }
 
-    /// Clears the attempt mark of a reply Telegram answered with a refusal
-    /// to deliver (429, 5xx): it was certainly not sent, so it may be sent
-    /// after a restart.
-    pub(crate) fn unmark(&self, id: i64) -> rusqlite::Result<()> {
-        self.lock().prepare_cached("UPDATE outbox SET attempted_at = NULL WHERE id = ?1")?.execute([id])?;
-        Ok(())
-    }
-
-    /// Replies not yet attempted, oldest first.
+    /// Replies not in flight, oldest first.
     pub(crate) fn pending(&self, bot: &str) -> rusqlite::Result<Vec<Outgoing>> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
@@ -296,14 +298,29 @@ impl Store {
         .collect()
     }
 
-    /// Forgets replies once Telegram has them (or refused them for good).
-    pub(crate) fn done(&self, ids: &[i64]) -> rusqlite::Result<()> {
+    /// Records what the sender learnt and is about to do, in one
+    /// transaction: `done` replies leave the outbox (delivered, refused for
+    /// good, or given up), `unmark` ones are no longer in flight (an answer
+    /// said they were not delivered, or they are to be sent again), and
+    /// `mark` ones are about to go on the wire.
+    pub(crate) fn settle(&self, changes: &Changes, now: i64) -> rusqlite::Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         {
-            let mut stmt = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
-            for id in ids {
-                stmt.execute([id])?;
+            let mut done = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
+            for id in &changes.done {
+                done.execute([id])?;
+            }
+            let mut unmark = tx.prepare_cached("UPDATE outbox SET attempted_at = NULL WHERE id = ?1")?;
+            for id in &changes.unmark {
+                unmark.execute([id])?;
+            }
+            let mut mark = tx.prepare_cached("UPDATE outbox SET attempted_at = ?2 WHERE id = ?1")?;
+            for id in &changes.mark {
+                mark.execute(params![id, now])?;
             }
         }
         tx.commit()
@@ -381,15 +398,34 @@ mod tests {
         assert_eq!((out.len(), new), (1, 1));
         assert_eq!(out[0].text, "re 12");
         assert_eq!(store.pending("b").unwrap().len(), 3);
-        store.done(&[out[0].id]).unwrap();
+        store.settle(&Changes { done: vec![out[0].id], ..Changes::default() }, 0).unwrap();
         assert_eq!(store.pending("b").unwrap().len(), 2);
         assert_eq!(store.next_offset("other").unwrap(), 0);
-        // One reply goes on the wire, then the process dies: it is not sent again.
-        let first = store.pending("b").unwrap()[0].id;
-        store.mark_attempted(&[first], 0).unwrap();
-        assert_eq!(store.pending("b").unwrap().len(), 1);
-        assert_eq!(store.drop_uncertain("b").unwrap(), 1);
-        assert_eq!(store.drop_uncertain("b").unwrap(), 0);
+    }
+
+    #[test]
+    fn marks_say_what_was_in_flight() {
+        let store = Store::memory();
+        let reply =
+            |_: &Transaction<'_>, id: &i64| Ok(vec![Reply { chat_id: *id, text: "hi".to_owned(), reply_to: None }]);
+        let (out, _) = store.handle_batch("b", &[1, 2, 3, 4], |u| *u, true, 0, reply).unwrap();
+        let ids: Vec<i64> = out.iter().map(|o| o.id).collect();
+        // Two go on the wire; one of them is answered 502 and waits for a retry.
+        store.settle(&Changes { mark: vec![ids[0], ids[1]], ..Changes::default() }, 0).unwrap();
+        assert_eq!(store.pending("b").unwrap().len(), 2);
+        store.settle(&Changes { unmark: vec![ids[1]], mark: vec![ids[2]], ..Changes::default() }, 0).unwrap();
+        let pending: Vec<i64> = store.pending("b").unwrap().iter().map(|o| o.id).collect();
+        assert_eq!(pending, [ids[1], ids[3]]);
+        // The process dies with ids[0] and ids[2] in flight. At-least-once
+        // sends them again; at-most-once forgets them. Neither touches the rest.
+        assert_eq!(store.unmark_in_flight("b").unwrap(), 2);
+        assert_eq!(store.pending("b").unwrap().len(), 4);
+        store.settle(&Changes { mark: vec![ids[0], ids[2]], ..Changes::default() }, 0).unwrap();
+        assert_eq!(store.drop_in_flight("other").unwrap(), 0);
+        assert_eq!(store.drop_in_flight("b").unwrap(), 2);
+        assert_eq!(store.drop_in_flight("b").unwrap(), 0);
+        let pending: Vec<i64> = store.pending("b").unwrap().iter().map(|o| o.id).collect();
+        assert_eq!(pending, [ids[1], ids[3]]);
     }
 
     #[test]

@@ -27,12 +27,20 @@ pub(crate) enum ApiError {
     /// 5xx: the server's problem; retry with backoff.
     #[error("server error ({code}): {description}")]
     Server { code: u16, description: String },
-    /// The connection failed, timed out or was dropped; retry with backoff.
+    /// No connection (refused, DNS, TLS handshake, connect timeout): the
+    /// request never reached the server. Retry with backoff.
+    #[error("network error: {0}")]
+    Unsent(String),
+    /// The connection was dropped or timed out after the request was
+    /// written: the server may have carried it out. Retry with backoff,
+    /// if retrying is safe.
     #[error("network error: {0}")]
     Network(String),
-    /// The answer was not the JSON the Bot API sends.
-    #[error("malformed answer: {0}")]
-    Malformed(String),
+    /// The answer was not the JSON the Bot API sends. With a 2xx status
+    /// the server said it carried the call out, so like `Network` the call
+    /// may have taken effect.
+    #[error("malformed answer: {detail}")]
+    Malformed { status: u16, detail: String },
 }
 
 impl ApiError {
@@ -44,8 +52,20 @@ impl ApiError {
             ApiError::Rejected { .. } => "rejected",
             ApiError::BadRequest { .. } => "bad_request",
             ApiError::Server { .. } => "server",
-            ApiError::Network(_) => "network",
-            ApiError::Malformed(_) => "malformed",
+            ApiError::Unsent(_) | ApiError::Network(_) => "network",
+            ApiError::Malformed { .. } => "malformed",
+        }
+    }
+
+    /// Whether the call may have been carried out although it failed: the
+    /// request was written and no answer said otherwise. Only these are
+    /// ambiguous for a send; a refused connection, a 429 or a 5xx answer
+    /// says the message was not sent.
+    pub(crate) fn may_have_arrived(&self) -> bool {
+        match self {
+            ApiError::Network(_) => true,
+            ApiError::Malformed { status, .. } => (200..300).contains(status),
+            _ => false,
         }
     }
 }
@@ -146,16 +166,20 @@ impl BotApi {
         timeout: Duration,
     ) -> Result<T, ApiError> {
         let url = format!("{}{method}", self.method_base.expose());
-        let response = self
-            .http
-            .post(url)
-            .json(body)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| ApiError::Network(self.redact(&describe(&e))))?;
+        let response = self.http.post(url).json(body).timeout(timeout).send().await.map_err(|e| {
+            let detail = self.redact(&describe(&e));
+            if e.is_connect() { ApiError::Unsent(detail) } else { ApiError::Network(detail) }
+        })?;
         let status = response.status().as_u16();
-        let bytes = response.bytes().await.map_err(|e| ApiError::Network(self.redact(&describe(&e))))?;
+        let bytes = response.bytes().await.map_err(|e| {
+            let detail = self.redact(&describe(&e));
+            // The status line came: a 5xx says the call failed, cut short or not.
+            if status >= 500 {
+                ApiError::Server { code: status, description: detail }
+            } else {
+                ApiError::Network(detail)
+            }
+        })?;
         let envelope: Envelope<T> = match serde_json::from_slice(&bytes) {
             Ok(envelope) => envelope,
             Err(e) if status >= 500 => {
@@ -165,16 +189,22 @@ impl BotApi {
             }
             // serde's message can quote the answer; say where it broke, not what it said.
             Err(e) => {
-                return Err(ApiError::Malformed(format!(
-                    "HTTP {status}: not the Bot API's JSON ({:?} error at line {}, column {})",
-                    e.classify(),
-                    e.line(),
-                    e.column()
-                )));
+                return Err(ApiError::Malformed {
+                    status,
+                    detail: format!(
+                        "HTTP {status}: not the Bot API's JSON ({:?} error at line {}, column {})",
+                        e.classify(),
+                        e.line(),
+                        e.column()
+                    ),
+                });
             }
         };
         if envelope.ok {
-            return envelope.result.ok_or_else(|| ApiError::Malformed("`ok` without `result`".to_owned()));
+            return envelope.result.ok_or_else(|| ApiError::Malformed {
+                status,
+                detail: format!("HTTP {status}: `ok` without `result`"),
+            });
         }
         let code = envelope.error_code.unwrap_or(status);
         let description = self.redact(envelope.description.as_deref().unwrap_or("(no description)"));

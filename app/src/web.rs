@@ -86,7 +86,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         let up = bot.status.get().healthy(now, state.poll_timeout).is_ok();
         state.metrics.bot_up.get_or_create(&Metrics::label(&bot.name)).set(i64::from(up));
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], state.metrics.render()).into_response()
 }
 
 #[derive(Serialize)]
@@ -99,6 +99,9 @@ struct BotRow {
     last_poll: String,
     updates: u64,
     sent: u64,
+    /// Replies queued or in flight.
+    waiting: i64,
+    delivery: &'static str,
 }
 
 #[derive(Serialize)]
@@ -141,6 +144,8 @@ async fn dashboard(State(state): State<Arc<AppState>>) -> Response {
                 last_poll,
                 updates: s.updates_handled,
                 sent: s.messages_sent,
+                waiting: state.metrics.replies_queued.get_or_create(&Metrics::label(&b.name)).get(),
+                delivery: b.delivery.name(),
             }
         })
         .collect();

@@ -5,6 +5,7 @@
 // Helpers outside `#[test]` functions too: a panic is the failure report we want.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod delivery;
 mod runner;
 mod startup;
 
@@ -200,4 +201,53 @@ impl Drop for App {
 pub(crate) fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
+}
+
+/// The app's `/metrics`: its content type, and its body as a Prometheus
+/// text-format parser written apart from the app reads it.
+pub(crate) async fn metrics(app: &App) -> (String, prometheus_parse::Scrape) {
+    let response = http().get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    let body = response.text().await.unwrap();
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    (content_type, scrape)
+}
+
+/// The value of metric `name` for `bot`, with `label` (name, value) too if given.
+pub(crate) fn sample<'a>(
+    scrape: &'a prometheus_parse::Scrape,
+    name: &str,
+    bot: &str,
+    label: Option<(&str, &str)>,
+) -> Option<&'a prometheus_parse::Value> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == name
+                && s.labels.get("bot") == Some(bot)
+                && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v))
+        })
+        .map(|s| &s.value)
+}
+
+/// Waits (up to `timeout`) until every bot has nothing left to do: the
+/// stand-in holds no unconfirmed update and no call in progress, and the
+/// app's queue of replies is empty, twice in a row 200 ms apart (a reply
+/// handled but not yet queued would show on the second look).
+pub(crate) async fn settle(standin: &bot_api_standin::StandIn, app: &App, bots: &[(&str, &str)], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut quiet = 0;
+    while quiet < 2 {
+        let (_, scrape) = metrics(app).await;
+        let idle = bots.iter().all(|(name, token)| {
+            standin.unconfirmed(token) == 0
+                && standin.attempts(token).iter().all(|a| a.answer != bot_api_standin::ledger::Answer::Pending)
+                && sample(&scrape, "app_replies_queued", name, None) == Some(&prometheus_parse::Value::Gauge(0.0))
+        });
+        quiet = if idle { quiet + 1 } else { 0 };
+        assert!(Instant::now() < deadline, "not settled within {timeout:?}:\n{}", app.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

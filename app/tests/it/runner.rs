@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bot_api_standin::{Fault, StandIn};
 
-use crate::{BotSpec, TestEnv, http};
+use crate::{BotSpec, TestEnv, http, metrics, sample};
 
 const A: &str = "2001:runner-token-a-AAAAAAAAAAAAAAAAAAAAAAAAA";
 const B: &str = "2002:runner-token-b-BBBBBBBBBBBBBBBBBBBBBBBBB";
@@ -53,7 +53,9 @@ async fn every_update_is_answered_at_most_once_across_kill_9() {
     let standin = StandIn::start().await.unwrap();
     // One reply per chat per second at most would make this slow; many chats
     // keep the sender busy, so the kill lands while replies are on the wire.
-    let env = one_bot(&standin, "");
+    standin.add_bot(A, "a_bot");
+    let bot = BotSpec { name: "alpha", token: A, extra: "delivery = \"at-most-once\"" };
+    let env = TestEnv::new(&standin.base_url(), &[bot], "", &[]);
     let total = 300;
     let mut app = env.start();
     for i in 0..total {
@@ -65,18 +67,12 @@ async fn every_update_is_answered_at_most_once_across_kill_9() {
     assert!(before < total as usize, "everything was sent before the kill; the test proves nothing");
 
     let app = env.start();
-    // Replies that were on the wire at the kill are dropped, not resent: the log says how many.
-    let settled = async {
-        loop {
-            let sent = standin.sent(A).len();
-            let dropped = uncertain(&app.logs());
-            if sent + dropped >= total as usize && standin.unconfirmed(A) == 0 {
-                return (sent, dropped);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    let (sent, dropped) = tokio::time::timeout(Duration::from_secs(30), settled).await.expect("all updates settled");
+    crate::settle(&standin, &app, &[("alpha", A)], Duration::from_secs(30)).await;
+    // Replies that were in flight at the kill are dropped, not resent: the log says how many.
+    let (sent, dropped) = (standin.sent(A).len(), uncertain(&app.logs()));
+    let (_, scrape) = metrics(&app).await;
+    let counted = sample(&scrape, "app_replies_uncertain_total", "alpha", Some(("action", "dropped")));
+    assert_eq!(counted.cloned(), (dropped > 0).then_some(prometheus_parse::Value::Counter(dropped as f64)));
     let per_message = replies_per_message(&standin.sent(A));
     assert!(per_message.values().all(|n| *n == 1), "an update was answered twice: {per_message:?}");
     // Every update got its reply, except some of those that were on the wire
@@ -145,15 +141,60 @@ async fn recovers_from_every_kind_of_fault() {
     let sent = standin.wait_sent(A, 1, Duration::from_secs(30)).await;
     assert_eq!(sent.len(), 1, "{}", app.logs());
     assert!(sent[0].text.starts_with("Hi Bo!"));
-    let metrics = http().get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let (_, scrape) = metrics(&app).await;
     for kind in ["server", "network", "malformed", "rate_limited"] {
+        let errors = sample(&scrape, "app_api_errors_total", "alpha", Some(("kind", kind)));
         assert!(
-            metrics.contains(&format!("app_api_errors_total{{bot=\"alpha\",kind=\"{kind}\"}}")),
-            "no {kind} errors counted:\n{metrics}"
+            matches!(errors, Some(prometheus_parse::Value::Counter(n)) if *n >= 1.0),
+            "no {kind} errors counted: {errors:?}"
         );
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(standin.sent(A).len(), 1, "a reply was sent twice");
+    app.assert_no_secrets();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_read_as_their_content_type_says() {
+    use prometheus_parse::Value;
+    let standin = StandIn::start().await.unwrap();
+    let env = one_bot(&standin, "");
+    let app = env.start();
+    for _ in 0..3 {
+        standin.user_says(A, 5, "Bo", "/help");
+    }
+    assert_eq!(standin.wait_sent(A, 3, Duration::from_secs(10)).await.len(), 3);
+    // The sender counts a reply once its commit is done: give it that moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let scrape = loop {
+        let (content_type, scrape) = metrics(&app).await;
+        assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+        if sample(&scrape, "app_replies_queued", "alpha", None) == Some(&Value::Gauge(0.0)) {
+            break scrape;
+        }
+        assert!(std::time::Instant::now() < deadline, "replies still queued: {:?}", scrape.samples);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // A 0.0.4 reader types a sample by the TYPE line of its own name: an
+    // OpenMetrics body (`# TYPE x counter`, samples `x_total`) reads as untyped.
+    assert_eq!(sample(&scrape, "app_updates_handled_total", "alpha", None), Some(&Value::Counter(3.0)));
+    assert_eq!(sample(&scrape, "app_messages_sent_total", "alpha", None), Some(&Value::Counter(3.0)));
+    assert_eq!(sample(&scrape, "app_bot_healthy", "alpha", None), Some(&Value::Gauge(1.0)));
+    assert!(matches!(
+        sample(&scrape, "app_poll_duration_seconds", "alpha", None),
+        Some(Value::Histogram(buckets)) if buckets.len() == 13
+    ));
+    assert!(scrape.docs["app_updates_handled_total"].starts_with("Updates handled"), "{:?}", scrape.docs);
+    // Nothing is left untyped but a histogram's _sum and _count, which this
+    // parser does not attach to their histogram.
+    let untyped: Vec<&str> = scrape
+        .samples
+        .iter()
+        .filter(|s| matches!(s.value, Value::Untyped(_)))
+        .map(|s| s.metric.as_str())
+        .filter(|m| !m.ends_with("_sum") && !m.ends_with("_count"))
+        .collect();
+    assert!(untyped.is_empty(), "untyped samples: {untyped:?}");
     app.assert_no_secrets();
 }
 
@@ -248,6 +289,7 @@ async fn the_dashboard_escapes_what_users_write() {
     assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"), "{page}");
     assert!(!page.contains("<script>") && !page.contains("<img"), "{page}");
     assert!(page.contains("http-equiv=\"refresh\""));
+    assert!(page.contains("replies at-least-once"), "the bot's delivery policy is not shown: {page}");
     app.assert_no_secrets();
 }
 

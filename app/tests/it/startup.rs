@@ -222,6 +222,12 @@ fn check_config_finds_what_startup_would_refuse_without_a_key() {
         ("\n[[bots]]\nname = \"hook\"\ntoken_secret = \"one_token\"\nmode = \"webhook\"\n", "needs `webhook_secret`"),
         // A typo in a bot's settings.
         ("\n[[bots]]\nname = \"three\"\ntoken_secrt = \"one_token\"\n", "unknown field `token_secrt`"),
+        // A delivery policy that does not exist.
+        (
+            "\n[[bots]]\nname = \"four\"\ntoken_secret = \"one_token\"\ndelivery = \"exactly-once\"\n",
+            "bots[1].delivery is not a delivery policy; use \"at-least-once\" (the default: a reply that may not \
+             have arrived is sent again) or \"at-most-once\" (it is given up)",
+        ),
         // A token pasted as a plain setting.
         (
             "\n[notes]\nspare = \"123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw\"\n",
@@ -237,6 +243,14 @@ fn check_config_finds_what_startup_would_refuse_without_a_key() {
         assert!(err.contains(expected), "{extra}:\n{err}");
         assert!(!err.contains("AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"), "the token was printed:\n{err}");
     }
+    // Timeouts out of range: each refused on its own line, with the range.
+    std::fs::write(&file, text.replace("poll_timeout = 2\n", "poll_timeout = 60\nsend_timeout = 0\n")).unwrap();
+    let (code, _, err) = subcommand(&["check-config"], &file);
+    assert_eq!(code, 3, "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[0].ends_with("app.poll_timeout is 60; use 1 to 50 seconds (Telegram holds a poll at most 50 s; 25 to 50 keeps the requests few in production)"), "{err}");
+    assert!(lines[1].ends_with("app.send_timeout is 0; use 1 to 120 seconds (default 20)"), "{err}");
     let (code, _, err) = subcommand(&["check-config"], &good.config.path().join("missing.toml"));
     assert_eq!(code, 3);
     assert!(err.contains("cannot read"), "{err}");

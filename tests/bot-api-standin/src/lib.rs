@@ -8,11 +8,16 @@
 //! connection without an answer (a fault Telegram's front ends do produce)
 //! needs the service to fail at the connection level.
 //!
+//! Every `sendMessage` call goes into a ledger ([`ledger`]) that says whether
+//! the message was recorded and whether the client read the answer, so tests
+//! can account for each reply exactly under faults and kills.
+//!
 //! Tests register each token with [`StandIn::add_bot`] and an unknown token
 //! gets 401. The `bot-api-standin` program (`src/main.rs`, the demo's Bot API) switches on
 //! [`StandIn::open_registration`] instead, and serves a chat page
 //! ([`page`]) on the paths that do not start with `/bot`.
 
+pub mod ledger;
 mod page;
 
 use std::collections::{HashMap, VecDeque};
@@ -37,12 +42,89 @@ pub enum Fault {
     Conflict(String),
     /// This HTTP status with a Bot API error body (502, 500, 401…).
     Status(u16),
+    /// This HTTP status with a Bot API error body, after this long: a slow 502.
+    SlowStatus(u16, Duration),
     /// Answer normally, but only after this long.
     Delay(Duration),
-    /// Close the connection without answering.
+    /// Close the connection without answering; the call is not carried out.
     Drop,
-    /// Answer 200 with a body that is not JSON.
+    /// Answer 200 with a body that is not JSON; the call is not carried out.
     Malformed,
+    /// Carry the call out (a message is recorded), then close the connection
+    /// without answering: the answer is lost after the fact.
+    LoseAnswer,
+    /// Carry the call out at once, then hold the answer until the client
+    /// gives up and closes the connection (or five minutes pass): a slow
+    /// answer beyond the client's timeout, whatever that is.
+    SlowAnswer,
+}
+
+/// Faults drawn at random for each call of a method, each with its share of
+/// the calls, from a seeded generator so a run can be repeated. Faults
+/// queued with [`StandIn::inject`] come first.
+#[derive(Debug, Clone)]
+pub struct FaultMix {
+    faults: Vec<(f64, Fault)>,
+    state: u64,
+}
+
+impl FaultMix {
+    pub fn new(seed: u64) -> FaultMix {
+        FaultMix { faults: Vec::new(), state: seed }
+    }
+
+    /// Gives `fault` to `share` (0 to 1) of the calls.
+    #[must_use]
+    pub fn with(mut self, share: f64, fault: Fault) -> FaultMix {
+        self.faults.push((share, fault));
+        self
+    }
+
+    /// A Bot API having a bad day, for sendMessage: 5% 429 (retry after
+    /// 1 s), 5% 502, 2% dropped connections (half before the call is carried
+    /// out, half after it: the answer is lost), 2% slow answers (half 300 ms
+    /// late, half slower than the client waits: carried out, and answered
+    /// once the client has given up), 1% malformed answers.
+    pub fn bad_day_for_sends(seed: u64) -> FaultMix {
+        FaultMix::new(seed)
+            .with(0.05, Fault::RetryAfter(1))
+            .with(0.05, Fault::Status(502))
+            .with(0.01, Fault::Drop)
+            .with(0.01, Fault::LoseAnswer)
+            .with(0.01, Fault::Delay(Duration::from_millis(300)))
+            .with(0.01, Fault::SlowAnswer)
+            .with(0.01, Fault::Malformed)
+    }
+
+    /// The same day for getUpdates, but for the answers slower than the
+    /// client waits, which would only delay a long poll: 5% 429, 5% 502, 2%
+    /// dropped connections, 2% answers 200 ms late, 1% malformed answers.
+    pub fn bad_day_for_polls(seed: u64) -> FaultMix {
+        FaultMix::new(seed)
+            .with(0.05, Fault::RetryAfter(1))
+            .with(0.05, Fault::Status(502))
+            .with(0.02, Fault::Drop)
+            .with(0.02, Fault::Delay(Duration::from_millis(200)))
+            .with(0.01, Fault::Malformed)
+    }
+
+    /// The fault for the next call, if any.
+    pub fn draw(&mut self) -> Option<Fault> {
+        // splitmix64: enough randomness for picking faults, and no dependency.
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let mut roll = (z >> 11) as f64 / (1u64 << 53) as f64;
+        for (share, fault) in &self.faults {
+            if roll < *share {
+                return Some(fault.clone());
+            }
+            roll -= share;
+        }
+        None
+    }
 }
 
 /// A message a bot sent.
@@ -91,7 +173,10 @@ struct BotState {
     sent: Vec<Sent>,
     webhook: Option<(String, String)>,
     faults: HashMap<String, VecDeque<Fault>>,
+    mixes: HashMap<String, FaultMix>,
     calls: HashMap<String, usize>,
+    /// Every sendMessage call, in the order they arrived.
+    attempts: Vec<ledger::Attempt>,
     /// Generation of the current getUpdates call; a newer call ends older ones with 409.
     poll_generation: u64,
     polling: bool,
@@ -213,14 +298,22 @@ impl StandIn {
                         Err(_) => continue,
                     },
                 };
+                let Ok((stream, conn)) = Conn::split(stream) else { continue };
+                let conn = Arc::new(conn);
                 let per_conn = server.clone();
                 tokio::spawn(async move {
+                    let (standin, service_conn) = (per_conn.clone(), Arc::clone(&conn));
                     let service = hyper::service::service_fn(move |req| {
-                        let s = per_conn.clone();
-                        async move { s.serve(req).await }
+                        let (s, c) = (standin.clone(), Arc::clone(&service_conn));
+                        async move { s.serve(req, &c).await }
                     });
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                    let io = hyper_util::rt::TokioIo::new(Watched { stream, conn: Arc::clone(&conn) });
+                    let served = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                    // hyper ends a connection reset between requests without
+                    // an error, so the socket's own errors are watched too.
+                    if served.is_err() || conn.failed.load(std::sync::atomic::Ordering::Relaxed) {
+                        per_conn.connection_failed(&conn);
+                    }
                 });
             }
         });
@@ -342,7 +435,20 @@ impl StandIn {
         self.with(|i| i.bots.get(token).map_or(0, |b| b.pending.len()))
     }
 
-    async fn serve(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    /// Every sendMessage call so far, in the order they arrived (see [`ledger`]).
+    pub fn attempts(&self, token: &str) -> Vec<ledger::Attempt> {
+        self.with(|i| i.bots.get(token).map(|b| b.attempts.clone()).unwrap_or_default())
+    }
+
+    /// From now on, calls of `method` that no injected fault is queued for
+    /// meet faults drawn from `mix`.
+    pub fn set_fault_mix(&self, token: &str, method: &str, mix: FaultMix) {
+        self.with(|i| i.bots.entry(token.to_owned()).or_default().mixes.insert(method.to_owned(), mix));
+    }
+
+    async fn serve(&self, req: Request<Incoming>, conn: &Conn) -> Result<Response<Full<Bytes>>, std::io::Error> {
+        // A new request on this connection: the client read the last answer.
+        conn.confirm();
         if !req.uri().path().starts_with("/bot") {
             return page::serve(self, req).await;
         }
@@ -373,7 +479,8 @@ impl StandIn {
             let fault = match i.bots.get_mut(token) {
                 Some(bot) if !bot.revoked => {
                     *bot.calls.entry(method.to_owned()).or_default() += 1;
-                    Ok(bot.faults.get_mut(method).and_then(VecDeque::pop_front))
+                    let queued = bot.faults.get_mut(method).and_then(VecDeque::pop_front);
+                    Ok(queued.or_else(|| bot.mixes.get_mut(method).and_then(FaultMix::draw)))
                 }
                 _ => Err(()),
             };
@@ -386,7 +493,53 @@ impl StandIn {
             Ok(f) => f,
             Err(()) => return Ok(error(401, "Unauthorized")),
         };
+        if method != "sendMessage" {
+            return self.call(token, method, &params, fault, conn, None).await;
+        }
+        // The ledger's entry, settled below; if hyper drops this future (the
+        // client went away mid-call), the guard settles it as lost.
+        let index = self.with(|i| {
+            let bot = i.bots.get_mut(token).expect("known token");
+            bot.attempts.push(ledger::Attempt {
+                chat_id: int(&params["chat_id"]).unwrap_or_default(),
+                reply_to: int(&params["reply_parameters"]["message_id"]),
+                text: params["text"].as_str().unwrap_or_default().to_owned(),
+                fault: fault.clone(),
+                recorded: false,
+                received: Instant::now(),
+                answer: ledger::Answer::Pending,
+            });
+            bot.attempts.len() - 1
+        });
+        let _guard = Unsettled { standin: self.clone(), token: token.to_owned(), index };
+        let result = self.call(token, method, &params, fault, conn, Some(index)).await;
+        let now = Instant::now();
+        let settled = match &result {
+            Err(_) => ledger::Answer::Lost { why: ledger::Lost::Dropped, at: now },
+            Ok(_) if conn.client_gone() => ledger::Answer::Lost { why: ledger::Lost::ClientGone, at: now },
+            Ok(response) => ledger::Answer::Delivered { status: response.status().as_u16(), at: now },
+        };
+        self.settle(token, index, settled);
+        if matches!(settled, ledger::Answer::Delivered { .. }) {
+            conn.answered(token, index);
+        }
+        result
+    }
+
+    /// Carries out `method`, or the fault it met instead. `attempt` is the
+    /// ledger entry of a sendMessage call.
+    async fn call(
+        &self,
+        token: &str,
+        method: &str,
+        params: &Value,
+        fault: Option<Fault>,
+        conn: &Conn,
+        attempt: Option<usize>,
+    ) -> Result<Response<Full<Bytes>>, std::io::Error> {
+        let dropped = || std::io::Error::other("dropped on purpose");
         match fault {
+            None => {}
             Some(Fault::RetryAfter(secs)) => {
                 return Ok(answer(
                     429,
@@ -395,7 +548,11 @@ impl StandIn {
             }
             Some(Fault::Conflict(d)) => return Ok(error(409, &format!("Conflict: {d}"))),
             Some(Fault::Status(code)) => return Ok(error(code, "injected")),
-            Some(Fault::Drop) => return Err(std::io::Error::other("dropped on purpose")),
+            Some(Fault::SlowStatus(code, d)) => {
+                tokio::time::sleep(d).await;
+                return Ok(error(code, "injected"));
+            }
+            Some(Fault::Drop) => return Err(dropped()),
             Some(Fault::Malformed) => {
                 return Ok(Response::builder()
                     .status(200)
@@ -404,12 +561,50 @@ impl StandIn {
                     .expect("valid response"));
             }
             Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
-            None => {}
+            Some(Fault::LoseAnswer) => {
+                let _ = self.method(token, method, params, attempt).await;
+                return Err(dropped());
+            }
+            Some(Fault::SlowAnswer) => {
+                let response = self.method(token, method, params, attempt).await;
+                let give_up = Instant::now() + Duration::from_secs(300);
+                while !conn.client_gone() && Instant::now() < give_up {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                return Ok(response);
+            }
         }
-        Ok(self.method(token, method, &params).await)
+        Ok(self.method(token, method, params, attempt).await)
     }
 
-    async fn method(&self, token: &str, method: &str, params: &Value) -> Response<Full<Bytes>> {
+    /// Settles a ledger entry that is still pending.
+    fn settle(&self, token: &str, index: usize, settled: ledger::Answer) {
+        self.with(|i| {
+            if let Some(a) = i.bots.get_mut(token).and_then(|b| b.attempts.get_mut(index))
+                && a.answer == ledger::Answer::Pending
+            {
+                a.answer = settled;
+            }
+        });
+    }
+
+    /// A connection ended in an error (a reset): the answer it carried last,
+    /// if no request came after it, was not read.
+    fn connection_failed(&self, conn: &Conn) {
+        let Some((token, index)) = conn.unconfirmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+        else {
+            return;
+        };
+        self.with(|i| {
+            if let Some(a) = i.bots.get_mut(&token).and_then(|b| b.attempts.get_mut(index))
+                && matches!(a.answer, ledger::Answer::Delivered { .. })
+            {
+                a.answer = ledger::Answer::Lost { why: ledger::Lost::Reset, at: Instant::now() };
+            }
+        });
+    }
+
+    async fn method(&self, token: &str, method: &str, params: &Value, attempt: Option<usize>) -> Response<Full<Bytes>> {
         match method {
             "getMe" => self.with(|i| {
                 let bot = &i.bots[token];
@@ -426,6 +621,9 @@ impl StandIn {
                 let reply_to = int(&params["reply_parameters"]["message_id"]);
                 let message_id = self.with(|i| {
                     let bot = i.bots.get_mut(token).expect("known token");
+                    if let Some(a) = attempt.and_then(|n| bot.attempts.get_mut(n)) {
+                        a.recorded = true;
+                    }
                     bot.sent.push(Sent { chat_id, text: text.to_owned(), reply_to, at: Instant::now() });
                     let name = bot.username.clone();
                     bot.log(chat_id, true, &name, text);
@@ -501,6 +699,115 @@ impl StandIn {
     }
 }
 
+/// One client connection, as seen from beside hyper.
+#[derive(Debug)]
+struct Conn {
+    /// A second handle on the socket, to peek whether the client is still there.
+    peer: std::net::TcpStream,
+    /// The sendMessage call answered last on this connection, until the
+    /// client's next request shows it read the answer: (token, ledger index).
+    unconfirmed: Mutex<Option<(String, usize)>>,
+    /// Reading or writing the socket failed (a reset, mostly).
+    failed: std::sync::atomic::AtomicBool,
+}
+
+/// The socket hyper reads and writes, noting any error on the connection.
+struct Watched {
+    stream: tokio::net::TcpStream,
+    conn: Arc<Conn>,
+}
+
+impl Watched {
+    fn note<T>(&self, result: std::task::Poll<std::io::Result<T>>) -> std::task::Poll<std::io::Result<T>> {
+        if let std::task::Poll::Ready(Err(_)) = &result {
+            self.conn.failed.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let result = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
+        self.note(result)
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let result = std::pin::Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.note(result)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let result = std::pin::Pin::new(&mut self.stream).poll_flush(cx);
+        self.note(result)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let result = std::pin::Pin::new(&mut self.stream).poll_shutdown(cx);
+        self.note(result)
+    }
+}
+
+impl Conn {
+    /// The stream for hyper, and the connection's own handle on the same socket.
+    fn split(stream: tokio::net::TcpStream) -> std::io::Result<(tokio::net::TcpStream, Conn)> {
+        let std = stream.into_std()?;
+        let peer = std.try_clone()?;
+        Ok((tokio::net::TcpStream::from_std(std)?, Conn { peer, unconfirmed: Mutex::new(None), failed: false.into() }))
+    }
+
+    /// Whether the client has closed or reset its end: an answer written now
+    /// would not be read. (The socket is non-blocking: a live, quiet client
+    /// makes the peek fail with `WouldBlock`.)
+    fn client_gone(&self) -> bool {
+        let mut byte = [0u8; 1];
+        match self.peer.peek(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        }
+    }
+
+    fn answered(&self, token: &str, index: usize) {
+        *self.unconfirmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((token.to_owned(), index));
+    }
+
+    fn confirm(&self) {
+        self.unconfirmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    }
+}
+
+/// Settles a sendMessage call's ledger entry as lost if the call is dropped
+/// before it is settled (hyper drops a call whose client went away).
+struct Unsettled {
+    standin: StandIn,
+    token: String,
+    index: usize,
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        let lost = ledger::Answer::Lost { why: ledger::Lost::ClientGone, at: Instant::now() };
+        self.standin.settle(&self.token, self.index, lost);
+    }
+}
+
 /// The whole body, or `None` when it is larger than `MAX_BODY`.
 async fn read_body(body: Incoming) -> std::io::Result<Option<Bytes>> {
     match Limited::new(body, MAX_BODY).collect().await {
@@ -528,4 +835,28 @@ fn answer(code: u16, body: Value) -> Response<Full<Bytes>> {
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .expect("valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fault_mix_gives_each_fault_its_share_and_repeats_with_its_seed() {
+        let draws = |seed| {
+            let mut mix = FaultMix::new(seed)
+                .with(0.05, Fault::RetryAfter(1))
+                .with(0.02, Fault::Drop)
+                .with(0.01, Fault::Malformed);
+            (0..20_000).map(|_| mix.draw()).collect::<Vec<_>>()
+        };
+        let a = draws(7);
+        assert_eq!(a, draws(7), "the same seed gives the same faults");
+        assert_ne!(a, draws(8));
+        let share = |f: &Fault| a.iter().filter(|d| d.as_ref() == Some(f)).count() as f64 / a.len() as f64;
+        assert!((share(&Fault::RetryAfter(1)) - 0.05).abs() < 0.01, "{}", share(&Fault::RetryAfter(1)));
+        assert!((share(&Fault::Drop) - 0.02).abs() < 0.006, "{}", share(&Fault::Drop));
+        assert!((share(&Fault::Malformed) - 0.01).abs() < 0.004, "{}", share(&Fault::Malformed));
+        assert!((a.iter().filter(|d| d.is_none()).count() as f64 / a.len() as f64 - 0.92).abs() < 0.012);
+    }
 }

@@ -7,6 +7,7 @@
 // Helpers outside `#[test]` functions too: a panic is the failure report we want.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod ledger;
 mod standin;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
