@@ -151,6 +151,14 @@ pub enum Error {
         /// What is wrong with the name.
         problem: String,
     },
+    /// The file is larger than any environment file.
+    #[error("{}: the file is larger than {} KiB; this is not an environment file", path.display(), max / 1024)]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The bound, in bytes.
+        max: u64,
+    },
     /// The file is not valid TOML.
     #[error("{}: malformed TOML: {message}", path.display())]
     Toml {

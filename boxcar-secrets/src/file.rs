@@ -41,15 +41,19 @@ impl std::fmt::Debug for EnvFile {
 impl EnvFile {
     /// Reads and parses `path`; the environment is the file's stem.
     pub fn load(path: &Path) -> Result<EnvFile, Error> {
+        use std::io::Read as _;
         let read = |source| Error::Read { path: path.to_owned(), source };
-        let meta = std::fs::metadata(path).map_err(read)?;
-        if meta.len() > MAX_FILE_LEN {
-            return Err(Error::Toml {
-                path: path.to_owned(),
-                message: format!("file is {} bytes; this is not an environment file", meta.len()),
-            });
+        // Bounded whatever the metadata says: a FIFO or a device (/dev/zero)
+        // reports no length and never ends.
+        let mut bytes = Vec::new();
+        std::fs::File::open(path).and_then(|f| f.take(MAX_FILE_LEN + 1).read_to_end(&mut bytes)).map_err(read)?;
+        if bytes.len() as u64 > MAX_FILE_LEN {
+            return Err(Error::TooLarge { path: path.to_owned(), max: MAX_FILE_LEN });
         }
-        let text = std::fs::read_to_string(path).map_err(read)?;
+        let text = String::from_utf8(bytes).map_err(|e| Error::Toml {
+            path: path.to_owned(),
+            message: format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+        })?;
         EnvFile::parse(path, &text)
     }
 
@@ -304,6 +308,26 @@ mod tests {
         assert!(problems[2].starts_with(&format!("secrets.x was sealed to key {}", other.key_id())));
         // The plaintext is never echoed back.
         assert!(!problems.concat().contains("hunter2"));
+    }
+
+    #[test]
+    fn reading_is_bounded_whatever_the_file_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; (MAX_FILE_LEN + 1) as usize]).unwrap();
+        let err = EnvFile::load(&big).unwrap_err();
+        assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+        assert!(err.to_string().contains("is larger than 4096 KiB"), "{err}");
+        // Exactly at the bound is read (and then parsed: a comment and no key).
+        std::fs::write(&big, vec![b'#'; MAX_FILE_LEN as usize]).unwrap();
+        assert!(matches!(EnvFile::load(&big), Err(Error::MissingPublicKey { .. })));
+        // A device that never ends, and reports no length.
+        let zero = dir.path().join("zero.toml");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        assert!(matches!(EnvFile::load(&zero), Err(Error::TooLarge { .. })));
+        let latin1 = dir.path().join("latin.toml");
+        std::fs::write(&latin1, b"# caf\xe9\n").unwrap();
+        assert!(EnvFile::load(&latin1).unwrap_err().to_string().contains("not UTF-8 text (byte 5)"));
     }
 
     #[test]

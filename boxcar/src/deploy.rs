@@ -74,10 +74,11 @@ pub struct Args {
     /// Memory limit in MiB (default: the contract's memory_mib).
     #[arg(long, value_name = "MIB")]
     pub memory_mib: Option<u64>,
-    /// How the key reaches a standalone container: `file` (a read-only volume),
-    /// `env` (SECRET_KEY: `docker inspect` shows it), or `auto` (file, unless the
-    /// engine refuses it). Swarm always uses a secret.
-    #[arg(long, value_enum, default_value_t = KeyDelivery::Auto)]
+    /// How the key reaches a standalone container: `file` (a read-only volume;
+    /// the default, and a deploy fails if the engine refuses it), `env`
+    /// (SECRET_KEY: `docker inspect` shows it), or `auto` (file, and SECRET_KEY
+    /// if the engine refuses the file, said loudly). Swarm always uses a secret.
+    #[arg(long, value_enum, default_value_t = KeyDelivery::File)]
     pub key_delivery: KeyDelivery,
     /// Docker network to attach the container to, e.g. the one a reverse proxy
     /// is on (standalone only; default: the engine's default bridge).

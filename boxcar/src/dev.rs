@@ -84,7 +84,7 @@ pub fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
         deployment,
         key,
         image: String::new(),
-        key_delivery: KeyDelivery::Auto,
+        key_delivery: KeyDelivery::File,
         timeout: Duration::from_secs(60),
         network: None,
     };

@@ -35,18 +35,26 @@ pub fn default_key_path(env: &str, id: KeyId) -> anyhow::Result<PathBuf> {
 pub fn ensure_outside_work_tree(root: &Path, path: &Path) -> anyhow::Result<()> {
     let root = root.canonicalize().with_context(|| format!("resolving {}", root.display()))?;
     let absolute = root.join(path);
-    // Normalise `..` lexically, then resolve symlinks in the nearest ancestor
-    // that exists (the file and its folders may not exist yet), so neither
-    // `..` nor a symlink can sneak a path inside.
-    let normal = normalize(&absolute);
-    let mut existing = normal.as_path();
-    let mut rest = Vec::new();
-    while !existing.exists() {
-        rest.extend(existing.file_name().map(ToOwned::to_owned));
-        existing = existing.parent().unwrap_or(Path::new("/"));
+    // Walk the path as the kernel would: each part that exists is resolved
+    // (symlinks followed) before a later `..` takes a step back, so
+    // `outside/link/../k.key` with `link` pointing into the work tree is
+    // seen where it really is. Parts that do not exist yet are taken as written.
+    let mut resolved = PathBuf::from("/");
+    for part in absolute.components() {
+        match part {
+            std::path::Component::RootDir | std::path::Component::Prefix(_) | std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                resolved.pop();
+            }
+            std::path::Component::Normal(name) => {
+                let next = resolved.join(name);
+                resolved = match next.canonicalize() {
+                    Ok(real) => real,
+                    Err(_) => next,
+                };
+            }
+        }
     }
-    let mut resolved = existing.canonicalize().with_context(|| format!("resolving {}", existing.display()))?;
-    resolved.extend(rest.iter().rev());
     if resolved.starts_with(&root) {
         bail!(
             "refusing to write a secret key inside the work tree ({}): it could be committed; \
@@ -176,5 +184,13 @@ mod tests {
         assert!(ensure_outside_work_tree(root.path(), &sneaky).is_err());
         std::os::unix::fs::symlink(root.path(), outside.path().join("link")).unwrap();
         assert!(ensure_outside_work_tree(root.path(), &outside.path().join("link/k.key")).is_err());
+        // A symlink is followed before `..` steps back: `deep` is inside the
+        // work tree, so `deep/..` is the work tree, not `outside`.
+        std::fs::create_dir(root.path().join("sub")).unwrap();
+        std::os::unix::fs::symlink(root.path().join("sub"), outside.path().join("deep")).unwrap();
+        assert!(ensure_outside_work_tree(root.path(), &outside.path().join("deep/../k.key")).is_err());
+        assert!(ensure_outside_work_tree(root.path(), &outside.path().join("deep/../../k.key")).is_ok());
+        // Relative paths are taken from the root.
+        assert!(ensure_outside_work_tree(root.path(), Path::new("k.key")).is_err());
     }
 }

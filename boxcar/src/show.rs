@@ -28,6 +28,15 @@ pub fn escape_lines(text: &str) -> String {
     text.lines().map(|l| escape(l).into_owned()).collect::<Vec<_>>().join("\n")
 }
 
+/// Bytes for a terminal: UTF-8 text as [`escape`] shows it; anything else
+/// with every byte outside printable ASCII written `\xNN`.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => escape(text).into_owned(),
+        Err(_) => bytes.escape_ascii().to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,5 +47,7 @@ mod tests {
         assert_eq!(escape("a\x1b[2Jb"), "a\\u{1b}[2Jb");
         assert_eq!(escape("x\ry\u{85}z\u{2028}"), "x\\u{d}y\\u{85}z\\u{2028}");
         assert_eq!(escape_lines("one\ntwo\x07\n"), "one\ntwo\\u{7}");
+        assert_eq!(escape_bytes("é\x1b".as_bytes()), "é\\u{1b}");
+        assert_eq!(escape_bytes(b"a\xff\x1b"), "a\\xff\\x1b");
     }
 }

@@ -43,9 +43,15 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     };
     eprintln!("warning: printing the plaintext of secrets.{name} to stdout, as asked with --reveal");
     let mut out = std::io::stdout().lock();
-    out.write_all(value.expose_bytes()).context("writing to stdout")?;
     if std::io::stdout().is_terminal() {
+        // To a terminal, control characters in the value are shown, not
+        // obeyed: a sealed value is anyone's text, and escape sequences could
+        // rewrite the screen. Piped, the bytes go out as they are.
+        let shown = zeroize::Zeroizing::new(crate::show::escape_bytes(value.expose_bytes()));
+        out.write_all(shown.as_bytes()).context("writing to stdout")?;
         out.write_all(b"\n")?;
+    } else {
+        out.write_all(value.expose_bytes()).context("writing to stdout")?;
     }
     out.flush()?;
     Ok(())

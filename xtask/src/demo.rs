@@ -139,7 +139,7 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
             deployment,
             key,
             image: app_image.tags[0].clone(),
-            key_delivery: KeyDelivery::Auto,
+            key_delivery: KeyDelivery::File,
             timeout: Duration::from_secs(120),
             network: Some(names.network.clone()),
         };
