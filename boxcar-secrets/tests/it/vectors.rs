@@ -123,6 +123,7 @@ fn file_kind(e: &Error) -> &'static str {
     match e {
         Error::Read { .. } => "Error::Read",
         Error::FileName { .. } => "Error::FileName",
+        Error::TooLarge { .. } => "Error::TooLarge",
         Error::Toml { .. } => "Error::Toml",
         Error::MissingPublicKey { .. } => "Error::MissingPublicKey",
         Error::PublicKey { .. } => "Error::PublicKey",
