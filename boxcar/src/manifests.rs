@@ -99,6 +99,8 @@ struct Spec {
     key_dir: &'static str,
     key_name: &'static str,
     key_id: String,
+    /// SHA-256 of the environment file's bytes, for the pod template.
+    env_checksum: String,
 }
 
 pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
@@ -162,6 +164,11 @@ fn spec(service: &Service, file: &EnvFile, args: &Args, many: bool) -> anyhow::R
     }
     let (key_dir, key_name) = SWARM_KEY_FILE.rsplit_once('/').context("the key file path has a folder")?;
     let key_id = deployment.key_id.to_string();
+    let env_checksum = {
+        use sha2::Digest as _;
+        let bytes = std::fs::read(file.path()).unwrap_or_else(|_| file.public_key().to_base64().into_bytes());
+        crate::image::base::hex(&sha2::Sha256::digest(&bytes))
+    };
     let mut health_command = vec![service.binary_path()];
     health_command.extend(service.health.command.iter().flatten().cloned());
     Ok(Spec {
@@ -189,6 +196,7 @@ fn spec(service: &Service, file: &EnvFile, args: &Args, many: bool) -> anyhow::R
         key_dir,
         key_name,
         key_id,
+        env_checksum,
         env,
         name: deployment.name,
     })

@@ -10,6 +10,8 @@ use boxcar::Context;
 
 /// PyNaCl version the interoperability tests and the benchmark run against.
 const PYNACL: &str = "pynacl==1.5.0";
+/// The Kubernetes schemas (1.22 to 1.31, offline) the manifests test validates against.
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.31.0";
 
 /// Run the whole test suite: formatting, clippy, unit and integration tests
 /// (with PyNaCl interoperability, the image, deploys, the demo in Chromium),
@@ -87,20 +89,25 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
 fn ensure_venv(sh: &Shell, root: &Path) -> anyhow::Result<PathBuf> {
     let venv = root.join("target/venv");
     let python = venv.join("bin/python");
-    if python.exists() && cmd!(sh, "{python} -c 'import nacl'").quiet().ignore_stderr().run().is_ok() {
-        eprintln!("target/venv already has PyNaCl");
+    if python.exists()
+        && cmd!(sh, "{python} -c 'import nacl, kubernetes_validate'").quiet().ignore_stderr().run().is_ok()
+    {
+        eprintln!("target/venv already has PyNaCl and kubernetes-validate");
         return Ok(python);
     }
     if cmd!(sh, "python3 -m venv --help").quiet().ignore_stdout().ignore_stderr().run().is_err() {
         boxcar::engine::apt_install(sh, &["python3-venv"], "the PyNaCl tests need Python's venv module")?;
     }
-    cmd!(sh, "python3 -m venv {venv}").run().context("creating target/venv (is python3-venv installed?)")?;
+    if !python.exists() {
+        cmd!(sh, "python3 -m venv {venv}").run().context("creating target/venv (is python3-venv installed?)")?;
+    }
     // Behind a TLS-inspecting proxy, pip must trust the host's bundle.
     let cert: Vec<String> = match std::env::var("SSL_CERT_FILE") {
         Ok(path) if Path::new(&path).exists() => vec!["--cert".into(), path],
         _ => Vec::new(),
     };
-    cmd!(sh, "{python} -m pip install --quiet --disable-pip-version-check {cert...} {PYNACL}").run()?;
+    cmd!(sh, "{python} -m pip install --quiet --disable-pip-version-check {cert...} {PYNACL} {KUBERNETES_VALIDATE}")
+        .run()?;
     Ok(python)
 }
 

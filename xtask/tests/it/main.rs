@@ -11,6 +11,7 @@ mod demo;
 mod deploy;
 mod dev;
 mod image;
+mod kubernetes;
 mod secrets;
 mod ship;
 mod tidy;
