@@ -1,10 +1,10 @@
-# What the runner image is, as a Dockerfile a reader knows how to read.
+# What the app's runner image is (boxcar.toml, service `app`), as a Dockerfile a reader knows how to read.
 #
 # `cargo xtask image` does not use this file: it writes the image itself
-# (xtask/src/image/assemble.rs), because Docker's builder stamps build times
+# (boxcar/src/image/assemble.rs), because Docker's builder stamps build times
 # and cannot give the same image ID twice. Built from a folder `rootfs/`
 # holding the same files, this gives an equivalent image; a test in
-# assemble.rs keeps its settings identical to the ones `image` writes.
+# xtask/tests/it/contract.rs keeps its settings identical to the ones `image` writes.
 #
 # rootfs/ holds:
 #   usr/local/bin/app                      the static musl binary (0555)
