@@ -41,6 +41,8 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, _args: Args) -> anyhow::Result<()> 
         }
     }
     let mut files = 0;
+    // Each service is built once, for all of its environment files.
+    let mut built: Vec<(String, PathBuf)> = Vec::new();
     for (dir, services) in &folders {
         let paths = if ctx.root.join(dir).is_dir() { boxcar_secrets::env_files(dir)? } else { Vec::new() };
         files += paths.len();
@@ -56,7 +58,15 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, _args: Args) -> anyhow::Result<()> 
             let mut found: Vec<String> = file.problems().iter().map(|p| format!("{shown}: {p}")).collect();
             for service in services {
                 let Some(args) = &service.check else { continue };
-                let answer = crate::service_cmd::native(sh, &ctx.root, service, args, path)?;
+                let binary = match built.iter().find(|(name, _)| *name == service.name) {
+                    Some((_, binary)) => binary.clone(),
+                    None => {
+                        let binary = crate::service_cmd::build_native(sh, &ctx.root, service)?;
+                        built.push((service.name.clone(), binary.clone()));
+                        binary
+                    }
+                };
+                let answer = crate::service_cmd::native(&binary, args, path)?;
                 if answer.code != 0 {
                     let what = crate::service_cmd::describe(service, args);
                     found.extend(answer.lines().into_iter().map(|l| format!("{shown}: `{what}`: {l}")));

@@ -16,7 +16,7 @@ use anyhow::{Context as _, bail};
 use bollard::Docker;
 use xshell::Shell;
 
-use crate::contract::Service;
+use crate::contract::{Instances, Service};
 use crate::plan::{Deployment, KeyDelivery, Plan, Publish, PublishMode, Request, Target};
 use crate::project::Context;
 use crate::service_cmd;
@@ -233,13 +233,13 @@ async fn service_answers(
         }
         eprintln!("the service's own check passed: `{}` on {file}", service_cmd::describe(service, args));
     }
-    match (service_cmd::fixed_instances(service), &service.instances) {
-        (Some(many), _) => Ok(many),
-        (None, crate::contract::Instances::Ask(args)) => {
+    match &service.instances {
+        Instances::One => Ok(false),
+        Instances::Many => Ok(true),
+        Instances::Ask(args) => {
             let answer = service_cmd::in_image(docker, image_id, name, service, args, &file).await?;
             service_cmd::many_from(service, args, &answer)
         }
-        (None, _) => Ok(false),
     }
 }
 
@@ -251,8 +251,7 @@ pub struct StatusArgs {
 }
 
 pub fn status(ctx: &mut Context, args: StatusArgs) -> anyhow::Result<()> {
-    let service = ctx.service(&args.target.at.service)?;
-    let name = args.target.name(&service)?;
+    let name = args.target.resolve(ctx)?;
     let rt = crate::engine::runtime()?;
     rt.block_on(async {
         let docker = crate::engine::connect(args.target.host.as_deref()).await?;
@@ -283,8 +282,7 @@ pub struct LogsArgs {
 }
 
 pub fn logs(ctx: &mut Context, args: LogsArgs) -> anyhow::Result<()> {
-    let service = ctx.service(&args.target.at.service)?;
-    let name = args.target.name(&service)?;
+    let name = args.target.resolve(ctx)?;
     let rt = crate::engine::runtime()?;
     rt.block_on(async {
         let docker = crate::engine::connect(args.target.host.as_deref()).await?;
@@ -328,8 +326,7 @@ pub struct UndeployArgs {
 }
 
 pub fn undeploy(ctx: &mut Context, args: UndeployArgs) -> anyhow::Result<()> {
-    let service = ctx.service(&args.target.at.service)?;
-    let name = args.target.name(&service)?;
+    let name = args.target.resolve(ctx)?;
     let rt = crate::engine::runtime()?;
     rt.block_on(async {
         let docker = crate::engine::connect(args.target.host.as_deref()).await?;

@@ -66,21 +66,6 @@ pub fn ensure_outside_work_tree(root: &Path, path: &Path) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// `path` with `.` and `..` taken lexically, without asking the file system.
-pub fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for part in path.components() {
-        match part {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
-}
-
 /// Writes a key file with mode 0600, creating its folder with mode 0700.
 /// Never replaces an existing file.
 pub fn write_key_file(path: &Path, key: &SecretKey) -> anyhow::Result<()> {

@@ -111,7 +111,8 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
         Instances::Many => true,
         Instances::Ask(ask) => {
             eprintln!("asking the service: `{}` (built on this machine)", crate::service_cmd::describe(&service, ask));
-            let answer = crate::service_cmd::native(sh, &ctx.root, &service, ask, file.path())?;
+            let binary = crate::service_cmd::build_native(sh, &ctx.root, &service)?;
+            let answer = crate::service_cmd::native(&binary, ask, file.path())?;
             crate::service_cmd::many_from(&service, ask, &answer)?
         }
     };
@@ -164,10 +165,12 @@ fn spec(service: &Service, file: &EnvFile, args: &Args, many: bool) -> anyhow::R
     }
     let (key_dir, key_name) = SWARM_KEY_FILE.rsplit_once('/').context("the key file path has a folder")?;
     let key_id = deployment.key_id.to_string();
+    // Of the parsed file, which is already at hand: what it says, not its
+    // comments or layout.
     let env_checksum = {
         use sha2::Digest as _;
-        let bytes = std::fs::read(file.path()).unwrap_or_else(|_| file.public_key().to_base64().into_bytes());
-        crate::image::base::hex(&sha2::Sha256::digest(&bytes))
+        let text = toml::to_string(file.table()).context("writing the environment file's settings back as TOML")?;
+        crate::image::base::hex(&sha2::Sha256::digest(text.as_bytes()))
     };
     let mut health_command = vec![service.binary_path()];
     health_command.extend(service.health.command.iter().flatten().cloned());

@@ -51,6 +51,12 @@ impl Target {
     pub fn name(&self, service: &Service) -> anyhow::Result<String> {
         deployment_name(service, &self.at.env, self.name.as_deref())
     }
+
+    /// The deployment's name, its service taken from the project's contract.
+    pub fn resolve(&self, ctx: &mut crate::project::Context) -> anyhow::Result<String> {
+        let service = ctx.service(&self.at.service)?;
+        self.name(&service)
+    }
 }
 
 /// `name`, else `<service>-<env>`, checked.

@@ -12,7 +12,7 @@
 //! tree (`cargo build`); `deploy` runs it in a throwaway container of the very
 //! image it deploys, on the environment file that image carries.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -22,7 +22,7 @@ use bollard::query_parameters::{CreateContainerOptionsBuilder, LogsOptionsBuilde
 use futures::StreamExt as _;
 use xshell::{Shell, cmd};
 
-use crate::contract::{Instances, Service};
+use crate::contract::Service;
 use crate::plan::{LABEL_DEPLOYMENT, LABEL_ROLE};
 
 /// What a service's command said.
@@ -52,16 +52,20 @@ pub fn describe(service: &Service, args: &[String]) -> String {
     crate::show::escape(&format!("{} {}", service.bin, args.join(" "))).into_owned()
 }
 
-/// Builds the service on the host (debug, as the tests do) and runs its
-/// binary with `args` and `file`.
-pub fn native(sh: &Shell, root: &Path, service: &Service, args: &[String], file: &Path) -> anyhow::Result<Answer> {
+/// Builds the service on the host (debug, as the tests do); returns its
+/// binary, for [`native`] to run as often as needed.
+pub fn build_native(sh: &Shell, root: &Path, service: &Service) -> anyhow::Result<PathBuf> {
     let (package, bin) = (&service.package, &service.bin);
     cmd!(sh, "cargo build --quiet --locked -p {package} --bin {bin}")
         .run()
-        .with_context(|| format!("building `{package}` on this machine to run `{}`", describe(service, args)))?;
+        .with_context(|| format!("building `{package}` on this machine to run its own commands"))?;
     let metadata = crate::contract::workspace(root)?;
-    let binary = metadata.target_directory.as_std_path().join("debug").join(bin);
-    let output = std::process::Command::new(&binary)
+    Ok(metadata.target_directory.as_std_path().join("debug").join(bin))
+}
+
+/// Runs the service's `binary` (from [`build_native`]) with `args` and `file`.
+pub fn native(binary: &Path, args: &[String], file: &Path) -> anyhow::Result<Answer> {
+    let output = std::process::Command::new(binary)
         .args(args)
         .arg(file)
         .env_remove(boxcar_secrets::SECRET_KEY)
@@ -152,14 +156,5 @@ pub fn many_from(service: &Service, args: &[String], answer: &Answer) -> anyhow:
             answer.code,
             answer.lines().join("\n  ")
         ),
-    }
-}
-
-/// Whether the contract decides the instance rule alone (no command to run).
-pub fn fixed_instances(service: &Service) -> Option<bool> {
-    match &service.instances {
-        Instances::One => Some(false),
-        Instances::Many => Some(true),
-        Instances::Ask(_) => None,
     }
 }

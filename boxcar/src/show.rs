@@ -22,12 +22,6 @@ pub fn escape(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// [`escape`] for each line of a multi-line text (a command's output): the
-/// line breaks stay, everything else that is a control character is escaped.
-pub fn escape_lines(text: &str) -> String {
-    text.lines().map(|l| escape(l).into_owned()).collect::<Vec<_>>().join("\n")
-}
-
 /// Bytes for a terminal: UTF-8 text as [`escape`] shows it; anything else
 /// with every byte outside printable ASCII written `\xNN`.
 pub fn escape_bytes(bytes: &[u8]) -> String {
@@ -46,7 +40,6 @@ mod tests {
         assert!(matches!(escape("plain text/é"), Cow::Borrowed(_)));
         assert_eq!(escape("a\x1b[2Jb"), "a\\u{1b}[2Jb");
         assert_eq!(escape("x\ry\u{85}z\u{2028}"), "x\\u{d}y\\u{85}z\\u{2028}");
-        assert_eq!(escape_lines("one\ntwo\x07\n"), "one\ntwo\\u{7}");
         assert_eq!(escape_bytes("é\x1b".as_bytes()), "é\\u{1b}");
         assert_eq!(escape_bytes(b"a\xff\x1b"), "a\\xff\\x1b");
     }

@@ -147,7 +147,7 @@ fn outside_trees(root: &Path) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
         let Ok(table) = text.parse::<toml::Table>() else { continue };
         let dir = manifest.parent().unwrap_or(root).to_owned();
         for path in dependency_paths(&table) {
-            let lexical = crate::keys::normalize(&dir.join(&path));
+            let lexical = normalize(&dir.join(&path));
             let Ok(dep) = lexical.canonicalize() else { continue };
             if dep.starts_with(&canonical_root) {
                 continue;
@@ -173,6 +173,22 @@ fn outside_trees(root: &Path) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
         }
     }
     Ok(out)
+}
+
+/// `path` with `.` and `..` taken lexically, as cargo reads a relative
+/// path dependency.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Every `path = "…"` of a manifest's dependency tables.
@@ -484,7 +500,7 @@ mod tests {
         assert_eq!(builder_path(&p("/tmp/x/ws"), &p("/tmp/x/boxcar")), p("/boxcar"));
         assert_eq!(builder_path(&p("/tmp/x/ws"), &p("/tmp/x/ws2/lib")), p("/ws2/lib"));
         assert_eq!(builder_path(&p("/a/b"), &p("/c/d")), p("/c/d"));
-        assert_eq!(crate::keys::normalize(&p("/tmp/x/ws/svc/../../boxcar/./lib")), p("/tmp/x/boxcar/lib"));
+        assert_eq!(normalize(&p("/tmp/x/ws/svc/../../boxcar/./lib")), p("/tmp/x/boxcar/lib"));
         let table: toml::Table = r#"
             [dependencies]
             a = { path = "../a" }
