@@ -51,6 +51,7 @@
 //! cargo bench -p app --bench runner -- --no-musl    # skip case 5
 //! cargo bench -p app --bench runner -- --quick      # small sizes, to check the bench itself
 //! cargo bench -p app --bench runner -- --delivery-only   # case 6 alone
+//! cargo bench -p app --bench runner -- --bursts-only --binary thin=PATH   # case 1 alone, another build beside
 //! MIMALLOC_ALLOW_THP=0 cargo bench -p app --bench runner   # MIMALLOC_* settings reach the app
 //! ```
 //!
@@ -112,6 +113,11 @@ struct Scale {
     delivery_kills: usize,
     /// Run case 6 alone (`--delivery-only`).
     delivery_only: bool,
+    /// Run case 1's bursts alone (`--bursts-only`).
+    bursts_only: bool,
+    /// More builds of the app to measure beside the bench's own
+    /// (`--binary LABEL=PATH`, repeatable).
+    extra: Vec<(String, PathBuf)>,
 }
 
 impl Scale {
@@ -131,6 +137,8 @@ impl Scale {
             delivery_chats: 100,
             delivery_kills: 10,
             delivery_only: false,
+            bursts_only: false,
+            extra: Vec::new(),
         }
     }
 
@@ -150,6 +158,8 @@ impl Scale {
             delivery_chats: 20,
             delivery_kills: 2,
             delivery_only: false,
+            bursts_only: false,
+            extra: Vec::new(),
         }
     }
 }
@@ -164,6 +174,16 @@ fn main() -> ExitCode {
     if has("--delivery-only") {
         scale.delivery_only = true;
         scale.musl = false;
+    }
+    if has("--bursts-only") {
+        scale.bursts_only = true;
+    }
+    for pair in args.windows(2).filter(|w| w[0] == "--binary") {
+        let Some((label, path)) = pair[1].split_once('=') else {
+            eprintln!("error: --binary takes LABEL=PATH, got `{}`", pair[1]);
+            return ExitCode::FAILURE;
+        };
+        scale.extra.push((label.to_owned(), PathBuf::from(path)));
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -218,6 +238,10 @@ async fn run(scale: &Scale) -> Report {
     }
 
     let mut binaries = vec![Binary { label: "glibc", path: PathBuf::from(env!("CARGO_BIN_EXE_app")) }];
+    for (label, path) in &scale.extra {
+        // A label lives as long as the run; the report borrows it.
+        binaries.push(Binary { label: Box::leak(label.clone().into_boxed_str()), path: path.clone() });
+    }
     // Build first: a build running beside the measurements would skew them.
     if scale.musl {
         eprintln!("== building the musl binary");
@@ -244,7 +268,7 @@ async fn run(scale: &Scale) -> Report {
         return report;
     }
 
-    for bin in &binaries {
+    for bin in binaries.iter().filter(|_| !scale.bursts_only) {
         eprintln!("== start-up time ({})", bin.label);
         match startup_case(bin, scale.startup_runs).await {
             Ok(times) => {
@@ -260,7 +284,7 @@ async fn run(scale: &Scale) -> Report {
         }
     }
 
-    for bin in &binaries {
+    for bin in binaries.iter().filter(|_| !scale.bursts_only) {
         eprintln!("== idle memory and HTTP load ({})", bin.label);
         if let Err(e) = idle_and_http_case(bin, scale, &mut report).await {
             report.failed(format!("idle memory / HTTP load ({})", bin.label), format!("{e:#}"));
@@ -323,6 +347,10 @@ async fn run(scale: &Scale) -> Report {
     }
     if !scale.musl {
         report.note("musl / glibc throughput: not measured (--no-musl, --quick or no --bench)".to_owned());
+    }
+    if scale.bursts_only {
+        report.note(format!("--bursts-only: case 1's bursts alone; load average after the run {}", loadavg()));
+        return report;
     }
 
     for command in [&BORED, &HELP] {
