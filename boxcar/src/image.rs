@@ -141,9 +141,11 @@ pub fn build(sh: &Shell, ctx: &mut Context, service: &Service, args: &Args) -> a
     let rt = crate::engine::runtime()?;
     rt.block_on(async {
         let docker = crate::engine::connect(None).await?;
+        let prefetch = compile::Prefetch::start(&docker, &ctx.root).await;
         let builder = base::ensure_builder(sh, &docker, &ctx.root, ca_bundle.as_deref()).await?;
-        let binary = compile::Binary { package: service.package.clone(), bin: service.bin.clone() };
-        let compiled = compile::compile(sh, &docker, &ctx.root, &builder, &binary, args.profile, &excluded).await?;
+        let binary =
+            compile::Binary { package: service.package.clone(), bin: service.bin.clone(), profile: args.profile };
+        let compiled = compile::compile(sh, &docker, &ctx.root, &builder, &binary, &excluded, prefetch).await?;
         eprintln!("binary: {} ({:.1} s)", compiled.how, compiled.took.as_secs_f64());
         if let Err(why) = check::is_static(&compiled.binary) {
             bail!("the compiled binary is not static: {why}; no image was built");

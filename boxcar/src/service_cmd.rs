@@ -109,7 +109,14 @@ pub async fn in_image(
             cap_drop: Some(vec!["ALL".to_owned()]),
             security_opt: Some(vec!["no-new-privileges".to_owned()]),
             memory: Some(128 * 1024 * 1024),
-            tmpfs: Some([("/tmp".to_owned(), "rw,noexec,nosuid,size=16m".to_owned())].into()),
+            // The data folder too: the image declares it a volume, and a
+            // check needs no volume, not even an anonymous one.
+            tmpfs: Some(
+                std::iter::once("/tmp")
+                    .chain(service.data.as_deref())
+                    .map(|path| (path.to_owned(), "rw,noexec,nosuid,size=16m".to_owned()))
+                    .collect(),
+            ),
             ..HostConfig::default()
         }),
         ..ContainerCreateBody::default()
@@ -119,7 +126,10 @@ pub async fn in_image(
         .await
         .with_context(|| format!("creating the container {name} to run `{}`", describe(service, args)))?;
     let result = run_to_end(docker, &name).await;
-    let _ = docker.remove_container(&name, Some(RemoveContainerOptionsBuilder::default().force(true).build())).await;
+    // `v`: an anonymous volume, should the image declare one the contract does not name.
+    let _ = docker
+        .remove_container(&name, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()))
+        .await;
     result.with_context(|| format!("running `{}` in {image}", describe(service, args)))
 }
 

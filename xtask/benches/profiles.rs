@@ -60,6 +60,9 @@ fn main() -> ExitCode {
 
 fn bench() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
+    if Command::new("musl-gcc").arg("--version").output().is_err() {
+        bail!("musl-gcc is not installed (the app's bundled SQLite is C): on Debian, `apt-get install musl-tools`");
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("xtask lives in the workspace")?.to_owned();
     let scratch = tempfile::tempdir().context("creating a temporary directory")?;
     let clone = scratch.path().join("checkout");

@@ -21,6 +21,7 @@ use xshell::Shell;
 
 use boxcar::Context;
 use boxcar::contract::{Contract, Service};
+use boxcar::image::compile::Profile;
 use boxcar::keys;
 use boxcar::plan::{Deployment, KeyDelivery, Plan, Publish, PublishMode, Request};
 
@@ -103,8 +104,11 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
     let app = ctx.service(&boxcar::ServiceArg { service: Some(APP.to_owned()) })?;
     let key = demo_environment(sh, ctx)?;
 
-    eprintln!("building the image (`cargo xtask image`)");
+    // The fast profile: the demo is for looking at, and a first run takes
+    // half as long; `cargo xtask image` builds what production gets.
+    eprintln!("building the image (`cargo xtask image --profile fast`)");
     let mut image_args = boxcar::image::Args::defaults();
+    image_args.profile = Profile::Fast;
     image_args.repo = Some(args.repo.clone());
     image_args.ignored_env = Some((format!("{ENV}.toml"), "demo".to_owned()));
     let app_image = boxcar::image::build(sh, ctx, &app, &image_args)?;
@@ -115,6 +119,7 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
     let standin: Service = standin.services()[0].clone();
     let mut standin_args = boxcar::image::Args::defaults();
     standin_args.repo = Some("boxcar/standin".to_owned());
+    standin_args.profile = Profile::Fast;
     let standin_image = boxcar::image::build(sh, ctx, &standin, &standin_args)?;
 
     let rt = boxcar::engine::runtime()?;

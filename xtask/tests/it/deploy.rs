@@ -56,6 +56,19 @@ impl Engine {
         info.swarm.and_then(|s| s.local_node_state).map(|s| s.to_string()).unwrap_or_default()
     }
 
+    /// Volumes no container uses whose names are engine-made (64 hex digits).
+    fn anonymous_volumes(&self) -> std::collections::BTreeSet<String> {
+        let filters: HashMap<String, Vec<String>> = [("dangling".to_owned(), vec!["true".to_owned()])].into();
+        let options = ListVolumesOptionsBuilder::default().filters(&filters).build();
+        let list = self.rt.block_on(self.docker.list_volumes(Some(options))).unwrap();
+        list.volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            .collect()
+    }
+
     fn network_exists(&self, name: &str) -> bool {
         self.rt
             .block_on(self.docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>))
@@ -310,6 +323,7 @@ fn deploy_standalone_then_swarm() {
     };
 
     // ---- standalone ----
+    let volumes_before = cleanup.engine.anonymous_volumes();
     // Refused before anything changes: the other environment's key, a missing image, a foreign container.
     let wrong = deploy("dpoll", &standalone, &hook_key, &["--image", &v1]).fails();
     assert!(wrong.stderr.contains("does not belong to environment `dpoll`"), "{}", wrong.stderr);
@@ -448,6 +462,10 @@ fn deploy_standalone_then_swarm() {
     let purge = checkout.run(&["undeploy", "--env", "dpoll", "--name", &standalone, "--purge"]).ok();
     assert!(purge.stdout.contains(&format!("removed    volume {standalone}-data")), "{}", purge.stdout);
     checkout.run(&["status", "--env", "dpoll", "--name", &standalone]).fails();
+    // Nothing left behind: the checks run in throwaway containers of the
+    // image, which declares /data a volume.
+    let leaked: Vec<String> = cleanup.engine.anonymous_volumes().difference(&volumes_before).cloned().collect();
+    assert!(leaked.is_empty(), "the standalone deploys left anonymous volumes: {leaked:?}");
 
     // ---- swarm ----
     if swarm_before != "inactive" {
