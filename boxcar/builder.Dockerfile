@@ -29,15 +29,18 @@ ENV RUSTUP_HOME=/usr/local/rustup \
     CARGO_TERM_COLOR=never
 
 # rustup-init straight from static.rust-lang.org; the toolchain and the musl
-# target come from rust-toolchain.toml.
-COPY rust-toolchain.toml /tmp/rust-toolchain.toml
+# target come from rust-toolchain.toml. The last `cargo --version` runs beside
+# that file, so rustup installs whatever else it lists (components such as
+# clippy) now, into the image: otherwise every build container would fetch
+# them again when cargo starts in /src.
+COPY rust-toolchain.toml /tmp/toolchain/rust-toolchain.toml
 RUN curl --proto '=https' --tlsv1.2 -sSf --cacert /etc/boxcar/trust.crt \
         -o /tmp/rustup-init https://static.rust-lang.org/rustup/dist/x86_64-unknown-linux-gnu/rustup-init \
  && chmod +x /tmp/rustup-init \
- && toolchain=$(sed -n 's/^channel = "\(.*\)"/\1/p' /tmp/rust-toolchain.toml) \
+ && toolchain=$(sed -n 's/^channel = "\(.*\)"/\1/p' /tmp/toolchain/rust-toolchain.toml) \
  && /tmp/rustup-init -y --no-modify-path --profile minimal --default-toolchain "$toolchain" \
         --target x86_64-unknown-linux-musl \
  && rm /tmp/rustup-init \
- && rustc --version && cargo --version
+ && cd /tmp/toolchain && rustc --version && cargo --version
 
 WORKDIR /src

@@ -64,7 +64,10 @@ pub fn ensure(sh: &xshell::Shell) -> anyhow::Result<()> {
         .filter(|(program, _)| find_program(program).is_none())
         .map(|(_, package)| package)
         .collect();
-    apt_install(sh, &missing, "no Docker engine here")?;
+    // Without docker.io's recommendations (apparmor, needrestart, git,
+    // xz-utils, cgroupfs-mount) and debootstrap's (gnupg): the engine runs
+    // without them, and a first run waits less.
+    apt_install(sh, &missing, Recommends::Skip, "no Docker engine here")?;
     let mut child = start_daemon(sh)?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while std::time::Instant::now() < deadline {
@@ -84,9 +87,16 @@ fn is_root() -> anyhow::Result<bool> {
     Ok(std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self")?) == 0)
 }
 
+/// Whether apt-get also installs the packages a package recommends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recommends {
+    Install,
+    Skip,
+}
+
 /// Installs Debian `packages` with apt-get when this is root on Debian,
 /// saying so first; anywhere else fails with the command to run.
-pub fn apt_install(sh: &xshell::Shell, packages: &[&str], why: &str) -> anyhow::Result<()> {
+pub fn apt_install(sh: &xshell::Shell, packages: &[&str], recommends: Recommends, why: &str) -> anyhow::Result<()> {
     if packages.is_empty() {
         return Ok(());
     }
@@ -98,7 +108,8 @@ pub fn apt_install(sh: &xshell::Shell, packages: &[&str], why: &str) -> anyhow::
     eprintln!("{why}: installing Debian's {list} (apt-get install, a minute or two)");
     xshell::cmd!(sh, "apt-get update -qq").run().context("apt-get update")?;
     // No pty for dpkg: its progress bars would fill a log line by line.
-    xshell::cmd!(sh, "apt-get install -y -qq -o Dpkg::Use-Pty=0 {packages...}")
+    let lean = (recommends == Recommends::Skip).then_some("--no-install-recommends");
+    xshell::cmd!(sh, "apt-get install -y -qq -o Dpkg::Use-Pty=0 {lean...} {packages...}")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .run()
         .with_context(|| format!("apt-get install {list}"))?;

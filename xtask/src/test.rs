@@ -7,6 +7,7 @@ use anyhow::{Context as _, bail};
 use xshell::{Shell, cmd};
 
 use boxcar::Context;
+use boxcar::engine::Recommends;
 
 /// PyNaCl version the interoperability tests and the benchmark run against.
 const PYNACL: &str = "pynacl==1.5.0";
@@ -54,7 +55,7 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
     step("Docker engine and Chromium", &mut || {
         boxcar::engine::ensure(sh)?;
         if !["chromium", "chromium-browser", "google-chrome"].into_iter().any(boxcar::engine::on_path) {
-            boxcar::engine::apt_install(sh, &["chromium"], "the dashboard test drives Chromium")?;
+            boxcar::engine::apt_install(sh, &["chromium"], Recommends::Install, "the dashboard test drives Chromium")?;
         }
         Ok(())
     });
@@ -96,7 +97,12 @@ fn ensure_venv(sh: &Shell, root: &Path) -> anyhow::Result<PathBuf> {
         return Ok(python);
     }
     if cmd!(sh, "python3 -m venv --help").quiet().ignore_stdout().ignore_stderr().run().is_err() {
-        boxcar::engine::apt_install(sh, &["python3-venv"], "the PyNaCl tests need Python's venv module")?;
+        boxcar::engine::apt_install(
+            sh,
+            &["python3-venv"],
+            Recommends::Install,
+            "the PyNaCl tests need Python's venv module",
+        )?;
     }
     if !python.exists() {
         cmd!(sh, "python3 -m venv {venv}").run().context("creating target/venv (is python3-venv installed?)")?;

@@ -111,6 +111,9 @@ fn image_builds_checks_runs_and_reproduces() {
     std::fs::remove_dir_all(checkout.dir.path().join("target/boxcar-image")).unwrap();
     let second = checkout.run(&["image", "--repo", &repo]).ok();
     assert!(second.stderr.contains("binary: warm"), "{}", second.stderr);
+    // The builder image holds all rust-toolchain.toml asks for: a build
+    // container fetches nothing from rustup.
+    assert!(!second.stderr.contains("info: downloading component"), "{}", second.stderr);
     assert_eq!(image_id(&second), id, "the same commit gave another image");
 
     // A no-op rebuild reuses the binary and gives the same ID.
