@@ -78,6 +78,9 @@ pub(crate) struct Args {
     /// Repository of the app image's tags, as for `cargo xtask image`.
     #[arg(long, default_value = "app", value_name = "REPO")]
     repo: String,
+    /// Repository of the stand-in image's tags.
+    #[arg(long, default_value = "boxcar/standin", value_name = "REPO")]
+    standin_repo: String,
 }
 
 struct Names {
@@ -118,7 +121,7 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
     standin.resolve(&ctx.root)?;
     let standin: Service = standin.services()[0].clone();
     let mut standin_args = boxcar::image::Args::defaults();
-    standin_args.repo = Some("boxcar/standin".to_owned());
+    standin_args.repo = Some(args.standin_repo.clone());
     standin_args.profile = Profile::Fast;
     let standin_image = boxcar::image::build(sh, ctx, &standin, &standin_args)?;
 

@@ -16,8 +16,15 @@ use bollard::query_parameters::{
 use futures::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 
-/// Named volumes the builds share.
-const REGISTRY_VOLUME: &str = "boxcar-cargo-registry";
+/// The registry volume the builds share; `BOXCAR_REGISTRY_VOLUME` names
+/// another (the image benchmark measures a first run without emptying the
+/// shared one).
+fn registry_volume() -> String {
+    std::env::var("BOXCAR_REGISTRY_VOLUME")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "boxcar-cargo-registry".to_owned())
+}
 /// Where the registry volume is in the builder (its `CARGO_HOME` is
 /// `/usr/local/cargo`), as a path in a tar unpacked at `/`.
 const REGISTRY_IN_BUILDER: &str = "usr/local/cargo/registry";
@@ -332,7 +339,7 @@ pub async fn compile(
         env: Some(vec!["CARGO_TARGET_DIR=/target".to_owned(), "CARGO_TERM_PROGRESS_WHEN=never".to_owned()]),
         host_config: Some(HostConfig {
             mounts: Some(vec![
-                mount(REGISTRY_VOLUME, "/usr/local/cargo/registry"),
+                mount(&registry_volume(), "/usr/local/cargo/registry"),
                 mount(GIT_VOLUME, "/usr/local/cargo/git"),
                 mount(&target, "/target"),
             ]),
@@ -398,7 +405,7 @@ pub struct Prefetch(std::thread::JoinHandle<Result<(), String>>);
 impl Prefetch {
     /// Starts the fetch when the registry volume is missing.
     pub async fn start(docker: &Docker, root: &Path) -> Option<Prefetch> {
-        if docker.inspect_volume(REGISTRY_VOLUME).await.is_ok() {
+        if docker.inspect_volume(&registry_volume()).await.is_ok() {
             return None;
         }
         eprintln!("first build here: fetching the locked crates on the host meanwhile, to seed the builder's registry");

@@ -1,8 +1,10 @@
 //! `cargo xtask dev` on `hello-api` in a scratch checkout: the first round
-//! deploys, an edited line is running a round later, and a broken compile
-//! leaves the previous version serving. The edit-to-healthy time it reports
-//! is printed as a figure. Names are unique to this run; what it made is
-//! removed at the end.
+//! deploys, an edited line is running a round later, an edit saved while a
+//! build runs is running after the next round, and a broken compile or a
+//! deleted source file leaves the previous version serving. The
+//! edit-to-healthy time it reports is printed as a figure. Without an engine,
+//! `dev` says so before it builds anything. Names are unique to this run;
+//! what it made is removed at the end.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Stdio};
@@ -97,7 +99,7 @@ fn dev_replaces_the_running_version_on_each_change() {
     let mut cleanup = Cleanup { checkout: &checkout, name: name.clone(), repo: repo.clone(), child: None };
 
     let mut cmd = checkout.cmd(&["dev", "--service", "hello-api", "--env", "hello", "--name", &name]);
-    cmd.args(["--repo", &repo, "--publish", "127.0.0.1:0", "--rounds", "3"]);
+    cmd.args(["--repo", &repo, "--publish", "127.0.0.1:0", "--rounds", "5"]);
     let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let (stdout, stderr) = (Arc::new(Mutex::new(String::new())), Arc::new(Mutex::new(String::new())));
     collect(child.stdout.take().unwrap(), stdout.clone());
@@ -112,7 +114,11 @@ fn dev_replaces_the_running_version_on_each_change() {
     // An edited line runs after round 2.
     let main = checkout.dir.path().join("examples/hello-api/src/main.rs");
     let text = std::fs::read_to_string(&main).unwrap();
-    std::fs::write(&main, text.replace("\"hello from `{}`\\n\"", "\"hi from `{}`\\n\"")).unwrap();
+    let greeting = |word: &str| text.replace("\"hello from `{}`\\n\"", &format!("\"{word} from `{{}}`\\n\""));
+    std::fs::write(&main, greeting("hi")).unwrap();
+    // A second edit while round 2 builds: the round after it must see it.
+    wait_for(&stderr, "round 2: building", Duration::from_secs(60));
+    std::fs::write(&main, greeting("hey")).unwrap();
     let log = wait_for(&stderr, &format!("round 2: `{name}` runs the change"), Duration::from_secs(600));
     let figure = log
         .lines()
@@ -120,19 +126,37 @@ fn dev_replaces_the_running_version_on_each_change() {
         .unwrap_or_default()
         .to_owned();
     eprintln!("figure: {figure}");
+    wait_for(&stderr, &format!("round 3: `{name}` runs the change"), Duration::from_secs(600));
     let port = last_port(&stdout.lock().unwrap());
-    assert_eq!(hello(port).as_deref(), Some("hi from `hello`\n"));
+    assert_eq!(hello(port).as_deref(), Some("hey from `hello`\n"), "the edit made during a build was lost");
 
     // A broken compile: the running version stays, and says so.
-    std::fs::write(
-        &main,
-        format!("{}\nfn broken( {{\n", text.replace("\"hello from `{}`\\n\"", "\"hi from `{}`\\n\"")),
-    )
-    .unwrap();
-    wait_for(&stderr, "round 3: the build failed", Duration::from_secs(600));
+    std::fs::write(&main, format!("{}\nfn broken( {{\n", greeting("hey"))).unwrap();
+    wait_for(&stderr, "round 4: the build failed", Duration::from_secs(600));
     assert!(stderr.lock().unwrap().contains("the running version stays"));
+    assert_eq!(hello(port).as_deref(), Some("hey from `hello`\n"), "a failed build changed the running version");
+
+    // A deleted source file: the same.
+    std::fs::remove_file(&main).unwrap();
+    let log = wait_for(&stderr, "round 5: the build failed", Duration::from_secs(600));
+    let line = log.lines().find(|l| l.starts_with("dev: round 5: the build failed")).unwrap_or_default();
+    assert!(line.contains("the running version stays"), "{log}");
     let mut child = cleanup.child.take().unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}:\n{}", stderr.lock().unwrap());
-    assert_eq!(hello(port).as_deref(), Some("hi from `hello`\n"), "the running version changed");
+    assert_eq!(hello(port).as_deref(), Some("hey from `hello`\n"), "the running version changed");
+}
+
+#[test]
+fn dev_without_an_engine_says_so_before_building() {
+    let checkout = Checkout::plain("hello");
+    checkout.run(&["keygen", "--service", "hello-api", "--env", "hello"]).ok();
+    let mut seal = checkout.cmd(&["encrypt-secret", "--service", "hello-api", "--env", "hello", "api_key"]);
+    Repo::run_with(&mut seal, API_KEY.as_bytes()).ok();
+    let mut cmd = checkout.cmd(&["dev", "--service", "hello-api", "--env", "hello", "--rounds", "1"]);
+    cmd.env("DOCKER_HOST", format!("unix://{}/no-such.sock", checkout.keys.path().display()));
+    let run = Repo::run_with(&mut cmd, b"").fails();
+    assert!(run.stderr.contains("no Docker engine at unix://"), "{}", run.stderr);
+    assert!(run.stderr.contains("start the Docker engine"), "{}", run.stderr);
+    assert!(!run.stderr.contains("building"), "{}", run.stderr);
 }

@@ -223,6 +223,22 @@ fn no_engine_is_a_clear_error() {
 }
 
 #[test]
+fn a_profile_that_does_not_exist_is_refused_before_anything_runs() {
+    let repo = Checkout::plain("production");
+    for (args, env) in [(&["image", "--profile", "turbo"][..], None), (&["image"][..], Some("turbo"))] {
+        let mut cmd = repo.cmd(args);
+        cmd.env("DOCKER_HOST", format!("unix://{}/no-such.sock", repo.keys.path().display()));
+        if let Some(profile) = env {
+            cmd.env("BOXCAR_PROFILE", profile);
+        }
+        let run = crate::Repo::run_with(&mut cmd, b"").fails();
+        assert!(run.stderr.contains("invalid value 'turbo' for '--profile <PROFILE>'"), "{}", run.stderr);
+        assert!(run.stderr.contains("[possible values: release, fast]"), "{}", run.stderr);
+        assert!(!run.stderr.contains("Docker engine"), "{}", run.stderr);
+    }
+}
+
+#[test]
 fn plaintext_in_an_environment_file_stops_the_build_before_the_engine() {
     let repo = Checkout::new("production", &[("token", "v")], "");
     let text = std::fs::read_to_string(repo.env_file()).unwrap();
