@@ -257,7 +257,10 @@ impl Bot {
             Ok(Ok(o)) => o,
             _ => 0,
         };
-        let timeout = self.shared.poll_timeout;
+        let long = self.shared.poll_timeout;
+        // The first poll returns at once: /readyz then says within a round
+        // trip whether the bot reaches the Bot API, not a long poll later.
+        let mut timeout = Duration::ZERO;
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         let latency = self.shared.metrics.poll_latency.get_or_create(&Metrics::label(&self.name)).clone();
         loop {
@@ -275,6 +278,7 @@ impl Bot {
             match result {
                 Ok(updates) => {
                     backoff.reset();
+                    timeout = long;
                     self.status.update(|s| {
                         s.state = State::Polling;
                         s.last_ok_poll = Some(SystemTime::now());

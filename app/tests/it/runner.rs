@@ -91,6 +91,32 @@ fn uncertain(logs: &str) -> usize {
         .sum::<u64>() as usize
 }
 
+/// The first poll returns at once: /readyz says ready a round trip after the
+/// start, not when a long poll (50 s here) would have ended; the long polls
+/// that follow still deliver at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn ready_without_waiting_out_a_long_poll() {
+    let standin = StandIn::start().await.unwrap();
+    standin.add_bot(A, "a_bot");
+    let env = TestEnv::new(&standin.base_url(), &[BotSpec { name: "alpha", token: A, extra: "" }], "", &[]);
+    let text = std::fs::read_to_string(env.env_file()).unwrap();
+    std::fs::write(env.env_file(), text.replace("poll_timeout = 2\n", "poll_timeout = 50\n")).unwrap();
+    let app = env.start();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = http().get(app.url("/readyz")).send().await.unwrap();
+        if ready.status() == 200 {
+            break;
+        }
+        let body = ready.text().await.unwrap();
+        assert!(std::time::Instant::now() < deadline, "not ready 20 s after the start, polls of 50 s: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    standin.user_says(A, 1, "Ann", "/help");
+    assert_eq!(standin.wait_sent(A, 1, Duration::from_secs(10)).await.len(), 1);
+    app.assert_no_secrets();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rejected_token_fails_one_bot_while_the_other_answers() {
     let standin = StandIn::start().await.unwrap();
