@@ -60,6 +60,14 @@ const MUSL: &str = "x86_64-unknown-linux-musl";
 /// Both profiles, release first (the size and start-up figures are its).
 const PROFILES: [Profile; 2] = [Profile::Release, Profile::Fast];
 
+/// The cold builds' target volume of `profile`.
+fn profile_volume(volume: &str, profile: Profile) -> String {
+    match profile {
+        Profile::Release => volume.to_owned(),
+        Profile::Fast => format!("{volume}-fast"),
+    }
+}
+
 fn profile_arg(profile: Profile) -> &'static str {
     match profile {
         Profile::Release => "release",
@@ -124,7 +132,7 @@ fn bench() -> anyhow::Result<()> {
                 "a volume {volume} already exists: remove it (`docker volume rm {volume}`) so the cold build is cold"
             );
         }
-        cleanup.volumes.push(volume.clone());
+        cleanup.volumes.extend(PROFILES.map(|p| profile_volume(volume, p)));
     }
     let repo = |profile: Profile| match profile {
         Profile::Release => name.clone(),
@@ -134,7 +142,8 @@ fn bench() -> anyhow::Result<()> {
         let mut cmd = checkout.xtask(&["image", "--repo", &repo(profile)]);
         cmd.args(["--profile", profile_arg(profile)]);
         if let Some(volume) = &volume {
-            cmd.env("BOXCAR_TARGET_VOLUME", volume);
+            // A volume per profile, so xtask calls each one's first build cold.
+            cmd.env("BOXCAR_TARGET_VOLUME", profile_volume(volume, profile));
         }
         let what = format!("{what}, {}", profile_arg(profile));
         let load = load();
@@ -692,7 +701,7 @@ fn dev_round(checkout: &Checkout, name: &str, volume: Option<&str>, pids: &mut V
     let mut cmd = checkout.xtask(&["dev", "--env", ENV, "--rounds", "2", "--repo", &deployment, "--name", &deployment]);
     cmd.args(["--publish", "127.0.0.1:0"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     if let Some(volume) = volume {
-        cmd.env("BOXCAR_TARGET_VOLUME", volume);
+        cmd.env("BOXCAR_TARGET_VOLUME", profile_volume(volume, Profile::Fast));
     }
     let mut child = Child(cmd.spawn().context("starting cargo xtask dev")?);
     pids.push(child.0.id());

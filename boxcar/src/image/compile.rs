@@ -374,7 +374,7 @@ pub async fn compile(
     let _ = docker
         .remove_container(&name, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()))
         .await;
-    let (binary, ca_bundle) = result?;
+    let (binary, ca_bundle, compiled) = result?;
 
     std::fs::create_dir_all(&cache_dir).with_context(|| format!("creating {}", cache_dir.display()))?;
     // Keep one cached binary per builder: the newest.
@@ -390,8 +390,11 @@ pub async fn compile(
         .with_context(|| format!("writing {}", cached_bin.display()))?;
     boxcar_secrets::write_atomic(&cached_ca, &ca_bundle, Some(0o644))
         .with_context(|| format!("writing {}", cached_ca.display()))?;
-    let how =
-        cold_reason.unwrap_or_else(|| format!("warm: {target} holds the previous build; only what changed compiled"));
+    // The volume says whether anything was built before, not for which
+    // profile: cargo's own count says how much compiled this time.
+    let how = cold_reason.unwrap_or_else(|| {
+        format!("warm: {target} holds earlier builds; {compiled} crate(s) compiled, the rest reused")
+    });
     Ok(Compiled { binary, ca_bundle, how, took: start.elapsed() })
 }
 
@@ -588,7 +591,7 @@ pub async fn probe(docker: &Docker, root: &Path, builder: &str) -> anyhow::Resul
     let _ = docker
         .remove_container(&name, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()))
         .await;
-    let (binary, _) = result.context("compiling boxcar-probe")?;
+    let (binary, _, _) = result.context("compiling boxcar-probe")?;
     if let Some(dir) = cached.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -603,7 +606,7 @@ async fn run_build(
     context: Vec<u8>,
     files: usize,
     output: &str,
-) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+) -> anyhow::Result<(Vec<u8>, Vec<u8>, usize)> {
     eprintln!("copying {files} source files into {name}");
     docker
         .upload_to_container(
@@ -617,10 +620,12 @@ async fn run_build(
     let mut logs =
         docker.logs(name, Some(LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).build()));
     let mut tail = std::collections::VecDeque::new();
+    let mut compiled = 0;
     while let Some(item) = logs.next().await {
         let text = item.context("reading the build output")?.to_string();
         eprint!("  | {text}");
         for line in text.lines() {
+            compiled += usize::from(line.trim_start().starts_with("Compiling "));
             tail.push_back(line.to_owned());
             if tail.len() > 60 {
                 tail.pop_front();
@@ -643,7 +648,7 @@ async fn run_build(
     }
     let binary = download(docker, name, output).await?;
     let ca = download(docker, name, "/etc/ssl/certs/ca-certificates.crt").await?;
-    Ok((binary, ca))
+    Ok((binary, ca, compiled))
 }
 
 /// Copies one file out of a container.

@@ -111,6 +111,7 @@ fn image_builds_checks_runs_and_reproduces() {
     std::fs::remove_dir_all(checkout.dir.path().join("target/boxcar-image")).unwrap();
     let second = checkout.run(&["image", "--repo", &repo]).ok();
     assert!(second.stderr.contains("binary: warm"), "{}", second.stderr);
+    assert!(second.stderr.contains("; 1 crate(s) compiled, the rest reused"), "{}", second.stderr);
     // The builder image holds all rust-toolchain.toml asks for: a build
     // container fetches nothing from rustup.
     assert!(!second.stderr.contains("info: downloading component"), "{}", second.stderr);
