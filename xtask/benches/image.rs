@@ -624,9 +624,17 @@ impl Checkout {
         self.commit("one-line change")
     }
 
+    /// The `bench` environment's key file (the first demo adds another).
     fn key_file(&self) -> anyhow::Result<PathBuf> {
-        let mut entries = std::fs::read_dir(self.keys.path()).context("reading the key folder")?;
-        Ok(entries.next().context("keygen wrote no key file")?.context("reading the key folder")?.path())
+        let entries = std::fs::read_dir(self.keys.path()).context("reading the key folder")?;
+        let prefix = format!("{ENV}-");
+        for entry in entries {
+            let path = entry.context("reading the key folder")?.path();
+            if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)) {
+                return Ok(path);
+            }
+        }
+        bail!("keygen wrote no key file for `{ENV}` in {}", self.keys.path().display())
     }
 }
 
@@ -655,6 +663,11 @@ fn first_run(checkout: &Checkout, name: &str, pids: &mut Vec<u32>) -> anyhow::Re
     eprintln!("bench: first demo: host build {:.1} s", host.took.as_secs_f64());
 
     let xtask = target.path().join("debug/xtask");
+    // The binaries the builds before left: a first run has none.
+    let cache = checkout.dir.path().join("target/boxcar-image");
+    if cache.exists() {
+        std::fs::remove_dir_all(&cache).with_context(|| format!("removing {}", cache.display()))?;
+    }
     let prefix = format!("{name}-demo");
     let demo_args = |extra: &[&str]| {
         let mut cmd = Command::new(&xtask);
