@@ -40,8 +40,8 @@ use anyhow::{Context as _, bail};
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, PortBinding};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ImportImageOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, RemoveVolumeOptionsBuilder,
+    CreateContainerOptionsBuilder, ImportImageOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptions,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, RemoveVolumeOptionsBuilder,
 };
 use boxcar::image::compile::Profile;
 use futures::StreamExt as _;
@@ -925,7 +925,17 @@ impl Drop for Cleanup {
                     }
                 }
             }
-            for volume in &self.volumes {
+            // Every volume under the bench's name: the ones it made, and the
+            // data and key volumes of the deployment `dev` made.
+            let listed = within(API, "listing volumes", docker.list_volumes(None::<ListVolumesOptions>)).await?;
+            let named: Vec<String> = listed
+                .volumes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| v.name)
+                .filter(|n| n.starts_with(&format!("{}-", self.name)) && !self.volumes.contains(n))
+                .collect();
+            for volume in self.volumes.iter().chain(&named) {
                 let force = RemoveVolumeOptionsBuilder::default().force(true).build();
                 match within(API, "removing the volume", docker.remove_volume(volume, Some(force))).await {
                     Ok(()) => {}
