@@ -248,12 +248,19 @@ fn builder_path(root: &Path, outside: &Path) -> PathBuf {
     path
 }
 
-/// A tar of the source trees, to unpack at `/` in the builder (real modes and
-/// modification times, so cargo's change detection works as it does on the
-/// host), and a hash of their names and contents.
-fn source_tar(trees: &[Tree]) -> anyhow::Result<(Vec<u8>, String)> {
-    let mut tar = tar::Builder::new(Vec::new());
-    tar.follow_symlinks(false);
+/// One file of the source trees, read once.
+struct Source {
+    /// Where it goes in the builder, relative to `/`.
+    name: PathBuf,
+    full: PathBuf,
+    data: Vec<u8>,
+    /// Of its content.
+    hash: String,
+}
+
+/// The files of the source trees, and a hash of their names and contents.
+fn read_sources(trees: &[Tree]) -> anyhow::Result<(Vec<Source>, String)> {
+    let mut sources = Vec::new();
     let mut hash = Sha256::new();
     for tree in trees {
         let base = tree.builder.strip_prefix("/").unwrap_or(&tree.builder);
@@ -265,10 +272,76 @@ fn source_tar(trees: &[Tree]) -> anyhow::Result<(Vec<u8>, String)> {
             hash.update(name.as_os_str().as_encoded_bytes());
             hash.update((data.len() as u64).to_le_bytes());
             hash.update(&data);
-            tar.append_path_with_name(&full, &name).with_context(|| format!("archiving {}", full.display()))?;
+            let file_hash = super::base::hex(&Sha256::digest(&data));
+            sources.push(Source { name, full, data, hash: file_hash });
         }
     }
-    Ok((tar.into_inner()?, super::base::hex(&hash.finalize())))
+    Ok((sources, super::base::hex(&hash.finalize())))
+}
+
+/// Where the target volume records the content of every source file its
+/// builds were given (builder path → SHA-256), as a path in a tar unpacked
+/// at `/`.
+const SOURCES_RECORD: &str = "target/.boxcar-sources.json";
+
+/// A tar of the sources, to unpack at `/` in the builder, with the volume's
+/// updated record of them.
+///
+/// cargo decides what to recompile by modification times: a file is stale
+/// when it is newer than the start of the compile that last read it. Host
+/// times alone can lie to it: a file saved while a build ran (after the
+/// sources were copied, before the compile started), or a file of another
+/// checkout sharing the target volume, can carry a time older than that
+/// compile with other content, and cargo would keep a binary of the old
+/// code. So a file whose content differs from what `record` says the volume
+/// was last given gets the time `bump_to` (after every compile so far); the
+/// others keep their own, and an unchanged tree recompiles nothing.
+/// Returns the tar and how many files were bumped.
+fn source_tar(
+    sources: &[Source],
+    mut record: std::collections::BTreeMap<String, String>,
+    bump_to: u64,
+) -> anyhow::Result<(Vec<u8>, usize)> {
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.follow_symlinks(false);
+    let mut bumped = 0;
+    for source in sources {
+        let key = source.name.to_string_lossy().into_owned();
+        let meta =
+            std::fs::symlink_metadata(&source.full).with_context(|| format!("reading {}", source.full.display()))?;
+        if meta.file_type().is_symlink() {
+            tar.append_path_with_name(&source.full, &source.name)
+                .with_context(|| format!("archiving {}", source.full.display()))?;
+        } else {
+            let mut header = tar::Header::new_gnu();
+            header.set_metadata(&meta);
+            if record.get(&key) != Some(&source.hash) {
+                header.set_mtime(bump_to.max(header.mtime().unwrap_or(0)));
+                bumped += 1;
+            }
+            header.set_cksum();
+            tar.append_data(&mut header, &source.name, &source.data[..])
+                .with_context(|| format!("archiving {}", source.full.display()))?;
+        }
+        record.insert(key, source.hash.clone());
+    }
+    let json = serde_json::to_vec_pretty(&record)?;
+    let mut header = tar::Header::new_gnu();
+    header.set_size(json.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(bump_to);
+    header.set_cksum();
+    tar.append_data(&mut header, SOURCES_RECORD, &json[..])?;
+    Ok((tar.into_inner()?, bumped))
+}
+
+/// The target volume's record of the sources it was given (empty when it
+/// has none or it cannot be read: every file then counts as changed).
+async fn sources_record(docker: &Docker, container: &str) -> std::collections::BTreeMap<String, String> {
+    match download(docker, container, &format!("/{SOURCES_RECORD}")).await {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+        Err(_) => Default::default(),
+    }
 }
 
 /// Builds (or reuses) the binary `what` for the current sources.
@@ -286,7 +359,7 @@ pub async fn compile(
     let bin = what.bin.as_str();
     let trees = source_trees(sh, root, excluded)?;
     let files: usize = trees.iter().map(|t| t.files.len()).sum();
-    let (context, source_hash) = source_tar(&trees)?;
+    let (sources, source_hash) = read_sources(&trees)?;
     let cache_dir = root.join("target/boxcar-image");
     let key = &source_hash[..16];
     let builder_id = builder.rsplit(':').next().unwrap_or(builder);
@@ -367,6 +440,13 @@ pub async fn compile(
                 )
                 .await
                 .context("copying the host's crates into the builder's registry volume")?;
+        }
+        let record = sources_record(docker, &name).await;
+        // A second past now: later than the start of every compile before.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let (context, bumped) = source_tar(&sources, record, now + 1)?;
+        if bumped > 0 && bumped < files {
+            eprintln!("{bumped} source file(s) differ from what {target} was last given");
         }
         run_build(docker, &name, context, files, &output).await
     }
@@ -758,6 +838,58 @@ mod tests {
             ]
         );
         assert!(seed(&root, &dir.path().join("no-cargo-home")).is_err());
+    }
+
+    #[test]
+    fn files_whose_content_the_volume_has_not_seen_are_newer_than_every_compile() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("ws");
+        std::fs::create_dir_all(host.join("src")).unwrap();
+        for (file, text) in [("src/same.rs", "same"), ("src/edited.rs", "new text"), ("src/added.rs", "added")] {
+            std::fs::write(host.join(file), text).unwrap();
+        }
+        let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        for file in ["src/same.rs", "src/edited.rs", "src/added.rs"] {
+            std::fs::File::options().write(true).open(host.join(file)).unwrap().set_modified(old).unwrap();
+        }
+        let files = ["src/added.rs", "src/edited.rs", "src/same.rs"].map(PathBuf::from).to_vec();
+        let trees = [Tree { host, builder: PathBuf::from("/src"), files }];
+        let (sources, _) = read_sources(&trees).unwrap();
+        let sum = |text: &str| super::super::base::hex(&Sha256::digest(text.as_bytes()));
+        let record: std::collections::BTreeMap<String, String> = [
+            ("src/src/same.rs".to_owned(), sum("same")),
+            ("src/src/edited.rs".to_owned(), sum("old text")),
+            ("other/checkout.rs".to_owned(), sum("kept")),
+        ]
+        .into();
+        let (tar, bumped) = source_tar(&sources, record, 2_000_000).unwrap();
+        assert_eq!(bumped, 2);
+        let mut archive = tar::Archive::new(&tar[..]);
+        let mut seen = std::collections::BTreeMap::new();
+        let mut new_record = String::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().display().to_string();
+            if path == SOURCES_RECORD {
+                entry.read_to_string(&mut new_record).unwrap();
+            } else {
+                seen.insert(path, entry.header().mtime().unwrap());
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                ("src/src/added.rs".to_owned(), 2_000_000),
+                ("src/src/edited.rs".to_owned(), 2_000_000),
+                ("src/src/same.rs".to_owned(), 1_000_000),
+            ]
+            .into()
+        );
+        let new_record: std::collections::BTreeMap<String, String> = serde_json::from_str(&new_record).unwrap();
+        assert_eq!(new_record["src/src/edited.rs"], sum("new text"));
+        assert_eq!(new_record["src/src/added.rs"], sum("added"));
+        assert_eq!(new_record["other/checkout.rs"], sum("kept"));
+        assert_eq!(new_record.len(), 4);
     }
 
     #[test]

@@ -138,9 +138,18 @@ fn dev_replaces_the_running_version_on_each_change() {
 
     // A deleted source file: the same.
     std::fs::remove_file(&main).unwrap();
-    let log = wait_for(&stderr, "round 5: the build failed", Duration::from_secs(600));
-    let line = log.lines().find(|l| l.starts_with("dev: round 5: the build failed")).unwrap_or_default();
-    assert!(line.contains("the running version stays"), "{log}");
+    wait_for(&stderr, "round 5: the build failed", Duration::from_secs(600));
+    // The message spans lines (the compiler's own): wait for its end.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = stderr.lock().unwrap().clone();
+        let said = log.split_once("dev: round 5: the build failed").map(|(_, rest)| rest).unwrap_or_default();
+        if said.contains("the running version stays") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "round 5 did not say the running version stays:\n{log}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let mut child = cleanup.child.take().unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}:\n{}", stderr.lock().unwrap());
