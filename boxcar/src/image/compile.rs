@@ -523,12 +523,17 @@ impl Prefetch {
             Some(home) => PathBuf::from(home),
             None => PathBuf::from(std::env::var_os("HOME")?).join(".cargo"),
         };
-        match seed(root, &home) {
-            Ok(seed) => Some(seed).filter(|s| s.crates > 0),
-            Err(e) => {
-                eprintln!("note: no seed from the host's cargo cache ({e:#}); the builder downloads every crate");
-                None
-            }
+        nonempty_seed(root, &home)
+    }
+}
+
+/// The seed from `cargo_home`, if it holds any crate; a note otherwise.
+fn nonempty_seed(root: &Path, cargo_home: &Path) -> Option<Seed> {
+    match seed(root, cargo_home) {
+        Ok(seed) => Some(seed).filter(|s| s.crates > 0),
+        Err(e) => {
+            eprintln!("note: no seed from the host's cargo cache ({e:#}); the builder downloads every crate");
+            None
         }
     }
 }
@@ -838,6 +843,11 @@ mod tests {
             ]
         );
         assert!(seed(&root, &dir.path().join("no-cargo-home")).is_err());
+        assert_eq!(nonempty_seed(&root, &home).map(|s| s.crates), Some(1));
+        assert!(nonempty_seed(&root, &dir.path().join("no-cargo-home")).is_none());
+        // A cache that holds none of the locked crates seeds nothing.
+        std::fs::remove_file(cache.join("serde-1.0.0.crate")).unwrap();
+        assert!(nonempty_seed(&root, &home).is_none());
     }
 
     #[test]
