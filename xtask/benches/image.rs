@@ -256,23 +256,18 @@ fn bench() -> anyhow::Result<()> {
             bail!("a {p} build is missing");
         };
         let (warm_id, noop_id) = (image_id(&warm.stdout)?, image_id(&noop.stdout)?);
-        rows.push(match f.profile {
-            Profile::Release => Row {
-                figure: format!("rebuild, one-line change ({p})"),
-                measured: format!("{:.1} s", secs(warm)),
-                baseline: format!("{:.1} s (cargo build)", secs(warm_native)),
-                compare: format!("{:.2}×", secs(warm) / secs(warm_native)),
-                target: "≤ 1.5×",
-                pass: Some(secs(warm) <= 1.5 * secs(warm_native)),
-            },
-            Profile::Fast => Row {
-                figure: format!("rebuild, one-line change ({p})"),
-                measured: format!("{:.1} s", secs(warm)),
-                baseline: format!("{:.1} s (cargo build)", secs(warm_native)),
-                compare: format!("{:.2}×", secs(warm) / secs(warm_native)),
-                target: "≤ 15 s",
-                pass: Some(secs(warm) <= 15.0),
-            },
+        // Release is held to its native build; fast to the inner loop's wait.
+        let (target, pass) = match f.profile {
+            Profile::Release => ("≤ 1.5×", secs(warm) <= 1.5 * secs(warm_native)),
+            Profile::Fast => ("≤ 15 s", secs(warm) <= 15.0),
+        };
+        rows.push(Row {
+            figure: format!("rebuild, one-line change ({p})"),
+            measured: format!("{:.1} s", secs(warm)),
+            baseline: format!("{:.1} s (cargo build)", secs(warm_native)),
+            compare: format!("{:.2}×", secs(warm) / secs(warm_native)),
+            target,
+            pass: Some(pass),
         });
         rows.push(Row {
             figure: format!("rebuild, nothing changed ({p})"),

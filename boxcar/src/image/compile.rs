@@ -253,6 +253,8 @@ struct Source {
     /// Where it goes in the builder, relative to `/`.
     name: PathBuf,
     full: PathBuf,
+    /// Of the path itself (a symlink stays one).
+    meta: std::fs::Metadata,
     data: Vec<u8>,
     /// Of its content.
     hash: String,
@@ -272,8 +274,9 @@ fn read_sources(trees: &[Tree]) -> anyhow::Result<(Vec<Source>, String)> {
             hash.update(name.as_os_str().as_encoded_bytes());
             hash.update((data.len() as u64).to_le_bytes());
             hash.update(&data);
+            let meta = std::fs::symlink_metadata(&full).with_context(|| format!("reading {}", full.display()))?;
             let file_hash = super::base::hex(&Sha256::digest(&data));
-            sources.push(Source { name, full, data, hash: file_hash });
+            sources.push(Source { name, full, meta, data, hash: file_hash });
         }
     }
     Ok((sources, super::base::hex(&hash.finalize())))
@@ -314,7 +317,7 @@ fn source_tar(
                 .with_context(|| format!("archiving {}", source.full.display()))?;
         } else {
             let mut header = tar::Header::new_gnu();
-            header.set_metadata(&meta);
+            header.set_metadata(&source.meta);
             if record.get(&key) != Some(&source.hash) {
                 header.set_mtime(bump_to.max(header.mtime().unwrap_or(0)));
                 bumped += 1;
