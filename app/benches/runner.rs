@@ -457,10 +457,7 @@ impl BenchEnv {
         let config = tempfile::tempdir().context("creating a temporary directory")?;
         let key = SecretKey::generate();
         let key_file = config.path().join("bench.key");
-        std::fs::write(&key_file, format!("{}\n", &*key.to_base64()))
-            .with_context(|| format!("writing {}", key_file.display()))?;
-        std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .with_context(|| format!("restricting {}", key_file.display()))?;
+        boxcar_secrets::write_key_file(&key_file, &key).with_context(|| format!("writing {}", key_file.display()))?;
         let mut text = format!(
             "public_key = \"{}\"\n\n[app]\napi_base = \"{api_base}\"\npoll_timeout = 25\nlog_format = \"json\"\n{app}",
             key.public_key().to_base64()
@@ -476,6 +473,7 @@ impl BenchEnv {
             text.push_str(&format!("{name} = \"{sealed}\"\n"));
         }
         let path = config.path().join("bench.toml");
+        let text = boxcar_secrets::approved_text(&path, &text, &key).context("approving the bench environment")?;
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         Ok(BenchEnv { config, key_file })
     }

@@ -25,6 +25,11 @@ struct AppSection {
     /// Base URL Telegram reaches this app at, for webhook bots.
     #[serde(default)]
     public_url: Option<String>,
+    /// Lets `api_base` and `public_url` be plain http to a host that is not
+    /// loopback. Read as any value so a wrong type gets an error that names
+    /// the field (serde's does not).
+    #[serde(default)]
+    allow_plain_http: Option<toml::Value>,
     #[serde(default)]
     log_format: LogFormat,
     #[serde(default)]
@@ -291,12 +296,28 @@ fn walk(file: &EnvFile, credentials: &Credentials<'_>, overrides: Overrides) -> 
     let listen = listen_text
         .parse::<SocketAddr>()
         .map_err(|_| format!("{path}: app.listen (or APP_LISTEN) `{listen_text}` is not an address like 0.0.0.0:8080"));
-    let api_text = overrides.api_base.unwrap_or(app.api_base);
-    let api_base = parse_base_url(&api_text).map_err(|why| format!("{path}: app.api_base (or APP_API_BASE) {why}"));
+    let allow_plain_http = match app.allow_plain_http {
+        None => false,
+        Some(toml::Value::Boolean(allow)) => allow,
+        Some(_) => {
+            // The value is not quoted: it could be anything, a pasted token included.
+            problems.push(format!("{path}: app.allow_plain_http must be true or false (default false)"));
+            false
+        }
+    };
+    let (api_field, api_text) = match overrides.api_base {
+        Some(text) => ("APP_API_BASE (overriding app.api_base)", text),
+        None => ("app.api_base", app.api_base),
+    };
+    let api_base = parse_base_url(&api_text, allow_plain_http, "the bot tokens")
+        .map_err(|why| format!("{path}: {api_field} {why}"));
     let public_url = app
         .public_url
         .filter(|u| !u.is_empty())
-        .map(|u| parse_base_url(&u).map_err(|why| format!("{path}: app.public_url {why}")))
+        .map(|u| {
+            parse_base_url(&u, allow_plain_http, "the webhook secret token and every update")
+                .map_err(|why| format!("{path}: app.public_url {why}"))
+        })
         .transpose();
     if !(1..=50).contains(&app.poll_timeout) {
         problems.push(format!(
@@ -427,12 +448,46 @@ fn walk(file: &EnvFile, credentials: &Credentials<'_>, overrides: Overrides) -> 
     })
 }
 
-fn parse_base_url(text: &str) -> Result<reqwest::Url, String> {
+/// A base URL the app sends credentials to (`api_base`: the bot tokens, in
+/// every request's path) or has Telegram send them to (`public_url`: the
+/// webhook secret token and every update). A plain setting decides where
+/// opened secrets go, so it must not send them in clear text by accident:
+/// https, or plain http to a loopback address (a stand-in on this machine),
+/// or plain http anywhere when the file says `allow_plain_http = true`.
+/// `carries` names what plain http would expose, for the error.
+fn parse_base_url(text: &str, allow_plain_http: bool, carries: &str) -> Result<reqwest::Url, String> {
     let url = reqwest::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("`{text}` must be an http or https URL"));
+    // Checked first, so no later error quotes a password. A credential in a
+    // plain setting is not sealed, and sent wherever the URL points.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("has a user name or password in it (not shown); remove it: \
+                    a credential in a plain setting is not sealed"
+            .to_owned());
     }
-    Ok(url)
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if allow_plain_http || is_loopback(&url) => Ok(url),
+        "http" => Err(format!(
+            "is {text}: plain http sends {carries} unencrypted; use https, \
+             or set app.allow_plain_http = true if this network is trusted"
+        )),
+        _ => Err(format!("`{text}` must be an http or https URL")),
+    }
+}
+
+/// Whether `url`'s host is this machine: an IPv4 address in 127.0.0.0/8,
+/// `::1`, or the name `localhost`. Other names are not resolved: what a
+/// name points at can change after the check.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else { return false };
+    if host == "localhost" {
+        return true;
+    }
+    // `host_str` writes an IPv6 address in brackets; for http and https the
+    // URL parser has already turned every IPv4 form (`127.1`, `0x7f.0.0.1`)
+    // into dotted decimal, so a name never parses as an address here.
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn one_line(e: &toml::de::Error) -> String {
@@ -511,5 +566,143 @@ mod tests {
         assert!(!looks_like_bot_token("0.0.0.0:8080"));
         let t: toml::Table = "a = 1\n[x]\ny = [\"123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw\"]\n".parse().unwrap();
         assert_eq!(plaintext_tokens(&t, ""), ["x.y[0]"]);
+    }
+
+    /// The problems `check` finds in an environment with one polling bot and
+    /// `app` as its `[app]` section.
+    fn app_problems(app: &str) -> Vec<String> {
+        walk_with(app, None).err().unwrap_or_default()
+    }
+
+    /// `walk` over such an environment, with `api_base` as APP_API_BASE.
+    fn walk_with(app: &str, api_base: Option<&str>) -> Result<Config, Vec<String>> {
+        let public_key = boxcar_secrets::SecretKey::generate().public_key().to_base64();
+        let text = format!(
+            "public_key = \"{public_key}\"\n[app]\n{app}\n[[bots]]\nname = \"one\"\ntoken_secret = \"one_token\"\n\
+             [secrets]\none_token = \"sealed:v1:x\"\n"
+        );
+        let file = EnvFile::parse(std::path::Path::new("deploy-config/production.toml"), &text).unwrap();
+        let overrides = Overrides { listen: None, data_dir: None, api_base: api_base.map(str::to_owned) };
+        walk(&file, &Credentials::Names(&file), overrides)
+    }
+
+    const PLAIN_API: &str = "deploy-config/production.toml: app.api_base is http://api.example.org: plain http \
+                             sends the bot tokens unencrypted; use https, or set app.allow_plain_http = true if \
+                             this network is trusted";
+
+    #[test]
+    fn https_is_accepted_anywhere() {
+        let config =
+            walk_with("api_base = \"https://api.example.org\"\npublic_url = \"https://bots.example.org/\"", None)
+                .unwrap();
+        assert_eq!(config.api_base.as_str(), "https://api.example.org/");
+        assert_eq!(config.public_url.unwrap().as_str(), "https://bots.example.org/");
+        // The default too.
+        assert_eq!(walk_with("", None).unwrap().api_base.as_str(), "https://api.telegram.org/");
+    }
+
+    #[test]
+    fn plain_http_to_another_host_is_refused_naming_the_field() {
+        assert_eq!(app_problems("api_base = \"http://api.example.org\""), [PLAIN_API]);
+        assert_eq!(
+            app_problems("public_url = \"http://bots.example.org\""),
+            ["deploy-config/production.toml: app.public_url is http://bots.example.org: plain http sends \
+                 the webhook secret token and every update unencrypted; use https, or set \
+                 app.allow_plain_http = true if this network is trusted"]
+        );
+        // Near misses of loopback are other hosts.
+        for host in ["128.0.0.1", "10.0.0.1", "[::2]", "[::ffff:127.0.0.1]", "localhost.example.org", "botapi"] {
+            let problems = app_problems(&format!("api_base = \"http://{host}:8081\""));
+            assert_eq!(problems.len(), 1, "{host}: {problems:?}");
+            assert!(problems[0].contains(": app.api_base is http://"), "{host}: {problems:?}");
+            assert!(problems[0].contains("plain http sends the bot tokens unencrypted"), "{host}: {problems:?}");
+        }
+        // Explicitly false is the default.
+        assert_eq!(app_problems("api_base = \"http://api.example.org\"\nallow_plain_http = false"), [PLAIN_API]);
+    }
+
+    #[test]
+    fn plain_http_to_loopback_is_accepted() {
+        for host in ["127.0.0.1:9", "127.5.6.7", "[::1]:8081", "localhost:8081", "LOCALHOST", "127.1"] {
+            let app = format!("api_base = \"http://{host}\"\npublic_url = \"http://{host}/\"");
+            let config = walk_with(&app, None).unwrap_or_else(|p| panic!("{host}: {p:?}"));
+            assert_eq!(config.api_base.scheme(), "http");
+            assert_eq!(config.public_url.map(|u| u.scheme().to_owned()).as_deref(), Some("http"));
+        }
+    }
+
+    #[test]
+    fn allow_plain_http_lets_http_through_to_any_host() {
+        let app = "allow_plain_http = true\napi_base = \"http://botapi:8081\"\npublic_url = \"http://bots.lan/\"";
+        let config = walk_with(app, None).unwrap();
+        assert_eq!(config.api_base.as_str(), "http://botapi:8081/");
+        assert_eq!(config.public_url.unwrap().as_str(), "http://bots.lan/");
+    }
+
+    #[test]
+    fn allow_plain_http_must_be_a_boolean() {
+        let expected = "deploy-config/production.toml: app.allow_plain_http must be true or false (default false)";
+        for value in ["\"true\"", "1", "[true]", "{ x = true }"] {
+            assert_eq!(app_problems(&format!("allow_plain_http = {value}")), [expected], "{value}");
+        }
+        // And a wrong type allows nothing.
+        assert_eq!(
+            app_problems("allow_plain_http = \"yes\"\napi_base = \"http://api.example.org\""),
+            [expected, PLAIN_API]
+        );
+    }
+
+    #[test]
+    fn other_schemes_are_refused_even_with_allow_plain_http() {
+        for url in ["ftp://api.example.org", "file:///etc/passwd", "ws://127.0.0.1:9", "data:text/plain,x"] {
+            for allow in ["", "allow_plain_http = true\n"] {
+                for field in ["api_base", "public_url"] {
+                    assert_eq!(
+                        app_problems(&format!("{allow}{field} = \"{url}\"")),
+                        [format!("deploy-config/production.toml: app.{field} `{url}` must be an http or https URL")],
+                        "{allow}{field}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_user_name_or_password_is_refused_and_not_shown() {
+        for url in
+            ["https://user:hunter2@api.example.org", "https://user@api.example.org", "https://:hunter2@api.example.org"]
+        {
+            for field in ["api_base", "public_url"] {
+                let problems = app_problems(&format!("allow_plain_http = true\n{field} = \"{url}\""));
+                assert_eq!(
+                    problems,
+                    [format!(
+                        "deploy-config/production.toml: app.{field} has a user name or password in it (not shown); \
+                         remove it: a credential in a plain setting is not sealed"
+                    )],
+                    "{url}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_api_base_override_follows_the_same_rule() {
+        let https = walk_with("api_base = \"http://api.example.org\"", Some("https://api.example.org")).unwrap();
+        assert_eq!(https.api_base.as_str(), "https://api.example.org/");
+        assert_eq!(walk_with("", Some("http://127.0.0.1:9")).unwrap().api_base.as_str(), "http://127.0.0.1:9/");
+        assert_eq!(
+            walk_with("", Some("http://api.example.org")).unwrap_err(),
+            ["deploy-config/production.toml: APP_API_BASE (overriding app.api_base) is http://api.example.org: \
+                 plain http sends the bot tokens unencrypted; use https, or set app.allow_plain_http = true if \
+                 this network is trusted"]
+        );
+        let allowed = walk_with("allow_plain_http = true", Some("http://api.example.org")).unwrap();
+        assert_eq!(allowed.api_base.as_str(), "http://api.example.org/");
+        assert_eq!(
+            walk_with("allow_plain_http = true", Some("ftp://api.example.org")).unwrap_err(),
+            ["deploy-config/production.toml: APP_API_BASE (overriding app.api_base) `ftp://api.example.org` \
+              must be an http or https URL"]
+        );
     }
 }

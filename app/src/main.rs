@@ -50,6 +50,8 @@ mod exit {
     pub(crate) const STORAGE: u8 = 5;
     /// The listen address cannot be bound.
     pub(crate) const LISTEN: u8 = 6;
+    /// The environment file's content is not approved by its key's holder.
+    pub(crate) const UNAPPROVED: u8 = 7;
 }
 
 /// A multi-bot Telegram runner with a web dashboard.
@@ -59,7 +61,8 @@ mod exit {
 /// (default ./deploy-config) whose public key matches the key. APP_LISTEN,
 /// APP_DATA_DIR and APP_API_BASE override the file's [app] settings.
 ///
-/// Exit codes: 2 key, 3 configuration, 4 secrets, 5 storage, 6 listen address.
+/// Exit codes: 2 key, 3 configuration, 4 secrets, 5 storage, 6 listen address,
+/// 7 environment file not approved.
 #[derive(Debug, Parser)]
 #[command(name = "app", version, max_term_width = 100)]
 struct Cli {
@@ -167,6 +170,7 @@ fn open_environment(key: &SecretKey) -> Result<(EnvFile, Secrets), (u8, Vec<Stri
     boxcar_secrets::open_environment(key, &dir, env.as_deref()).map_err(|err| match err {
         boxcar_secrets::StartupError::Config(lines) => (exit::CONFIG, lines),
         boxcar_secrets::StartupError::Secrets(lines) => (exit::SECRETS, lines),
+        boxcar_secrets::StartupError::Unapproved(lines) => (exit::UNAPPROVED, lines),
     })
 }
 

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use toml_edit::{DocumentMut, Item, Table, value};
 
+use crate::approval::{self, APPROVAL_KEY, APPROVAL_TABLE, ApprovalKey, KeyPair, PREVIOUS_KEYS};
 use crate::error::Error;
-use crate::key::PublicKey;
+use crate::key::{KEY_FILE_LEN, PublicKey, SecretKey};
 use crate::sealed::SealedValue;
 
 /// An environment file opened for editing.
@@ -28,17 +29,25 @@ impl EnvDocument {
         let env = crate::file::env_of(path)?;
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                let doc = text.parse::<DocumentMut>().map_err(|e| Error::Toml {
-                    path: path.to_owned(),
-                    message: crate::file::toml_message(&text, e.message(), e.span()),
-                })?;
-                Ok(EnvDocument { path: path.to_owned(), env, doc, exists: true })
+                let doc = EnvDocument::parse(path, &text)?;
+                Ok(EnvDocument { exists: true, ..doc })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Ok(EnvDocument { path: path.to_owned(), env, doc: DocumentMut::new(), exists: false })
             }
             Err(source) => Err(Error::Read { path: path.to_owned(), source }),
         }
+    }
+
+    /// A document for `path` from `text` (which is not read from the file):
+    /// a file about to be written, to approve before it is.
+    pub fn parse(path: &Path, text: &str) -> Result<EnvDocument, Error> {
+        let env = crate::file::env_of(path)?;
+        let doc = text.parse::<DocumentMut>().map_err(|e| Error::Toml {
+            path: path.to_owned(),
+            message: crate::file::toml_message(text, e.message(), e.span()),
+        })?;
+        Ok(EnvDocument { path: path.to_owned(), env, doc, exists: false })
     }
 
     /// Whether the file existed when it was loaded.
@@ -102,6 +111,87 @@ impl EnvDocument {
         Ok(replaced)
     }
 
+    /// Approves the document's content with `key`, the environment's secret
+    /// key: sets `approval_key` to the key's, then writes `[approval]` with the
+    /// next serial, the signature and the fingerprint of every entry. Returns
+    /// the serial. Everything else in the file stays as it was.
+    pub fn approve(&mut self, key: &SecretKey) -> Result<u64, Error> {
+        let approval_key = ApprovalKey::of(key);
+        let root = self.doc.as_table_mut();
+        // A new key goes after the root's other values (beside `public_key`, which
+        // keygen writes first).
+        set_keeping_decor(root, APPROVAL_KEY, &approval_key.to_base64());
+        let previous =
+            root.get(APPROVAL_TABLE).and_then(|a| a.get("serial")).and_then(Item::as_integer).filter(|n| *n >= 1);
+        let serial = previous.map_or(1, |n| n as u64 + 1);
+        let table: toml::Table = self.render().parse().map_err(|e: toml::de::Error| Error::Toml {
+            path: self.path.clone(),
+            message: e.message().to_owned(),
+        })?;
+        let (signature, entries) = approval::sign(&self.env, &table, serial, key).map_err(|e| Error::Unapproved {
+            path: self.path.clone(),
+            env: self.env.clone(),
+            problem: e.into(),
+        })?;
+        let mut approval = Table::new();
+        approval.decor_mut().set_prefix(
+            "\n# Approval by the holder of this environment's secret key (`cargo xtask approve`).\n\
+             # Any change to the file above it (a setting, a value, a key) needs a new approval.\n",
+        );
+        approval.insert("serial", value(serial as i64));
+        approval.insert("signature", value(approval::signature_text(&signature)));
+        let mut listed = Table::new();
+        listed.decor_mut().set_prefix("# Fingerprints of what was approved, to name what changed since. Not signed.\n");
+        for (name, fp) in entries {
+            listed.insert(&name, value(fp));
+        }
+        approval.insert("entries", Item::Table(listed));
+        // Last in the file, below what it covers, with the comment it had.
+        let root = self.doc.as_table_mut();
+        if let Some(Item::Table(old)) = root.remove(APPROVAL_TABLE) {
+            *approval.decor_mut() = old.decor().clone();
+        }
+        let last = max_position(root).map_or(0, |p| p + 1);
+        approval.set_position(last);
+        if let Some(entries) = approval.get_mut("entries").and_then(Item::as_table_mut) {
+            entries.set_position(last + 1);
+        }
+        root.insert(APPROVAL_TABLE, Item::Table(approval));
+        Ok(serial)
+    }
+
+    /// Records that `old`, the environment's key until now, endorses `new`:
+    /// appends `old`'s pair and its signature over both pairs to
+    /// `[[previous_keys]]`. `rotate-key` does this before it approves.
+    pub fn endorse(&mut self, old: &SecretKey, new: &KeyPair) {
+        let old_pair = KeyPair::of(old);
+        let signature = approval::endorse(&self.env, old, new);
+        let mut entry = Table::new();
+        entry.insert("public_key", value(old_pair.public_key.to_base64()));
+        entry.insert("approval_key", value(old_pair.approval_key.to_base64()));
+        entry.insert("endorsement", value(approval::signature_text(&signature)));
+        let root = self.doc.as_table_mut();
+        if !root.contains_key(PREVIOUS_KEYS) {
+            let mut array = toml_edit::ArrayOfTables::new();
+            entry.decor_mut().set_prefix(
+                "\n# Earlier keys of this environment, oldest first; each endorsed the key after it\n\
+                 # (`cargo xtask rotate-key`), so `check` can follow the chain from the first key.\n",
+            );
+            array.push(entry);
+            root.insert(PREVIOUS_KEYS, Item::ArrayOfTables(array));
+        } else if let Some(array) = root.get_mut(PREVIOUS_KEYS).and_then(Item::as_array_of_tables_mut) {
+            array.push(entry);
+        }
+    }
+
+    /// Removes `[[previous_keys]]` and `[approval]`: a new key that no earlier
+    /// key endorses starts a new chain (`keygen --force`).
+    pub fn start_new_chain(&mut self) {
+        let root = self.doc.as_table_mut();
+        root.remove(PREVIOUS_KEYS);
+        root.remove(APPROVAL_TABLE);
+    }
+
     /// The document's text.
     pub fn render(&self) -> String {
         self.doc.to_string()
@@ -128,6 +218,20 @@ fn set_keeping_decor(table: &mut Table, key: &str, text: &str) {
             table.insert(key, new);
         }
     }
+}
+
+/// The highest position of any table header in `table`, nested ones too.
+fn max_position(table: &Table) -> Option<isize> {
+    let mut max = table.position();
+    for (_, item) in table.iter() {
+        let found = match item {
+            Item::Table(t) => max_position(t),
+            Item::ArrayOfTables(array) => array.iter().filter_map(max_position).max(),
+            _ => None,
+        };
+        max = max.max(found);
+    }
+    max
 }
 
 fn header(env: &str) -> String {
@@ -158,6 +262,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::io::Re
     tmp.persist(path).map_err(|e| e.error)?;
     // Make the rename itself durable.
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// `text`, the content of environment file `path` about to be written,
+/// approved by `key`: for programs that write environment files whole (a
+/// demo, tests).
+pub fn approved_text(path: &Path, text: &str, key: &SecretKey) -> Result<String, Error> {
+    let mut doc = EnvDocument::parse(path, text)?;
+    doc.approve(key)?;
+    Ok(doc.render())
+}
+
+/// Writes `key`'s key file at `path`: its base64 text and a newline, mode
+/// 0600, through a temporary file, never replacing an existing file. The one
+/// writer of key files; [`crate::read_key_file`] is the one reader.
+pub fn write_key_file(path: &Path, key: &SecretKey) -> std::io::Result<()> {
+    let text = key.to_key_file_text();
+    debug_assert_eq!(text.len(), KEY_FILE_LEN);
+    write_new_atomic(path, &text[..], 0o600)
 }
 
 /// Like [`write_atomic`], but fails if `path` exists: a key file is never

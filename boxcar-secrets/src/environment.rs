@@ -22,7 +22,8 @@ pub const IMAGE_CONFIG_DIR: &str = "/etc/boxcar/deploy-config";
 ///
 /// `Config`: no usable environment file (unreadable, none for the key,
 /// several for it). `Secrets`: the file names another key, or a value does
-/// not open. Each line is one problem, naming the file; no line holds secret
+/// not open. `Unapproved`: the file's content is not what the key's holder
+/// approved. Each line is one problem, naming the file; no line holds secret
 /// bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartupError {
@@ -30,13 +31,15 @@ pub enum StartupError {
     Config(Vec<String>),
     /// The key is not the environment's, or a sealed value does not open.
     Secrets(Vec<String>),
+    /// The file's content is not approved by the environment's key.
+    Unapproved(Vec<String>),
 }
 
 impl StartupError {
     /// One line per problem.
     pub fn lines(&self) -> &[String] {
         match self {
-            StartupError::Config(lines) | StartupError::Secrets(lines) => lines,
+            StartupError::Config(lines) | StartupError::Secrets(lines) | StartupError::Unapproved(lines) => lines,
         }
     }
 }
@@ -109,6 +112,9 @@ pub fn open_environment(key: &SecretKey, dir: &Path, env: Option<&str>) -> Resul
             }
         }
     };
+    // Approval before opening: a setting that was never approved could say
+    // where the opened values go.
+    file.approval_with(key).map_err(|e| StartupError::Unapproved(vec![e.to_string()]))?;
     let secrets = file.open_all(key).map_err(|err| match err {
         crate::Error::Secrets { path, failures } => {
             StartupError::Secrets(failures.iter().map(|f| format!("{}: {f}", path.display())).collect())
@@ -128,6 +134,13 @@ mod tests {
             text.push_str(&format!("{name} = \"{}\"\n", crate::seal(key.public_key(), env, name, value).unwrap()));
         }
         std::fs::write(env_file_path(dir, env), text).unwrap();
+        approve(dir, env, key);
+    }
+
+    fn approve(dir: &Path, env: &str, key: &SecretKey) {
+        let mut doc = crate::EnvDocument::load_or_new(&env_file_path(dir, env)).unwrap();
+        doc.approve(key).unwrap();
+        doc.write().unwrap();
     }
 
     #[test]
@@ -172,9 +185,32 @@ mod tests {
         let sealed = crate::seal(a.public_key(), "beta", "token", b"moved").unwrap();
         let text = format!("public_key = \"{}\"\n[secrets]\ntoken = \"{sealed}\"\n", a.public_key().to_base64());
         std::fs::write(dir.path().join("alpha.toml"), text).unwrap();
+        approve(dir.path(), "alpha", &a);
         let err = open_environment(&a, dir.path(), None).unwrap_err();
         assert!(matches!(&err, StartupError::Secrets(l) if l.len() == 1 && l[0].contains("secrets.token")), "{err}");
         assert!(!err.to_string().contains("moved"));
+    }
+
+    #[test]
+    fn unapproved_content_is_refused_before_any_value_is_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SecretKey::generate();
+        write(dir.path(), "alpha", &a, &[("token", b"one")]);
+        let path = env_file_path(dir.path(), "alpha");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("[secrets]", "[app]\napi_base = \"https://elsewhere\"\n[secrets]")).unwrap();
+        let err = open_environment(&a, dir.path(), None).unwrap_err();
+        let StartupError::Unapproved(lines) = &err else { panic!("{err}") };
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].starts_with(&format!("{}: is not approved as it is: changed since it was approved: app.api_base;", path.display())), "{err}");
+        assert_eq!(err.lines(), &lines[..]);
+        // Approved again, it opens.
+        approve(dir.path(), "alpha", &a);
+        assert!(open_environment(&a, dir.path(), Some("alpha")).is_ok());
+        // Never approved at all.
+        std::fs::write(&path, format!("public_key = \"{}\"\n", a.public_key().to_base64())).unwrap();
+        let err = open_environment(&a, dir.path(), Some("alpha")).unwrap_err();
+        assert!(matches!(&err, StartupError::Unapproved(l) if l[0].contains("no `approval_key`")), "{err}");
     }
 
     #[test]
@@ -185,6 +221,8 @@ mod tests {
         let err = StartupError::Secrets(vec!["only".to_owned()]);
         assert_eq!(err.lines(), ["only"]);
         assert_eq!(err.to_string(), "only");
+        let err = StartupError::Unapproved(vec!["this".to_owned()]);
+        assert_eq!(err.lines(), ["this"]);
     }
 
     #[test]

@@ -22,6 +22,13 @@ pub enum KeyError {
         /// How many bytes it decoded to.
         found: usize,
     },
+    /// A public key that is not the one encoding of its point (bit 255 set, or
+    /// at or above 2^255 - 19).
+    #[error("is not a canonical X25519 public key (no key pair has it)")]
+    NonCanonical,
+    /// A public key of small order: anything sealed to it can be opened by anyone.
+    #[error("is a point of small order, not a real public key: anything sealed to it could be opened by anyone")]
+    SmallOrder,
 }
 
 /// A sealed value's text that cannot be parsed (no key needed to tell).
@@ -206,6 +213,16 @@ pub enum Error {
         expected: KeyId,
         /// Key id of the key given.
         given: KeyId,
+    },
+    /// The content is not approved by the environment's key.
+    #[error("{}: {problem}; {}", path.display(), problem.hint(env))]
+    Unapproved {
+        /// The file.
+        path: PathBuf,
+        /// Its environment.
+        env: String,
+        /// Why it is not approved.
+        problem: crate::approval::ApprovalError,
     },
     /// One or more secrets cannot be opened; none were returned.
     #[error("{}: {} cannot be opened:{}", path.display(), plural(failures.len()), list(failures))]

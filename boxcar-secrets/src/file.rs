@@ -108,6 +108,43 @@ impl EnvFile {
         &self.table
     }
 
+    /// Checks the file's approval without any secret: the approval key, the
+    /// signature over the content, and the endorsements of the key chain.
+    pub fn approval(&self) -> Result<crate::approval::Approved, Error> {
+        crate::approval::verify(&self.env, &self.table).map_err(|problem| self.unapproved(problem))
+    }
+
+    /// Checks the file's approval as a service holding `key` does: the
+    /// approval key must be the one `key` derives, then as [`EnvFile::approval`].
+    pub fn approval_with(&self, key: &SecretKey) -> Result<crate::approval::Approved, Error> {
+        crate::approval::verify_with(&self.env, &self.table, key).map_err(|problem| self.unapproved(problem))
+    }
+
+    /// What a service does with its key: checks that `key` is this file's,
+    /// that its holder approved the content ([`EnvFile::approval_with`]), then
+    /// opens every value ([`EnvFile::open_all`]).
+    pub fn open_approved(&self, key: &SecretKey) -> Result<Secrets, Error> {
+        self.check_key(key)?;
+        self.approval_with(key)?;
+        self.open_all(key)
+    }
+
+    fn check_key(&self, key: &SecretKey) -> Result<(), Error> {
+        if key.public_key() != &self.public_key {
+            return Err(Error::WrongKey {
+                path: self.path.clone(),
+                env: self.env.clone(),
+                expected: self.public_key.key_id(),
+                given: key.key_id(),
+            });
+        }
+        Ok(())
+    }
+
+    fn unapproved(&self, problem: crate::approval::ApprovalError) -> Error {
+        Error::Unapproved { path: self.path.clone(), env: self.env.clone(), problem }
+    }
+
     /// Every problem that can be found without the secret key: names, shapes,
     /// versions, base64, and values sealed to another key than this file's.
     pub fn problems(&self) -> Vec<SecretFailure> {
@@ -118,14 +155,7 @@ impl EnvFile {
     /// listing every failing name. The key is checked against the file's public
     /// key first, so a wrong key is never reported as tampering.
     pub fn open_all(&self, key: &SecretKey) -> Result<Secrets, Error> {
-        if key.public_key() != &self.public_key {
-            return Err(Error::WrongKey {
-                path: self.path.clone(),
-                env: self.env.clone(),
-                expected: self.public_key.key_id(),
-                given: key.key_id(),
-            });
-        }
+        self.check_key(key)?;
         let mut values = BTreeMap::new();
         let mut failures = Vec::new();
         for (name, raw) in &self.secrets {

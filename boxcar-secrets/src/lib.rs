@@ -25,6 +25,7 @@
 //! # let _ = (file, api_key); Ok(()) }
 //! ```
 
+pub mod approval;
 mod environment;
 mod error;
 mod file;
@@ -32,22 +33,25 @@ mod intake;
 mod key;
 mod names;
 mod sealed;
+mod show;
 mod value;
 
 #[cfg(feature = "seal")]
 mod edit;
 
+pub use approval::{ApprovalError, ApprovalKey, Approved, KeyPair};
 pub use environment::{DEPLOY_ENV, IMAGE_CONFIG_DIR, StartupError, default_config_dir, open_environment};
 pub use error::{Error, IntakeError, KeyError, OpenError, ParseError, SecretFailure, SecretProblem};
 pub use file::{EnvFile, Secrets, env_file_path, env_files, env_of};
 pub use intake::{Intake, KeySource, SECRET_KEY, SECRET_KEY_FILE, proc_environ_contains, read_key_file, take_from_env};
-pub use key::{KEY_LEN, KeyId, PublicKey, SecretKey};
+pub use key::{KEY_FILE_LEN, KEY_LEN, KeyId, PublicKey, SecretKey};
 pub use names::{MAX_ENV_LEN, MAX_NAME_LEN, check_env_name, check_secret_name};
 pub use sealed::{MAX_VALUE_LEN, PREFIX, SealedValue, VERSION};
+pub use show::escape;
 pub use value::SecretValue;
 
 #[cfg(feature = "seal")]
-pub use edit::{EnvDocument, write_atomic, write_new_atomic};
+pub use edit::{EnvDocument, approved_text, write_atomic, write_key_file, write_new_atomic};
 #[cfg(feature = "seal")]
 pub use error::SealError;
 #[cfg(feature = "seal")]

@@ -110,7 +110,7 @@ pub fn run(_sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
             file.env()
         );
     }
-    let secrets = file.open_all(&key).context("nothing was changed")?;
+    let secrets = file.open_approved(&key).context("nothing was changed")?;
     eprintln!("environment `{}`: key id {}, {} secret(s) open", file.env(), key.key_id(), secrets.len());
     drop(secrets);
     if args.replicas == 0 {

@@ -62,7 +62,7 @@ pub fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
         );
     }
     let key = ctx.secret_key(&file, args.key_file.as_deref())?;
-    file.open_all(&key).context("nothing was started")?;
+    file.open_approved(&key).context("nothing was started")?;
     let publish = match &args.publish {
         Some(text) => Publish::parse(text)?,
         None => Publish { address: Some("127.0.0.1".to_owned()), port: service.port },

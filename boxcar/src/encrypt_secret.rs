@@ -16,7 +16,8 @@ use crate::project::{Context, EnvArg};
 /// echo. Newline policy: exactly one trailing "\n" (or "\r\n") is removed,
 /// because `echo` and editors add one; other whitespace is kept.
 /// Only the line `NAME = "sealed:…"` under [secrets] changes; every other byte
-/// of the file stays as it was.
+/// of the file stays as it was. Sealing needs no secret key, so the file is
+/// left unapproved: a key holder approves it with `cargo xtask approve`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -70,6 +71,12 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
         ctx.show(file.path()),
         value.len(),
         key.key_id()
+    );
+    println!(
+        "not approved yet: services refuse to start on {} until a holder of the secret key reviews it and runs \
+         `cargo xtask approve --env {}`",
+        ctx.show(file.path()),
+        args.at.env
     );
     Ok(())
 }

@@ -402,7 +402,7 @@ fn needles(ctx: &mut Context, key_files: &[PathBuf]) -> anyhow::Result<Vec<check
             }
             bail!("{msg}");
         };
-        let secrets = file.open_all(&key)?;
+        let secrets = file.open_approved(&key)?;
         for (name, value) in secrets.iter() {
             if value.len() < MIN_NEEDLE {
                 eprintln!(

@@ -35,6 +35,7 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     let path = ctx.env_path(&args.at.env);
     let mut doc = EnvDocument::load_or_new(&path)?;
     let stale = doc.secret_names();
+    let replaced = doc.public_key_text().is_some();
     if let Some(existing) = doc.public_key_text() {
         let id = boxcar_secrets::PublicKey::from_base64(existing)
             .map(|k| k.key_id().to_string())
@@ -63,6 +64,14 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     keys::write_key_file(&out, &key)?;
 
     doc.set_public_key(key.public_key());
+    // No earlier key vouches for this one: its chain starts here.
+    doc.start_new_chain();
+    // The new key approves what it was made with; for a new file, that is
+    // just the key itself.
+    if let Err(err) = doc.approve(&key) {
+        keys::forget_unused_key(&path, &key, &out);
+        return Err(err).with_context(|| format!("approving {}", ctx.show(&path)));
+    }
     if let Err(err) = doc.write() {
         keys::forget_unused_key(&path, &key, &out);
         return Err(err).with_context(|| format!("writing {}", ctx.show(&path)));
@@ -73,6 +82,14 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     println!("  key id      {id}");
     println!("  public key  {} ({verb}, `public_key`)", ctx.show(&path));
     println!("  secret key  {} (mode 0600)", out.display());
+    println!("  approved    with approval key {}", boxcar_secrets::ApprovalKey::of(&key).key_id());
+    if args.force && replaced {
+        eprintln!(
+            "warning: the old key did not endorse the new one (only `rotate-key` can, with the old key): \
+             `cargo xtask check` reports this change as an unendorsed key until CI compares against a later base \
+             (`check --base <this commit>`); review it like a replaced key"
+        );
+    }
     if args.force && !stale.is_empty() {
         eprintln!(
             "warning: {} value(s) in {} were sealed to the old key and cannot be opened with the new one: {}; \

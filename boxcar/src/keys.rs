@@ -1,5 +1,5 @@
 //! Where secret keys live: the key folder, key files (written 0600, never
-//! replaced), the work-tree boundary, and finding keys written into files.
+//! replaced), the work-tree boundary.
 
 use std::path::{Path, PathBuf};
 
@@ -77,9 +77,7 @@ pub fn write_key_file(path: &Path, key: &SecretKey) -> anyhow::Result<()> {
             .create(dir)
             .with_context(|| format!("creating {}", dir.display()))?;
     }
-    let mut text = key.to_base64();
-    text.push('\n');
-    boxcar_secrets::write_new_atomic(path, text.as_bytes(), 0o600).with_context(|| {
+    boxcar_secrets::write_key_file(path, key).with_context(|| {
         if path.exists() {
             format!("{} already exists; choose another --out or remove it first", path.display())
         } else {
@@ -105,58 +103,9 @@ pub fn forget_unused_key(env_file: &Path, key: &SecretKey, key_file: &Path) {
     }
 }
 
-/// Every X25519 key written in base64 in `data` (padded or not, bare or as in
-/// `SECRET_KEY=<key>`), with the line (from 1) it is on.
-///
-/// Splits on everything outside the base64 alphabet, `=` included, so a key
-/// after `NAME=` or before its own padding is a run of exactly 43 characters.
-pub fn base64_keys(data: &[u8]) -> Vec<(usize, SecretKey)> {
-    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-    const LENIENT: GeneralPurpose = GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-    );
-    let is_b64 = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/');
-    let mut found = Vec::new();
-    let mut offset = 0;
-    for run in data.split(|b| !is_b64(b)) {
-        if run.len() == 43 {
-            let decoded = base64::Engine::decode(&LENIENT, run).map(zeroize::Zeroizing::new);
-            if let Ok(bytes) = decoded
-                && let Ok(raw) = <[u8; 32]>::try_from(&bytes[..])
-            {
-                let line = data[..offset].iter().filter(|b| **b == b'\n').count() + 1;
-                found.push((line, SecretKey::from_bytes(zeroize::Zeroizing::new(raw))));
-            }
-        }
-        offset += run.len() + 1;
-    }
-    found
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_keys_however_they_are_written() {
-        let key = SecretKey::generate();
-        let b64 = key.to_base64();
-        let bare = b64.trim_end_matches('=');
-        for text in [
-            format!("x {} y", &*b64),
-            format!("SECRET_KEY={}", &*b64),
-            format!("- SECRET_KEY={bare}\n"),
-            format!("key: \"{}\"", &*b64),
-            format!("[\"SECRET_KEY={}\"]", &*b64),
-        ] {
-            let found = base64_keys(format!("first line\n{text}").as_bytes());
-            assert_eq!(found.len(), 1, "{text}");
-            assert_eq!(found[0].0, 2);
-            assert_eq!(found[0].1.public_key(), key.public_key());
-        }
-        assert!(base64_keys(format!("x{}", &*b64).as_bytes()).is_empty());
-    }
 
     #[test]
     fn work_tree_boundary() {

@@ -26,11 +26,14 @@ pub mod dev;
 pub mod engine;
 pub mod image;
 pub mod keys;
+pub mod leaks;
 pub mod plan;
 pub mod project;
 pub mod service_cmd;
 pub mod show;
+pub mod trust;
 
+mod approve;
 pub mod check;
 mod encrypt_secret;
 mod keygen;
@@ -48,6 +51,7 @@ pub use project::{Context, EnvKey, ServiceArg};
 pub enum Command {
     Keygen(keygen::Args),
     EncryptSecret(encrypt_secret::Args),
+    Approve(approve::Args),
     Check(check::Args),
     Verify(verify::Args),
     RotateKey(rotate_key::Args),
@@ -67,6 +71,7 @@ impl Command {
         match self {
             Command::Keygen(args) => keygen::run(ctx, args),
             Command::EncryptSecret(args) => encrypt_secret::run(ctx, args),
+            Command::Approve(args) => approve::run(ctx, args),
             Command::Check(args) => check::run(sh, ctx, args),
             Command::Verify(args) => verify::run(ctx, args),
             Command::RotateKey(args) => rotate_key::run(ctx, args),

@@ -23,7 +23,7 @@ pub struct Args {
 
 pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     let (file, key) = ctx.open(&args.open)?;
-    let secrets = file.open_all(&key)?;
+    let secrets = file.open_approved(&key)?;
 
     let width = secrets.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
     let mut summary =

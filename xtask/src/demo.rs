@@ -196,7 +196,7 @@ fn demo_environment(sh: &Shell, ctx: &Context) -> anyhow::Result<SecretKey> {
         let key_path = keys::default_key_path(ENV, file.public_key().key_id())?;
         if key_path.exists() {
             let key = boxcar_secrets::read_key_file(&key_path, "the demo's key file")?.key;
-            if key.public_key() == file.public_key() && file.open_all(&key).is_ok() {
+            if key.public_key() == file.public_key() && file.open_approved(&key).is_ok() {
                 eprintln!("demo environment: {} with key {}", ctx.show(&path), key_path.display());
                 return Ok(key);
             }
@@ -245,16 +245,21 @@ fn demo_environment(sh: &Shell, ctx: &Context) -> anyhow::Result<SecretKey> {
          # only here (so this file is in .gitignore). The bot token is made up: the demo's Bot API\n\
          # is a stand-in on the demo's Docker network.\n\
          public_key = \"{}\"\n\n[secrets]\ndemo_token = \"{sealed}\"\n\n\
-         [app]\napi_base = \"http://{API_ALIAS}:{STANDIN_PORT}\"\npoll_timeout = 20\n\n\
+         [app]\napi_base = \"http://{API_ALIAS}:{STANDIN_PORT}\"\n\
+         # The stand-in is on the demo's own Docker network, not loopback, and serves plain http;\n\
+         # the token is made up. A real environment uses https and leaves this out.\n\
+         allow_plain_http = true\npoll_timeout = 20\n\n\
          [[bots]]\nname = \"demo\"\ntoken_secret = \"demo_token\"\nadmins = [{CHAT_USER_ID}]\n",
         key.public_key().to_base64()
     );
+    // The key that made the file approves it, as keygen does.
+    let text = boxcar_secrets::approved_text(&path, &text, &key)?;
     if let Err(e) = boxcar_secrets::write_new_atomic(&path, text.as_bytes(), 0o644) {
         let _ = std::fs::remove_file(&key_path);
         return Err(e).with_context(|| format!("writing {}", ctx.show(&path)));
     }
     let file = EnvFile::load(&path)?;
-    file.open_all(&key).context("the demo environment just written does not open")?;
+    file.open_approved(&key).context("the demo environment just written does not open")?;
     eprintln!("demo environment: created {} (key {}, key file {})", ctx.show(&path), key.key_id(), key_path.display());
     Ok(key)
 }

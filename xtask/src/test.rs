@@ -64,6 +64,14 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
         python = Some(ensure_venv(sh, &ctx.root)?);
         Ok(())
     });
+    // The approval vectors come from an implementation written from docs/FORMAT.md alone.
+    step("python approval vectors", &mut || {
+        let Some(python) = &python else { bail!("no Python venv") };
+        let _dir = sh.push_dir(&ctx.root);
+        cmd!(sh, "{python} tests/python/make_approval_vectors.py --check").run()?;
+        cmd!(sh, "{python} tests/python/approval.py check-vectors boxcar-secrets/vectors/approval-v1.toml").run()?;
+        Ok(())
+    });
     step("cargo test", &mut || {
         let _env = python.as_ref().map(|p| sh.push_env("BOXCAR_PYTHON", p));
         Ok(cmd!(sh, "cargo test --workspace --locked --no-fail-fast").run()?)

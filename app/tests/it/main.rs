@@ -42,8 +42,7 @@ impl TestEnv {
         let data = tempfile::tempdir().unwrap();
         let key = SecretKey::generate();
         let key_file = config.path().join("test.key");
-        std::fs::write(&key_file, format!("{}\n", &*key.to_base64())).unwrap();
-        std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        boxcar_secrets::write_key_file(&key_file, &key).unwrap();
 
         let mut text = format!(
             "public_key = \"{}\"\n\n[app]\napi_base = \"{api_base}\"\npoll_timeout = 2\n\
@@ -70,12 +69,20 @@ impl TestEnv {
             let v = boxcar_secrets::seal(key.public_key(), "test", &name, value.as_bytes()).unwrap();
             text.push_str(&format!("{name} = \"{v}\"\n"));
         }
-        std::fs::write(config.path().join("test.toml"), text).unwrap();
+        let path = config.path().join("test.toml");
+        std::fs::write(&path, boxcar_secrets::approved_text(&path, &text, &key).unwrap()).unwrap();
         TestEnv { config, data, key_file, key, secrets: plain }
     }
 
     pub(crate) fn env_file(&self) -> PathBuf {
         self.config.path().join("test.toml")
+    }
+
+    /// Writes `text` as the environment file, approved by the key (what a
+    /// key holder's `cargo xtask approve` does after an edit).
+    pub(crate) fn write(&self, text: impl AsRef<str>) {
+        let path = self.env_file();
+        std::fs::write(&path, boxcar_secrets::approved_text(&path, text.as_ref(), &self.key).unwrap()).unwrap();
     }
 
     /// The app command, with the key given as a file.

@@ -148,6 +148,91 @@ async fn tampered_missing_and_misconfigured() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn plain_http_to_another_host_refuses_to_start() {
+    let standin = StandIn::start().await.unwrap();
+    let env = env(&standin);
+    let original = std::fs::read_to_string(env.env_file()).unwrap();
+    let file = env.env_file().display().to_string();
+    let api_base = format!("api_base = \"{}\"", standin.base_url());
+    let advice = "use https, or set app.allow_plain_http = true if this network is trusted";
+
+    // In the file: the tokens would go out in clear text on the first call.
+    std::fs::write(env.env_file(), original.replace(&api_base, "api_base = \"http://api.example.org\"")).unwrap();
+    let r = refuse(env.command());
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "error: {file}: app.api_base is http://api.example.org: plain http sends the bot tokens unencrypted; \
+             {advice}\n"
+        )
+    );
+
+    // From APP_API_BASE, over a file that is fine.
+    std::fs::write(env.env_file(), &original).unwrap();
+    let mut cmd = env.command();
+    cmd.env("APP_API_BASE", "http://api.example.org:8081");
+    let r = refuse(cmd);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "error: {file}: APP_API_BASE (overriding app.api_base) is http://api.example.org:8081: plain http \
+             sends the bot tokens unencrypted; {advice}\n"
+        )
+    );
+
+    // public_url: Telegram would send the webhook secret token and every
+    // update there in clear text.
+    let public = original.replace("[app]\n", "[app]\npublic_url = \"http://bots.example.org\"\n");
+    std::fs::write(env.env_file(), public).unwrap();
+    let r = refuse(env.command());
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "error: {file}: app.public_url is http://bots.example.org: plain http sends the webhook secret token \
+             and every update unencrypted; {advice}\n"
+        )
+    );
+
+    // Not an allowance that a wrong type sneaks through.
+    let typo = original
+        .replace(&api_base, "api_base = \"http://api.example.org\"")
+        .replace("[app]\n", "[app]\nallow_plain_http = \"true\"\n");
+    std::fs::write(env.env_file(), typo).unwrap();
+    let r = refuse(env.command());
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.starts_with(&format!("error: {file}: app.allow_plain_http must be true or false")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stderr.lines().count(), 2, "{}", r.stderr);
+
+    std::fs::write(env.env_file(), &original).unwrap();
+    assert_eq!(standin.calls(TOKEN, "getMe"), 0, "a bot started");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn allow_plain_http_lets_a_webhook_be_set_over_http() {
+    let standin = StandIn::start().await.unwrap();
+    standin.add_bot(TOKEN, "startup_bot");
+    let bot = BotSpec { name: "one", token: TOKEN, extra: "mode = \"webhook\"\nwebhook_secret = \"one_hook\"" };
+    let env = TestEnv::new(
+        &standin.base_url(),
+        &[bot],
+        "public_url = \"http://bots.example.test/\"\nallow_plain_http = true",
+        &[("one_hook", "hook_secret_0123456789")],
+    );
+    let app = env.start();
+    assert!(app.wait_log("webhook set", Duration::from_secs(10)).await, "{}", app.logs());
+    let (url, _) = standin.webhook(TOKEN).unwrap();
+    assert_eq!(url, "http://bots.example.test/telegram/one");
+    app.assert_no_secrets();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn two_environments_with_one_key_are_ambiguous() {
     let standin = StandIn::start().await.unwrap();
     let env = env(&standin);
@@ -251,6 +336,16 @@ fn check_config_finds_what_startup_would_refuse_without_a_key() {
     assert_eq!(lines.len(), 2, "{err}");
     assert!(lines[0].ends_with("app.poll_timeout is 60; use 1 to 50 seconds (Telegram holds a poll at most 50 s; 25 to 50 keeps the requests few in production)"), "{err}");
     assert!(lines[1].ends_with("app.send_timeout is 0; use 1 to 120 seconds (default 20)"), "{err}");
+    // Plain http to a host that is not this machine: refused without the key
+    // too, so `check` and `deploy` catch it before an image runs.
+    let plain = text.replace("http://127.0.0.1:9", "http://api.example.org");
+    std::fs::write(&file, &plain).unwrap();
+    let (code, _, err) = subcommand(&["check-config"], &file);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.ends_with("app.api_base is http://api.example.org: plain http sends the bot tokens unencrypted; use https, or set app.allow_plain_http = true if this network is trusted\n"), "{err}");
+    std::fs::write(&file, plain.replace("[app]\n", "[app]\nallow_plain_http = true\n")).unwrap();
+    let (code, _, err) = subcommand(&["check-config"], &file);
+    assert_eq!((code, err.as_str()), (0, ""));
     let (code, _, err) = subcommand(&["check-config"], &good.config.path().join("missing.toml"));
     assert_eq!(code, 3);
     assert!(err.contains("cannot read"), "{err}");

@@ -130,6 +130,7 @@ fn file_kind(e: &Error) -> &'static str {
         Error::SecretsNotATable { .. } => "Error::SecretsNotATable",
         Error::WrongKey { .. } => "Error::WrongKey",
         Error::Secrets { .. } => "Error::Secrets",
+        Error::Unapproved { .. } => "Error::Unapproved",
     }
 }
 

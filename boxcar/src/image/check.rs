@@ -132,7 +132,8 @@ pub fn check_archive(
     Ok(report)
 }
 
-/// Looks for every needle, and for base64 secret keys of known environments.
+/// Looks for every needle, and for secret keys of known environments however
+/// they are written (`leaks::candidates`).
 fn scan(place: &str, data: &[u8], needles: &[Needle], public_keys: &[(String, PublicKey)], problems: &mut Vec<String>) {
     for needle in needles {
         if !needle.bytes.is_empty() && data.windows(needle.bytes.len()).any(|w| w == &needle.bytes[..]) {
@@ -142,9 +143,9 @@ fn scan(place: &str, data: &[u8], needles: &[Needle], public_keys: &[(String, Pu
     if public_keys.is_empty() {
         return;
     }
-    for (_, key) in crate::keys::base64_keys(data) {
-        if let Some((env, _)) = public_keys.iter().find(|(_, pk)| pk == key.public_key()) {
-            problems.push(format!("{place} contains the secret key of environment `{env}`"));
+    for found in crate::leaks::candidates(data) {
+        if let Some((env, _)) = public_keys.iter().find(|(_, pk)| *pk == found.public_key) {
+            problems.push(format!("{place} contains the secret key of environment `{env}` (as {})", found.encoding));
         }
     }
 }

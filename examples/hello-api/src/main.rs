@@ -33,6 +33,7 @@ mod exit {
     pub(crate) const CONFIG: u8 = 3;
     pub(crate) const SECRETS: u8 = 4;
     pub(crate) const LISTEN: u8 = 6;
+    pub(crate) const UNAPPROVED: u8 = 7;
 }
 
 struct AppState {
@@ -55,6 +56,7 @@ fn main() -> ExitCode {
         Ok(opened) => opened,
         Err(boxcar_secrets::StartupError::Config(lines)) => return fail(exit::CONFIG, &lines),
         Err(boxcar_secrets::StartupError::Secrets(lines)) => return fail(exit::SECRETS, &lines),
+        Err(boxcar_secrets::StartupError::Unapproved(lines)) => return fail(exit::UNAPPROVED, &lines),
     };
     drop(intake);
     let Some(api_key) = secrets.get(API_KEY).filter(|v| !v.is_empty()) else {

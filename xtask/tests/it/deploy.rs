@@ -297,6 +297,7 @@ fn deploy_standalone_then_swarm() {
     let text = std::fs::read_to_string(&hook_file).unwrap();
     let hook_settings = "\n[app]\napi_base = \"http://127.0.0.1:9\"\n\n[[bots]]\nname = \"dhook\"\ntoken_secret = \"dhook_token\"\nmode = \"webhook\"\nwebhook_secret = \"dhook_webhook\"\n";
     std::fs::write(&hook_file, format!("{text}{hook_settings}")).unwrap();
+    checkout.approve("dhook");
     checkout.commit();
     checkout.run(&["image", "--repo", &repo]).ok();
     let v1 = format!("{repo}:latest");
@@ -701,6 +702,7 @@ impl Hello {
         checkout.run(&["keygen", "--service", "hello-api", "--env", "production"]).ok();
         let mut seal = checkout.cmd(&["encrypt-secret", "--service", "hello-api", "--env", "hello", "api_key"]);
         Repo::run_with(&mut seal, HELLO_KEY.as_bytes()).ok();
+        checkout.approve_service("hello-api", "hello");
     }
 
     /// Its image, checked, and a v2 and a broken variant.

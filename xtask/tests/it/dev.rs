@@ -93,6 +93,7 @@ fn dev_replaces_the_running_version_on_each_change() {
     checkout.run(&["keygen", "--service", "hello-api", "--env", "hello"]).ok();
     let mut seal = checkout.cmd(&["encrypt-secret", "--service", "hello-api", "--env", "hello", "api_key"]);
     Repo::run_with(&mut seal, API_KEY.as_bytes()).ok();
+    checkout.approve_service("hello-api", "hello");
     checkout.commit();
     let name = format!("devtest-{pid}");
     let repo = format!("boxcar-devtest-{pid}");
@@ -162,6 +163,7 @@ fn dev_without_an_engine_says_so_before_building() {
     checkout.run(&["keygen", "--service", "hello-api", "--env", "hello"]).ok();
     let mut seal = checkout.cmd(&["encrypt-secret", "--service", "hello-api", "--env", "hello", "api_key"]);
     Repo::run_with(&mut seal, API_KEY.as_bytes()).ok();
+    checkout.approve_service("hello-api", "hello");
     let mut cmd = checkout.cmd(&["dev", "--service", "hello-api", "--env", "hello", "--rounds", "1"]);
     cmd.env("DOCKER_HOST", format!("unix://{}/no-such.sock", checkout.keys.path().display()));
     let run = Repo::run_with(&mut cmd, b"").fails();

@@ -132,6 +132,7 @@ impl Repo {
         for (name, value) in secrets {
             self.run_stdin(&["encrypt-secret", "--env", env, name], value.as_bytes()).ok();
         }
+        self.run(&["approve", "--env", env, "--yes"]).ok();
     }
 }
 
@@ -193,6 +194,7 @@ impl Checkout {
         let env_file = c.env_file();
         let text = std::fs::read_to_string(&env_file).unwrap();
         std::fs::write(&env_file, format!("{text}{settings}")).unwrap();
+        c.approve(env);
         c.commit();
         c
     }
@@ -225,6 +227,16 @@ impl Checkout {
     pub(crate) fn commit(&self) {
         git(self.dir.path(), &["add", "-A"]);
         git(self.dir.path(), &["commit", "-qm", "scratch"]);
+    }
+
+    /// `approve --yes` for `env`: what a key holder does after a change.
+    pub(crate) fn approve(&self, env: &str) {
+        self.run(&["approve", "--env", env, "--yes"]).ok();
+    }
+
+    /// `approve --yes` for `service`'s environment `env`.
+    pub(crate) fn approve_service(&self, service: &str, env: &str) {
+        self.run(&["approve", "--service", service, "--env", env, "--yes"]).ok();
     }
 
     pub(crate) fn seal(&self, name: &str, value: &str) {

@@ -1,6 +1,8 @@
 //! keygen, encrypt-secret, check, verify and rotate-key, with their bad inputs.
 
-use crate::{Repo, mode};
+use boxcar_secrets::SecretKey;
+
+use crate::{Repo, git, mode, xtask};
 
 const TOKEN: &str = "110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
 
@@ -302,4 +304,213 @@ fn rotate_key_failure_changes_nothing() {
 fn id_of(key_file: &std::path::Path) -> String {
     let stem = key_file.file_stem().unwrap().to_str().unwrap();
     stem.rsplit('-').next().unwrap().to_owned()
+}
+
+/// The `error: ` lines of a run that contain `part`.
+fn errors_with(run: &crate::Run, part: &str) -> Vec<String> {
+    run.stdout.lines().filter(|l| l.starts_with("error: ") && l.contains(part)).map(str::to_owned).collect()
+}
+
+fn commit(repo: &Repo, message: &str) {
+    git(repo.root.path(), &["add", "-A"]);
+    git(repo.root.path(), &["commit", "-qm", message]);
+}
+
+/// What `check` says to do about a current key, after its own prefix.
+const RENEW: &str = "where it was issued (revoke and reissue the token, regenerate the API key, change the password) \
+                     and seal the new value with `cargo xtask encrypt-secret --env production NAME`";
+
+#[test]
+fn check_finds_keys_in_hex_url_safe_base64_and_kubernetes_secrets() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let repo = Repo::new();
+    // Made here, with a URL-safe form that differs from its standard one.
+    let (key, raw) = loop {
+        let key = SecretKey::generate();
+        let raw = STANDARD.decode(&*key.to_base64()).unwrap();
+        if URL_SAFE_NO_PAD.encode(&raw).contains(['-', '_']) {
+            break (key, raw);
+        }
+    };
+    std::fs::write(repo.env_file("production"), format!("public_key = \"{}\"\n", key.public_key().to_base64()))
+        .unwrap();
+    repo.run_stdin(&["encrypt-secret", "--env", "production", "api_key"], b"v").ok();
+    let hex: String = raw.iter().map(|b| format!("{b:02X}")).collect();
+    std::fs::write(repo.path("key.hex"), format!("# backup\nkey = {hex}\n")).unwrap();
+    let url = URL_SAFE_NO_PAD.encode(&raw);
+    std::fs::write(repo.path("key.url"), format!("SECRET_KEY={url}\n")).unwrap();
+    // A Kubernetes Secret made from the key file: base64 of its text.
+    let wrapped = STANDARD.encode(format!("{}\n", &*key.to_base64()));
+    std::fs::write(
+        repo.path("secret.yaml"),
+        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: key\ndata: {{SECRET_KEY: {wrapped}}}\n"),
+    )
+    .unwrap();
+
+    let run = repo.run(&["check"]).fails();
+    let id = key.key_id();
+    let expect = [
+        ("key.hex:2", "hex"),
+        ("key.url:1", "URL-safe base64"),
+        ("secret.yaml:5", "base64 of a text that holds it (as a Kubernetes Secret's `data` holds a key file)"),
+    ]
+    .map(|(at, how)| {
+        format!(
+            "error: {at}: the secret key of environment `production` (key id {id}, written as {how}) is in this file: \
+             whoever can read it can open every value sealed to this key, in every commit; remove it, run \
+             `cargo xtask rotate-key --env production`, then change each credential sealed to it (`api_key`) {RENEW}: \
+             rotating alone seals the same credentials again, and the old sealed values stay readable in git history \
+             with this key"
+        )
+    });
+    assert_eq!(errors_with(&run, "the secret key of"), expect, "{}", run.stdout);
+    for secret in [hex.as_str(), &url, &wrapped, &key.to_base64()] {
+        assert!(!run.all().contains(secret), "the key was printed");
+    }
+}
+
+#[test]
+fn check_finds_the_secret_key_of_a_retired_public_key() {
+    let repo = Repo::new();
+    repo.env_with("production", &[("token", TOKEN)]);
+    commit(&repo, "production");
+    let old_key = repo.key_file("production");
+    let old_id = id_of(&old_key);
+    let run = repo.run(&["rotate-key", "--env", "production"]).ok();
+    assert!(
+        run.stdout.contains(
+            "The same credentials were sealed again: if the old key leaked, it still opens them in git history.\n\
+             After a leak, also change each one where it was issued (token) and seal the new value with \
+             `cargo xtask encrypt-secret --env production NAME`.\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    commit(&repo, "rotate");
+    let run = repo.run(&["check"]).ok();
+    assert!(
+        run.stdout.contains(
+            "ok  no secret key of any environment in 1 tracked file(s) (1 current and 1 retired key(s) looked for)"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("note: "), "{}", run.stdout);
+
+    let old = std::fs::read_to_string(&old_key).unwrap();
+    std::fs::write(repo.path("notes.txt"), format!("the old key, unused now:\n{old}")).unwrap();
+    commit(&repo, "notes");
+    let run = repo.run(&["check"]).fails();
+    let expect = format!(
+        "error: notes.txt:2: the secret key of environment `production`'s retired key {old_id} (written as base64) \
+         is in this file: it still opens every value sealed to it in git history; remove it, then change each \
+         credential sealed to it (`token`) {RENEW}: `rotate-key` would not help, it seals the same credentials again"
+    );
+    assert_eq!(errors_with(&run, ""), [expect], "{}", run.stdout);
+}
+
+#[test]
+fn check_outside_git_knows_retired_keys_from_previous_keys_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (current, old) = (SecretKey::generate(), SecretKey::generate());
+    std::fs::create_dir(dir.path().join("deploy-config")).unwrap();
+    std::fs::write(
+        dir.path().join("deploy-config/production.toml"),
+        format!(
+            "public_key = \"{}\"\n\n[[previous_keys]]\npublic_key = \"{}\"\n",
+            current.public_key().to_base64(),
+            old.public_key().to_base64()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("leak.txt"), format!("\n{}\n", &*old.to_base64())).unwrap();
+    // Build output is not part of the project.
+    std::fs::create_dir(dir.path().join("target")).unwrap();
+    std::fs::write(dir.path().join("target/key"), &*current.to_base64()).unwrap();
+
+    let run = Repo::run_with(&mut xtask(dir.path(), keys.path(), &["check"]), b"").fails();
+    assert!(
+        run.stdout.contains(
+            "note: not a git checkout: the retired keys looked for are only those under [[previous_keys]] of the \
+             files in deploy-config/; keys of earlier versions of these files are not known\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    let expect = format!(
+        "error: leak.txt:2: the secret key of environment `production`'s retired key {} (written as base64) is in \
+         this file: it still opens every value sealed to it in git history; remove it, then change each credential \
+         sealed to it {RENEW}: `rotate-key` would not help, it seals the same credentials again",
+        old.key_id()
+    );
+    assert_eq!(errors_with(&run, "the secret key of"), [expect], "{}", run.stdout);
+}
+
+#[test]
+fn check_reports_files_it_cannot_scan() {
+    let repo = Repo::new();
+    repo.env_with("production", &[("t", "v")]);
+    let root = repo.root.path();
+    // A link out of the work tree, to the key file: not followed, not passed.
+    let key_file = repo.key_file("production");
+    std::os::unix::fs::symlink(&key_file, repo.path("key-link")).unwrap();
+    // A link inside is left to its target's own path.
+    std::os::unix::fs::symlink("deploy-config/production.toml", repo.path("inside-link")).unwrap();
+    // One byte over the limit (sparse, so the test writes nothing).
+    std::fs::File::create(repo.path("big.bin")).unwrap().set_len(100 * 1024 * 1024 + 1).unwrap();
+    std::fs::write(repo.path("gone.txt"), "x").unwrap();
+    git(root, &["add", "gone.txt"]);
+    std::fs::remove_file(repo.path("gone.txt")).unwrap();
+    // Repositories of their own: a submodule, and one `git add` would record as one.
+    let other = tempfile::tempdir().unwrap();
+    git(other.path(), &["init", "-q"]);
+    std::fs::write(other.path().join("file"), "x").unwrap();
+    git(other.path(), &["add", "file"]);
+    git(other.path(), &["commit", "-qm", "other"]);
+    git(root, &["-c", "protocol.file.allow=always", "submodule", "add", "-q", other.path().to_str().unwrap(), "sub"]);
+    std::fs::create_dir(repo.path("nested")).unwrap();
+    git(&repo.path("nested"), &["init", "-q"]);
+    std::fs::write(repo.path("nested/file"), "x").unwrap();
+
+    let run = repo.run(&["check"]).fails();
+    let target = key_file.canonicalize().unwrap();
+    let expect = [
+        "big.bin: not scanned for secret keys: it is 101 MiB, over the scan limit of 100 MiB (GitHub refuses files \
+         over 100 MiB); keep it out of git (Git LFS, a release asset, a download at build time)"
+            .to_owned(),
+        "gone.txt: not scanned for secret keys: git lists it, but it is not in the work tree; commit its removal \
+         (`git rm --cached PATH`) or restore it (`git checkout -- PATH`), then check again"
+            .to_owned(),
+        format!(
+            "key-link: not scanned for secret keys: it is a symlink to {}, outside the work tree, which check does \
+             not follow; commit the file itself, or remove the link",
+            target.display()
+        ),
+    ]
+    .map(|e| format!("error: {e}"));
+    assert_eq!(errors_with(&run, ""), expect, "{}", run.stdout);
+}
+
+#[test]
+fn check_refuses_a_shallow_clone_and_passes_a_full_one() {
+    let repo = Repo::new();
+    repo.env_with("production", &[("t", "v")]);
+    commit(&repo, "production");
+    repo.run(&["rotate-key", "--env", "production"]).ok();
+    commit(&repo, "rotate");
+    let url = format!("file://{}", repo.root.path().display());
+
+    let shallow = tempfile::tempdir().unwrap();
+    git(shallow.path(), &["clone", "-q", "--depth", "1", &url, "."]);
+    let run = Repo::run_with(&mut xtask(shallow.path(), repo.keys.path(), &["check"]), b"").fails();
+    let expect = "error: the history of deploy-config/ cannot be read in a shallow clone; fetch the full history \
+                  (fetch-depth: 0) so check can look for the secret keys of the public keys these files had before";
+    assert_eq!(errors_with(&run, "the history of"), [expect], "{}", run.stdout);
+
+    let full = tempfile::tempdir().unwrap();
+    git(full.path(), &["clone", "-q", &url, "."]);
+    let run = Repo::run_with(&mut xtask(full.path(), repo.keys.path(), &["check"]), b"").ok();
+    assert!(run.stdout.contains("(1 current and 1 retired key(s) looked for)"), "{}", run.stdout);
 }

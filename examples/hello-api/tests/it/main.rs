@@ -27,11 +27,11 @@ fn env(secrets: &[(&str, &str)]) -> Env {
             boxcar_secrets::seal(key.public_key(), "test", name, value.as_bytes()).unwrap()
         ));
     }
-    std::fs::write(dir.path().join("test.toml"), text).unwrap();
+    let path = dir.path().join("test.toml");
+    std::fs::write(&path, boxcar_secrets::approved_text(&path, &text, &key).unwrap()).unwrap();
     let keys = tempfile::tempdir().unwrap().keep();
     let key_file = keys.join("test.key");
-    std::fs::write(&key_file, format!("{}\n", &*key.to_base64())).unwrap();
-    std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    boxcar_secrets::write_key_file(&key_file, &key).unwrap();
     Env { dir, key_file }
 }
 

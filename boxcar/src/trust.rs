@@ -1,0 +1,240 @@
+//! What `check` knows of an environment file without any key: whether its
+//! content is approved, and whether its keys descend from the environment's
+//! first key, followed through the git history of the file.
+//!
+//! A pull request can set `public_key` and `approval_key` to keys of its own
+//! and re-sign everything with them; the file alone then looks fine. What it
+//! cannot do is make the environment's earlier key endorse the new one. So
+//! the first key is taken from the oldest committed version of the file (or
+//! from `--base`), and every key any version names must be reached from it
+//! by endorsements (`[[previous_keys]]`, which `rotate-key` writes).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use boxcar_secrets::approval::{self, KeyPair};
+use boxcar_secrets::{EnvFile, KeyId};
+use xshell::{Shell, cmd};
+
+/// One version of an environment file: where it comes from, and its TOML.
+struct Version {
+    /// A short commit id, or "the work tree".
+    origin: String,
+    table: toml::Table,
+}
+
+/// What `check` found about one file's approval and keys.
+#[derive(Debug)]
+pub struct Report {
+    /// Problems, one line each, without the file's name.
+    pub problems: Vec<String>,
+    /// What was verified, for the `ok` line.
+    pub summary: String,
+}
+
+/// Checks `file`'s approval, then follows its keys through its git history
+/// (from `base` when given, else from the file's first commit).
+pub fn check(sh: &Shell, file: &EnvFile, base: Option<&str>) -> Report {
+    let mut problems = Vec::new();
+    let approved = match file.approval() {
+        Ok(approved) => Some(approved),
+        Err(boxcar_secrets::Error::Unapproved { problem, env, .. }) => {
+            problems.push(format!("{problem}; {}", problem.hint(&env)));
+            None
+        }
+        Err(other) => {
+            problems.push(other.to_string());
+            None
+        }
+    };
+    let mut summary = match &approved {
+        Some(a) => format!("approved (serial {})", a.serial),
+        None => "not approved".to_owned(),
+    };
+    match history(sh, file.path(), base) {
+        Err(why) => problems.push(why),
+        Ok(None) => summary.push_str("; not a git checkout, so its key history was not followed"),
+        Ok(Some(mut versions)) => {
+            versions.push(Version { origin: "the work tree".to_owned(), table: file.table().clone() });
+            let followed = follow(file.env(), &versions, &mut problems);
+            summary.push_str(&followed);
+        }
+    }
+    Report { problems, summary }
+}
+
+/// Every committed version of `path`, oldest first: from `base`'s version
+/// when given, else from the first. `Ok(None)` outside a git checkout.
+fn history(sh: &Shell, path: &Path, base: Option<&str>) -> Result<Option<Vec<Version>>, String> {
+    if cmd!(sh, "git rev-parse --is-inside-work-tree").quiet().ignore_stderr().read().is_err() {
+        return Ok(None);
+    }
+    let shallow = cmd!(sh, "git rev-parse --is-shallow-repository").quiet().read().unwrap_or_default();
+    if shallow.trim() == "true" {
+        return Err("the key history cannot be followed in a shallow clone: fetch the whole history \
+                    (`git fetch --unshallow`, or `fetch-depth: 0` in CI), or pass --base with a commit that is there"
+            .to_owned());
+    }
+    // `./` makes the path relative to the working directory, the project root.
+    let spec = format!("./{}", path.display());
+    let mut versions = Vec::new();
+    let range = match base {
+        Some(base) => {
+            let spec_commit = format!("{base}^{{commit}}");
+            let commit = cmd!(sh, "git rev-parse --verify --quiet {spec_commit}")
+                .quiet()
+                .ignore_stderr()
+                .read()
+                .map_err(|_| format!("--base {}: no such commit here", crate::show::escape(base)))?;
+            if let Some(table) = show(sh, &commit, &spec) {
+                versions.push(Version { origin: short(&commit), table });
+            }
+            Some(format!("{commit}..HEAD"))
+        }
+        None => None,
+    };
+    let has_head = cmd!(sh, "git rev-parse --verify --quiet HEAD").quiet().ignore_stderr().read().is_ok();
+    if !has_head {
+        return Ok(Some(versions));
+    }
+    let log = match &range {
+        Some(range) => cmd!(sh, "git log --format=%H --topo-order --reverse {range} -- {spec}").quiet().read(),
+        None => cmd!(sh, "git log --format=%H --topo-order --reverse -- {spec}").quiet().read(),
+    }
+    .map_err(|e| format!("cannot read the history of {}: {e}", path.display()))?;
+    for commit in log.lines().filter(|l| !l.is_empty()) {
+        // A commit that deleted the file has no version of it.
+        if let Some(table) = show(sh, commit, &spec) {
+            versions.push(Version { origin: short(commit), table });
+        }
+    }
+    Ok(Some(versions))
+}
+
+fn show(sh: &Shell, commit: &str, spec: &str) -> Option<toml::Table> {
+    let text = cmd!(sh, "git show {commit}:{spec}").quiet().ignore_stderr().read().ok()?;
+    text.parse().ok()
+}
+
+fn short(commit: &str) -> String {
+    commit.chars().take(10).collect()
+}
+
+/// Follows the keys from the first version's through every version, adding a
+/// problem for each key of the current version that nothing endorsed, and for
+/// a serial that went down. `versions` ends with the current one.
+/// Returns what it followed, for the summary.
+fn follow(env: &str, versions: &[Version], problems: &mut Vec<String>) -> String {
+    // The first key: the oldest version that names an approval key (older
+    // ones predate approvals and name only a public key).
+    let Some(root_at) = versions.iter().position(|v| v.table.contains_key(approval::APPROVAL_KEY)) else {
+        return String::new();
+    };
+    let root = &versions[root_at];
+    let mut trusted: Vec<KeyPair> = match approval::key_chain(env, &root.table) {
+        Ok(chain) => chain,
+        Err(e) => {
+            problems.push(format!("the first approved version ({}) has a broken key chain: {e}", root.origin));
+            return String::new();
+        }
+    };
+    // Every endorsement any version holds is a signed statement old → new.
+    let mut edges: Vec<(KeyPair, KeyPair)> = Vec::new();
+    for version in &versions[root_at..] {
+        if let Ok(chain) = approval::key_chain(env, &version.table) {
+            edges.extend(chain.windows(2).map(|w| (w[0].clone(), w[1].clone())));
+        }
+    }
+    loop {
+        let before = trusted.len();
+        for (old, new) in &edges {
+            if trusted.contains(old) && !trusted.contains(new) {
+                trusted.push(new.clone());
+            }
+        }
+        if trusted.len() == before {
+            break;
+        }
+    }
+    let trusted_public: BTreeSet<KeyId> = trusted.iter().map(|p| p.public_key.key_id()).collect();
+
+    // The version just before approvals came in names only a public key: the
+    // first approval must keep it (`approve`), not bring in another.
+    if let Some(legacy) = root_at.checked_sub(1).map(|i| &versions[i])
+        && let Some(id) = public_key_id(&legacy.table)
+        && !trusted_public.contains(&id)
+    {
+        problems.push(format!(
+            "the first approval ({}) brought in key {}, not the key {id} the file had before ({}); \
+             nothing endorsed the change",
+            root.origin,
+            trusted[0].public_key.key_id(),
+            legacy.origin
+        ));
+    }
+    // Every pair the current version names, current or earlier, must be
+    // trusted. (Only the current version: a replaced key that was reverted
+    // since is no longer in effect.)
+    let current = versions.last().unwrap_or(root);
+    for pair in named_pairs(&current.table) {
+        if !trusted.contains(&pair) {
+            problems.push(format!(
+                "key {} (approval key {}) was not endorsed by any earlier key of environment `{env}`: \
+                 only the first commit of the file or `rotate-key` (which needs the old key) may bring in a key, \
+                 and this is what a replaced key looks like; restore the file from a trusted commit",
+                pair.public_key.key_id(),
+                pair.approval_key.key_id(),
+            ));
+        }
+    }
+    // The highest serial a trusted key approved, in any committed version.
+    let mut best: Option<(u64, &str)> = None;
+    for version in &versions[root_at..versions.len() - 1] {
+        if let Ok(approved) = approval::verify(env, &version.table)
+            && trusted.contains(approved.current())
+            && best.is_none_or(|(s, _)| approved.serial > s)
+        {
+            best = Some((approved.serial, &version.origin));
+        }
+    }
+    if let Some((highest, at)) = best
+        && let Ok(now) = approval::verify(env, &current.table)
+        && now.serial < highest
+    {
+        problems.push(format!(
+            "approval serial {} is lower than serial {highest}, approved in {at}: an older approved version was brought back \
+             (a replayed value or setting); if that is meant, approve it again with `cargo xtask approve --env {env}`",
+            now.serial
+        ));
+    }
+    let commits = versions.len() - 1;
+    format!(
+        "; {} key(s) from the first ({}), followed through {commits} commit(s)",
+        trusted.len(),
+        trusted[0].public_key.key_id()
+    )
+}
+
+fn public_key_id(table: &toml::Table) -> Option<KeyId> {
+    let text = table.get("public_key")?.as_str()?;
+    boxcar_secrets::PublicKey::from_base64(text).ok().map(|k| k.key_id())
+}
+
+/// The key pairs a version names: its current pair and every earlier one in
+/// `[[previous_keys]]`, whether or not their endorsements verify.
+fn named_pairs(table: &toml::Table) -> Vec<KeyPair> {
+    let pair = |t: &toml::Table| {
+        let public_key = boxcar_secrets::PublicKey::from_base64(t.get("public_key")?.as_str()?).ok()?;
+        let approval_key = boxcar_secrets::ApprovalKey::from_base64(t.get(approval::APPROVAL_KEY)?.as_str()?).ok()?;
+        Some(KeyPair { public_key, approval_key })
+    };
+    let mut out: Vec<KeyPair> = table
+        .get(approval::PREVIOUS_KEYS)
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_table().and_then(pair))
+        .collect();
+    out.extend(pair(table));
+    out
+}
