@@ -276,6 +276,16 @@ pub enum SealError {
 /// The secret key could not be taken from the environment.
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
+    /// The process has other threads, so its environment cannot be changed safely.
+    #[error(
+        "the secret key must be taken before any other thread starts (first thing in `main`), but this process has {}; \
+         nothing was read or changed",
+        match count { Some(n) => format!("{n} threads"), None => "threads that /proc/self/task cannot count".to_owned() }
+    )]
+    Threads {
+        /// How many threads there were, if they could be counted.
+        count: Option<usize>,
+    },
     /// Both `SECRET_KEY` and `SECRET_KEY_FILE` are set.
     #[error(
         "both SECRET_KEY and SECRET_KEY_FILE are set; set only one (SECRET_KEY_FILE is preferred: environment variables show in `docker inspect`)"

@@ -58,8 +58,15 @@ pub struct Intake {
 /// What this cannot hide: the value the engine keeps (`docker inspect` shows
 /// `--env`), and copies made before this call. Prefer `SECRET_KEY_FILE`.
 ///
-/// Must run while the process has one thread; see the module docs.
+/// Must run while the process has one thread (see the module docs): it
+/// counts the threads in `/proc/self/task` first and, with more than one (or
+/// none it can count), refuses with [`IntakeError::Threads`] and changes
+/// nothing, rather than write the environment while another thread may read it.
 pub fn take_from_env() -> Result<Option<Intake>, IntakeError> {
+    match thread_count() {
+        Some(1) => {}
+        count => return Err(IntakeError::Threads { count }),
+    }
     let inline = std::env::var_os(SECRET_KEY).map(|v| Zeroizing::new(v.into_encoded_bytes()));
     let file = std::env::var_os(SECRET_KEY_FILE);
     scrub(SECRET_KEY);
@@ -108,6 +115,11 @@ pub fn read_key_file(path: &Path, origin: &'static str) -> Result<Intake, Intake
     })?;
     let key = SecretKey::from_base64(&text).map_err(|source| IntakeError::FileKey { path: path.to_owned(), source })?;
     Ok(Intake { key, source: KeySource::File(path.to_owned()), warnings })
+}
+
+/// How many threads this process has, from `/proc/self/task`.
+fn thread_count() -> Option<usize> {
+    std::fs::read_dir("/proc/self/task").ok().map(Iterator::count)
 }
 
 /// Removes `name` from the environment after overwriting its value's bytes

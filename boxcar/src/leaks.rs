@@ -74,9 +74,9 @@ const URL_SAFE: GeneralPurpose = GeneralPurpose::new(
 ///
 /// A value is found only as a whole run of its alphabet of exactly the length
 /// of 32 bytes (43 base64 characters before any padding, 64 hex digits), so a
-/// key glued to other text of its alphabet is not one, and the number of
-/// candidates (each costs an X25519 scalar multiplication) is at most one per
-/// 44 bytes. Every longer run of standard base64 is decoded once and its text
+/// key glued to other text of its alphabet is not one, and the candidates
+/// (each costs an X25519 scalar multiplication) are at most a few per 44
+/// bytes. Every longer run of standard base64 is decoded once and its text
 /// searched the same way, one level deep. The work is linear in `data`.
 pub fn candidates(data: &[u8]) -> Vec<Found> {
     let mut found: Vec<(usize, Encoding, PublicKey)> = Vec::new();
@@ -590,7 +590,7 @@ mod tests {
             format!("{bare}+/{bare}"),
             format!("{url}x"),
             format!("{lower}0"),
-            format!("{}", &lower[1..]),
+            lower[1..].to_owned(),
             B64.encode(format!("x{b64}")),
             B64.encode(format!("{bare}A")),
         ] {

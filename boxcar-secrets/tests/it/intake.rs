@@ -1,10 +1,12 @@
 //! Taking the secret key from the environment.
 //!
 //! `take_from_env` changes the process environment, which is only sound while one
-//! thread runs, and the test harness runs many. So each test runs itself again in a
-//! child process of this test binary (`--exact <name> --test-threads=1`) with a
-//! marker variable set: the child does the real work and asserts; the parent checks
-//! that the child ran that one test and passed. The key-file content checks call
+//! thread runs, and refuses when more run; the test harness runs every test on a
+//! thread of its own. So each test runs this test binary again as a child with a
+//! marker variable set, and the child does the real work before the harness
+//! starts (`CHILD_MAIN`, run by the loader as the process starts, with one
+//! thread), prints the harness's own closing line and exits; the parent checks
+//! that the child ran and passed. The key-file content checks call
 //! `read_key_file`, which touches no environment, in process.
 
 use std::ffi::OsStr;
@@ -49,6 +51,39 @@ fn run_child(test: &str, vars: &[(&str, &OsStr)]) {
     // A name that matches no test would "pass" with zero tests run.
     assert!(stdout.contains("test result: ok. 1 passed"), "child did not run {test}:\n{stdout}\n{stderr}");
 }
+
+/// Every child-side test, by name.
+const CHILDREN: [(&str, fn()); 10] = [
+    (SECRET_KEY_IS_TAKEN, secret_key_is_taken_and_scrubbed),
+    (SECRET_KEY_NEWLINE, secret_key_may_end_in_one_newline),
+    (NEITHER, neither_variable_gives_none),
+    (BOTH, both_variables_are_refused_and_both_removed),
+    (FILE_0644, key_file_others_can_read_gives_a_warning),
+    (FILE_MISSING, missing_key_file_is_a_read_error),
+    (FILE_DIR, unreadable_key_file_is_a_read_error),
+    (FILE_BAD, key_file_with_bad_content_is_refused),
+    (ENV_BAD, bad_secret_key_is_refused_and_still_scrubbed),
+    (ENV_NOT_UNICODE, secret_key_that_is_not_text_is_refused),
+];
+
+/// In a child, runs its test before `main` (and the harness's threads) start,
+/// then exits: 0 with the harness's closing line, or 101 if it panicked.
+extern "C" fn child_main() {
+    let Some(name) = std::env::var_os(CHILD) else { return };
+    let Some((_, test)) = CHILDREN.iter().find(|(n, _)| name == *n) else { return };
+    let passed = std::panic::catch_unwind(test).is_ok();
+    if passed {
+        println!("test result: ok. 1 passed; 0 failed");
+    }
+    std::process::exit(if passed { 0 } else { 101 });
+}
+
+// The loader runs `.init_array` entries as the process starts, before `main`,
+// with one thread: the one moment the harness gives a single-threaded process.
+#[allow(unsafe_code)]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static CHILD_MAIN: extern "C" fn() = child_main;
 
 /// In a child: what `env` (a grandchild) sees, so children are shown not to inherit the key.
 fn grandchild_environment() -> String {
@@ -268,4 +303,17 @@ fn key_file_contents() {
     let path = key_file(dir.path(), key.public_key().to_base64().as_bytes(), 0o600);
     let other = read_key_file(&path, "--key-file").expect("32 bytes of base64");
     assert_ne!(other.key.key_id(), key.key_id());
+}
+
+/// In the test harness, with its threads, `take_from_env` refuses and leaves
+/// the variables alone.
+#[test]
+fn refused_while_other_threads_run() {
+    let other = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(500)));
+    let before = std::env::var_os(SECRET_KEY_FILE);
+    let err = take_from_env().unwrap_err();
+    assert!(matches!(err, IntakeError::Threads { count: Some(n) } if n >= 2), "{err}");
+    assert!(err.to_string().starts_with("the secret key must be taken before any other thread starts"), "{err}");
+    assert_eq!(std::env::var_os(SECRET_KEY_FILE), before);
+    other.join().unwrap();
 }

@@ -4,6 +4,7 @@
 // Helpers outside `#[test]` functions too: a panic is the failure report we want.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod approval;
 mod browser;
 mod browser_selftest;
 mod contract;
