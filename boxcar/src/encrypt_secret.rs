@@ -3,7 +3,7 @@
 use std::io::{IsTerminal as _, Read as _};
 
 use anyhow::{Context as _, bail};
-use boxcar_secrets::EnvDocument;
+use boxcar_secrets::{EnvDocument, PublicKey};
 use zeroize::Zeroizing;
 
 use crate::project::{Context, EnvArg};
@@ -27,6 +27,11 @@ pub struct Args {
     /// Keep a trailing newline in the value instead of removing one.
     #[arg(long)]
     keep_trailing_newline: bool,
+    /// Seal to the file's public key even though it is not the one this
+    /// machine sealed to before for this repository and environment (after a
+    /// rotation you know of).
+    #[arg(long)]
+    accept_new_key: bool,
 }
 
 pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
@@ -34,6 +39,23 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     boxcar_secrets::check_secret_name(&args.name).map_err(|p| anyhow::anyhow!("secret name `{}` {p}", args.name))?;
     let file = ctx.load_env(&args.at.env)?;
     let key = file.public_key();
+    let known = KnownKeys::load();
+    if let Some(before) = known.get(&ctx.root, &args.at.env)
+        && before != *key
+        && !args.accept_new_key
+    {
+        bail!(
+            "{} now names public key {} ({}), but this machine sealed to {} ({}) for environment `{}` before; \
+             nothing was sealed. A pull request can swap the key to read what you seal: if the change is a rotation \
+             you know of, pass --accept-new-key",
+            ctx.show(file.path()),
+            key.key_id(),
+            fingerprint(key),
+            before.key_id(),
+            fingerprint(&before),
+            args.at.env
+        );
+    }
 
     let value = if std::io::stdin().is_terminal() {
         prompt(&args.at.env, &args.name, &key.key_id().to_string())?
@@ -64,6 +86,9 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     let mut doc = EnvDocument::load_or_new(file.path())?;
     let replaced = doc.set_secret(&args.name, &sealed)?;
     doc.write().with_context(|| format!("writing {}", ctx.show(file.path())))?;
+    if let Err(e) = known.remember(&ctx.root, &args.at.env, key) {
+        eprintln!("warning: cannot remember the key sealed to ({e:#}); the next run cannot tell if it changed");
+    }
     println!(
         "{} secrets.{} in {} ({} bytes, sealed to key {})",
         if replaced { "replaced" } else { "added" },
@@ -79,6 +104,58 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
         args.at.env
     );
     Ok(())
+}
+
+/// The public keys this machine sealed to, per repository and environment:
+/// `known-public-keys.toml` in the key folder.
+pub(crate) struct KnownKeys {
+    path: Option<std::path::PathBuf>,
+    table: toml::Table,
+}
+
+impl KnownKeys {
+    pub(crate) fn load() -> KnownKeys {
+        let path = crate::keys::key_dir().ok().map(|d| d.join("known-public-keys.toml"));
+        let table = path
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_default();
+        KnownKeys { path, table }
+    }
+
+    fn repo(root: &std::path::Path) -> String {
+        root.canonicalize().unwrap_or_else(|_| root.to_owned()).display().to_string()
+    }
+
+    fn get(&self, root: &std::path::Path, env: &str) -> Option<PublicKey> {
+        let text = self.table.get(&KnownKeys::repo(root))?.get(env)?.as_str()?;
+        PublicKey::from_base64(text).ok()
+    }
+
+    pub(crate) fn remember(mut self, root: &std::path::Path, env: &str, key: &PublicKey) -> anyhow::Result<()> {
+        let Some(path) = self.path.take() else { anyhow::bail!("no key folder") };
+        let repo = self.table.entry(KnownKeys::repo(root)).or_insert_with(|| toml::Table::new().into());
+        if let Some(t) = repo.as_table_mut() {
+            t.insert(env.to_owned(), key.to_base64().into());
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let text = format!(
+            "# Public keys `cargo xtask encrypt-secret` sealed to, per repository and environment;\n\
+             # a changed one is refused without --accept-new-key.\n{}",
+            toml::to_string(&self.table)?
+        );
+        boxcar_secrets::write_atomic(&path, text.as_bytes(), Some(0o600))?;
+        Ok(())
+    }
+}
+
+/// The whole SHA-256 of a public key in hex: a key id is short enough to collide on purpose.
+fn fingerprint(key: &PublicKey) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Removes one trailing `\n` or `\r\n`.

@@ -157,7 +157,7 @@ async fn plain_http_to_another_host_refuses_to_start() {
     let advice = "use https, or set app.allow_plain_http = true if this network is trusted";
 
     // In the file: the tokens would go out in clear text on the first call.
-    std::fs::write(env.env_file(), original.replace(&api_base, "api_base = \"http://api.example.org\"")).unwrap();
+    env.write(original.replace(&api_base, "api_base = \"http://api.example.org\""));
     let r = refuse(env.command());
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert_eq!(
@@ -169,7 +169,7 @@ async fn plain_http_to_another_host_refuses_to_start() {
     );
 
     // From APP_API_BASE, over a file that is fine.
-    std::fs::write(env.env_file(), &original).unwrap();
+    env.write(&original);
     let mut cmd = env.command();
     cmd.env("APP_API_BASE", "http://api.example.org:8081");
     let r = refuse(cmd);
@@ -185,7 +185,7 @@ async fn plain_http_to_another_host_refuses_to_start() {
     // public_url: Telegram would send the webhook secret token and every
     // update there in clear text.
     let public = original.replace("[app]\n", "[app]\npublic_url = \"http://bots.example.org\"\n");
-    std::fs::write(env.env_file(), public).unwrap();
+    env.write(public);
     let r = refuse(env.command());
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert_eq!(
@@ -200,7 +200,7 @@ async fn plain_http_to_another_host_refuses_to_start() {
     let typo = original
         .replace(&api_base, "api_base = \"http://api.example.org\"")
         .replace("[app]\n", "[app]\nallow_plain_http = \"true\"\n");
-    std::fs::write(env.env_file(), typo).unwrap();
+    env.write(typo);
     let r = refuse(env.command());
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(
@@ -210,7 +210,7 @@ async fn plain_http_to_another_host_refuses_to_start() {
     );
     assert_eq!(r.stderr.lines().count(), 2, "{}", r.stderr);
 
-    std::fs::write(env.env_file(), &original).unwrap();
+    env.write(&original);
     assert_eq!(standin.calls(TOKEN, "getMe"), 0, "a bot started");
 }
 

@@ -93,6 +93,13 @@ fn a_replaced_key_fails_check_even_with_everything_re_signed() {
     attacker(&["approve", "--env", "prod", "--yes"], b"").ok();
     let run = repo.run(&["check"]).fails();
     assert!(run.stdout.contains("was not endorsed by any earlier key of environment `prod`"), "{}", run.stdout);
+    // The maintainer's next seal notices the swapped key and seals nothing.
+    let before = repo.read("deploy-config/prod.toml");
+    let run = repo.run_stdin(&["encrypt-secret", "--env", "prod", "other"], b"secret").fails();
+    assert!(run.stderr.contains("but this machine sealed to"), "{}", run.stderr);
+    assert!(run.stderr.contains("--accept-new-key"), "{}", run.stderr);
+    assert_eq!(repo.read("deploy-config/prod.toml"), before);
+    repo.run_stdin(&["encrypt-secret", "--env", "prod", "other", "--accept-new-key"], b"secret").ok();
     // The real key holder's tools refuse it too.
     let run = repo.run(&["verify", "--env", "prod", "--key-file", repo.key_files("prod")[0].to_str().unwrap()]).fails();
     assert!(run.stderr.contains("uses key id"), "{}", run.stderr);
