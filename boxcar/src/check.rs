@@ -1,11 +1,11 @@
 //! `cargo xtask check`: everything that can be checked without a secret key. Meant for CI.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use boxcar_secrets::EnvFile;
-use xshell::{Shell, cmd};
+use xshell::Shell;
 
 use crate::contract::Service;
 use crate::project::Context;
@@ -106,20 +106,15 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
     let tracked = tracked_files(sh, &ctx.root)?;
     let dirs: Vec<PathBuf> = folders.iter().map(|(dir, _)| dir.clone()).collect();
     let watch = crate::leaks::watch_list(sh, &ctx.root, &dirs, public_keys.into_values())?;
-    problems.extend(watch.problems);
+    problems.extend(watch.problems.iter().cloned());
     for path in &tracked {
-        problems.extend(committed_keys(&ctx.root, path, &watch.keys));
+        problems.extend(crate::leaks::committed_keys(&ctx.root, path, &watch.keys));
     }
     if let Some(note) = &watch.note {
         println!("note: {note}");
     }
     if problems.is_empty() {
-        let retired = watch.keys.iter().filter(|k| k.retired).count();
-        println!(
-            "ok  no secret key of any environment in {} tracked file(s) ({} current and {retired} retired key(s) looked for)",
-            tracked.len(),
-            watch.keys.len() - retired
-        );
+        println!("ok  {}", watch.summary(tracked.len()));
         return Ok(());
     }
     for p in &problems {
@@ -128,100 +123,5 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
     bail!("check found {} problem(s)", problems.len())
 }
 
-/// Files git tracks (plus new files not ignored), or every file when the
-/// project is not a git checkout. Whatever is listed is there to be scanned:
-/// a path that is not a regular file is listed too, and `check` says why it
-/// cannot scan it.
-pub fn tracked_files(sh: &Shell, root: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let is_git = cmd!(sh, "git rev-parse --is-inside-work-tree").quiet().ignore_stderr().read().is_ok();
-    if !is_git {
-        let mut out = Vec::new();
-        walk(root, root, &mut out)?;
-        return Ok(out);
-    }
-    // A submodule (mode 160000) is a repository of its own, checked there;
-    // the rest of each line is `<mode> <id> <stage>\t<path>`.
-    let staged = cmd!(sh, "git ls-files -z --stage").quiet().read()?;
-    let mut files: Vec<PathBuf> = staged
-        .split('\0')
-        .filter_map(|line| line.split_once('\t'))
-        .filter(|(meta, _)| !meta.starts_with("160000 "))
-        .map(|(_, path)| PathBuf::from(path))
-        .collect();
-    // `--others --exclude-standard` adds files about to be committed with
-    // `git add -A`; a folder listed there (`name/`) is another repository,
-    // which `git add` would record as a submodule.
-    let others = cmd!(sh, "git ls-files -z --others --exclude-standard").quiet().read()?;
-    files.extend(others.split('\0').filter(|p| !p.is_empty() && !p.ends_with('/')).map(PathBuf::from));
-    files.sort();
-    files.dedup();
-    Ok(files)
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
-        let path = entry.path();
-        let name = entry.file_name();
-        if name == "target" || name == ".git" {
-            continue;
-        }
-        // The entry's own type: a symlink to a folder is listed, not entered.
-        let is_dir = entry.file_type().with_context(|| format!("reading {}", path.display()))?.is_dir();
-        if is_dir {
-            walk(root, &path, out)?;
-        } else {
-            out.push(path.strip_prefix(root).unwrap_or(&path).to_owned());
-        }
-    }
-    Ok(())
-}
-
-/// Finds every secret key of a known public key in `path`, however it is
-/// written (`leaks::candidates`). Exact, so it never flags a public key, a hash
-/// or a test vector. A file that cannot be scanned is a problem too: passing it
-/// would say it holds no key without having read it.
-fn committed_keys(root: &Path, path: &Path, keys: &[crate::leaks::Known]) -> Vec<String> {
-    let shown = crate::show::escape(&path.display().to_string()).into_owned();
-    let bytes = match crate::leaks::read(root, path) {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) => return Vec::new(),
-        Err(why) => return vec![format!("{shown}: not scanned for secret keys: {why}")],
-    };
-    let mut found = Vec::new();
-    for candidate in crate::leaks::candidates(&bytes) {
-        if let Some(known) = keys.iter().find(|k| k.key == candidate.public_key) {
-            found.push(format!("{shown}:{}: {}", candidate.line, leak_message(known, candidate.encoding)));
-        }
-    }
-    found
-}
-
-/// What a committed secret key means, and what undoes it. Rotating seals the
-/// same credentials again, and git keeps the old sealed values: only a new
-/// credential, issued where the old one was, is out of the leaked key's reach.
-fn leak_message(known: &crate::leaks::Known, encoding: crate::leaks::Encoding) -> String {
-    let env = &known.env;
-    let id = known.key.key_id();
-    let names: Vec<String> = known.names.iter().map(|n| format!("`{}`", crate::show::escape(n))).collect();
-    let sealed = if names.is_empty() { String::new() } else { format!(" ({})", names.join(", ")) };
-    let renew = format!(
-        "change each credential sealed to it{sealed} where it was issued (revoke and reissue the token, \
-         regenerate the API key, change the password) and seal the new value with \
-         `cargo xtask encrypt-secret --env {env} NAME`"
-    );
-    if known.retired {
-        format!(
-            "the secret key of environment `{env}`'s retired key {id} (written as {encoding}) is in this file: \
-             it still opens every value sealed to it in git history; remove it, then {renew}: \
-             `rotate-key` would not help, it seals the same credentials again"
-        )
-    } else {
-        format!(
-            "the secret key of environment `{env}` (key id {id}, written as {encoding}) is in this file: \
-             whoever can read it can open every value sealed to this key, in every commit; remove it, run \
-             `cargo xtask rotate-key --env {env}`, then {renew}: rotating alone seals the same credentials \
-             again, and the old sealed values stay readable in git history with this key"
-        )
-    }
-}
+// What `check` scans; `image` asks it too.
+pub use crate::leaks::tracked_files;

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
+use anyhow::Context as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use boxcar_secrets::{KEY_LEN, KeyId, PublicKey, SealedValue, SecretKey};
 use xshell::{Shell, cmd};
@@ -147,12 +148,9 @@ fn runs(data: &[u8], alphabet: fn(&u8) -> bool) -> impl Iterator<Item = (usize, 
 }
 
 fn from_base64(engine: &GeneralPurpose, run: &[u8]) -> Option<PublicKey> {
-    // 33 bytes: the room the decoder asks for 43 characters, which always
-    // decode to 32.
-    let mut buf = Zeroizing::new([0u8; KEY_LEN + 1]);
-    base64::Engine::decode_slice(engine, run, &mut buf[..]).ok()?;
+    // 43 characters decode to exactly 32 bytes, straight into the wiped buffer.
     let mut raw = Zeroizing::new([0u8; KEY_LEN]);
-    raw.copy_from_slice(&buf[..KEY_LEN]);
+    base64::Engine::decode_slice(engine, run, &mut raw[..]).ok()?;
     Some(public_key_of(raw))
 }
 
@@ -281,6 +279,74 @@ fn lexical(path: &Path) -> PathBuf {
     out
 }
 
+/// Files git tracks (plus new files not ignored), or every file when the
+/// project is not a git checkout. Whatever is listed is there to be scanned:
+/// a path that is not a regular file is listed too, and `check` says why it
+/// cannot scan it.
+pub fn tracked_files(sh: &Shell, root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let is_git = cmd!(sh, "git rev-parse --is-inside-work-tree").quiet().ignore_stderr().read().is_ok();
+    if !is_git {
+        let mut out = Vec::new();
+        walk(root, root, &mut out)?;
+        return Ok(out);
+    }
+    // A submodule (mode 160000) is a repository of its own, checked there;
+    // the rest of each line is `<mode> <id> <stage>\t<path>`.
+    let staged = cmd!(sh, "git ls-files -z --stage").quiet().read()?;
+    let mut files: Vec<PathBuf> = staged
+        .split('\0')
+        .filter_map(|line| line.split_once('\t'))
+        .filter(|(meta, _)| !meta.starts_with("160000 "))
+        .map(|(_, path)| PathBuf::from(path))
+        .collect();
+    // `--others --exclude-standard` adds files about to be committed with
+    // `git add -A`; a folder listed there (`name/`) is another repository,
+    // which `git add` would record as a submodule.
+    let others = cmd!(sh, "git ls-files -z --others --exclude-standard").quiet().read()?;
+    files.extend(others.split('\0').filter(|p| !p.is_empty() && !p.ends_with('/')).map(PathBuf::from));
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        let path = entry.path();
+        let name = entry.file_name();
+        if name == "target" || name == ".git" {
+            continue;
+        }
+        // The entry's own type: a symlink to a folder is listed, not entered.
+        let is_dir = entry.file_type().with_context(|| format!("reading {}", path.display()))?.is_dir();
+        if is_dir {
+            walk(root, &path, out)?;
+        } else {
+            out.push(path.strip_prefix(root).unwrap_or(&path).to_owned());
+        }
+    }
+    Ok(())
+}
+
+/// Every secret key of `keys` in `path` (relative to `root`), however it is
+/// written, one problem each; or why the file could not be scanned, since
+/// passing it would say it holds no key without having read it.
+pub fn committed_keys(root: &Path, path: &Path, keys: &[Known]) -> Vec<String> {
+    let shown = crate::show::escape(&path.display().to_string()).into_owned();
+    let bytes = match read(root, path) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Vec::new(),
+        Err(why) => return vec![format!("{shown}: not scanned for secret keys: {why}")],
+    };
+    let mut found = Vec::new();
+    for candidate in candidates(&bytes) {
+        if let Some(known) = keys.iter().find(|k| k.key == candidate.public_key) {
+            found.push(format!("{shown}:{}: {}", candidate.line, known.leak(candidate.encoding)));
+        }
+    }
+    found
+}
+
 /// A public key whose secret key must not be in any tracked file.
 #[derive(Debug)]
 pub struct Known {
@@ -294,6 +360,38 @@ pub struct Known {
     pub names: BTreeSet<String>,
 }
 
+impl Known {
+    /// What a committed secret key of this public key means, and what undoes
+    /// it. Rotating seals the same credentials again, and git keeps the old
+    /// sealed values: only a new credential, issued where the old one was, is
+    /// out of the leaked key's reach.
+    pub fn leak(&self, encoding: Encoding) -> String {
+        let env = &self.env;
+        let id = self.key.key_id();
+        let names: Vec<String> = self.names.iter().map(|n| format!("`{}`", crate::show::escape(n))).collect();
+        let sealed = if names.is_empty() { String::new() } else { format!(" ({})", names.join(", ")) };
+        let renew = format!(
+            "change each credential sealed to it{sealed} where it was issued (revoke and reissue the token, \
+             regenerate the API key, change the password) and seal the new value with \
+             `cargo xtask encrypt-secret --env {env} NAME`"
+        );
+        if self.retired {
+            format!(
+                "the secret key of environment `{env}`'s retired key {id} (written as {encoding}) is in this file: \
+                 it still opens every value sealed to it in git history; remove it, then {renew}: \
+                 `rotate-key` would not help, it seals the same credentials again"
+            )
+        } else {
+            format!(
+                "the secret key of environment `{env}` (key id {id}, written as {encoding}) is in this file: \
+                 whoever can read the repository can open every value sealed to this key, in every commit; remove \
+                 it, run `cargo xtask rotate-key --env {env}`, then {renew}: rotating alone seals the same \
+                 credentials again, and the old sealed values stay readable in git history with this key"
+            )
+        }
+    }
+}
+
 /// What `check` looks for, and what it could not learn.
 #[derive(Debug, Default)]
 pub struct WatchList {
@@ -302,6 +400,18 @@ pub struct WatchList {
     pub problems: Vec<String>,
     /// Said in the output, not a problem.
     pub note: Option<String>,
+}
+
+impl WatchList {
+    /// The line that says no key was found in `files` files.
+    pub fn summary(&self, files: usize) -> String {
+        let retired = self.keys.iter().filter(|k| k.retired).count();
+        format!(
+            "no secret key of any environment in {files} tracked file(s) ({} current and {retired} retired key(s) \
+             looked for)",
+            self.keys.len() - retired
+        )
+    }
 }
 
 /// The keys to look for: `current` (each environment's `public_key`), every
@@ -623,9 +733,9 @@ mod tests {
     #[test]
     fn candidates_grow_with_the_input_only() {
         let key = SecretKey::generate();
-        let text = format!("{} ", &*key.to_base64()).repeat(1000);
+        let text = format!("{} ", &*key.to_base64()).repeat(100);
         let found = candidates(text.as_bytes());
-        assert_eq!(found.len(), 1000);
+        assert_eq!(found.len(), 100);
         assert!(found.iter().all(|f| &f.public_key == key.public_key() && f.line == 1));
         // One long run of base64 is decoded once and holds nothing.
         assert!(candidates(&vec![b'A'; 1 << 20]).is_empty());
@@ -741,5 +851,249 @@ mod tests {
         let contents = batch_contents(out);
         let expect: [&[u8]; 5] = [b"first", b"", b"", b"x\ny", b"second"];
         assert_eq!(contents, expect);
+    }
+
+    /// `git` in `dir`, with an identity of its own; its output.
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=test", "-c", "user.email=test@example.invalid", "-c", "protocol.file.allow=always"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn shell(dir: &Path) -> Shell {
+        let sh = Shell::new().unwrap();
+        sh.change_dir(dir);
+        sh
+    }
+
+    fn known(env: &str, key: &SecretKey, retired: bool, names: &[&str]) -> Known {
+        let names = names.iter().map(|n| (*n).to_owned()).collect();
+        Known { env: env.to_owned(), key: key.public_key().clone(), retired, names }
+    }
+
+    #[test]
+    fn committed_keys_say_what_a_leak_means_and_what_undoes_it() {
+        let tree = tempfile::tempdir().unwrap();
+        let root = tree.path();
+        let (current, retired, other) = (SecretKey::generate(), SecretKey::generate(), SecretKey::generate());
+        let keys = [known("production", &current, false, &["token", "api_key"]), known("staging", &retired, true, &[])];
+        std::fs::write(root.join("a.txt"), format!("x\nSECRET_KEY={}\n", &*current.to_base64())).unwrap();
+        std::fs::write(root.join("b.txt"), hex(&raw(&retired))).unwrap();
+        // Public keys, another key, a link inside: nothing to say.
+        let text = format!(
+            "{}\n{}\n{}",
+            current.public_key().to_base64(),
+            retired.public_key().to_base64(),
+            &*other.to_base64()
+        );
+        std::fs::write(root.join("c.txt"), text).unwrap();
+        std::os::unix::fs::symlink("a.txt", root.join("link")).unwrap();
+        let scan = |name: &str| committed_keys(root, Path::new(name), &keys);
+
+        let renew = |env: &str, names: &str| {
+            format!(
+                "change each credential sealed to it{names} where it was issued (revoke and reissue the token, \
+                 regenerate the API key, change the password) and seal the new value with \
+                 `cargo xtask encrypt-secret --env {env} NAME`"
+            )
+        };
+        assert_eq!(
+            scan("a.txt"),
+            [format!(
+                "a.txt:2: the secret key of environment `production` (key id {}, written as base64) is in this file: \
+                 whoever can read the repository can open every value sealed to this key, in every commit; remove it, \
+                 run `cargo xtask rotate-key --env production`, then {}: rotating alone seals the same credentials \
+                 again, and the old sealed values stay readable in git history with this key",
+                current.key_id(),
+                renew("production", " (`api_key`, `token`)")
+            )]
+        );
+        assert_eq!(
+            scan("b.txt"),
+            [format!(
+                "b.txt:1: the secret key of environment `staging`'s retired key {} (written as hex) is in this file: \
+                 it still opens every value sealed to it in git history; remove it, then {}: `rotate-key` would not \
+                 help, it seals the same credentials again",
+                retired.key_id(),
+                renew("staging", "")
+            )]
+        );
+        assert!(scan("c.txt").is_empty());
+        assert!(scan("link").is_empty());
+        assert_eq!(
+            scan("gone\x1b.txt"),
+            [format!("gone\\u{{1b}}.txt: not scanned for secret keys: {}", Unscannable::Gone)]
+        );
+    }
+
+    #[test]
+    fn the_summary_counts_current_and_retired_keys() {
+        let key = |retired| known("e", &SecretKey::generate(), retired, &[]);
+        let list =
+            WatchList { keys: vec![key(false), key(true), key(true), key(false), key(false)], ..WatchList::default() };
+        assert_eq!(
+            list.summary(7),
+            "no secret key of any environment in 7 tracked file(s) (3 current and 2 retired key(s) looked for)"
+        );
+    }
+
+    #[test]
+    fn tracked_files_are_what_git_would_commit() {
+        let tree = tempfile::tempdir().unwrap();
+        let root = tree.path();
+        git(root, &["init", "-q"]);
+        std::fs::write(root.join("committed"), "x").unwrap();
+        std::fs::write(root.join(".gitignore"), "ignored\n").unwrap();
+        std::fs::write(root.join("ignored"), "x").unwrap();
+        std::fs::write(root.join("new"), "x").unwrap();
+        std::fs::write(root.join("gone"), "x").unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
+        git(root, &["add", "committed", "gone"]);
+        git(root, &["commit", "-qm", "first"]);
+        std::fs::remove_file(root.join("gone")).unwrap();
+        // Repositories of their own: a submodule, and one `git add` would record as one.
+        let other = tempfile::tempdir().unwrap();
+        git(other.path(), &["init", "-q"]);
+        std::fs::write(other.path().join("file"), "x").unwrap();
+        git(other.path(), &["add", "file"]);
+        git(other.path(), &["commit", "-qm", "other"]);
+        git(root, &["submodule", "add", "-q", other.path().to_str().unwrap(), "sub"]);
+        std::fs::create_dir(root.join("nested")).unwrap();
+        git(&root.join("nested"), &["init", "-q"]);
+        std::fs::write(root.join("nested/file"), "x").unwrap();
+
+        let files = tracked_files(&shell(root), root).unwrap();
+        let expect = [".gitignore", ".gitmodules", "committed", "gone", "link", "new"].map(PathBuf::from);
+        assert_eq!(files, expect);
+    }
+
+    #[test]
+    fn without_git_every_file_is_listed_but_build_output() {
+        let tree = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = tree.path();
+        for dir in ["a/b", "target", ".git", "a/target"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        for file in ["top", "a/b/deep", "target/out", ".git/config", "a/target/out"] {
+            std::fs::write(root.join(file), "x").unwrap();
+        }
+        std::fs::write(outside.path().join("file"), "x").unwrap();
+        // A link to a folder is listed, not entered.
+        std::os::unix::fs::symlink(outside.path(), root.join("a/out")).unwrap();
+        let mut files = tracked_files(&shell(root), root).unwrap();
+        files.sort();
+        assert_eq!(files, ["a/b/deep", "a/out", "top"].map(PathBuf::from));
+    }
+
+    /// An environment file: `public_key`, `[[previous_keys]]`, one sealed value per name.
+    fn env_text(env: &str, key: &SecretKey, previous: &[&SecretKey], names: &[&str]) -> String {
+        let mut text = format!("public_key = \"{}\"\n", key.public_key().to_base64());
+        for p in previous {
+            text.push_str(&format!("\n[[previous_keys]]\npublic_key = \"{}\"\n", p.public_key().to_base64()));
+        }
+        text.push_str("\n[secrets]\n");
+        for name in names {
+            let sealed = boxcar_secrets::seal(key.public_key(), env, name, b"v").unwrap();
+            text.push_str(&format!("{name} = \"{sealed}\"\n"));
+        }
+        text
+    }
+
+    /// (environment, key id, retired, names), in key id order.
+    fn listed(list: &WatchList) -> Vec<(String, KeyId, bool, Vec<String>)> {
+        list.keys
+            .iter()
+            .map(|k| (k.env.clone(), k.key.key_id(), k.retired, k.names.iter().cloned().collect()))
+            .collect()
+    }
+
+    fn entry(env: &str, key: &SecretKey, retired: bool, names: &[&str]) -> (String, KeyId, bool, Vec<String>) {
+        (env.to_owned(), key.key_id(), retired, names.iter().map(|n| (*n).to_owned()).collect())
+    }
+
+    fn sorted<T>(mut v: Vec<(String, KeyId, bool, T)>) -> Vec<(String, KeyId, bool, T)> {
+        v.sort_by_key(|e| e.1);
+        v
+    }
+
+    #[test]
+    fn the_watch_list_holds_every_key_git_history_and_previous_keys_name() {
+        let tree = tempfile::tempdir().unwrap();
+        let root = tree.path();
+        let dir = root.join("config");
+        std::fs::create_dir(&dir).unwrap();
+        git(root, &["init", "-q"]);
+        let [first, second, current, chained, gone, elsewhere] = std::array::from_fn(|_| SecretKey::generate());
+        let commit = |message: &str| {
+            git(root, &["add", "-A"]);
+            git(root, &["commit", "-qm", message]);
+        };
+        std::fs::write(dir.join("production.toml"), env_text("production", &first, &[], &["token"])).unwrap();
+        std::fs::write(dir.join("old.toml"), env_text("old", &gone, &[], &[])).unwrap();
+        // Not environment files of the folder: their keys are not looked for.
+        std::fs::create_dir(root.join("other")).unwrap();
+        std::fs::write(root.join("other/production.toml"), env_text("production", &elsewhere, &[], &[])).unwrap();
+        std::fs::write(dir.join("notes.txt"), env_text("notes", &elsewhere, &[], &[])).unwrap();
+        commit("first");
+        // On a branch of its own, then gone from the folder.
+        git(root, &["checkout", "-qb", "side"]);
+        std::fs::write(dir.join("production.toml"), env_text("production", &second, &[], &["token", "db"])).unwrap();
+        commit("second");
+        git(root, &["checkout", "-q", "-"]);
+        std::fs::remove_file(dir.join("old.toml")).unwrap();
+        std::fs::write(dir.join("production.toml"), env_text("production", &current, &[&chained], &["token"])).unwrap();
+        commit("current");
+
+        let dirs = [PathBuf::from("config")];
+        let now = [("production".to_owned(), current.public_key().clone())];
+        let list = watch_list(&shell(root), root, &dirs, now.clone()).unwrap();
+        let expect = vec![
+            entry("production", &current, false, &["token"]),
+            entry("production", &first, true, &["token"]),
+            entry("production", &second, true, &["db", "token"]),
+            entry("production", &chained, true, &[]),
+            entry("old", &gone, true, &[]),
+        ];
+        assert_eq!(listed(&list), sorted(expect));
+        assert!(list.problems.is_empty(), "{:?}", list.problems);
+        assert_eq!(list.note, None);
+
+        // A shallow clone lacks the history, and says so.
+        let clone = tempfile::tempdir().unwrap();
+        git(clone.path(), &["clone", "-q", "--depth", "1", &format!("file://{}", root.display()), "."]);
+        let list = watch_list(&shell(clone.path()), clone.path(), &dirs, now.clone()).unwrap();
+        assert_eq!(
+            list.problems,
+            ["the history of config/ cannot be read in a shallow clone; fetch the full history (fetch-depth: 0) \
+              so check can look for the secret keys of the public keys these files had before"]
+        );
+        assert_eq!(
+            listed(&list),
+            sorted(vec![entry("production", &current, false, &["token"]), entry("production", &chained, true, &[])])
+        );
+
+        // Not a git checkout: the current files alone.
+        let plain = tempfile::tempdir().unwrap();
+        std::fs::create_dir(plain.path().join("config")).unwrap();
+        std::fs::copy(dir.join("production.toml"), plain.path().join("config/production.toml")).unwrap();
+        let list = watch_list(&shell(plain.path()), plain.path(), &dirs, now).unwrap();
+        assert_eq!(
+            list.note.as_deref(),
+            Some(
+                "not a git checkout: the retired keys looked for are only those under [[previous_keys]] of the files \
+                 in config/; keys of earlier versions of these files are not known"
+            )
+        );
+        assert!(list.problems.is_empty());
+        assert_eq!(
+            listed(&list),
+            sorted(vec![entry("production", &current, false, &["token"]), entry("production", &chained, true, &[])])
+        );
     }
 }

@@ -72,7 +72,8 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     println!("Commit {}, redeploy with the new key, then delete the old key file.", ctx.show(file.path()));
     println!("The same credentials were sealed again: if the old key leaked, it still opens them in git history.");
     println!(
-        "After a leak, also change each one where it was issued ({}) and seal the new value with `cargo xtask encrypt-secret --env {} NAME`.",
+        "After a leak, also change each one where it was issued ({}) \
+         and seal the new value with `cargo xtask encrypt-secret --env {} NAME`.",
         secrets.iter().map(|(name, _)| crate::show::escape(name).into_owned()).collect::<Vec<_>>().join(", "),
         file.env()
     );

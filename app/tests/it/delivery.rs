@@ -67,7 +67,7 @@ fn environment(standin: &StandIn, bots: &[Policy], send_timeout: u64, limits: Op
         let text = std::fs::read_to_string(env.env_file()).unwrap();
         let raised = "messages_per_second = 10000\nmessages_per_chat_per_second = 10000\n";
         assert!(text.contains(raised), "TestEnv's rate limits changed");
-        std::fs::write(env.env_file(), text.replace(raised, limits)).unwrap();
+        env.write(text.replace(raised, limits));
     }
     env
 }

@@ -100,7 +100,7 @@ async fn ready_without_waiting_out_a_long_poll() {
     standin.add_bot(A, "a_bot");
     let env = TestEnv::new(&standin.base_url(), &[BotSpec { name: "alpha", token: A, extra: "" }], "", &[]);
     let text = std::fs::read_to_string(env.env_file()).unwrap();
-    std::fs::write(env.env_file(), text.replace("poll_timeout = 2\n", "poll_timeout = 50\n")).unwrap();
+    env.write(text.replace("poll_timeout = 2\n", "poll_timeout = 50\n"));
     let app = env.start();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -290,7 +290,7 @@ async fn webhook_needs_the_secret_token_and_going_back_to_polling_deletes_it() {
 
     // Same data, now polling: the webhook is deleted so getUpdates works.
     let polling = std::fs::read_to_string(env.env_file()).unwrap().replace("mode = \"webhook\"\n", "");
-    std::fs::write(env.env_file(), polling).unwrap();
+    env.write(polling);
     let app = env.start();
     standin.user_says(A, 3, "Di", "/help");
     assert_eq!(standin.wait_sent(A, 2, Duration::from_secs(10)).await.len(), 2, "{}", app.logs());

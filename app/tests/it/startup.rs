@@ -115,21 +115,20 @@ async fn tampered_missing_and_misconfigured() {
     let mut bad_line = line.to_owned();
     let c = if &line[at..=at] == "A" { "B" } else { "A" };
     bad_line.replace_range(at..=at, c);
-    std::fs::write(env.env_file(), original.replace(line, &bad_line)).unwrap();
+    env.write(original.replace(line, &bad_line));
     let r = refuse(env.command());
     assert_eq!(r.code, 4, "{}", r.stderr);
     assert!(r.stderr.contains("secrets.one_token fails authentication"), "{}", r.stderr);
 
     // Missing: the bot names a secret that is not there.
-    std::fs::write(env.env_file(), original.replace("token_secret = \"one_token\"", "token_secret = \"nope\""))
-        .unwrap();
+    env.write(original.replace("token_secret = \"one_token\"", "token_secret = \"nope\""));
     let r = refuse(env.command());
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains("bots[0].token_secret: no secret `nope` in [secrets]; seal it with `cargo xtask encrypt-secret --env test nope`"), "{}", r.stderr);
 
     // Bad settings: every problem, one line each.
     let bad = original.replace("[app]\n", "[app]\nlisten = \"nowhere\"\npublic_url = \"ftp://x\"\n");
-    std::fs::write(env.env_file(), bad).unwrap();
+    env.write(bad);
     let r = refuse(env.command());
     assert_eq!(r.code, 3, "{}", r.stderr);
     // APP_LISTEN overrides app.listen: only public_url is wrong here.
@@ -137,13 +136,32 @@ async fn tampered_missing_and_misconfigured() {
     assert!(r.stderr.contains("app.public_url `ftp://x` must be an http or https URL"), "{}", r.stderr);
 
     let unknown = original.replace("[app]\n", "[app]\nlisen = \"x\"\n");
-    std::fs::write(env.env_file(), unknown).unwrap();
+    env.write(unknown);
     let r = refuse(env.command());
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains("[app]: unknown field `lisen`"), "{}", r.stderr);
 
-    std::fs::write(env.env_file(), &original).unwrap();
+    env.write(&original);
     tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(standin.calls(TOKEN, "getMe"), 0, "a bot started");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_nobody_approved_refuses_to_start() {
+    let standin = StandIn::start().await.unwrap();
+    let env = env(&standin);
+    let original = std::fs::read_to_string(env.env_file()).unwrap();
+    // Where the tokens go, changed without the key holder's approval.
+    let api_base = format!("api_base = \"{}\"", standin.base_url());
+    std::fs::write(env.env_file(), original.replace(&api_base, "api_base = \"https://elsewhere.example\"")).unwrap();
+    let r = refuse(env.command());
+    assert_eq!(r.code, 7, "{}", r.stderr);
+    let file = env.env_file().display().to_string();
+    assert!(
+        r.stderr.starts_with(&format!("error: {file}: is not approved as it is: changed since it was approved: app.api_base;")),
+        "{}",
+        r.stderr
+    );
     assert_eq!(standin.calls(TOKEN, "getMe"), 0, "a bot started");
 }
 

@@ -358,7 +358,7 @@ fn check_finds_keys_in_hex_url_safe_base64_and_kubernetes_secrets() {
     .map(|(at, how)| {
         format!(
             "error: {at}: the secret key of environment `production` (key id {id}, written as {how}) is in this file: \
-             whoever can read it can open every value sealed to this key, in every commit; remove it, run \
+             whoever can read the repository can open every value sealed to this key, in every commit; remove it, run \
              `cargo xtask rotate-key --env production`, then change each credential sealed to it (`api_key`) {RENEW}: \
              rotating alone seals the same credentials again, and the old sealed values stay readable in git history \
              with this key"
