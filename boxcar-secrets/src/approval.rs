@@ -212,7 +212,9 @@ fn endorsement_message(env: &str, old: &KeyPair, new: &KeyPair) -> Vec<u8> {
     m.push(0);
     m.push(env.len() as u8);
     m.extend_from_slice(env.as_bytes());
-    for key in [old.public_key.as_bytes(), old.approval_key.as_bytes(), new.public_key.as_bytes(), new.approval_key.as_bytes()] {
+    for key in
+        [old.public_key.as_bytes(), old.approval_key.as_bytes(), new.public_key.as_bytes(), new.approval_key.as_bytes()]
+    {
         m.extend_from_slice(key);
     }
     m
@@ -408,7 +410,10 @@ pub fn changed_entries(table: &toml::Table) -> Vec<String> {
         .map(|(name, _)| crate::show::escape(name).into_owned())
         .collect();
     changed.extend(
-        listed.keys().filter(|name| !now.contains_key(name.as_str())).map(|n| format!("{} (removed)", crate::show::escape(n))),
+        listed
+            .keys()
+            .filter(|name| !now.contains_key(name.as_str()))
+            .map(|n| format!("{} (removed)", crate::show::escape(n))),
     );
     changed
 }
@@ -568,7 +573,9 @@ mod tests {
         assert!(matches!(verify("staging", &table(&text)), Err(ApprovalError::Signature { .. })));
         // So is the serial.
         let bumped = text.replace("serial = 1", "serial = 2");
-        assert!(matches!(verify("prod", &table(&bumped)), Err(ApprovalError::Signature { changed }) if changed.is_empty()));
+        assert!(
+            matches!(verify("prod", &table(&bumped)), Err(ApprovalError::Signature { changed }) if changed.is_empty())
+        );
     }
 
     #[test]
@@ -577,8 +584,11 @@ mod tests {
         let (sk, attacker) = (SecretKey::generate(), SecretKey::generate());
         // The attacker keeps the victim's public key but approves with their own key.
         let path = dir.path().join("prod.toml");
-        std::fs::write(&path, format!("public_key = \"{}\"\n[app]\nurl = \"https://evil\"\n", sk.public_key().to_base64()))
-            .unwrap();
+        std::fs::write(
+            &path,
+            format!("public_key = \"{}\"\n[app]\nurl = \"https://evil\"\n", sk.public_key().to_base64()),
+        )
+        .unwrap();
         let mut doc = EnvDocument::load_or_new(&path).unwrap();
         doc.approve(&attacker).unwrap();
         let text = doc.render();
@@ -607,15 +617,33 @@ mod tests {
             (text.replace(&format!("approval_key = \"{ak}\""), ""), ApprovalError::NoApprovalKey),
             (text.replace(&ak, &B64.encode([0u8; 32])), ApprovalError::ApprovalKey(KeyError::SmallOrder)),
             (text.replace(&ak, "AAAA"), ApprovalError::ApprovalKey(KeyError::Length { found: 3 })),
-            (text.replace(&format!("approval_key = \"{ak}\""), "approval_key = 1"), ApprovalError::ApprovalKey(KeyError::Base64)),
+            (
+                text.replace(&format!("approval_key = \"{ak}\""), "approval_key = 1"),
+                ApprovalError::ApprovalKey(KeyError::Base64),
+            ),
             (text[..text.find("\n# Approval by").unwrap()].to_owned(), ApprovalError::NoApproval),
-            (text.replace("serial = 1", "serial = 0"), malformed("approval.serial", "must be a whole number of at least 1")),
-            (text.replace("serial = 1", "serial = \"1\""), malformed("approval.serial", "must be a whole number of at least 1")),
+            (
+                text.replace("serial = 1", "serial = 0"),
+                malformed("approval.serial", "must be a whole number of at least 1"),
+            ),
+            (
+                text.replace("serial = 1", "serial = \"1\""),
+                malformed("approval.serial", "must be a whole number of at least 1"),
+            ),
             (text.replace("serial = 1\n", ""), malformed("approval.serial", "is missing")),
-            (text.replace(&sig, &B64.encode([1u8; 63])), malformed("approval.signature", "decodes to 63 bytes, not 64")),
+            (
+                text.replace(&sig, &B64.encode([1u8; 63])),
+                malformed("approval.signature", "decodes to 63 bytes, not 64"),
+            ),
             (text.replace(&sig, "!!"), malformed("approval.signature", "is not valid base64")),
-            (text.replace(&format!("signature = \"{sig}\""), ""), malformed("approval.signature", "is missing, or not a string")),
-            (format!("{text}\n[app]\nwhen = 1979-05-27\n"), ApprovalError::Content(ContentError::DateTime { at: "app.when".into() })),
+            (
+                text.replace(&format!("signature = \"{sig}\""), ""),
+                malformed("approval.signature", "is missing, or not a string"),
+            ),
+            (
+                format!("{text}\n[app]\nwhen = 1979-05-27\n"),
+                ApprovalError::Content(ContentError::DateTime { at: "app.when".into() }),
+            ),
         ];
         for (bad, expected) in cases {
             assert_eq!(verify("prod", &table(&bad)).unwrap_err(), expected, "{bad}");
@@ -638,7 +666,8 @@ mod tests {
         expected.extend([0, 0, 0, 1, b'n', b'f', 0x7f, 0xf8, 0, 0, 0, 0, 0, 0]);
         assert_eq!(canonical_content(&t).unwrap(), expected);
         // -nan is the same value as nan; the approval table is left out.
-        let same = table("a = \"x\"\nb = true\n[approval]\nserial = 9\n[t]\ni = -2\nf = -0.0\nn = -nan\nl = [1, \"y\"]\n");
+        let same =
+            table("a = \"x\"\nb = true\n[approval]\nserial = 9\n[t]\ni = -2\nf = -0.0\nn = -nan\nl = [1, \"y\"]\n");
         assert_eq!(canonical_content(&same).unwrap(), expected);
     }
 
@@ -663,10 +692,10 @@ mod tests {
         std::fs::write(&path2, format!("public_key = \"{}\"\n", new.public_key().to_base64())).unwrap();
         let mut forged = EnvDocument::load_or_new(&path2).unwrap();
         forged.endorse(&other, &KeyPair::of(&new));
-        let listed_as_old = forged.render().replace(
-            &KeyPair::of(&other).public_key.to_base64(),
-            &old.public_key().to_base64(),
-        ).replace(&ApprovalKey::of(&other).to_base64(), &ApprovalKey::of(&old).to_base64());
+        let listed_as_old = forged
+            .render()
+            .replace(&KeyPair::of(&other).public_key.to_base64(), &old.public_key().to_base64())
+            .replace(&ApprovalKey::of(&other).to_base64(), &ApprovalKey::of(&old).to_base64());
         std::fs::write(&path2, listed_as_old).unwrap();
         let mut forged = EnvDocument::load_or_new(&path2).unwrap();
         forged.approve(&new).unwrap();
@@ -683,7 +712,11 @@ mod tests {
         // Re-approved for prod by the new key, the old key's endorsement still names staging.
         let mut t = table(&moved);
         let (signature, _) = sign("prod", &t, 1, &new).unwrap();
-        t.get_mut("approval").unwrap().as_table_mut().unwrap().insert("signature".into(), signature_text(&signature).into());
+        t.get_mut("approval")
+            .unwrap()
+            .as_table_mut()
+            .unwrap()
+            .insert("signature".into(), signature_text(&signature).into());
         t.get_mut("approval").unwrap().as_table_mut().unwrap().insert("serial".into(), 1.into());
         assert!(matches!(verify("prod", &t), Err(ApprovalError::Endorsement { index: 0, .. })));
     }
@@ -700,15 +733,35 @@ mod tests {
         let resign = |text: String| {
             let mut t = table(&text);
             let (signature, _) = sign("prod", &t, 1, &new).unwrap();
-            t.get_mut("approval").unwrap().as_table_mut().unwrap().insert("signature".into(), signature_text(&signature).into());
+            t.get_mut("approval")
+                .unwrap()
+                .as_table_mut()
+                .unwrap()
+                .insert("signature".into(), signature_text(&signature).into());
             t
         };
         let old_pk = old.public_key().to_base64();
         let cases = [
-            (text.replace(&old_pk, &B64.encode([0u8; 32])), "previous_keys[0].public_key", "is a point of small order, not a real public key: anything sealed to it could be opened by anyone"),
-            (text.replace(&format!("public_key = \"{old_pk}\"\n"), ""), "previous_keys[0].public_key", "is missing, or not a string"),
-            (text.replace(&ApprovalKey::of(&old).to_base64(), "AAAA"), "previous_keys[0].approval_key", "decodes to 3 bytes; an X25519 key is 32 bytes"),
-            (text.replace("endorsement = ", "endorsement = 5\nx = "), "previous_keys[0].endorsement", "is missing, or not a string"),
+            (
+                text.replace(&old_pk, &B64.encode([0u8; 32])),
+                "previous_keys[0].public_key",
+                "is a point of small order, not a real public key: anything sealed to it could be opened by anyone",
+            ),
+            (
+                text.replace(&format!("public_key = \"{old_pk}\"\n"), ""),
+                "previous_keys[0].public_key",
+                "is missing, or not a string",
+            ),
+            (
+                text.replace(&ApprovalKey::of(&old).to_base64(), "AAAA"),
+                "previous_keys[0].approval_key",
+                "decodes to 3 bytes; an X25519 key is 32 bytes",
+            ),
+            (
+                text.replace("endorsement = ", "endorsement = 5\nx = "),
+                "previous_keys[0].endorsement",
+                "is missing, or not a string",
+            ),
         ];
         for (bad, field, why) in cases {
             assert_eq!(verify("prod", &resign(bad)).unwrap_err(), malformed(field, why));
@@ -716,11 +769,22 @@ mod tests {
         let mut t = table(&text);
         t.insert("previous_keys".into(), 3.into());
         let (signature, _) = sign("prod", &t, 1, &new).unwrap();
-        t.get_mut("approval").unwrap().as_table_mut().unwrap().insert("signature".into(), signature_text(&signature).into());
-        assert_eq!(verify("prod", &t).unwrap_err(), malformed("previous_keys", "must be an array of tables ([[previous_keys]])"));
+        t.get_mut("approval")
+            .unwrap()
+            .as_table_mut()
+            .unwrap()
+            .insert("signature".into(), signature_text(&signature).into());
+        assert_eq!(
+            verify("prod", &t).unwrap_err(),
+            malformed("previous_keys", "must be an array of tables ([[previous_keys]])")
+        );
         t.insert("previous_keys".into(), toml::Value::Array(vec![3.into()]));
         let (signature, _) = sign("prod", &t, 1, &new).unwrap();
-        t.get_mut("approval").unwrap().as_table_mut().unwrap().insert("signature".into(), signature_text(&signature).into());
+        t.get_mut("approval")
+            .unwrap()
+            .as_table_mut()
+            .unwrap()
+            .insert("signature".into(), signature_text(&signature).into());
         assert_eq!(verify("prod", &t).unwrap_err(), malformed("previous_keys[0]", "must be a table"));
     }
 

@@ -124,10 +124,10 @@ impl EnvDocument {
         let previous =
             root.get(APPROVAL_TABLE).and_then(|a| a.get("serial")).and_then(Item::as_integer).filter(|n| *n >= 1);
         let serial = previous.map_or(1, |n| n as u64 + 1);
-        let table: toml::Table = self.render().parse().map_err(|e: toml::de::Error| Error::Toml {
-            path: self.path.clone(),
-            message: e.message().to_owned(),
-        })?;
+        let table: toml::Table = self
+            .render()
+            .parse()
+            .map_err(|e: toml::de::Error| Error::Toml { path: self.path.clone(), message: e.message().to_owned() })?;
         let (signature, entries) = approval::sign(&self.env, &table, serial, key).map_err(|e| Error::Unapproved {
             path: self.path.clone(),
             env: self.env.clone(),

@@ -202,7 +202,13 @@ mod tests {
         let err = open_environment(&a, dir.path(), None).unwrap_err();
         let StartupError::Unapproved(lines) = &err else { panic!("{err}") };
         assert_eq!(lines.len(), 1);
-        assert!(lines[0].starts_with(&format!("{}: is not approved as it is: changed since it was approved: app.api_base;", path.display())), "{err}");
+        assert!(
+            lines[0].starts_with(&format!(
+                "{}: is not approved as it is: changed since it was approved: app.api_base;",
+                path.display()
+            )),
+            "{err}"
+        );
         assert_eq!(err.lines(), &lines[..]);
         // Approved again, it opens.
         approve(dir.path(), "alpha", &a);

@@ -4,8 +4,8 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use sha2::{Digest as _, Sha256};
 use curve25519_dalek::MontgomeryPoint;
+use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
 use crate::error::KeyError;

@@ -59,7 +59,9 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     let serial = doc.approve(&key)?;
     let text = doc.render();
     // What is written must be what a service accepts.
-    EnvFile::parse(file.path(), &text)?.open_approved(&key).context("the approved file does not verify (nothing was written)")?;
+    EnvFile::parse(file.path(), &text)?
+        .open_approved(&key)
+        .context("the approved file does not verify (nothing was written)")?;
     boxcar_secrets::write_atomic(file.path(), text.as_bytes(), None)
         .with_context(|| format!("writing {shown} (nothing was approved)"))?;
     println!("approved {shown} (serial {serial}); commit it");

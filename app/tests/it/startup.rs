@@ -158,7 +158,9 @@ async fn a_change_nobody_approved_refuses_to_start() {
     assert_eq!(r.code, 7, "{}", r.stderr);
     let file = env.env_file().display().to_string();
     assert!(
-        r.stderr.starts_with(&format!("error: {file}: is not approved as it is: changed since it was approved: app.api_base;")),
+        r.stderr.starts_with(&format!(
+            "error: {file}: is not approved as it is: changed since it was approved: app.api_base;"
+        )),
         "{}",
         r.stderr
     );

@@ -66,7 +66,10 @@ fn hex(bytes: &[u8]) -> String {
 #[test]
 fn the_derivation_matches() {
     let v = load();
-    for (sk, ak) in [(&v.derivation.secret_key, &v.derivation.approval_key), (&v.derivation.bob_secret_key, &v.derivation.bob_approval_key)] {
+    for (sk, ak) in [
+        (&v.derivation.secret_key, &v.derivation.approval_key),
+        (&v.derivation.bob_secret_key, &v.derivation.bob_approval_key),
+    ] {
         assert_eq!(&ApprovalKey::of(&SecretKey::from_base64(sk).unwrap()).to_base64(), ak);
     }
 }

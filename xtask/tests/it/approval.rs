@@ -26,7 +26,12 @@ fn a_changed_setting_needs_an_approval_and_approve_shows_it() {
     let before = repo.read("deploy-config/prod.toml");
     std::fs::write(&path, format!("{before}\n[app]\napi_base = \"https://attacker.example\"\n")).unwrap();
     let run = repo.run(&["check"]).fails();
-    assert!(run.stdout.contains("deploy-config/prod.toml: is not approved as it is: changed since it was approved: app.api_base"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("deploy-config/prod.toml: is not approved as it is: changed since it was approved: app.api_base"),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("cargo xtask approve --env prod"), "{}", run.stdout);
     // Commands that hold the key refuse too.
     let run = repo.run(&["verify", "--env", "prod"]).fails();
