@@ -136,7 +136,7 @@ impl EnvDocument {
         let mut approval = Table::new();
         approval.decor_mut().set_prefix(
             "\n# Approval by the holder of this environment's secret key (`cargo xtask approve`).\n\
-             # Any change to the file above it (a setting, a value, a key) needs a new approval.\n",
+             # Any change to this file (a setting, a value, a key) needs a new approval.\n",
         );
         approval.insert("serial", value(serial as i64));
         approval.insert("signature", value(approval::signature_text(&signature)));
@@ -146,15 +146,19 @@ impl EnvDocument {
             listed.insert(&name, value(fp));
         }
         approval.insert("entries", Item::Table(listed));
-        // Last in the file, below what it covers, with the comment it had.
+        // First among the tables, right below the keys, with the comment it had:
+        // a value appended to the file (`>> production.toml`) still lands in the
+        // table that was last, not among the approval's fingerprints.
         let root = self.doc.as_table_mut();
         if let Some(Item::Table(old)) = root.remove(APPROVAL_TABLE) {
             *approval.decor_mut() = old.decor().clone();
         }
-        let last = max_position(root).map_or(0, |p| p + 1);
-        approval.set_position(last);
+        // Make room: every table header moves two places down.
+        let first = min_position(root).unwrap_or(1);
+        shift_positions(root, 2);
+        approval.set_position(first);
         if let Some(entries) = approval.get_mut("entries").and_then(Item::as_table_mut) {
-            entries.set_position(last + 1);
+            entries.set_position(first + 1);
         }
         root.insert(APPROVAL_TABLE, Item::Table(approval));
         Ok(serial)
@@ -220,18 +224,46 @@ fn set_keeping_decor(table: &mut Table, key: &str, text: &str) {
     }
 }
 
-/// The highest position of any table header in `table`, nested ones too.
-fn max_position(table: &Table) -> Option<isize> {
-    let mut max = table.position();
-    for (_, item) in table.iter() {
+/// Moves every table header under `root` (nested ones too) `by` places.
+fn shift_positions(root: &mut Table, by: isize) {
+    for (_, item) in root.iter_mut() {
+        match item {
+            Item::Table(t) => {
+                if let Some(p) = t.position() {
+                    t.set_position(p + by);
+                }
+                shift_positions(t, by);
+            }
+            Item::ArrayOfTables(array) => {
+                for t in array.iter_mut() {
+                    if let Some(p) = t.position() {
+                        t.set_position(p + by);
+                    }
+                    shift_positions(t, by);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The lowest position of any table header under `root`, nested ones too.
+fn min_position(root: &Table) -> Option<isize> {
+    let mut min: Option<isize> = None;
+    for (_, item) in root.iter() {
         let found = match item {
-            Item::Table(t) => max_position(t),
-            Item::ArrayOfTables(array) => array.iter().filter_map(max_position).max(),
+            Item::Table(t) => t.position().into_iter().chain(min_position(t)).min(),
+            Item::ArrayOfTables(array) => {
+                array.iter().flat_map(|t| t.position().into_iter().chain(min_position(t))).min()
+            }
             _ => None,
         };
-        max = max.max(found);
+        min = match (min, found) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
-    max
+    min
 }
 
 fn header(env: &str) -> String {

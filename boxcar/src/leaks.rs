@@ -1,6 +1,6 @@
 //! Committed secret keys: every 32-byte value a file holds in a form a key is
-//! written in, how much of a file can be scanned, and the public keys (current
-//! and retired) whose secret keys `check` looks for.
+//! written in, which files are scanned and how much of each, and the public
+//! keys (current and retired) whose secret keys `check` looks for.
 //!
 //! The scanner does not know which keys matter: it derives the public key of
 //! every candidate, and the caller compares that with the public keys it knows.
@@ -560,8 +560,9 @@ fn batch_contents(out: &[u8]) -> Vec<Vec<u8>> {
     let mut rest = out;
     while let Some(end) = rest.iter().position(|b| *b == b'\n') {
         // `<id> <type> <size>`, then the content and a newline; or `<id> missing`.
-        let header = String::from_utf8_lossy(&rest[..end]).into_owned();
-        rest = &rest[end + 1..];
+        let (header, after) = rest.split_at(end);
+        let header = String::from_utf8_lossy(header).into_owned();
+        rest = after.get(1..).unwrap_or_default();
         match header.split(' ').nth(2).and_then(|size| size.parse::<usize>().ok()) {
             Some(size) => {
                 contents.push(rest.get(..size).unwrap_or_default().to_vec());

@@ -121,6 +121,7 @@ fn check_runs_the_services_own_check() {
         std::fs::read_to_string(checkout.env_file()).unwrap().replace("\"missing\"", "\"good\""),
     )
     .unwrap();
+    checkout.approve("staging");
     let run = checkout.run(&["check"]).ok();
     assert!(run.stdout.contains("ok  deploy-config/staging.toml: 1 secret(s) sealed to key"), "{}", run.stdout);
     assert!(run.stdout.contains("`app check-config` passed"), "{}", run.stdout);

@@ -75,14 +75,18 @@ fn encrypt_secret_changes_one_line_and_strips_one_newline() {
     assert_eq!(changed.len(), 1, "{changed:?}");
     assert!(changed[0].0.starts_with("a = \"sealed:v1:"));
     assert_eq!(before.lines().count(), after.lines().count());
+    assert!(run.stdout.contains("not approved yet"), "{}", run.stdout);
+    repo.run(&["approve", "--env", "production", "--yes"]).ok();
 
     let run = repo.run(&["verify", "--env", "production", "--reveal", "a"]).ok();
     assert_eq!(run.stdout, TOKEN);
     assert!(run.stderr.contains("warning: printing the plaintext of secrets.a"), "{}", run.stderr);
 
     repo.run_stdin(&["encrypt-secret", "--env", "production", "nl", "--keep-trailing-newline"], b"x\n").ok();
+    repo.run(&["approve", "--env", "production", "--yes"]).ok();
     assert_eq!(repo.run(&["verify", "--env", "production", "--reveal", "nl"]).ok().stdout, "x\n");
     repo.run_stdin(&["encrypt-secret", "--env", "production", "crlf"], b"x\r\n\r\n").ok();
+    repo.run(&["approve", "--env", "production", "--yes"]).ok();
     assert_eq!(repo.run(&["verify", "--env", "production", "--reveal", "crlf"]).ok().stdout, "x\r\n");
 }
 
@@ -189,7 +193,17 @@ fn values_moved_between_environments_or_names_are_refused() {
     let swapped = text
         .replace(&line("token"), &line("other").replacen("other", "token", 1))
         .replace(&line("other"), &line("token").replacen("token", "other", 1));
-    std::fs::write(repo.env_file("production"), swapped).unwrap();
+    std::fs::write(repo.env_file("production"), &swapped).unwrap();
+    // Unapproved, so refused before anything is opened …
+    let run = repo.run(&["verify", "--env", "production"]).fails();
+    assert!(run.stderr.contains("changed since it was approved: secrets.other, secrets.token"), "{}", run.stderr);
+    // … and `approve` refuses to approve values that do not open.
+    let run = repo.run(&["approve", "--env", "production", "--yes"]).fails();
+    assert!(run.stderr.contains("nothing was approved"), "{}", run.stderr);
+    // Approved anyway (by a key holder who did not use `approve`), opening still refuses them.
+    let key = SecretKey::from_base64(&std::fs::read_to_string(repo.key_file("production")).unwrap()).unwrap();
+    let path = repo.env_file("production");
+    std::fs::write(&path, boxcar_secrets::approved_text(&path, &swapped, &key).unwrap()).unwrap();
     let run = repo.run(&["verify", "--env", "production"]).fails();
     assert!(run.stderr.contains("2 secrets cannot be opened"), "{}", run.stderr);
     assert!(
@@ -236,6 +250,8 @@ fn check_reports_every_problem_one_line_each() {
         "error: deploy-config/production.toml: secrets.foreign was sealed to key",
         "error: deploy-config/production.toml: secrets.future has unknown format version `v9`",
         "error: deploy-config/production.toml: secrets.plain is not a sealed value",
+        "error: deploy-config/production.toml: is not approved as it is: changed since it was approved: \
+         secrets.broken, secrets.foreign, secrets.future, secrets.plain",
         "error: deploy-config/shortkey.toml: `public_key` decodes to 3 bytes; an X25519 key is 32 bytes",
         "error: deploy.env:2: the secret key of environment `production`",
         "error: notes.txt:1: the secret key of environment `staging`",
@@ -296,7 +312,7 @@ fn rotate_key_failure_changes_nothing() {
 
     let run = repo.run(&["rotate-key", "--env", "production"]).fails();
     assert!(run.stderr.contains("nothing was changed"), "{}", run.stderr);
-    assert!(run.stderr.contains("secrets.a fails authentication"), "{}", run.stderr);
+    assert!(run.stderr.contains("changed since it was approved: secrets.a"), "{}", run.stderr);
     assert_eq!(repo.read("deploy-config/production.toml"), tampered);
     assert_eq!(repo.key_files("production").len(), 1, "a new key file was left behind");
 }
