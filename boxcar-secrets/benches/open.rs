@@ -4,7 +4,15 @@
 //!
 //! - `open/one`: `SealedValue::parse` and `open` of one value;
 //! - `open/hundred`: `EnvFile::parse` and `open_all` of an environment file
-//!   holding 100 values.
+//!   holding 100 values;
+//! - `open/approval`: `EnvFile::parse` of the same file, approved, and
+//!   `approval_with` (the approval key derived from the secret key, the
+//!   content encoded, one Ed25519 verification): what approval adds;
+//! - `open/startup`: `EnvFile::parse` and `open_approved` of the approved
+//!   file: the whole cost a service pays at startup.
+//!
+//! The last two have no libsodium counterpart; the table gives approval's
+//! share of the startup cost, both measured in this run.
 //!
 //! Criterion measures them, then `tests/python/libsodium_bench.py` times
 //! libsodium's `crypto_box_seal_open` (through PyNaCl) on the very same
@@ -51,6 +59,7 @@ const EXIT_NO_PYNACL: i32 = 3;
 struct Fixture {
     key: SecretKey,
     file_text: String,
+    approved_text: String,
     values: Vec<(String, String)>,
 }
 
@@ -69,7 +78,9 @@ fn fixture() -> Fixture {
         file_text.push_str(&format!("{name} = \"{sealed}\"\n"));
         values.push((name, sealed));
     }
-    Fixture { key, file_text, values }
+    let approved_text =
+        boxcar_secrets::approved_text(Path::new(FILE), &file_text, &key).expect("approving the bench file");
+    Fixture { key, file_text, approved_text, values }
 }
 
 fn bench(c: &mut Criterion, fixture: &Fixture) {
@@ -85,6 +96,20 @@ fn bench(c: &mut Criterion, fixture: &Fixture) {
         b.iter(|| {
             let file = EnvFile::parse(Path::new(FILE), black_box(&fixture.file_text)).expect("parsing the bench file");
             file.open_all(&fixture.key).expect("opening the bench file")
+        })
+    });
+    group.bench_function("approval", |b| {
+        b.iter(|| {
+            let file =
+                EnvFile::parse(Path::new(FILE), black_box(&fixture.approved_text)).expect("parsing the bench file");
+            file.approval_with(&fixture.key).expect("checking the bench file's approval")
+        })
+    });
+    group.bench_function("startup", |b| {
+        b.iter(|| {
+            let file =
+                EnvFile::parse(Path::new(FILE), black_box(&fixture.approved_text)).expect("parsing the bench file");
+            file.open_approved(&fixture.key).expect("opening the approved bench file")
         })
     });
     group.finish();
@@ -166,6 +191,20 @@ fn compare(fixture: &Fixture, started: SystemTime) -> Result<(), String> {
         println!("{case:<14} {:>12} {:>12} {ratio:>7.2}{flag}", format_ns(row.boxcar_ns), format_ns(libsodium_ns));
     }
     println!("\nratio = boxcar / libsodium; the target is at most 1.0");
+
+    // What approval costs a service at startup, both sides from this run.
+    let median = |case: &str| {
+        let path = criterion_dir.join(GROUP).join(case).join("new").join("estimates.json");
+        fresh_median(&path, started)
+    };
+    if let (Some(approval), Some(startup)) = (median("approval")?, median("startup")?) {
+        println!(
+            "\nstartup with approval, 100 values: {} (the approval check: {}, {:.1}% of it)",
+            format_ns(startup),
+            format_ns(approval),
+            100.0 * approval / startup
+        );
+    }
     Ok(())
 }
 

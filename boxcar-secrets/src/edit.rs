@@ -35,7 +35,7 @@ impl EnvDocument {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Ok(EnvDocument { path: path.to_owned(), env, doc: DocumentMut::new(), exists: false })
             }
-            Err(source) => Err(Error::Read { path: path.to_owned(), source }),
+            Err(source) => Err(Error::Read { path: path.to_owned(), cause: source }),
         }
     }
 

@@ -1,5 +1,7 @@
 //! Typed errors: each names the file and field it is about and says what to do.
 //!
+//! Each message carries its cause in its own text, so the causes are plain
+//! fields (`cause`), not `source()`s that a report would print a second time.
 //! No variant holds secret bytes, so printing any of them (or their `Debug`)
 //! can never leak a key or a value.
 
@@ -143,12 +145,12 @@ impl std::fmt::Display for SecretFailure {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file cannot be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {cause}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file name is not `<env>.toml` with a valid environment name.
     #[error("{}: the file name is not a valid environment name: it {problem}", path.display())]
@@ -183,14 +185,14 @@ pub enum Error {
         env: String,
     },
     /// `public_key` cannot be decoded.
-    #[error("{}: `public_key` {source}; restore it from git or make a new pair with `cargo xtask keygen --env {env} --force`", path.display())]
+    #[error("{}: `public_key` {cause}; restore it from git or make a new pair with `cargo xtask keygen --env {env} --force`", path.display())]
     PublicKey {
         /// The file.
         path: PathBuf,
         /// Its environment.
         env: String,
         /// What is wrong with it.
-        source: KeyError,
+        cause: KeyError,
     },
     /// `secrets` is not a table.
     #[error("{}: `secrets` must be a table of `name = \"sealed:…\"` entries", path.display())]
@@ -298,21 +300,21 @@ pub enum IntakeError {
     #[error("SECRET_KEY {0}; it must be the base64 key that keygen wrote")]
     EnvKey(KeyError),
     /// The key file cannot be read.
-    #[error("cannot read the key file {} (from {origin}): {source}", path.display())]
+    #[error("cannot read the key file {} (from {origin}): {cause}", path.display())]
     ReadFile {
         /// The file.
         path: PathBuf,
         /// Where its path came from.
         origin: &'static str,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The key file's content cannot be decoded.
-    #[error("the key file {} {source}; it must hold the base64 key that keygen wrote", path.display())]
+    #[error("the key file {} {cause}; it must hold the base64 key that keygen wrote", path.display())]
     FileKey {
         /// The file.
         path: PathBuf,
         /// What is wrong with the content.
-        source: KeyError,
+        cause: KeyError,
     },
 }

@@ -42,7 +42,7 @@ impl EnvFile {
     /// Reads and parses `path`; the environment is the file's stem.
     pub fn load(path: &Path) -> Result<EnvFile, Error> {
         use std::io::Read as _;
-        let read = |source| Error::Read { path: path.to_owned(), source };
+        let read = |cause| Error::Read { path: path.to_owned(), cause };
         // Bounded whatever the metadata says: a FIFO or a device (/dev/zero)
         // reports no length and never ends.
         let mut bytes = Vec::new();
@@ -66,13 +66,13 @@ impl EnvFile {
         })?;
         let public_key = match table.get("public_key") {
             None => return Err(Error::MissingPublicKey { path: path.to_owned(), env }),
-            Some(toml::Value::String(s)) => PublicKey::from_base64(s).map_err(|source| Error::PublicKey {
+            Some(toml::Value::String(s)) => PublicKey::from_base64(s).map_err(|cause| Error::PublicKey {
                 path: path.to_owned(),
                 env: env.clone(),
-                source,
+                cause,
             })?,
             Some(_) => {
-                return Err(Error::PublicKey { path: path.to_owned(), env, source: crate::error::KeyError::Base64 });
+                return Err(Error::PublicKey { path: path.to_owned(), env, cause: crate::error::KeyError::Base64 });
             }
         };
         let secrets = match table.get("secrets") {
@@ -257,7 +257,7 @@ pub fn env_file_path(dir: &Path, env: &str) -> PathBuf {
 /// Every environment file in `dir`: `*.toml` except the crate's `Cargo.toml`
 /// (the library and the configuration share the `deploy-config` folder), sorted.
 pub fn env_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    let read = |source| Error::Read { path: dir.to_owned(), source };
+    let read = |cause| Error::Read { path: dir.to_owned(), cause };
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(read)? {
         let path = entry.map_err(read)?.path();

@@ -88,7 +88,7 @@ pub fn take_from_env() -> Result<Option<Intake>, IntakeError> {
 /// others can read gives a warning, not an error: orchestrators often mount
 /// secrets read-only for everyone inside a container.
 pub fn read_key_file(path: &Path, origin: &'static str) -> Result<Intake, IntakeError> {
-    let read_err = |source| IntakeError::ReadFile { path: path.to_owned(), origin, source };
+    let read_err = |source| IntakeError::ReadFile { path: path.to_owned(), origin, cause: source };
     let file = std::fs::File::open(path).map_err(read_err)?;
     let meta = file.metadata().map_err(read_err)?;
     let mut warnings = Vec::new();
@@ -108,12 +108,12 @@ pub fn read_key_file(path: &Path, origin: &'static str) -> Result<Intake, Intake
     let mut text = Zeroizing::new(String::with_capacity(256));
     file.take(256).read_to_string(&mut text).map_err(|e| {
         if e.kind() == std::io::ErrorKind::InvalidData {
-            IntakeError::FileKey { path: path.to_owned(), source: crate::error::KeyError::Base64 }
+            IntakeError::FileKey { path: path.to_owned(), cause: crate::error::KeyError::Base64 }
         } else {
             read_err(e)
         }
     })?;
-    let key = SecretKey::from_base64(&text).map_err(|source| IntakeError::FileKey { path: path.to_owned(), source })?;
+    let key = SecretKey::from_base64(&text).map_err(|source| IntakeError::FileKey { path: path.to_owned(), cause: source })?;
     Ok(Intake { key, source: KeySource::File(path.to_owned()), warnings })
 }
 

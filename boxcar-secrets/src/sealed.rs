@@ -144,8 +144,20 @@ fn unframe(frame: &[u8]) -> Result<(&str, &str, &[u8]), OpenError> {
     if version != VERSION {
         return Err(bad("inner version byte is not 1"));
     }
-    let (env, rest) = take_name(rest, MAX_ENV_LEN).ok_or(bad("environment name length out of range"))?;
-    let (name, value) = take_name(rest, MAX_NAME_LEN).ok_or(bad("secret name length out of range"))?;
+    let (env, rest) = take_name(rest, MAX_ENV_LEN).map_err(|e| {
+        bad(match e {
+            Take::NoLength => "the frame ends before the environment name's length",
+            Take::Length => "the environment name's length is not 1 to 32",
+            Take::PastEnd => "the environment name runs past the end of the frame",
+        })
+    })?;
+    let (name, value) = take_name(rest, MAX_NAME_LEN).map_err(|e| {
+        bad(match e {
+            Take::NoLength => "the frame ends before the secret name's length",
+            Take::Length => "the secret name's length is not 1 to 64",
+            Take::PastEnd => "the secret name runs past the end of the frame",
+        })
+    })?;
     let env = std::str::from_utf8(env).map_err(|_| bad("environment name is not UTF-8"))?;
     let name = std::str::from_utf8(name).map_err(|_| bad("secret name is not UTF-8"))?;
     if check_env_name(env).is_err() || check_secret_name(name).is_err() {
@@ -157,13 +169,27 @@ fn unframe(frame: &[u8]) -> Result<(&str, &str, &[u8]), OpenError> {
     Ok((env, name, value))
 }
 
-fn take_name(bytes: &[u8], max: usize) -> Option<(&[u8], &[u8])> {
-    let (&len, rest) = bytes.split_first()?;
+/// Why a length-prefixed name cannot be taken from a frame.
+#[derive(Debug, PartialEq, Eq)]
+enum Take {
+    /// No length byte: the frame ended.
+    NoLength,
+    /// A length of 0 or above the name's maximum.
+    Length,
+    /// A length in range, but more than the frame has left.
+    PastEnd,
+}
+
+fn take_name(bytes: &[u8], max: usize) -> Result<(&[u8], &[u8]), Take> {
+    let (&len, rest) = bytes.split_first().ok_or(Take::NoLength)?;
     let len = usize::from(len);
-    if len == 0 || len > max || rest.len() < len {
-        return None;
+    if len == 0 || len > max {
+        return Err(Take::Length);
     }
-    Some(rest.split_at(len))
+    if rest.len() < len {
+        return Err(Take::PastEnd);
+    }
+    Ok(rest.split_at(len))
 }
 
 /// libsodium's `crypto_box_seal_open`, composed from the primitives crypto_box is made of.
@@ -504,6 +530,24 @@ mod tests {
         assert!(seal(&pk, "prod", "T", b"").is_err());
         assert!(seal(&pk, "prod", "t", &vec![0; MAX_VALUE_LEN + 1]).is_err());
         assert!(seal(&pk, "prod", "t", &vec![0; MAX_VALUE_LEN]).is_ok());
+    }
+
+    #[test]
+    fn frame_errors_say_which_length_is_wrong() {
+        let why = |frame: &[u8]| match unframe(frame) {
+            Err(OpenError::Frame { why }) => why,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(why(&[1]), "the frame ends before the environment name's length");
+        assert_eq!(why(&[1, 0]), "the environment name's length is not 1 to 32");
+        assert_eq!(why(&[1, 33]), "the environment name's length is not 1 to 32");
+        assert_eq!(why(&[1, 32, b'a']), "the environment name runs past the end of the frame");
+        assert_eq!(why(&[1, 1, b'a']), "the frame ends before the secret name's length");
+        assert_eq!(why(&[1, 1, b'a', 65]), "the secret name's length is not 1 to 64");
+        assert_eq!(why(&[1, 1, b'a', 0]), "the secret name's length is not 1 to 64");
+        assert_eq!(why(&[1, 1, b'a', 64, b'b']), "the secret name runs past the end of the frame");
+        assert_eq!(take_name(&[2, b'a', b'b'], 2), Ok((&b"ab"[..], &b""[..])));
+        assert_eq!(take_name(&[3, b'a', b'b', b'c'], 2), Err(Take::Length));
     }
 
     #[test]

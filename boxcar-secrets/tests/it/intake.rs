@@ -203,7 +203,7 @@ const FILE_MISSING: &str = "intake::missing_key_file_is_a_read_error";
 fn missing_key_file_is_a_read_error() {
     if is_child(FILE_MISSING) {
         let err = take_from_env().expect_err("missing file");
-        let IntakeError::ReadFile { path, origin, source } = &err else { panic!("{err:?}") };
+        let IntakeError::ReadFile { path, origin, cause: source } = &err else { panic!("{err:?}") };
         assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
         assert_eq!(*origin, SECRET_KEY_FILE);
         assert!(path.ends_with("absent.key"));
@@ -234,7 +234,7 @@ const FILE_BAD: &str = "intake::key_file_with_bad_content_is_refused";
 fn key_file_with_bad_content_is_refused() {
     if is_child(FILE_BAD) {
         let err = take_from_env().expect_err("bad content");
-        assert!(matches!(err, IntakeError::FileKey { source: KeyError::Base64, .. }), "{err:?}");
+        assert!(matches!(err, IntakeError::FileKey { cause: KeyError::Base64, .. }), "{err:?}");
         assert!(!err.to_string().contains("hunter2"), "{err}");
         return;
     }
@@ -288,7 +288,7 @@ fn key_file_contents() {
     let refused = |content: &[u8]| {
         let path = key_file(dir.path(), content, 0o600);
         match read_key_file(&path, "--key-file") {
-            Err(IntakeError::FileKey { source, .. }) => source,
+            Err(IntakeError::FileKey { cause, .. }) => cause,
             other => panic!("expected FileKey, got {:?}", other.map(|i| i.source)),
         }
     };
