@@ -163,3 +163,35 @@ fn bad_keys_truncated_approvals_and_control_characters() {
     assert!(run.stdout.contains("x.a\\u{1b}[2Jb"), "{}", run.stdout);
     assert!(!run.all().contains('\u{1b}'), "{}", run.stdout);
 }
+
+#[test]
+fn a_restart_with_a_new_key_is_reported_until_check_starts_from_it() {
+    let repo = approved_repo();
+    // The key is lost: a new one, which nothing can endorse.
+    repo.run(&["keygen", "--env", "prod", "--force"]).ok();
+    repo.run_stdin(&["encrypt-secret", "--env", "prod", "token", "--accept-new-key"], TOKEN.as_bytes()).ok();
+    repo.run(&["approve", "--env", "prod", "--yes"]).ok();
+    commit(&repo, "restart");
+    let run = repo.run(&["check"]).fails();
+    assert!(run.stdout.contains("was not endorsed by any earlier key"), "{}", run.stdout);
+    // Starting from the restart (as CI would, once it is reviewed and merged), it passes.
+    let run = repo.run(&["check", "--base", "HEAD"]).ok();
+    assert!(run.stdout.contains("approved (serial"), "{}", run.stdout);
+    let run = repo.run(&["check", "--base", "no-such-ref"]).fails();
+    assert!(run.stdout.contains("--base no-such-ref: no such commit here"), "{}", run.stdout);
+}
+
+#[test]
+fn the_first_approval_must_keep_the_key_the_file_had() {
+    let repo = Repo::new();
+    // A file from before approvals: a public key and nothing else.
+    let old = boxcar_secrets::SecretKey::generate();
+    std::fs::write(repo.env_file("prod"), format!("public_key = \"{}\"\n", old.public_key().to_base64())).unwrap();
+    commit(&repo, "before approvals");
+    // Its first approval brings in another key.
+    std::fs::remove_file(repo.env_file("prod")).unwrap();
+    repo.run(&["keygen", "--env", "prod"]).ok();
+    let run = repo.run(&["check"]).fails();
+    assert!(run.stdout.contains("the first approval (the work tree) brought in key"), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("not the key {} the file had before", old.key_id())), "{}", run.stdout);
+}
