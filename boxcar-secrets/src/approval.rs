@@ -345,6 +345,20 @@ fn describe_changes(changed: &[String]) -> String {
 }
 
 impl ApprovalError {
+    /// The variant's name, as docs/FORMAT.md gives it after `ApprovalError::`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ApprovalError::NoApprovalKey => "NoApprovalKey",
+            ApprovalError::ApprovalKey(_) => "ApprovalKey",
+            ApprovalError::NoApproval => "NoApproval",
+            ApprovalError::Malformed { .. } => "Malformed",
+            ApprovalError::Content(_) => "Content",
+            ApprovalError::NotThisKey { .. } => "NotThisKey",
+            ApprovalError::Signature { .. } => "Signature",
+            ApprovalError::Endorsement { .. } => "Endorsement",
+        }
+    }
+
     /// What to do about it, for the environment `env`.
     pub fn hint(&self, env: &str) -> String {
         match self {
@@ -535,7 +549,21 @@ mod tests {
         // nacl.signing.SigningKey(nacl.hash.blake2b(b"boxcar approval key v1",
         //     digest_size=32, key=alice_sk, encoder=RawEncoder)).verify_key
         let sk = SecretKey::from_base64(ALICE_SK).unwrap();
-        assert_eq!(ApprovalKey::of(&sk).to_base64(), "idT0TfzRKYrQR8kmhnrZw+j55FAj4pj37V5QGzZqyMI=");
+        let key = ApprovalKey::of(&sk);
+        assert_eq!(key.to_base64(), "idT0TfzRKYrQR8kmhnrZw+j55FAj4pj37V5QGzZqyMI=");
+        assert_eq!(format!("{key:?}"), format!("ApprovalKey({})", key.key_id()));
+        assert_eq!(ApprovalKey::from_base64(&key.to_base64()), Ok(key));
+    }
+
+    #[test]
+    fn every_entry_has_a_fingerprint_an_empty_table_too() {
+        let t = table("a = 1\n[empty]\n[full]\nx = 1\ny = \"z\"\n[approval]\nserial = 1\n");
+        let names: Vec<String> = entry_fingerprints(&t).unwrap().into_keys().collect();
+        assert_eq!(names, ["a", "empty", "full.x", "full.y"]);
+        // The fingerprint is of the value alone: the same value under two names.
+        let fps = entry_fingerprints(&t).unwrap();
+        assert_eq!(fps["a"], fps["full.x"]);
+        assert_ne!(fps["a"], fps["full.y"]);
     }
 
     fn approved(dir: &std::path::Path, env: &str, key: &SecretKey, rest: &str) -> String {
@@ -685,6 +713,9 @@ mod tests {
         let text = doc.render();
         let ok = verify_with("prod", &table(&text), &new).unwrap();
         assert_eq!(ok.chain, vec![KeyPair::of(&old), KeyPair::of(&new)]);
+        // The chain alone, as `check` reads it from every version of a file.
+        assert_eq!(key_chain("prod", &table(&text)).unwrap(), ok.chain);
+        assert!(matches!(key_chain("staging", &table(&text)), Err(ApprovalError::Endorsement { index: 0, .. })));
         assert_eq!(ok.current(), &KeyPair::of(&new));
 
         // An endorsement by another key than the one it is listed under.

@@ -47,7 +47,7 @@ pub enum ParseError {
         "has unknown format version `{found}`; this build reads `v1` only (is boxcar older than the tool that sealed it?)"
     )]
     UnknownVersion {
-        /// The version text found.
+        /// The version text found (control characters escaped).
         found: String,
     },
     /// The key id is not 16 lower-case hex digits.
@@ -132,12 +132,56 @@ pub enum SecretProblem {
 
 impl std::fmt::Display for SecretFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "secrets.{} {}", self.name, self.problem)?;
+        write!(f, "secrets.{} {}", crate::show::escape(&self.name), self.problem)?;
         // Context errors already carry their fix.
         if !matches!(self.problem, SecretProblem::Open(OpenError::Context { .. }) | SecretProblem::BadName(_)) {
-            write!(f, "; seal it with `cargo xtask encrypt-secret --env {} {}`", self.env, self.name)?;
+            write!(
+                f,
+                "; seal it with `cargo xtask encrypt-secret --env {} {}`",
+                self.env,
+                crate::show::escape(&self.name)
+            )?;
         }
-        Ok(())
+        // The name docs/FORMAT.md gives the error, for tools to match on.
+        write!(f, " [{}]", self.problem.name())
+    }
+}
+
+impl SecretProblem {
+    /// The error's name in docs/FORMAT.md (`ParseError::NotSealed`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            SecretProblem::Open(e) => e.name(),
+            SecretProblem::NotAString => "SecretProblem::NotAString",
+            SecretProblem::BadName(_) => "SecretProblem::BadName",
+        }
+    }
+}
+
+impl OpenError {
+    /// The error's name in docs/FORMAT.md.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpenError::Parse(e) => e.name(),
+            OpenError::KeyIdMismatch { .. } => "OpenError::KeyIdMismatch",
+            OpenError::Decrypt => "OpenError::Decrypt",
+            OpenError::Frame { .. } => "OpenError::Frame",
+            OpenError::Context { .. } => "OpenError::Context",
+        }
+    }
+}
+
+impl ParseError {
+    /// The error's name in docs/FORMAT.md.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ParseError::NotSealed => "ParseError::NotSealed",
+            ParseError::Shape => "ParseError::Shape",
+            ParseError::UnknownVersion { .. } => "ParseError::UnknownVersion",
+            ParseError::KeyId => "ParseError::KeyId",
+            ParseError::Base64 => "ParseError::Base64",
+            ParseError::TooShort { .. } => "ParseError::TooShort",
+        }
     }
 }
 
@@ -203,7 +247,7 @@ pub enum Error {
     /// The secret key does not belong to this environment.
     #[error(
         "{}: the secret key given has key id {given}, but environment `{env}` uses key id {expected}; \
-         use the key that `cargo xtask keygen --env {env}` wrote (its file name ends in `-{expected}.key`)",
+         use the key that `cargo xtask keygen --env {env}` wrote (its file name ends in `-{expected}.key`) [Error::WrongKey]",
         path.display()
     )]
     WrongKey {
@@ -217,7 +261,7 @@ pub enum Error {
         given: KeyId,
     },
     /// The content is not approved by the environment's key.
-    #[error("{}: {problem}; {}", path.display(), problem.hint(env))]
+    #[error("{}: {problem}; {} [ApprovalError::{}]", path.display(), problem.hint(env), problem.name())]
     Unapproved {
         /// The file.
         path: PathBuf,

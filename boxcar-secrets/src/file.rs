@@ -336,6 +336,10 @@ mod tests {
         assert!(problems[0].starts_with("secrets.Bad is not a valid secret name"));
         assert!(problems[1].starts_with("secrets.plain is not a sealed value"));
         assert!(problems[2].starts_with(&format!("secrets.x was sealed to key {}", other.key_id())));
+        // Each line ends in the error's name in docs/FORMAT.md.
+        assert!(problems[0].ends_with(" [SecretProblem::BadName]"), "{}", problems[0]);
+        assert!(problems[1].ends_with(" [ParseError::NotSealed]"), "{}", problems[1]);
+        assert!(problems[2].ends_with(" [OpenError::KeyIdMismatch]"), "{}", problems[2]);
         // The plaintext is never echoed back.
         assert!(!problems.concat().contains("hunter2"));
     }

@@ -113,7 +113,8 @@ pub fn read_key_file(path: &Path, origin: &'static str) -> Result<Intake, Intake
             read_err(e)
         }
     })?;
-    let key = SecretKey::from_base64(&text).map_err(|source| IntakeError::FileKey { path: path.to_owned(), cause: source })?;
+    let key = SecretKey::from_base64(&text)
+        .map_err(|source| IntakeError::FileKey { path: path.to_owned(), cause: source })?;
     Ok(Intake { key, source: KeySource::File(path.to_owned()), warnings })
 }
 
@@ -161,4 +162,15 @@ fn scrub(name: &str) {
 pub fn proc_environ_contains(needle: &[u8]) -> std::io::Result<bool> {
     let raw = std::fs::read("/proc/self/environ")?;
     Ok(raw.windows(needle.len()).any(|w| w == needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_source_names_the_variable_or_the_file() {
+        assert_eq!(KeySource::EnvVar.to_string(), "SECRET_KEY");
+        assert_eq!(KeySource::File(PathBuf::from("/run/secrets/key")).to_string(), "/run/secrets/key");
+    }
 }

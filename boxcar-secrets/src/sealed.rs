@@ -52,7 +52,8 @@ impl SealedValue {
             return Err(ParseError::Shape);
         }
         if version != "v1" {
-            return Err(ParseError::UnknownVersion { found: version.chars().take(16).collect() });
+            let found: String = version.chars().take(16).collect();
+            return Err(ParseError::UnknownVersion { found: crate::show::escape(&found).into_owned() });
         }
         let (Some(key_id), Some(body)) = (parts.next(), parts.next()) else {
             return Err(ParseError::Shape);

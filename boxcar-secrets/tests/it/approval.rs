@@ -109,6 +109,7 @@ fn every_invalid_vector_fails_with_its_error() {
         };
         let err = result.err().unwrap_or_else(|| panic!("{}: verified, expected {}", case.name, case.error));
         assert_eq!(kind(&err), case.error, "{}: {err}", case.name);
+        assert_eq!(err.name(), kind(&err), "{}", case.name);
         seen.insert(kind(&err));
     }
     // Every way an approval can fail has a vector.

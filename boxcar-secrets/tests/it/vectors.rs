@@ -260,6 +260,8 @@ fn negative_vectors_fail_with_their_error() {
             }
             Err(e) => e,
         };
+        // The library's own name for the error is the spec's.
+        assert_eq!(err.name(), open_kind(&err), "{id}");
         if open_kind(&err) != v.error {
             wrong.push(format!("{id}: expected {}, got {} ({err})", v.error, open_kind(&err)));
             continue;
