@@ -37,13 +37,11 @@ const SMALL_ORDER: [[u8; KEY_LEN]; 5] = [
 /// the one encoding of its field element.
 fn is_canonical(u: &[u8; KEY_LEN]) -> bool {
     // p is 0xed, then thirty 0xff, then 0x7f. Compare from the top byte down.
-    if u[31] != 0x7f {
-        return u[31] < 0x7f;
+    match u[31].cmp(&0x7f) {
+        std::cmp::Ordering::Less => true,
+        std::cmp::Ordering::Greater => false,
+        std::cmp::Ordering::Equal => u[1..31].iter().any(|&b| b != 0xff) || u[0] < 0xed,
     }
-    if u[1..31].iter().any(|&b| b != 0xff) {
-        return true;
-    }
-    u[0] < 0xed
 }
 
 /// A short, public identifier of a key pair: the first 8 bytes of SHA-256 of the
@@ -193,9 +191,9 @@ impl SecretKey {
         // Decode into a fixed, wiped buffer rather than a `Vec` that could be
         // reallocated (leaving copies) as it grows. 33 bytes is what the base64
         // engine needs as room for 44 characters.
-        let mut buf = Zeroizing::new([0u8; KEY_LEN + 3]);
+        let mut buf = Zeroizing::new([0u8; DECODE_ROOM]);
         let len = B64.decode_slice(text, &mut buf[..]).map_err(|e| match e {
-            base64::DecodeSliceError::OutputSliceTooSmall => KeyError::Length { found: text.len() * 3 / 4 },
+            base64::DecodeSliceError::OutputSliceTooSmall => KeyError::Length { found: decoded_len(text) },
             base64::DecodeSliceError::DecodeError(_) => KeyError::Base64,
         })?;
         if len != KEY_LEN {
@@ -220,9 +218,9 @@ impl SecretKey {
     #[cfg(feature = "seal")]
     pub fn to_key_file_text(&self) -> Zeroizing<[u8; KEY_FILE_LEN]> {
         let mut out = Zeroizing::new([0u8; KEY_FILE_LEN]);
-        let written = B64.encode_slice(&self.bytes[..], &mut out[..KEY_FILE_LEN - 1]);
-        debug_assert_eq!(written, Ok(KEY_FILE_LEN - 1));
-        out[KEY_FILE_LEN - 1] = b'\n';
+        let written = B64.encode_slice(&self.bytes[..], &mut out[..BASE64_LEN]);
+        debug_assert_eq!(written, Ok(BASE64_LEN));
+        out[BASE64_LEN] = b'\n';
         out
     }
 
@@ -231,8 +229,8 @@ impl SecretKey {
     #[cfg(feature = "seal")]
     pub fn to_base64(&self) -> Zeroizing<String> {
         let text = self.to_key_file_text();
-        let mut out = Zeroizing::new(String::with_capacity(KEY_FILE_LEN - 1));
-        out.push_str(std::str::from_utf8(&text[..KEY_FILE_LEN - 1]).unwrap_or_default());
+        let mut out = Zeroizing::new(String::with_capacity(BASE64_LEN));
+        out.push_str(std::str::from_utf8(&text[..BASE64_LEN]).unwrap_or_default());
         out
     }
 
@@ -252,7 +250,17 @@ impl SecretKey {
 }
 
 /// Length of a key file: 44 base64 characters and a newline.
-pub const KEY_FILE_LEN: usize = 45;
+pub const KEY_FILE_LEN: usize = BASE64_LEN + 1;
+/// Length of a 32-byte key in padded base64.
+const BASE64_LEN: usize = 44;
+/// Room the base64 decoder needs for 44 characters (it writes whole 3-byte groups).
+const DECODE_ROOM: usize = 33;
+
+/// How many bytes standard base64 `text` (too long for a key) stands for.
+fn decoded_len(text: &[u8]) -> usize {
+    let padding = text.iter().rev().take_while(|&&b| b == b'=').count();
+    (text.len() * 3 / 4).saturating_sub(padding)
+}
 
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -352,6 +360,24 @@ mod tests {
         assert_eq!(&*sk.to_base64(), ALICE_SK);
         let again = SecretKey::from_base64_bytes(&sk.to_key_file_text()[..]).unwrap();
         assert_eq!(again.public_key(), sk.public_key());
+    }
+
+    #[test]
+    fn too_long_keys_say_how_long_they_are() {
+        for len in [33usize, 34, 35, 48, 64, 100] {
+            let text = B64.encode(vec![7u8; len]);
+            assert_eq!(SecretKey::from_base64(&text).unwrap_err(), KeyError::Length { found: len }, "{len}");
+        }
+        assert_eq!(decoded_len(b"AAAAAAAA"), 6);
+        assert_eq!(decoded_len(b"AAAAAA=="), 4);
+    }
+
+    #[test]
+    fn debug_shows_ids_only() {
+        let sk = SecretKey::from_base64(ALICE_SK).unwrap();
+        assert_eq!(format!("{:?}", sk.key_id()), "KeyId(300c9c9603b92a4b)");
+        assert_eq!(format!("{:?}", sk.public_key()), "PublicKey(300c9c9603b92a4b)");
+        assert_eq!(format!("{sk:?}"), "SecretKey(key id 300c9c9603b92a4b, <redacted>)");
     }
 
     #[test]

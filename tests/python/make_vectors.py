@@ -16,6 +16,10 @@ import hashlib
 import pathlib
 import sys
 
+import nacl.bindings
+import nacl.encoding
+import nacl.exceptions
+import nacl.hash
 import nacl.public
 
 # Importing the sibling module would write tests/python/__pycache__ into the tree,
@@ -104,6 +108,64 @@ secret_key_hex = "{BOB_SK.hex()}"
 public_key_hex = "{BOB_PK.hex()}"
 key_id = "{BOB_ID}"
 """
+
+
+def hsalsa20(key: bytes, inp: bytes) -> bytes:
+    """HSalsa20 (the XSalsa20 paper, section 2): the Salsa20 core's 20 rounds over
+    sigma, key and a 16-byte input, output words 0, 5, 10, 15, 6, 7, 8, 9, without
+    the feed-forward addition. PyNaCl does not expose it; the small-order vector needs it."""
+    assert len(key) == 32 and len(inp) == 16
+
+    def words(b: bytes) -> list[int]:
+        return [int.from_bytes(b[i : i + 4], "little") for i in range(0, len(b), 4)]
+
+    c, k, n = words(b"expand 32-byte k"), words(key), words(inp)
+    x = [c[0], *k[:4], c[1], *n, c[2], *k[4:], c[3]]
+
+    def quarter(a: int, b: int, cc: int, d: int) -> None:
+        def rotl(v: int, r: int) -> int:
+            return ((v << r) | (v >> (32 - r))) & 0xFFFFFFFF
+
+        x[b] ^= rotl((x[a] + x[d]) & 0xFFFFFFFF, 7)
+        x[cc] ^= rotl((x[b] + x[a]) & 0xFFFFFFFF, 9)
+        x[d] ^= rotl((x[cc] + x[b]) & 0xFFFFFFFF, 13)
+        x[a] ^= rotl((x[d] + x[cc]) & 0xFFFFFFFF, 18)
+
+    for _ in range(10):
+        # Column round, then row round.
+        quarter(0, 4, 8, 12)
+        quarter(5, 9, 13, 1)
+        quarter(10, 14, 2, 6)
+        quarter(15, 3, 7, 11)
+        quarter(0, 1, 2, 3)
+        quarter(5, 6, 7, 4)
+        quarter(10, 11, 8, 9)
+        quarter(15, 12, 13, 14)
+    return b"".join(x[i].to_bytes(4, "little") for i in (0, 5, 10, 15, 6, 7, 8, 9))
+
+
+def box_key(shared_secret: bytes) -> bytes:
+    """crypto_box_beforenm from an X25519 shared secret: HSalsa20(shared secret, 16 zero bytes)."""
+    return hsalsa20(shared_secret, bytes(16))
+
+
+# Prove the helper before it builds a vector: on a real shared secret it must give
+# what libsodium's crypto_box_beforenm gives, and the published NaCl answers.
+_ALICE_BOB = nacl.bindings.crypto_scalarmult(ALICE_SK, BOB_PK)
+assert _ALICE_BOB == nacl.bindings.crypto_scalarmult(BOB_SK, ALICE_PK)
+assert _ALICE_BOB.hex() == "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742"  # RFC 7748 6.1
+assert box_key(_ALICE_BOB) == nacl.bindings.crypto_box_beforenm(BOB_PK, ALICE_SK)
+assert box_key(_ALICE_BOB) == nacl.bindings.crypto_box_beforenm(ALICE_PK, BOB_SK)
+assert box_key(_ALICE_BOB).hex() == "1b27556473e985d462cd51197a9a46c76009549eac6474f206c4ee0844f68389"  # NaCl "firstkey"
+
+
+def box_with_shared_secret(epk: bytes, shared_secret: bytes, plaintext: bytes, public_key: bytes = ALICE_PK) -> bytes:
+    """crypto_box_seal's output for ephemeral public key `epk`, built from the X25519 shared
+    secret instead of the ephemeral secret key, so that the shared secret can be one no
+    secret key gives: epk || crypto_secretbox(plaintext, BLAKE2b-192(epk || pk), HSalsa20(shared, 0))."""
+    nonce = nacl.hash.blake2b(epk + public_key, digest_size=24, encoder=nacl.encoding.RawEncoder)
+    # PyNaCl's crypto_secretbox returns tag || ciphertext, as crypto_box_easy does.
+    return epk + nacl.bindings.crypto_secretbox(plaintext, nonce, box_key(shared_secret))
 
 
 def ephemeral(label: str) -> bytes:
@@ -272,6 +334,44 @@ def negatives() -> list[list[tuple[str, object]]]:
     add("flip-tag", "bit 0 of byte 32 (Poly1305 tag)", text(flip(base, 32)), "OpenError::Decrypt")
     add("flip-ciphertext-first", "bit 0 of byte 48 (the frame's version byte)", text(flip(base, 48)), "OpenError::Decrypt")
     add("flip-ciphertext-last", "bit 7 of the last byte", text(flip(base, len(base) - 1, 7)), "OpenError::Decrypt")
+
+    # An ephemeral key of small order: the order-8 point libsodium lists. Its X25519 shared
+    # secret with every (clamped) key is 32 zero bytes, so the box key is public knowledge.
+    # The box is otherwise exactly what crypto_box_seal would make with that key.
+    small = bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800")
+    try:
+        nacl.bindings.crypto_scalarmult(ALICE_SK, small)
+    except nacl.exceptions.RuntimeError:
+        pass  # libsodium: the result is all zeros
+    else:
+        raise AssertionError("X25519 with the small-order point was not refused")
+    base_frame = frame("production", "db_password", base_value)
+    small_box = box_with_shared_secret(small, bytes(32), base_frame)
+    assert len(small_box) == len(base)
+    # The same computation with a real ephemeral key opens, and matches the vectors' sealing...
+    real_esk = ephemeral("small-order-ephemeral")
+    real_epk = nacl.bindings.crypto_scalarmult_base(real_esk)
+    real_box = box_with_shared_secret(real_epk, nacl.bindings.crypto_scalarmult(real_esk, ALICE_PK), base_frame)
+    assert nacl.public.SealedBox(nacl.public.PrivateKey(ALICE_SK)).decrypt(real_box) == base_frame
+    assert real_box == seal_frame_with_ephemeral(ALICE_PK, base_frame, real_esk)
+    # ...and this box authenticates under the all-zero shared secret's key,
+    nonce = nacl.hash.blake2b(small + ALICE_PK, digest_size=24, encoder=nacl.encoding.RawEncoder)
+    assert nacl.bindings.crypto_secretbox_open(small_box[32:], nonce, box_key(bytes(32))) == base_frame
+    # so only the small-order key makes crypto_box_seal_open refuse it.
+    try:
+        nacl.public.SealedBox(nacl.public.PrivateKey(ALICE_SK)).decrypt(small_box)
+    except nacl.exceptions.CryptoError:
+        pass
+    else:
+        raise AssertionError("crypto_box_seal_open opened a box with a small-order ephemeral key")
+    add(
+        "small-order-ephemeral",
+        "the ephemeral key is a point of order 8: the shared secret is all zeros, so anyone could have"
+        " made this box; it is otherwise valid, and refused as crypto_box_seal_open refuses it",
+        text(small_box),
+        "OpenError::Decrypt",
+        value=base_value.decode(),
+    )
 
     # Keys.
     to_bob = seal_bytes("to-bob", frame("production", "db_password", base_value), BOB_PK)

@@ -85,6 +85,12 @@ extern "C" fn child_main() {
 #[unsafe(link_section = ".init_array")]
 static CHILD_MAIN: extern "C" fn() = child_main;
 
+/// The entries of this process's original environment block.
+fn environ_entries() -> Vec<Vec<u8>> {
+    let raw = std::fs::read("/proc/self/environ").expect("reading /proc/self/environ");
+    raw.split(|b| *b == 0).filter(|e| !e.is_empty()).map(<[u8]>::to_vec).collect()
+}
+
 /// In a child: what `env` (a grandchild) sees, so children are shown not to inherit the key.
 fn grandchild_environment() -> String {
     let out = Command::new("env").output().expect("running env");
@@ -108,7 +114,17 @@ fn child_takes_secret_key_and_scrubs() {
         "the key should start out in the block"
     );
 
+    let others = environ_entries().into_iter().filter(|e| !e.starts_with(b"SECRET_KEY=")).collect::<Vec<_>>();
     let intake = take_from_env().expect("intake").expect("a key");
+    // Every other variable in the block is as it was: the wipe stayed inside the key's value.
+    let after = environ_entries();
+    for entry in &others {
+        assert!(after.contains(entry), "{} was damaged", String::from_utf8_lossy(entry));
+    }
+    // No part of the key is left, at either end.
+    for part in [&key_part[..16], &key_part[key_part.len() - 16..]] {
+        assert!(!proc_environ_contains(part.as_bytes()).expect("environ"), "part of the key is still in environ");
+    }
     assert_eq!(intake.key.key_id().to_string(), std::env::var(EXPECT_KEY_ID).expect("expected key id"));
     assert_eq!(intake.source, KeySource::EnvVar);
     assert!(intake.warnings.is_empty());
