@@ -238,3 +238,161 @@ fn named_pairs(table: &toml::Table) -> Vec<KeyPair> {
     out.extend(pair(table));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use boxcar_secrets::{EnvDocument, SecretKey};
+
+    use super::*;
+
+    /// A version at `origin` of environment `prod` with key `key`, approved by
+    /// `approver`, holding `extra`; `endorsed_by` rotates from that key first.
+    fn version(
+        origin: &str,
+        key: &SecretKey,
+        approver: &SecretKey,
+        endorsed_by: Option<&SecretKey>,
+        extra: &str,
+    ) -> Version {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prod.toml");
+        std::fs::write(&path, format!("public_key = \"{}\"\n{extra}", key.public_key().to_base64())).unwrap();
+        let mut doc = EnvDocument::load_or_new(&path).unwrap();
+        if let Some(old) = endorsed_by {
+            doc.endorse(old, &KeyPair::of(key));
+        }
+        doc.approve(approver).unwrap();
+        Version { origin: origin.to_owned(), table: doc.render().parse().unwrap() }
+    }
+
+    fn follow_all(versions: &[Version]) -> (String, Vec<String>) {
+        let mut problems = Vec::new();
+        let summary = follow("prod", versions, &mut problems);
+        (summary, problems)
+    }
+
+    #[test]
+    fn a_rotation_is_followed_and_a_swap_is_not() {
+        let (a, b, evil) = (SecretKey::generate(), SecretKey::generate(), SecretKey::generate());
+        let first = version("c1", &a, &a, None, "");
+        let rotated = version("c2", &b, &b, Some(&a), "");
+        let (summary, problems) = follow_all(&[first, rotated]);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(summary, format!("; 2 key(s) from the first ({}), followed through 1 commit(s)", a.key_id()));
+
+        // The attacker's key, re-signed with itself, in the work tree.
+        let first = version("c1", &a, &a, None, "");
+        let swapped = version("the work tree", &evil, &evil, None, "");
+        let (_, problems) = follow_all(&[first, swapped]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with(&format!(
+                "key {} (approval key {}) was not endorsed",
+                evil.key_id(),
+                boxcar_secrets::ApprovalKey::of(&evil).key_id()
+            )),
+            "{problems:?}"
+        );
+
+        // An endorsement by the attacker's own earlier key does not help.
+        let first = version("c1", &a, &a, None, "");
+        let chained = version("the work tree", &b, &b, Some(&evil), "");
+        let (_, problems) = follow_all(&[first, chained]);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    #[test]
+    fn the_serial_never_goes_down() {
+        let a = SecretKey::generate();
+        let v1 = version("c1", &a, &a, None, "");
+        let mut v2 = version("c2", &a, &a, None, "[app]\nx = 1\n");
+        // Approve c2 twice more so its serial is 3.
+        for _ in 0..2 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("prod.toml");
+            std::fs::write(&path, toml::to_string(&v2.table).unwrap()).unwrap();
+            let mut doc = EnvDocument::load_or_new(&path).unwrap();
+            doc.approve(&a).unwrap();
+            v2.table = doc.render().parse().unwrap();
+        }
+        let back = Version { origin: "the work tree".to_owned(), table: v1.table.clone() };
+        let (_, problems) = follow_all(&[v1, v2, back]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("approval serial 1 is lower than serial 3, approved in c2"), "{problems:?}");
+        // Equal serials, the same approval: fine.
+        let v1 = version("c1", &a, &a, None, "");
+        let same = Version { origin: "the work tree".to_owned(), table: v1.table.clone() };
+        assert!(follow_all(&[v1, same]).1.is_empty());
+    }
+
+    #[test]
+    fn a_serial_approved_by_an_untrusted_key_does_not_count() {
+        let (a, evil) = (SecretKey::generate(), SecretKey::generate());
+        let v1 = version("c1", &a, &a, None, "");
+        // A version approved by another key, with a high serial.
+        let mut high = version("c2", &evil, &evil, None, "");
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("prod.toml");
+            std::fs::write(&path, toml::to_string(&high.table).unwrap()).unwrap();
+            let mut doc = EnvDocument::load_or_new(&path).unwrap();
+            doc.approve(&evil).unwrap();
+            high.table = doc.render().parse().unwrap();
+        }
+        let back = Version { origin: "the work tree".to_owned(), table: v1.table.clone() };
+        assert!(follow_all(&[v1, high, back]).1.is_empty());
+    }
+
+    #[test]
+    fn before_approvals_the_key_must_stay() {
+        let (a, b) = (SecretKey::generate(), SecretKey::generate());
+        let legacy = |key: &SecretKey| Version {
+            origin: "c0".to_owned(),
+            table: format!("public_key = \"{}\"\n", key.public_key().to_base64()).parse().unwrap(),
+        };
+        let (summary, problems) = follow_all(&[legacy(&a), version("the work tree", &a, &a, None, "")]);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(summary.contains("1 key(s)"), "{summary}");
+        let (_, problems) = follow_all(&[legacy(&a), version("the work tree", &b, &b, None, "")]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(
+            problems[0],
+            format!(
+                "the first approval (the work tree) brought in key {}, not the key {} the file had before (c0); nothing endorsed the change",
+                b.key_id(),
+                a.key_id()
+            )
+        );
+        // Nothing approved anywhere: nothing to follow.
+        let (summary, problems) = follow_all(&[legacy(&a)]);
+        assert!(summary.is_empty() && problems.is_empty());
+    }
+
+    #[test]
+    fn a_broken_chain_in_the_first_version_is_reported() {
+        let (a, b, c) = (SecretKey::generate(), SecretKey::generate(), SecretKey::generate());
+        // b's chain says a endorsed it, but the endorsement is c's.
+        let mut v = version("c1", &b, &b, Some(&c), "");
+        let text = toml::to_string(&v.table)
+            .unwrap()
+            .replace(&c.public_key().to_base64(), &a.public_key().to_base64())
+            .replace(
+                &boxcar_secrets::ApprovalKey::of(&c).to_base64(),
+                &boxcar_secrets::ApprovalKey::of(&a).to_base64(),
+            );
+        v.table = text.parse().unwrap();
+        let (summary, problems) = follow_all(&[v]);
+        assert!(summary.is_empty());
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].starts_with("the first approved version (c1) has a broken key chain"), "{problems:?}");
+    }
+
+    #[test]
+    fn named_pairs_lists_earlier_and_current_keys() {
+        let (a, b) = (SecretKey::generate(), SecretKey::generate());
+        let v = version("c1", &b, &b, Some(&a), "");
+        assert_eq!(named_pairs(&v.table), vec![KeyPair::of(&a), KeyPair::of(&b)]);
+        assert_eq!(public_key_id(&v.table), Some(b.key_id()));
+        assert_eq!(public_key_id(&toml::Table::new()), None);
+    }
+}
