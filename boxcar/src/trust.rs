@@ -189,7 +189,8 @@ fn follow(env: &str, versions: &[Version], problems: &mut Vec<String>) -> String
     }
     // The highest serial a trusted key approved, in any committed version.
     let mut best: Option<(u64, &str)> = None;
-    for version in &versions[root_at..versions.len() - 1] {
+    let committed = versions.split_last().map_or(&[][..], |(_, committed)| committed);
+    for version in committed.get(root_at..).unwrap_or_default() {
         if let Ok(approved) = approval::verify(env, &version.table)
             && trusted.contains(approved.current())
             && best.is_none_or(|(s, _)| approved.serial > s)
@@ -316,7 +317,10 @@ mod tests {
             v2.table = doc.render().parse().unwrap();
         }
         let back = Version { origin: "the work tree".to_owned(), table: v1.table.clone() };
-        let (_, problems) = follow_all(&[v1, v2, back]);
+        // A later commit with the same approval (a comment changed, say): the
+        // serial was first approved in c2, and that is what is named.
+        let v3 = Version { origin: "c3".to_owned(), table: v2.table.clone() };
+        let (_, problems) = follow_all(&[v1, v2, v3, back]);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].starts_with("approval serial 1 is lower than serial 3, approved in c2"), "{problems:?}");
         // Equal serials, the same approval: fine.
