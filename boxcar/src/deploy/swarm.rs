@@ -465,6 +465,9 @@ async fn update(
                 | ServiceUpdateStatusStateEnum::ROLLBACK_PAUSED
                 | ServiceUpdateStatusStateEnum::PAUSED,
             ) => {
+                if status.state == Some(ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED) {
+                    settle(docker, name, plan.replicas).await?;
+                }
                 let tasks = tasks(docker, name).await?;
                 let failed: Vec<&bollard::models::Task> =
                     tasks.iter().filter(|t| failed(t) && task_image(t).as_deref() == Some(new_image)).collect();
@@ -489,6 +492,21 @@ async fn update(
                 status.state.map(|s| s.to_string()).unwrap_or_else(|| "not started".to_owned())
             );
         }
+    }
+}
+
+/// After the engine says a rollback completed, its last replaced task may
+/// still be stopping beside its successor: waits (up to 30 s) until exactly
+/// `replicas` tasks serve, so that "the previous version runs" is what
+/// `status` shows when `deploy` returns.
+async fn settle(docker: &Docker, name: &str, replicas: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let serving = tasks(docker, name).await?.iter().filter(|t| serving(t)).count() as u64;
+        if serving == replicas || Instant::now() > deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
