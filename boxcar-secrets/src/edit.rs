@@ -275,16 +275,21 @@ fn header(env: &str) -> String {
     )
 }
 
+/// The folder `path` is in: its parent, or `.` for a bare file name.
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same folder and a
 /// rename, so readers see the old content or the new, never half of one.
 /// `mode` sets the permissions; `None` keeps an existing file's (or 0644).
 /// The temporary file is created 0600, so a key never sits in a readable file.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = folder_of(path);
     let mode =
         mode.unwrap_or_else(|| std::fs::metadata(path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o644));
     let mut tmp = tempfile::Builder::new().prefix(".boxcar-").suffix(".tmp").tempfile_in(dir)?;
@@ -318,10 +323,7 @@ pub fn write_key_file(path: &Path, key: &SecretKey) -> std::io::Result<()> {
 /// overwritten by accident.
 pub fn write_new_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = folder_of(path);
     let mut tmp = tempfile::Builder::new().prefix(".boxcar-").suffix(".tmp").tempfile_in(dir)?;
     tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
     tmp.write_all(bytes)?;
@@ -387,5 +389,124 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert!(write_new_atomic(&path, b"two", 0o600).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"one");
+    }
+    #[test]
+    fn the_folder_of_a_bare_name_is_the_current_one() {
+        assert_eq!(folder_of(Path::new("prod.toml")), Path::new("."));
+        assert_eq!(folder_of(Path::new("a/prod.toml")), Path::new("a"));
+        assert_eq!(folder_of(Path::new("/prod.toml")), Path::new("/"));
+    }
+
+    #[test]
+    fn loading_says_what_there_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prod.toml");
+        let doc = EnvDocument::load_or_new(&path).unwrap();
+        assert!(!doc.exists());
+        assert_eq!(doc.env(), "prod");
+        assert_eq!(doc.path(), path);
+        assert_eq!(doc.public_key_text(), None);
+        let sk = SecretKey::generate();
+        let pk = sk.public_key().to_base64();
+        std::fs::write(&path, format!("public_key = \"{pk}\"\n[secrets]\nb = \"x\"\na = \"y\"\n")).unwrap();
+        let doc = EnvDocument::load_or_new(&path).unwrap();
+        assert!(doc.exists());
+        assert_eq!(doc.public_key_text(), Some(pk.as_str()));
+        assert_eq!(doc.secret_names(), ["b", "a"]);
+        // A path that cannot be read is an error, not a new file.
+        let folder = dir.path().join("staging.toml");
+        std::fs::create_dir(&folder).unwrap();
+        assert!(matches!(EnvDocument::load_or_new(&folder), Err(Error::Read { .. })));
+    }
+
+    #[test]
+    fn an_existing_file_gets_no_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prod.toml");
+        std::fs::write(&path, "# ours\n[app]\nx = 1\n").unwrap();
+        let mut doc = EnvDocument::load_or_new(&path).unwrap();
+        doc.set_public_key(SecretKey::generate().public_key());
+        let text = doc.render();
+        assert!(text.starts_with("public_key = "), "{text}");
+        assert!(!text.contains("# Deployment environment"), "{text}");
+    }
+
+    #[test]
+    fn each_approval_takes_the_next_serial() {
+        let dir = tempfile::tempdir().unwrap();
+        let sk = SecretKey::generate();
+        let mut doc = EnvDocument::load_or_new(&dir.path().join("prod.toml")).unwrap();
+        doc.set_public_key(sk.public_key());
+        assert_eq!(doc.approve(&sk).unwrap(), 1);
+        assert_eq!(doc.approve(&sk).unwrap(), 2);
+        assert_eq!(doc.approve(&sk).unwrap(), 3);
+        let t: toml::Table = doc.render().parse().unwrap();
+        assert_eq!(crate::approval::verify("prod", &t).unwrap().serial, 3);
+    }
+
+    #[test]
+    fn the_approval_goes_first_among_the_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prod.toml");
+        let sk = SecretKey::generate();
+        let text = format!(
+            "public_key = \"{}\"\nnote = 1\n\n[app]\nx = 1\n[app.sub]\ny = 2\n\n[[bots]]\nname = \"a\"\n\n[[bots]]\nname = \"b\"\n\n[secrets]\n",
+            sk.public_key().to_base64()
+        );
+        let approved = approved_text(&path, &text, &sk).unwrap();
+        let headers: Vec<&str> = approved.lines().filter(|l| l.starts_with('[')).collect();
+        assert_eq!(
+            headers,
+            ["[approval]", "[approval.entries]", "[app]", "[app.sub]", "[[bots]]", "[[bots]]", "[secrets]"]
+        );
+        let first_header = approved.find("\n[").unwrap();
+        assert!(approved[..first_header].contains("note = 1"), "{approved}");
+        let t: toml::Table = approved.parse().unwrap();
+        assert!(crate::approval::verify_with("prod", &t, &sk).is_ok());
+        // Only arrays of tables: the approval still goes first.
+        let only_bots = format!("public_key = \"{}\"\n[[bots]]\nname = \"a\"\n", sk.public_key().to_base64());
+        let approved = approved_text(&path, &only_bots, &sk).unwrap();
+        let headers: Vec<&str> = approved.lines().filter(|l| l.starts_with('[')).collect();
+        assert_eq!(headers, ["[approval]", "[approval.entries]", "[[bots]]"]);
+        // Approving again keeps one approval, in the same place.
+        let again = approved_text(&path, &approved, &sk).unwrap();
+        let headers: Vec<&str> = again.lines().filter(|l| l.starts_with('[')).collect();
+        assert_eq!(headers, ["[approval]", "[approval.entries]", "[[bots]]"]);
+        // A value appended to the file lands in the last table, as before.
+        let appended: toml::Table = format!("{again}extra = 1\n").parse().unwrap();
+        assert!(appended["bots"][0].get("extra").is_some());
+    }
+
+    #[test]
+    fn a_new_chain_forgets_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (SecretKey::generate(), SecretKey::generate());
+        let mut doc = EnvDocument::load_or_new(&dir.path().join("prod.toml")).unwrap();
+        doc.set_public_key(new.public_key());
+        doc.endorse(&old, &KeyPair::of(&new));
+        doc.approve(&new).unwrap();
+        assert!(doc.render().contains("[[previous_keys]]"));
+        doc.start_new_chain();
+        let text = doc.render();
+        assert!(!text.contains("previous_keys") && !text.contains("[approval]"), "{text}");
+    }
+
+    #[test]
+    fn writes_keep_the_mode_and_key_files_are_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prod.toml");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        write_atomic(&path, b"new", None).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777, 0o640);
+        let key_path = dir.path().join("prod.key");
+        let sk = SecretKey::generate();
+        write_key_file(&key_path, &sk).unwrap();
+        assert_eq!(std::fs::read(&key_path).unwrap(), format!("{}\n", &*sk.to_base64()).as_bytes());
+        assert_eq!(std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(write_key_file(&key_path, &SecretKey::generate()).is_err());
+        assert_eq!(crate::read_key_file(&key_path, "test").unwrap().key.public_key(), sk.public_key());
     }
 }

@@ -375,4 +375,55 @@ mod tests {
         let text = format!("public_key = \"{}\"\nsecrets = 3\n", sk.public_key().to_base64());
         assert!(matches!(EnvFile::parse(p, &text), Err(Error::SecretsNotATable { .. })));
     }
+    #[test]
+    fn accessors_and_debug() {
+        let sk = SecretKey::generate();
+        let a = crate::seal(sk.public_key(), "prod", "a", b"one").unwrap().to_string();
+        let b = crate::seal(sk.public_key(), "prod", "b", b"").unwrap().to_string();
+        let f = EnvFile::parse(Path::new("x/prod.toml"), &file_with(&sk, "prod", &[("b", b), ("a", a)])).unwrap();
+        assert_eq!(f.secret_names().collect::<Vec<_>>(), ["a", "b"]);
+        let dbg = format!("{f:?}");
+        assert_eq!(
+            dbg,
+            format!(
+                "EnvFile {{ path: \"x/prod.toml\", env: \"prod\", key_id: KeyId({}), secrets: [\"a\", \"b\"], .. }}",
+                sk.key_id()
+            )
+        );
+        let secrets = f.open_all(&sk).unwrap();
+        assert!(!secrets.is_empty());
+        assert_eq!(secrets.env(), "prod");
+        let listed: Vec<(&str, usize)> = secrets.iter().map(|(n, v)| (n, v.len())).collect();
+        assert_eq!(listed, [("a", 3), ("b", 0)]);
+        let none = EnvFile::parse(Path::new("prod.toml"), &file_with(&sk, "prod", &[])).unwrap();
+        assert!(none.open_all(&sk).unwrap().is_empty());
+    }
+
+    #[test]
+    fn parser_errors_are_one_line_with_line_and_column() {
+        assert_eq!(
+            toml_message("a = 1\nb = [\n", "unclosed\narray\n", Some(10..11)),
+            "line 2, column 5: unclosed; array"
+        );
+        assert_eq!(toml_message("x", "oops", Some(0..1)), "line 1, column 1: oops");
+        assert_eq!(toml_message("x", "oops", None), "oops");
+        let err = EnvFile::parse(Path::new("prod.toml"), "public_key = \"x\"\nbad = \n").unwrap_err();
+        assert!(err.to_string().starts_with("prod.toml: malformed TOML: line 2, column 7:"), "{err}");
+    }
+
+    #[test]
+    fn env_files_are_the_toml_files_but_cargo_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["b.toml", "a.toml", "Cargo.toml", "notes.txt", "toml"] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("folder.toml")).unwrap();
+        let found: Vec<String> = env_files(dir.path())
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(found, ["a.toml", "b.toml"]);
+        assert!(matches!(env_files(&dir.path().join("missing")), Err(Error::Read { .. })));
+    }
 }
