@@ -153,12 +153,13 @@ impl EnvDocument {
         if let Some(Item::Table(old)) = root.remove(APPROVAL_TABLE) {
             *approval.decor_mut() = old.decor().clone();
         }
-        // Make room: every table header moves two places down.
-        let first = min_position(root).unwrap_or(1);
+        // Every table header moves two places down, and the approval takes the
+        // first two after the root's (toml_edit numbers the root 0 and the
+        // tables of a parsed document from 1, in order).
         shift_positions(root, 2);
-        approval.set_position(first);
+        approval.set_position(1);
         if let Some(entries) = approval.get_mut("entries").and_then(Item::as_table_mut) {
-            entries.set_position(first + 1);
+            entries.set_position(2);
         }
         root.insert(APPROVAL_TABLE, Item::Table(approval));
         Ok(serial)
@@ -245,25 +246,6 @@ fn shift_positions(root: &mut Table, by: isize) {
             _ => {}
         }
     }
-}
-
-/// The lowest position of any table header under `root`, nested ones too.
-fn min_position(root: &Table) -> Option<isize> {
-    let mut min: Option<isize> = None;
-    for (_, item) in root.iter() {
-        let found = match item {
-            Item::Table(t) => t.position().into_iter().chain(min_position(t)).min(),
-            Item::ArrayOfTables(array) => {
-                array.iter().flat_map(|t| t.position().into_iter().chain(min_position(t))).min()
-            }
-            _ => None,
-        };
-        min = match (min, found) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-    }
-    min
 }
 
 fn header(env: &str) -> String {
