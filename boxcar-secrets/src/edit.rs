@@ -432,31 +432,31 @@ mod tests {
         let path = dir.path().join("prod.toml");
         let sk = SecretKey::generate();
         let text = format!(
-            "public_key = \"{}\"\nnote = 1\n\n[app]\nx = 1\n[app.sub]\ny = 2\n\n[[bots]]\nname = \"a\"\n\n[[bots]]\nname = \"b\"\n\n[secrets]\n",
+            "public_key = \"{}\"\nnote = 1\n\n[app]\nx = 1\n[app.sub]\ny = 2\n\n[[items]]\nname = \"a\"\n\n[[items]]\nname = \"b\"\n\n[secrets]\n",
             sk.public_key().to_base64()
         );
         let approved = approved_text(&path, &text, &sk).unwrap();
         let headers: Vec<&str> = approved.lines().filter(|l| l.starts_with('[')).collect();
         assert_eq!(
             headers,
-            ["[approval]", "[approval.entries]", "[app]", "[app.sub]", "[[bots]]", "[[bots]]", "[secrets]"]
+            ["[approval]", "[approval.entries]", "[app]", "[app.sub]", "[[items]]", "[[items]]", "[secrets]"]
         );
         let first_header = approved.find("\n[").unwrap();
         assert!(approved[..first_header].contains("note = 1"), "{approved}");
         let t: toml::Table = approved.parse().unwrap();
         assert!(crate::approval::verify_with("prod", &t, &sk).is_ok());
         // Only arrays of tables: the approval still goes first.
-        let only_bots = format!("public_key = \"{}\"\n[[bots]]\nname = \"a\"\n", sk.public_key().to_base64());
-        let approved = approved_text(&path, &only_bots, &sk).unwrap();
+        let only_arrays = format!("public_key = \"{}\"\n[[items]]\nname = \"a\"\n", sk.public_key().to_base64());
+        let approved = approved_text(&path, &only_arrays, &sk).unwrap();
         let headers: Vec<&str> = approved.lines().filter(|l| l.starts_with('[')).collect();
-        assert_eq!(headers, ["[approval]", "[approval.entries]", "[[bots]]"]);
+        assert_eq!(headers, ["[approval]", "[approval.entries]", "[[items]]"]);
         // Approving again keeps one approval, in the same place.
         let again = approved_text(&path, &approved, &sk).unwrap();
         let headers: Vec<&str> = again.lines().filter(|l| l.starts_with('[')).collect();
-        assert_eq!(headers, ["[approval]", "[approval.entries]", "[[bots]]"]);
+        assert_eq!(headers, ["[approval]", "[approval.entries]", "[[items]]"]);
         // A value appended to the file lands in the last table, as before.
         let appended: toml::Table = format!("{again}extra = 1\n").parse().unwrap();
-        assert!(appended["bots"][0].get("extra").is_some());
+        assert!(appended["items"][0].get("extra").is_some());
     }
 
     #[test]
