@@ -578,6 +578,14 @@ mod tests {
         text.parse().unwrap()
     }
 
+    /// Signs `t` for `env` at `serial` with `key` and writes both into its approval.
+    fn resign(env: &str, t: &mut toml::Table, serial: u64, key: &SecretKey) {
+        let (signature, _) = sign(env, t, serial, key).unwrap();
+        let approval = t.get_mut("approval").unwrap().as_table_mut().unwrap();
+        approval.insert("signature".into(), signature_text(&signature).into());
+        approval.insert("serial".into(), (serial as i64).into());
+    }
+
     #[test]
     fn an_approval_covers_every_value_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
@@ -742,13 +750,7 @@ mod tests {
         assert!(verify("staging", &table(&moved)).is_ok());
         // Re-approved for prod by the new key, the old key's endorsement still names staging.
         let mut t = table(&moved);
-        let (signature, _) = sign("prod", &t, 1, &new).unwrap();
-        t.get_mut("approval")
-            .unwrap()
-            .as_table_mut()
-            .unwrap()
-            .insert("signature".into(), signature_text(&signature).into());
-        t.get_mut("approval").unwrap().as_table_mut().unwrap().insert("serial".into(), 1.into());
+        resign("prod", &mut t, 1, &new);
         assert!(matches!(verify("prod", &t), Err(ApprovalError::Endorsement { index: 0, .. })));
     }
 
@@ -761,14 +763,9 @@ mod tests {
         doc.endorse(&old, &KeyPair::of(&new));
         doc.approve(&new).unwrap();
         let text = doc.render();
-        let resign = |text: String| {
+        let resigned = |text: String| {
             let mut t = table(&text);
-            let (signature, _) = sign("prod", &t, 1, &new).unwrap();
-            t.get_mut("approval")
-                .unwrap()
-                .as_table_mut()
-                .unwrap()
-                .insert("signature".into(), signature_text(&signature).into());
+            resign("prod", &mut t, 1, &new);
             t
         };
         let old_pk = old.public_key().to_base64();
@@ -795,27 +792,17 @@ mod tests {
             ),
         ];
         for (bad, field, why) in cases {
-            assert_eq!(verify("prod", &resign(bad)).unwrap_err(), malformed(field, why));
+            assert_eq!(verify("prod", &resigned(bad)).unwrap_err(), malformed(field, why));
         }
         let mut t = table(&text);
         t.insert("previous_keys".into(), 3.into());
-        let (signature, _) = sign("prod", &t, 1, &new).unwrap();
-        t.get_mut("approval")
-            .unwrap()
-            .as_table_mut()
-            .unwrap()
-            .insert("signature".into(), signature_text(&signature).into());
+        resign("prod", &mut t, 1, &new);
         assert_eq!(
             verify("prod", &t).unwrap_err(),
             malformed("previous_keys", "must be an array of tables ([[previous_keys]])")
         );
         t.insert("previous_keys".into(), toml::Value::Array(vec![3.into()]));
-        let (signature, _) = sign("prod", &t, 1, &new).unwrap();
-        t.get_mut("approval")
-            .unwrap()
-            .as_table_mut()
-            .unwrap()
-            .insert("signature".into(), signature_text(&signature).into());
+        resign("prod", &mut t, 1, &new);
         assert_eq!(verify("prod", &t).unwrap_err(), malformed("previous_keys[0]", "must be a table"));
     }
 

@@ -47,6 +47,8 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
             }
         }
     }
+    // Asked once for every file's key history.
+    let git = crate::trust::Git::probe(sh, args.base.as_deref());
     let mut files = 0;
     // Each service is built once, for all of its environment files.
     let mut built: Vec<(String, PathBuf)> = Vec::new();
@@ -63,7 +65,7 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
                 }
             };
             let mut found: Vec<String> = file.problems().iter().map(|p| format!("{shown}: {p}")).collect();
-            let trust = crate::trust::check(sh, &file, args.base.as_deref());
+            let trust = crate::trust::check(sh, &file, git.as_ref());
             found.extend(trust.problems.iter().map(|p| format!("{shown}: {p}")));
             for service in services {
                 let Some(args) = &service.check else { continue };

@@ -39,7 +39,7 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     boxcar_secrets::check_secret_name(&args.name).map_err(|p| anyhow::anyhow!("secret name `{}` {p}", args.name))?;
     let file = ctx.load_env(&args.at.env)?;
     let key = file.public_key();
-    let known = KnownKeys::load();
+    let known = crate::keys::KnownKeys::load();
     if let Some(before) = known.get(&ctx.root, &args.at.env)
         && before != *key
         && !args.accept_new_key
@@ -104,52 +104,6 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
         args.at.env
     );
     Ok(())
-}
-
-/// The public keys this machine sealed to, per repository and environment:
-/// `known-public-keys.toml` in the key folder.
-pub(crate) struct KnownKeys {
-    path: Option<std::path::PathBuf>,
-    table: toml::Table,
-}
-
-impl KnownKeys {
-    pub(crate) fn load() -> KnownKeys {
-        let path = crate::keys::key_dir().ok().map(|d| d.join("known-public-keys.toml"));
-        let table = path
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .and_then(|t| t.parse().ok())
-            .unwrap_or_default();
-        KnownKeys { path, table }
-    }
-
-    fn repo(root: &std::path::Path) -> String {
-        root.canonicalize().unwrap_or_else(|_| root.to_owned()).display().to_string()
-    }
-
-    fn get(&self, root: &std::path::Path, env: &str) -> Option<PublicKey> {
-        let text = self.table.get(&KnownKeys::repo(root))?.get(env)?.as_str()?;
-        PublicKey::from_base64(text).ok()
-    }
-
-    pub(crate) fn remember(mut self, root: &std::path::Path, env: &str, key: &PublicKey) -> anyhow::Result<()> {
-        let Some(path) = self.path.take() else { anyhow::bail!("no key folder") };
-        let repo = self.table.entry(KnownKeys::repo(root)).or_insert_with(|| toml::Table::new().into());
-        if let Some(t) = repo.as_table_mut() {
-            t.insert(env.to_owned(), key.to_base64().into());
-        }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let text = format!(
-            "# Public keys `cargo xtask encrypt-secret` sealed to, per repository and environment;\n\
-             # a changed one is refused without --accept-new-key.\n{}",
-            toml::to_string(&self.table)?
-        );
-        boxcar_secrets::write_atomic(&path, text.as_bytes(), Some(0o600))?;
-        Ok(())
-    }
 }
 
 /// The whole SHA-256 of a public key in hex: a key id is short enough to collide on purpose.

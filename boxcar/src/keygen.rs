@@ -77,7 +77,7 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
         return Err(err).with_context(|| format!("writing {}", ctx.show(&path)));
     }
 
-    let _ = crate::encrypt_secret::KnownKeys::load().remember(&ctx.root, &args.at.env, key.public_key());
+    let _ = crate::keys::KnownKeys::load().remember(&ctx.root, &args.at.env, key.public_key());
     let verb = if doc.exists() { "updated" } else { "created" };
     println!("generated a key pair for environment `{}`", args.at.env);
     println!("  key id      {id}");

@@ -1,5 +1,6 @@
 //! Where secret keys live: the key folder, key files (written 0600, never
-//! replaced), the work-tree boundary.
+//! replaced), the work-tree boundary, and the public keys this machine sealed
+//! to (`KnownKeys`).
 
 use std::path::{Path, PathBuf};
 
@@ -100,6 +101,57 @@ pub fn forget_unused_key(env_file: &Path, key: &SecretKey, key_file: &Path) {
         );
     } else {
         let _ = std::fs::remove_file(key_file);
+    }
+}
+
+/// The public keys this machine sealed to, per repository and environment:
+/// `known-public-keys.toml` in the key folder.
+pub(crate) struct KnownKeys {
+    path: Option<std::path::PathBuf>,
+    table: toml::Table,
+}
+
+impl KnownKeys {
+    pub(crate) fn load() -> KnownKeys {
+        let path = crate::keys::key_dir().ok().map(|d| d.join("known-public-keys.toml"));
+        let table = path
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_default();
+        KnownKeys { path, table }
+    }
+
+    fn repo(root: &std::path::Path) -> String {
+        root.canonicalize().unwrap_or_else(|_| root.to_owned()).display().to_string()
+    }
+
+    pub(crate) fn get(&self, root: &std::path::Path, env: &str) -> Option<boxcar_secrets::PublicKey> {
+        let text = self.table.get(&KnownKeys::repo(root))?.get(env)?.as_str()?;
+        boxcar_secrets::PublicKey::from_base64(text).ok()
+    }
+
+    pub(crate) fn remember(
+        mut self,
+        root: &std::path::Path,
+        env: &str,
+        key: &boxcar_secrets::PublicKey,
+    ) -> anyhow::Result<()> {
+        let Some(path) = self.path.take() else { anyhow::bail!("no key folder") };
+        let repo = self.table.entry(KnownKeys::repo(root)).or_insert_with(|| toml::Table::new().into());
+        if let Some(t) = repo.as_table_mut() {
+            t.insert(env.to_owned(), key.to_base64().into());
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let text = format!(
+            "# Public keys `cargo xtask encrypt-secret` sealed to, per repository and environment;\n\
+             # a changed one is refused without --accept-new-key.\n{}",
+            toml::to_string(&self.table)?
+        );
+        boxcar_secrets::write_atomic(&path, text.as_bytes(), Some(0o600))?;
+        Ok(())
     }
 }
 

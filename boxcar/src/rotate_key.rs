@@ -64,7 +64,7 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     }
 
     // This machine made the new key: sealing to it is expected.
-    let _ = crate::encrypt_secret::KnownKeys::load().remember(&ctx.root, file.env(), new_key.public_key());
+    let _ = crate::keys::KnownKeys::load().remember(&ctx.root, file.env(), new_key.public_key());
     println!("rotated environment `{}`: {} secret(s) sealed again", file.env(), secrets.len());
     println!("  old key id  {}", old_key.key_id());
     println!("  new key id  {}", new_key.key_id());

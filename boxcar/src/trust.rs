@@ -32,29 +32,52 @@ pub struct Report {
     pub summary: String,
 }
 
+/// What `check` asks git once for every file: whether the checkout is
+/// shallow, whether it has a commit yet, and the commit `--base` names.
+#[derive(Debug)]
+pub struct Git {
+    shallow: bool,
+    has_head: bool,
+    /// The commit `--base` names, or why it names none.
+    base: Result<Option<String>, String>,
+}
+
+impl Git {
+    /// Asks git about the checkout the shell is in; `None` outside one.
+    pub fn probe(sh: &Shell, base: Option<&str>) -> Option<Git> {
+        cmd!(sh, "git rev-parse --is-inside-work-tree").quiet().ignore_stderr().read().ok()?;
+        let shallow = cmd!(sh, "git rev-parse --is-shallow-repository").quiet().read().unwrap_or_default();
+        let has_head = cmd!(sh, "git rev-parse --verify --quiet HEAD").quiet().ignore_stderr().read().is_ok();
+        let base = base
+            .map(|base| {
+                let spec_commit = format!("{base}^{{commit}}");
+                cmd!(sh, "git rev-parse --verify --quiet {spec_commit}")
+                    .quiet()
+                    .ignore_stderr()
+                    .read()
+                    .map_err(|_| format!("--base {}: no such commit here", crate::show::escape(base)))
+            })
+            .transpose();
+        Some(Git { shallow: shallow.trim() == "true", has_head, base })
+    }
+}
+
 /// Checks `file`'s approval, then follows its keys through its git history
-/// (from `base` when given, else from the file's first commit).
-pub fn check(sh: &Shell, file: &EnvFile, base: Option<&str>) -> Report {
+/// (from `--base` when given, else from the file's first commit); `git` is
+/// `None` outside a git checkout.
+pub fn check(sh: &Shell, file: &EnvFile, git: Option<&Git>) -> Report {
     let mut problems = Vec::new();
-    let approved = match file.approval() {
-        Ok(approved) => Some(approved),
-        Err(boxcar_secrets::Error::Unapproved { problem, env, .. }) => {
-            problems.push(format!("{problem}; {}", problem.hint(&env)));
-            None
-        }
-        Err(other) => {
-            problems.push(other.to_string());
-            None
-        }
-    };
+    let approved = approval::verify(file.env(), file.table())
+        .map_err(|problem| problems.push(format!("{problem}; {}", problem.hint(file.env()))))
+        .ok();
     let mut summary = match &approved {
         Some(a) => format!("approved (serial {})", a.serial),
         None => "not approved".to_owned(),
     };
-    match history(sh, file.path(), base) {
-        Err(why) => problems.push(why),
-        Ok(None) => summary.push_str("; not a git checkout, so its key history was not followed"),
-        Ok(Some(mut versions)) => {
+    match git.map(|git| history(sh, file.path(), git)) {
+        Some(Err(why)) => problems.push(why),
+        None => summary.push_str("; not a git checkout, so its key history was not followed"),
+        Some(Ok(mut versions)) => {
             versions.push(Version { origin: "the work tree".to_owned(), table: file.table().clone() });
             let followed = follow(file.env(), &versions, &mut problems);
             summary.push_str(&followed);
@@ -63,14 +86,10 @@ pub fn check(sh: &Shell, file: &EnvFile, base: Option<&str>) -> Report {
     Report { problems, summary }
 }
 
-/// Every committed version of `path`, oldest first: from `base`'s version
-/// when given, else from the first. `Ok(None)` outside a git checkout.
-fn history(sh: &Shell, path: &Path, base: Option<&str>) -> Result<Option<Vec<Version>>, String> {
-    if cmd!(sh, "git rev-parse --is-inside-work-tree").quiet().ignore_stderr().read().is_err() {
-        return Ok(None);
-    }
-    let shallow = cmd!(sh, "git rev-parse --is-shallow-repository").quiet().read().unwrap_or_default();
-    if shallow.trim() == "true" {
+/// Every committed version of `path`, oldest first: from `--base`'s version
+/// when given, else from the first.
+fn history(sh: &Shell, path: &Path, git: &Git) -> Result<Vec<Version>, String> {
+    if git.shallow {
         return Err("the key history cannot be followed in a shallow clone: fetch the whole history \
                     (`git fetch --unshallow`, or `fetch-depth: 0` in CI), or pass --base with a commit that is there"
             .to_owned());
@@ -78,14 +97,8 @@ fn history(sh: &Shell, path: &Path, base: Option<&str>) -> Result<Option<Vec<Ver
     // `./` makes the path relative to the working directory, the project root.
     let spec = format!("./{}", path.display());
     let mut versions = Vec::new();
-    let range = match base {
-        Some(base) => {
-            let spec_commit = format!("{base}^{{commit}}");
-            let commit = cmd!(sh, "git rev-parse --verify --quiet {spec_commit}")
-                .quiet()
-                .ignore_stderr()
-                .read()
-                .map_err(|_| format!("--base {}: no such commit here", crate::show::escape(base)))?;
+    let range = match git.base.clone()? {
+        Some(commit) => {
             if let Some(table) = show(sh, &commit, &spec) {
                 versions.push(Version { origin: short(&commit), table });
             }
@@ -93,9 +106,8 @@ fn history(sh: &Shell, path: &Path, base: Option<&str>) -> Result<Option<Vec<Ver
         }
         None => None,
     };
-    let has_head = cmd!(sh, "git rev-parse --verify --quiet HEAD").quiet().ignore_stderr().read().is_ok();
-    if !has_head {
-        return Ok(Some(versions));
+    if !git.has_head {
+        return Ok(versions);
     }
     let log = match &range {
         Some(range) => cmd!(sh, "git log --format=%H --topo-order --reverse {range} -- {spec}").quiet().read(),
@@ -108,7 +120,7 @@ fn history(sh: &Shell, path: &Path, base: Option<&str>) -> Result<Option<Vec<Ver
             versions.push(Version { origin: short(commit), table });
         }
     }
-    Ok(Some(versions))
+    Ok(versions)
 }
 
 fn show(sh: &Shell, commit: &str, spec: &str) -> Option<toml::Table> {
@@ -266,6 +278,15 @@ mod tests {
         Version { origin: origin.to_owned(), table: doc.render().parse().unwrap() }
     }
 
+    /// Approves `v` again `times` times with `key`, one serial up each time.
+    fn reapprove(v: &mut Version, key: &SecretKey, times: usize) {
+        for _ in 0..times {
+            let path = std::path::Path::new("prod.toml");
+            v.table =
+                boxcar_secrets::approved_text(path, &toml::to_string(&v.table).unwrap(), key).unwrap().parse().unwrap();
+        }
+    }
+
     fn follow_all(versions: &[Version]) -> (String, Vec<String>) {
         let mut problems = Vec::new();
         let summary = follow("prod", versions, &mut problems);
@@ -307,15 +328,8 @@ mod tests {
         let a = SecretKey::generate();
         let v1 = version("c1", &a, &a, None, "");
         let mut v2 = version("c2", &a, &a, None, "[app]\nx = 1\n");
-        // Approve c2 twice more so its serial is 3.
-        for _ in 0..2 {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("prod.toml");
-            std::fs::write(&path, toml::to_string(&v2.table).unwrap()).unwrap();
-            let mut doc = EnvDocument::load_or_new(&path).unwrap();
-            doc.approve(&a).unwrap();
-            v2.table = doc.render().parse().unwrap();
-        }
+        // Approved twice more, so its serial is 3.
+        reapprove(&mut v2, &a, 2);
         let back = Version { origin: "the work tree".to_owned(), table: v1.table.clone() };
         // A later commit with the same approval (a comment changed, say): the
         // serial was first approved in c2, and that is what is named.
@@ -335,14 +349,7 @@ mod tests {
         let v1 = version("c1", &a, &a, None, "");
         // A version approved by another key, with a high serial.
         let mut high = version("c2", &evil, &evil, None, "");
-        for _ in 0..3 {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("prod.toml");
-            std::fs::write(&path, toml::to_string(&high.table).unwrap()).unwrap();
-            let mut doc = EnvDocument::load_or_new(&path).unwrap();
-            doc.approve(&evil).unwrap();
-            high.table = doc.render().parse().unwrap();
-        }
+        reapprove(&mut high, &evil, 3);
         let back = Version { origin: "the work tree".to_owned(), table: v1.table.clone() };
         assert!(follow_all(&[v1, high, back]).1.is_empty());
     }

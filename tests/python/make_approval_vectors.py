@@ -25,6 +25,7 @@ import nacl.signing
 # which CI treats as dirty.
 sys.dont_write_bytecode = True
 import approval as ap  # noqa: E402
+from make_vectors import write_or_check  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 OUT = ROOT / "boxcar-secrets" / "vectors" / "approval-v1.toml"
@@ -862,20 +863,7 @@ def generate() -> str:
 
 
 def main(argv: list[str]) -> int:
-    content = generate()
-    if argv[1:] == ["--check"]:
-        if not OUT.exists() or OUT.read_text(encoding="utf-8") != content:
-            print(f"{OUT} is not what make_approval_vectors.py writes; run it without --check", file=sys.stderr)
-            return 1
-        print(f"{OUT} is up to date")
-        return 0
-    if argv[1:]:
-        print(__doc__, file=sys.stderr)
-        return 2
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(content, encoding="utf-8")
-    print(f"wrote {OUT}")
-    return 0
+    return write_or_check(argv, OUT, generate(), __doc__ or "")
 
 
 if __name__ == "__main__":

@@ -495,21 +495,26 @@ def generate() -> str:
     return "".join(parts)
 
 
-def main(argv: list[str]) -> int:
-    content = generate()
+def write_or_check(argv: list[str], out: pathlib.Path, content: str, usage: str) -> int:
+    """Writes `content` to `out`, or with `--check` fails unless `out` holds it already."""
+    script = pathlib.Path(argv[0]).name
     if argv[1:] == ["--check"]:
-        if OUT.read_text(encoding="utf-8") != content:
-            print(f"{OUT} is not what make_vectors.py writes; run it without --check", file=sys.stderr)
+        if not out.exists() or out.read_text(encoding="utf-8") != content:
+            print(f"{out} is not what {script} writes; run it without --check", file=sys.stderr)
             return 1
-        print(f"{OUT} is up to date")
+        print(f"{out} is up to date")
         return 0
     if argv[1:]:
-        print(__doc__, file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(content, encoding="utf-8")
-    print(f"wrote {OUT}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(content, encoding="utf-8")
+    print(f"wrote {out}")
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return write_or_check(argv, OUT, generate(), __doc__ or "")
 
 
 if __name__ == "__main__":
