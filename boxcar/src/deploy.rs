@@ -51,8 +51,11 @@ pub struct Args {
     /// the key folder's file for the environment's key id).
     #[arg(long, value_name = "PATH")]
     pub key_file: Option<PathBuf>,
-    /// The image to run; it must be in the engine (`cargo xtask image` puts it
-    /// there). Default: <service>:latest.
+    /// The image to run: one in the engine (`cargo xtask image` puts it
+    /// there), or a registry reference such as the REGISTRY/REPO@sha256:…
+    /// that `image --push` prints, pulled with Docker's login for that
+    /// registry (a Swarm of several nodes takes only that pinned form).
+    /// Default: <service>:latest.
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
     /// Deploy as a Swarm service (the engine must be a Swarm manager).
@@ -134,15 +137,13 @@ pub fn run(_sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
             args.publish.as_deref().unwrap_or_default()
         );
     }
-    if args.publish_mode == PublishMode::Host && publish.port != 0 && args.replicas > 1 {
-        bail!(
-            "--publish-mode host with port {} runs one task per node on that port; with --replicas {} use \
-             --publish-mode ingress, or --publish 0 for a free port per task",
-            publish.port,
-            args.replicas
-        );
-    }
     let image = args.image.clone().unwrap_or_else(|| format!("{}:latest", service.name));
+    // The engine's login for the image's registry: it pulls with it, and a
+    // Swarm manager hands it to the nodes.
+    let login = match crate::registry::registry_of(&image) {
+        Some(registry) => crate::registry::credentials(&registry)?.map(|c| c.for_engine(&registry)),
+        None => None,
+    };
     let production = crate::plan::is_production(&file)?;
     let request = Request {
         env: file.env().to_owned(),
@@ -159,16 +160,19 @@ pub fn run(_sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     let rt = crate::engine::runtime()?;
     rt.block_on(async {
         let docker = crate::engine::connect(args.target.host.as_deref()).await?;
-        let inspected = docker.inspect_image(&image).await.map_err(|e| {
-            if crate::engine::is_not_found(&e) {
-                anyhow::anyhow!(
-                    "no image {} in the engine; build it with `cargo xtask image` (nothing was changed)",
-                    crate::show::escape(&image)
-                )
-            } else {
-                anyhow::Error::new(e).context(format!("inspecting the image {}", crate::show::escape(&image)))
+        let shown = crate::show::escape(&image);
+        let inspected = match docker.inspect_image(&image).await {
+            Ok(found) => found,
+            Err(e) if crate::engine::is_not_found(&e) && crate::registry::registry_of(&image).is_some() => {
+                pull(&docker, &image, login.clone()).await?;
+                docker.inspect_image(&image).await.with_context(|| format!("inspecting the image {shown}"))?
             }
-        })?;
+            Err(e) if crate::engine::is_not_found(&e) => bail!(
+                "no image {shown} in the engine; build it with `cargo xtask image`, or pass a registry \
+                 reference (`image --push` prints one) (nothing was changed)"
+            ),
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("inspecting the image {shown}"))),
+        };
         let image_id = inspected.id.clone().context("the engine reports no image ID")?;
         let profile = inspected
             .config
@@ -198,7 +202,7 @@ pub fn run(_sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
             network: args.network.clone(),
         };
         if args.swarm {
-            swarm::deploy(&docker, &plan, &image_id).await
+            swarm::deploy(&docker, &plan, &image_id, login).await
         } else {
             if swarm::service_here(&docker, &plan.name).await? {
                 bail!(
@@ -209,6 +213,57 @@ pub fn run(_sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
             standalone::deploy(&docker, &plan, &image_id).await
         }
     })
+}
+
+/// Pulls a registry reference into the engine with `login`; the engine
+/// checks what it gets against a digest in the reference.
+async fn pull(docker: &Docker, image: &str, login: Option<bollard::auth::DockerCredentials>) -> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    let shown = crate::show::escape(image);
+    let registry = crate::registry::registry_of(image).unwrap_or_default();
+    eprintln!("pulling {shown} into the engine (the service's own check runs it before anything changes)");
+    let options = bollard::query_parameters::CreateImageOptionsBuilder::default().from_image(image).build();
+    let mut stream = docker.create_image(Some(options), None, login.clone());
+    while let Some(item) = stream.next().await {
+        let why = match item {
+            Ok(info) => match info.error_detail.and_then(|d| d.message) {
+                Some(message) => message,
+                None => continue,
+            },
+            Err(e) => e.to_string(),
+        };
+        let hint = pull_hint(&why, &registry, login.is_some());
+        bail!(
+            "the engine could not pull {shown}: {}; nothing was changed
+hint: {hint}",
+            crate::show::escape(&why)
+        );
+    }
+    Ok(())
+}
+
+/// What to do about an engine's pull error (its words, from the registry).
+pub(crate) fn pull_hint(why: &str, registry: &str, had_login: bool) -> String {
+    let registry = crate::show::escape(registry);
+    let why = why.to_lowercase();
+    if why.contains("unauthorized") || why.contains("denied") || why.contains("authentication required") {
+        match had_login {
+            true => format!("the registry refused the login in Docker's config.json; `docker login {registry}` again"),
+            false => format!("the registry wants a login: `docker login {registry}` (boxcar passes it to the engine)"),
+        }
+    } else if why.contains("x509") || why.contains("certificate") {
+        format!(
+            "the engine does not trust the registry's TLS certificate: put its CA in \
+             {}/{registry}/ca.crt on every engine that pulls",
+            crate::registry::DOCKER_CERTS_DIR
+        )
+    } else if why.contains("manifest unknown") || why.contains("not found") {
+        "the registry has no such image: check the reference `cargo xtask image --push` printed".to_owned()
+    } else if why.contains("connect") || why.contains("no such host") || why.contains("timeout") {
+        format!("the engine cannot reach {registry}: check the address, and that the engine's host reaches it")
+    } else {
+        "check the reference and the registry".to_owned()
+    }
 }
 
 /// The service's own check of the environment file the image carries, and
@@ -344,15 +399,26 @@ pub fn undeploy(ctx: &mut Context, args: UndeployArgs) -> anyhow::Result<()> {
 
 /// The last lines of a container's log, for failure reports.
 pub async fn last_log_lines(docker: &Docker, container: &str, n: usize) -> String {
+    read_log(docker.logs(container, Some(tail_options(n)))).await
+}
+
+/// Both streams of a log, its last `n` lines.
+pub(crate) fn tail_options(n: usize) -> bollard::query_parameters::LogsOptions {
+    bollard::query_parameters::LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&n.to_string()).build()
+}
+
+/// A log stream read to its end, each line escaped and indented.
+pub(crate) async fn read_log(
+    stream: impl futures::Stream<Item = Result<bollard::container::LogOutput, bollard::errors::Error>>,
+) -> String {
     use futures::StreamExt as _;
-    let options =
-        bollard::query_parameters::LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&n.to_string()).build();
-    let mut stream = docker.logs(container, Some(options));
+    let mut stream = std::pin::pin!(stream);
     let mut out = String::new();
     while let Some(Ok(item)) = stream.next().await {
         out.push_str(&String::from_utf8_lossy(&item.into_bytes()));
     }
-    indent(&out)
+    let lines: Vec<String> = out.lines().map(|l| crate::show::escape(l).into_owned()).collect();
+    indent(&lines.join("\n"))
 }
 
 pub fn indent(text: &str) -> String {

@@ -45,6 +45,14 @@ pub struct Args {
     /// instead of loading it into the engine.
     #[arg(long, value_name = "PATH")]
     pub oci_archive: Option<PathBuf>,
+    /// Then push the image, byte for byte, to a registry:
+    /// REGISTRY/REPO[:TAG] (default tag: the commit's, as the local tag).
+    /// Uses Docker's config.json and credential helpers for the login, and
+    /// trusts the host's CA bundle and /etc/docker/certs.d/REGISTRY/*.crt.
+    /// Prints the pinned REGISTRY/REPO@sha256:… that `deploy --image` and
+    /// `manifests --image` take.
+    #[arg(long, value_name = "REGISTRY/REPO[:TAG]")]
+    pub push: Option<String>,
     /// Repository name of the tags: <REPO>:latest and <REPO>:<commit>
     /// (default: the service's name).
     #[arg(long, value_name = "REPO")]
@@ -96,6 +104,8 @@ pub struct Image {
     /// `sha256:<hex>`.
     pub id: String,
     pub tags: Vec<String>,
+    /// `REGISTRY/REPO@sha256:…`, when it was pushed.
+    pub pushed: Option<String>,
 }
 
 struct Git {
@@ -137,10 +147,16 @@ pub fn build(sh: &Shell, ctx: &mut Context, service: &Service, args: &Args) -> a
     let excluded = excluded_from_build(ctx)?;
     let files = extra_files(ctx, service)?;
     let repo = args.repo.clone().unwrap_or_else(|| service.name.clone());
+    let short = if git.dirty { format!("{}-dirty", git.short) } else { git.short.clone() };
+    let push = args.push.as_deref().map(|text| crate::registry::parse_target(text, &short)).transpose()?;
 
     let rt = crate::engine::runtime()?;
     rt.block_on(async {
         let docker = crate::engine::connect(None).await?;
+        let registry = match push {
+            Some(target) => Some(crate::registry::Session::open(target).await?),
+            None => None,
+        };
         let prefetch = compile::Prefetch::start(&docker, &ctx.root).await;
         let builder = base::ensure_builder(sh, &docker, &ctx.root, ca_bundle.as_deref()).await?;
         let binary =
@@ -167,7 +183,6 @@ pub fn build(sh: &Shell, ctx: &mut Context, service: &Service, args: &Args) -> a
             dirty: git.dirty,
             profile: args.profile,
         };
-        let short = if git.dirty { format!("{}-dirty", git.short) } else { git.short.clone() };
         let tags = match &args.ignored_env {
             Some((_, tag)) => vec![format!("{repo}:{tag}")],
             None => vec![format!("{repo}:latest"), format!("{repo}:{short}")],
@@ -198,7 +213,23 @@ pub fn build(sh: &Shell, ctx: &mut Context, service: &Service, args: &Args) -> a
             }
         }
         print_table(&report, &built, &tags, spec.binary.len(), started);
-        Ok(Image { id: built.image_id, tags })
+        let pushed = match &registry {
+            Some(session) => {
+                let pushed = session.push(&built.blobs).await?;
+                println!(
+                    "pushed     {} ({} blob(s) sent, {:.1} KiB; {} already there) in {:.1} s",
+                    crate::show::escape(&pushed.tagged),
+                    pushed.sent.len(),
+                    pushed.bytes_sent as f64 / 1024.0,
+                    pushed.present.len(),
+                    pushed.took.as_secs_f64()
+                );
+                println!("pinned     {}", crate::show::escape(&pushed.pinned));
+                Some(pushed.pinned)
+            }
+            None => None,
+        };
+        Ok(Image { id: built.image_id, tags, pushed })
     })
 }
 
@@ -279,6 +310,7 @@ async fn load(docker: &bollard::Docker, archive: &[u8]) -> anyhow::Result<()> {
 fn print_table(report: &check::Report, built: &assemble::Built, tags: &[String], binary: usize, started: Instant) {
     let kib = |n: usize| format!("{:.1} KiB", n as f64 / 1024.0);
     println!("image      {}", built.image_id);
+    println!("digest     {} (the manifest's: a registry serves the image under it)", built.blobs.manifest.digest);
     println!("tags       {}", tags.join(", "));
     println!("binary     {} (static)", kib(binary));
     println!(

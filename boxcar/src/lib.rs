@@ -29,6 +29,7 @@ pub mod keys;
 pub mod leaks;
 pub mod plan;
 pub mod project;
+pub mod registry;
 pub mod service_cmd;
 pub mod show;
 pub mod trust;

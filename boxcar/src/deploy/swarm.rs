@@ -68,18 +68,61 @@ fn service_label<'a>(service: &'a Service, key: &str) -> Option<&'a str> {
     service.spec.as_ref()?.labels.as_ref()?.get(key).map(String::as_str)
 }
 
-/// The reference tasks run: the registry digest when the image has one (any
-/// node can pull it), else the image ID (only this engine has it). Never a
-/// tag: a rollback must bring back exactly the previous image, and a tag may
-/// have moved to the broken one.
-fn pinned_image(image: &bollard::models::ImageInspect, id: &str) -> (String, bool) {
+/// The reference tasks run: the one asked for when it is pinned by digest,
+/// else the image's registry digest when it has one (any node can pull it),
+/// else the image ID (only this engine has it). Never a tag: a rollback must
+/// bring back exactly the previous image, and a tag may have moved to the
+/// broken one.
+fn pinned_image(requested: &str, image: &bollard::models::ImageInspect, id: &str) -> (String, bool) {
+    if crate::registry::is_pinned(requested) {
+        return (requested.to_owned(), true);
+    }
     match image.repo_digests.as_ref().and_then(|d| d.first()) {
         Some(digest) => (digest.clone(), true),
         None => (id.to_owned(), false),
     }
 }
 
-pub async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyhow::Result<()> {
+/// Refuses what a Swarm of these nodes cannot run, before anything changes:
+/// an image not pinned by a registry digest on more than one node, and more
+/// tasks on one host-mode port than there are nodes to take them.
+fn check_nodes(plan: &Plan, nodes: &[bollard::models::Node]) -> anyhow::Result<()> {
+    use bollard::models::{NodeSpecAvailabilityEnum, NodeState};
+    if nodes.len() > 1 && !crate::registry::is_pinned(&plan.image) {
+        bail!(
+            "this Swarm has {} nodes, and each must run the same bytes: --image must be a registry reference \
+             pinned by digest (REGISTRY/REPO@sha256:…), not {}; nothing was changed\n\
+             hint: `cargo xtask image --push REGISTRY/REPO` pushes the image and prints that reference",
+            nodes.len(),
+            crate::show::escape(&plan.image)
+        );
+    }
+    if plan.publish_mode == PublishMode::Host && plan.publish.port != 0 && plan.replicas > 1 {
+        let ready = nodes
+            .iter()
+            .filter(|n| n.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY))
+            .filter(|n| n.spec.as_ref().and_then(|s| s.availability) == Some(NodeSpecAvailabilityEnum::ACTIVE))
+            .count();
+        if plan.replicas as usize > ready {
+            bail!(
+                "--publish-mode host with port {} runs at most one task per node, and {ready} node(s) are ready \
+                 for --replicas {}; nothing was changed\n\
+                 hint: --publish 0 gives each task a free port, --publish-mode ingress shares one port, \
+                 or ask for at most {ready} replicas",
+                plan.publish.port,
+                plan.replicas
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn deploy(
+    docker: &Docker,
+    plan: &Plan,
+    image_id: &str,
+    login: Option<bollard::auth::DockerCredentials>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let name = &plan.name;
     if !is_manager(docker).await {
@@ -88,6 +131,11 @@ pub async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyhow::Res
              hint: `docker swarm init` makes it one, or deploy without --swarm to run a single container"
         );
     }
+    let nodes = docker
+        .list_nodes(None::<bollard::query_parameters::ListNodesOptions>)
+        .await
+        .context("listing the Swarm's nodes")?;
+    check_nodes(plan, &nodes)?;
     let existing = managed_service(docker, name).await?;
     if super::standalone::managed_container(docker, name, name).await?.is_some() {
         bail!(
@@ -97,7 +145,7 @@ pub async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyhow::Res
         );
     }
     let image = docker.inspect_image(image_id).await.context("inspecting the image")?;
-    let (reference, pullable) = pinned_image(&image, image_id);
+    let (reference, pullable) = pinned_image(&plan.image, &image, image_id);
     if !pullable {
         eprintln!(
             "note: {} is in this engine only (no registry digest): tasks on other nodes cannot start it; \
@@ -137,8 +185,8 @@ pub async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyhow::Res
     let spec = service_spec(plan, &reference, &spec_label, &secret_id, &secret_name, no_new_privileges);
 
     let result = match &existing {
-        None => create(docker, plan, spec).await,
-        Some(service) => update(docker, plan, service, spec, &reference).await,
+        None => create(docker, plan, spec, login).await,
+        Some(service) => update(docker, plan, service, spec, &reference, login).await,
     };
     match result {
         Ok(()) => {
@@ -396,9 +444,14 @@ async fn remove_unused_secrets(docker: &Docker, name: &str, keep: &str) {
     }
 }
 
-async fn create(docker: &Docker, plan: &Plan, spec: ServiceSpec) -> anyhow::Result<()> {
+async fn create(
+    docker: &Docker,
+    plan: &Plan,
+    spec: ServiceSpec,
+    login: Option<bollard::auth::DockerCredentials>,
+) -> anyhow::Result<()> {
     let name = &plan.name;
-    docker.create_service(spec, None).await.with_context(|| format!("creating the service {name}"))?;
+    docker.create_service(spec, login).await.with_context(|| format!("creating the service {name}"))?;
     eprintln!("waiting for {} task(s) of {name} to pass their healthcheck", plan.replicas);
     let deadline = Instant::now() + plan.timeout;
     loop {
@@ -430,6 +483,7 @@ async fn update(
     service: &Service,
     spec: ServiceSpec,
     new_image: &str,
+    login: Option<bollard::auth::DockerCredentials>,
 ) -> anyhow::Result<()> {
     let name = &plan.name;
     let version = service.version.as_ref().and_then(|v| v.index).context("the service has no version")?;
@@ -439,7 +493,7 @@ async fn update(
         ..UpdateServiceOptions::default()
     };
     let started = Instant::now();
-    docker.update_service(name, spec, options, None).await.with_context(|| format!("updating the service {name}"))?;
+    docker.update_service(name, spec, options, login).await.with_context(|| format!("updating the service {name}"))?;
     eprintln!("waiting for the update of {name} to converge (one task at a time, rolled back on failure)");
     let deadline = started + plan.timeout;
     let mut last_state = None;
@@ -544,29 +598,53 @@ async fn tasks(docker: &Docker, service: &str) -> anyhow::Result<Vec<bollard::mo
     docker.list_tasks(Some(options)).await.with_context(|| format!("listing the tasks of {service}"))
 }
 
-/// Why tasks failed, with the last log lines of the latest one.
+/// Why tasks failed and on which node, with the last log lines of the
+/// latest one (read through the manager, wherever the task ran).
 async fn task_report(docker: &Docker, failed: &[&bollard::models::Task]) -> String {
+    let nodes = docker.list_nodes(None::<bollard::query_parameters::ListNodesOptions>).await.unwrap_or_default();
+    let host_of = |id: Option<&str>| {
+        let node = nodes.iter().find(|n| n.id.as_deref() == id);
+        node.and_then(|n| n.description.as_ref()?.hostname.clone()).unwrap_or_else(|| "?".to_owned())
+    };
     let mut out = String::new();
     let mut latest: Option<&bollard::models::Task> = None;
+    let mut pull_failed = None;
     for t in failed {
         let status = t.status.clone().unwrap_or_default();
+        let why = status.err.or(status.message).unwrap_or_default();
+        if why.contains("No such image") || why.contains("pull") {
+            pull_failed = Some(why.clone());
+        }
         out.push_str(&format!(
-            "task {} failed: {}\n",
+            "task {} on node {} failed: {}\n",
             t.id.as_deref().map(|i| i.get(..12).unwrap_or(i)).unwrap_or("?"),
-            status.err.or(status.message).unwrap_or_default()
+            crate::show::escape(&host_of(t.node_id.as_deref())),
+            crate::show::escape(&why)
         ));
         if latest.is_none_or(|l| format!("{:?}", l.updated_at) < format!("{:?}", t.updated_at)) {
             latest = Some(t);
         }
     }
+    if let Some(why) = pull_failed {
+        let image = failed.iter().find_map(|t| task_image(t)).unwrap_or_default();
+        let registry = crate::registry::registry_of(&image).unwrap_or_default();
+        out.push_str(&format!(
+            "a node could not pull the image: {}\n",
+            super::pull_hint(&why, &registry, true).replace("the registry refused", "the registry may have refused")
+        ));
+    }
     if let Some(task) = latest
-        && let Some(container) =
-            task.status.as_ref().and_then(|s| s.container_status.as_ref()).and_then(|c| c.container_id.clone())
+        && let Some(id) = task.id.as_deref()
     {
         out.push_str("last log lines of the failed task:\n");
-        out.push_str(&super::last_log_lines(docker, &container, 30).await);
+        out.push_str(&task_log_lines(docker, id, 30).await);
     }
     out
+}
+
+/// The last lines of a task's log, from whichever node ran it.
+async fn task_log_lines(docker: &Docker, task: &str, n: usize) -> String {
+    super::read_log(docker.task_logs(task, Some(super::tail_options(n)))).await
 }
 
 async fn remove_service(docker: &Docker, name: &str) {
@@ -701,6 +779,75 @@ mod tests {
             timeout: Duration::from_secs(60),
             network: None,
         }
+    }
+
+    fn node(ready: bool, active: bool) -> bollard::models::Node {
+        use bollard::models::{NodeSpec, NodeSpecAvailabilityEnum, NodeState, NodeStatus};
+        bollard::models::Node {
+            status: Some(NodeStatus {
+                state: Some(if ready { NodeState::READY } else { NodeState::DOWN }),
+                ..Default::default()
+            }),
+            spec: Some(NodeSpec {
+                availability: Some(if active {
+                    NodeSpecAvailabilityEnum::ACTIVE
+                } else {
+                    NodeSpecAvailabilityEnum::DRAIN
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn host_plan(replicas: u64, port: u16, image: &str) -> Plan {
+        let mut p = plan(true);
+        let request = Request {
+            env: "production".into(),
+            name: None,
+            key_id: p.key.key_id(),
+            replicas,
+            many: true,
+            memory_mib: None,
+            publish: Publish { address: None, port },
+            publish_mode: PublishMode::Host,
+        };
+        p.deployment = Deployment::new(&crate::contract::tests::service(), request).unwrap();
+        p.image = image.to_owned();
+        p
+    }
+
+    #[test]
+    fn several_nodes_need_a_pinned_image_and_a_node_per_host_port() {
+        let pinned = format!("reg.io:5000/svc@sha256:{}", "a".repeat(64));
+        let three = [node(true, true), node(true, true), node(true, true)];
+        check_nodes(&host_plan(3, 9000, &pinned), &three).unwrap();
+        check_nodes(&host_plan(1, 9000, "svc:latest"), &three[..1]).unwrap();
+        for unpinned in ["svc:latest", "reg.io:5000/svc:v1", "sha256:abc"] {
+            let err = check_nodes(&host_plan(1, 9000, unpinned), &three[..2]).unwrap_err().to_string();
+            assert!(err.contains("has 2 nodes") && err.contains("image --push"), "{err}");
+        }
+        // A node down or drained takes no task on the port.
+        for nodes in [
+            vec![node(true, true), node(true, true), node(false, true)],
+            vec![node(true, true), node(true, true), node(true, false)],
+        ] {
+            let err = check_nodes(&host_plan(3, 9000, &pinned), &nodes).unwrap_err().to_string();
+            assert!(err.contains("2 node(s) are ready for --replicas 3"), "{err}");
+            check_nodes(&host_plan(2, 9000, &pinned), &nodes).unwrap();
+            check_nodes(&host_plan(3, 0, &pinned), &nodes).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_pinned_reference_wins() {
+        let pinned = format!("reg.io/svc@sha256:{}", "b".repeat(64));
+        let digest = format!("reg.io/svc@sha256:{}", "c".repeat(64));
+        let with = bollard::models::ImageInspect { repo_digests: Some(vec![digest.clone()]), ..Default::default() };
+        let without = bollard::models::ImageInspect::default();
+        assert_eq!(pinned_image(&pinned, &with, "sha256:id"), (pinned.clone(), true));
+        assert_eq!(pinned_image("reg.io/svc:v1", &with, "sha256:id"), (digest, true));
+        assert_eq!(pinned_image("svc:latest", &without, "sha256:id"), ("sha256:id".to_owned(), false));
     }
 
     #[test]

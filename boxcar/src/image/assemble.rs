@@ -50,7 +50,38 @@ pub struct Built {
     pub archive: Vec<u8>,
     /// `sha256:<hex>` of the config: the image ID the engine will report.
     pub image_id: String,
+    /// The manifest, config and layer, byte for byte as in the archive:
+    /// what `image --push` uploads, so the registry's digest is this one.
+    pub blobs: Blobs,
 }
+
+/// The three blobs of the one-layer image.
+#[derive(Debug, Clone)]
+pub struct Blobs {
+    pub manifest: Blob,
+    pub config: Blob,
+    pub layer: Blob,
+}
+
+/// One content-addressed blob.
+#[derive(Clone)]
+pub struct Blob {
+    /// `sha256:<hex>` of `data`.
+    pub digest: String,
+    pub media_type: &'static str,
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for Blob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Blob({} {}, {} bytes)", self.media_type, self.digest, self.data.len())
+    }
+}
+
+/// Media types of what `archive` writes.
+pub const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const MEDIA_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 
 struct Entry {
     mode: u32,
@@ -252,9 +283,9 @@ fn archive(layer: Vec<u8>, config: &Value, epoch: u64, tags: &[String]) -> anyho
     let config_digest = sha256(&config_bytes);
     let manifest = json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{config_digest}"), "size": config_bytes.len() },
-        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{layer_digest}"), "size": layer.len() }],
+        "mediaType": MEDIA_MANIFEST,
+        "config": { "mediaType": MEDIA_CONFIG, "digest": format!("sha256:{config_digest}"), "size": config_bytes.len() },
+        "layers": [{ "mediaType": MEDIA_LAYER, "digest": format!("sha256:{layer_digest}"), "size": layer.len() }],
         "annotations": { "org.opencontainers.image.created": rfc3339(epoch) },
     });
     let manifest_bytes = serde_json::to_vec(&manifest)?;
@@ -263,7 +294,7 @@ fn archive(layer: Vec<u8>, config: &Value, epoch: u64, tags: &[String]) -> anyho
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": tags.iter().map(|t| json!({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "mediaType": MEDIA_MANIFEST,
             "digest": format!("sha256:{manifest_digest}"),
             "size": manifest_bytes.len(),
             "annotations": { "org.opencontainers.image.ref.name": t, "io.containerd.image.name": t },
@@ -275,10 +306,19 @@ fn archive(layer: Vec<u8>, config: &Value, epoch: u64, tags: &[String]) -> anyho
         "Layers": [format!("blobs/sha256/{layer_digest}")],
     }]);
 
+    let blobs = Blobs {
+        manifest: Blob {
+            digest: format!("sha256:{manifest_digest}"),
+            media_type: MEDIA_MANIFEST,
+            data: manifest_bytes,
+        },
+        config: Blob { digest: format!("sha256:{config_digest}"), media_type: MEDIA_CONFIG, data: config_bytes },
+        layer: Blob { digest: format!("sha256:{layer_digest}"), media_type: MEDIA_LAYER, data: layer },
+    };
     let mut files: Vec<(String, Vec<u8>)> = vec![
-        (format!("blobs/sha256/{layer_digest}"), layer),
-        (format!("blobs/sha256/{config_digest}"), config_bytes),
-        (format!("blobs/sha256/{manifest_digest}"), manifest_bytes),
+        (format!("blobs/sha256/{layer_digest}"), blobs.layer.data.clone()),
+        (format!("blobs/sha256/{config_digest}"), blobs.config.data.clone()),
+        (format!("blobs/sha256/{manifest_digest}"), blobs.manifest.data.clone()),
         ("index.json".to_owned(), serde_json::to_vec(&index)?),
         ("manifest.json".to_owned(), serde_json::to_vec(&docker_manifest)?),
         ("oci-layout".to_owned(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
@@ -310,7 +350,7 @@ fn archive(layer: Vec<u8>, config: &Value, epoch: u64, tags: &[String]) -> anyho
         h.set_cksum();
         tar.append_data(&mut h, path, &data[..])?;
     }
-    Ok(Built { archive: tar.into_inner()?, image_id: format!("sha256:{config_digest}") })
+    Ok(Built { archive: tar.into_inner()?, image_id: format!("sha256:{config_digest}"), blobs })
 }
 
 #[cfg(test)]
@@ -345,6 +385,36 @@ mod tests {
         let mut other = spec();
         other.service.port += 1;
         assert_ne!(build(&other, &tags).unwrap().image_id, a.image_id);
+    }
+
+    #[test]
+    fn the_blobs_are_the_archives_bytes() {
+        let built = build(&spec(), &["svc:latest".to_owned()]).unwrap();
+        let mut archive = tar::Archive::new(&built.archive[..]);
+        let mut files = BTreeMap::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+            files.insert(path, data);
+        }
+        let blobs = &built.blobs;
+        for blob in [&blobs.manifest, &blobs.config, &blobs.layer] {
+            assert_eq!(blob.digest, format!("sha256:{}", sha256(&blob.data)));
+            let path = format!("blobs/sha256/{}", blob.digest.trim_start_matches("sha256:"));
+            assert_eq!(files.get(&path), Some(&blob.data), "{path}");
+        }
+        assert_eq!(built.image_id, blobs.config.digest);
+        let manifest: Value = serde_json::from_slice(&blobs.manifest.data).unwrap();
+        assert_eq!(manifest["mediaType"], blobs.manifest.media_type);
+        assert_eq!(manifest["config"]["digest"], blobs.config.digest);
+        assert_eq!(manifest["config"]["mediaType"], blobs.config.media_type);
+        assert_eq!(manifest["layers"][0]["digest"], blobs.layer.digest);
+        assert_eq!(manifest["layers"][0]["mediaType"], blobs.layer.media_type);
+        assert_eq!(manifest["layers"][0]["size"], blobs.layer.data.len());
+        let index: Value = serde_json::from_slice(&files["index.json"]).unwrap();
+        assert_eq!(index["manifests"][0]["digest"], blobs.manifest.digest);
     }
 
     #[test]
