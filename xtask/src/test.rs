@@ -19,7 +19,8 @@ const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.31.0";
 /// and a short fuzz run.
 ///
 /// Sets up what the tests need first: a Docker engine (as root on Debian:
-/// installs docker.io and starts it), Chromium, a Python virtualenv with
+/// installs docker.io and starts it), Chromium, Debian's docker-registry and
+/// haproxy (their services kept stopped), a Python virtualenv with
 /// PyNaCl in target/venv, and cargo-fuzz. Every step runs even if an earlier one
 /// failed; the summary at the end says which failed.
 #[derive(Debug, clap::Args)]
@@ -52,10 +53,19 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
     // Built alone, the app gets deploy-config without the `seal` feature, as in
     // the image; in the workspace build, xtask's features are unified into it.
     step("app alone, without sealing", &mut || Ok(cmd!(sh, "cargo check -p app --locked").run()?));
-    step("Docker engine and Chromium", &mut || {
+    step("Docker, Chromium, registry, haproxy", &mut || {
         boxcar::engine::ensure(sh)?;
         if !["chromium", "chromium-browser", "google-chrome"].into_iter().any(boxcar::engine::on_path) {
             boxcar::engine::apt_install(sh, &["chromium"], Recommends::Install, "the dashboard test drives Chromium")?;
+        }
+        // The multi-node tests (xtask/tests/it/cluster.rs) run these programs
+        // with configurations of their own.
+        let missing: Vec<&str> =
+            ["docker-registry", "haproxy"].into_iter().filter(|p| !boxcar::engine::on_path(p)).collect();
+        if !missing.is_empty() {
+            let why = "the multi-node tests run a registry and a load balancer";
+            boxcar::engine::apt_install(sh, &missing, Recommends::Skip, why)?;
+            keep_services_stopped(sh, &missing)?;
         }
         Ok(())
     });
@@ -84,13 +94,33 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
     let mut failed = 0;
     for s in &steps {
         let status = if s.result.is_ok() { "ok" } else { "FAILED" };
-        eprintln!("  {:<26} {:<6} {:>6.1}s", s.name, status, s.took.as_secs_f64());
+        eprintln!("  {:<36} {:<6} {:>6.1}s", s.name, status, s.took.as_secs_f64());
         failed += usize::from(s.result.is_err());
     }
     if failed > 0 {
         bail!("{failed} of {} step(s) failed", steps.len());
     }
     eprintln!("all {} steps passed", steps.len());
+    Ok(())
+}
+
+/// Stops and disables the services of packages just installed. Their
+/// maintainer scripts start them where the init system lets them (systemd; a
+/// plain init without a policy-rc.d that forbids it): docker-registry would
+/// then listen on port 5000 of every interface, with the package's
+/// configuration, for as long as the machine runs. The tests need the
+/// programs only.
+fn keep_services_stopped(sh: &Shell, services: &[&str]) -> anyhow::Result<()> {
+    for service in services {
+        let script = Path::new("/etc/init.d").join(service);
+        if Path::new("/run/systemd/system").exists() {
+            cmd!(sh, "systemctl disable --now {service}").run()?;
+        } else if script.exists() {
+            // `stop` fails when the service never started: nothing to stop.
+            let _ = cmd!(sh, "{script} stop").quiet().ignore_stdout().ignore_stderr().run();
+            cmd!(sh, "update-rc.d {service} disable").run()?;
+        }
+    }
     Ok(())
 }
 

@@ -6,7 +6,7 @@
 //! `<name>-key-<key id>`; a rotation creates the new one, updates the service,
 //! and removes the old one once the update has converged.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -497,6 +497,8 @@ async fn update(
     eprintln!("waiting for the update of {name} to converge (one task at a time, rolled back on failure)");
     let deadline = started + plan.timeout;
     let mut last_state = None;
+    // Why the engine rolled back, as it said when it started to.
+    let mut reason = None;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let now = docker
@@ -512,6 +514,9 @@ async fn update(
             last_state = status.state;
         }
         let message = status.message.clone().unwrap_or_default();
+        if fresh && reason.is_none() && status.state == Some(ServiceUpdateStatusStateEnum::ROLLBACK_STARTED) {
+            reason = Some(message.clone());
+        }
         match status.state.filter(|_| fresh) {
             Some(ServiceUpdateStatusStateEnum::COMPLETED) => return Ok(()),
             Some(
@@ -523,9 +528,18 @@ async fn update(
                     settle(docker, name, plan.replicas).await?;
                 }
                 let tasks = tasks(docker, name).await?;
-                let failed: Vec<&bollard::models::Task> =
-                    tasks.iter().filter(|t| failed(t) && task_image(t).as_deref() == Some(new_image)).collect();
+                // The new version's tasks the engine stopped: failed, or
+                // shut down by the rollback while still starting.
+                let failed: Vec<&bollard::models::Task> = tasks
+                    .iter()
+                    .filter(|t| task_image(t).as_deref() == Some(new_image))
+                    .filter(|t| failed(t) || t.desired_state != Some(TaskState::RUNNING))
+                    .collect();
                 let report = task_report(docker, &failed).await;
+                let message = match &reason {
+                    Some(why) if !why.is_empty() => format!("{message} ({why})"),
+                    _ => message,
+                };
                 let outcome = match status.state {
                     Some(ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED) => {
                         "the engine rolled it back: the previous version runs"
@@ -608,32 +622,46 @@ async fn task_report(docker: &Docker, failed: &[&bollard::models::Task]) -> Stri
     };
     let mut out = String::new();
     let mut latest: Option<&bollard::models::Task> = None;
-    let mut pull_failed = None;
+    let mut pull_failed = BTreeSet::new();
+    let mut stopped_early = false;
     for t in failed {
         let status = t.status.clone().unwrap_or_default();
         let why = status.err.or(status.message).unwrap_or_default();
         if why.contains("No such image") || why.contains("pull") {
-            pull_failed = Some(why.clone());
+            pull_failed.insert(host_of(t.node_id.as_deref()));
         }
+        stopped_early |= matches!(status.state, Some(TaskState::COMPLETE | TaskState::SHUTDOWN));
         out.push_str(&format!(
-            "task {} on node {} failed: {}\n",
+            "task {} on node {}: {}: {}\n",
             t.id.as_deref().map(|i| i.get(..12).unwrap_or(i)).unwrap_or("?"),
             crate::show::escape(&host_of(t.node_id.as_deref())),
+            status.state.map(|s| s.to_string()).unwrap_or_else(|| "?".to_owned()),
             crate::show::escape(&why)
         ));
         if latest.is_none_or(|l| format!("{:?}", l.updated_at) < format!("{:?}", t.updated_at)) {
             latest = Some(t);
         }
     }
-    if let Some(why) = pull_failed {
+    if !pull_failed.is_empty() {
         let image = failed.iter().find_map(|t| task_image(t)).unwrap_or_default();
-        let registry = crate::registry::registry_of(&image).unwrap_or_default();
+        let registry = crate::show::escape(&crate::registry::registry_of(&image).unwrap_or_default()).into_owned();
+        let nodes: Vec<String> = pull_failed.iter().map(|n| crate::show::escape(n).into_owned()).collect();
         out.push_str(&format!(
-            "a node could not pull the image: {}\n",
-            super::pull_hint(&why, &registry, true).replace("the registry refused", "the registry may have refused")
+            "node(s) {} could not pull the image from {registry}: each node must reach {registry} \
+             (network, firewall), trust its CA ({}/{registry}/ca.crt on the node), and be let in with the \
+             login `deploy` hands over (Docker's config.json where `deploy` runs)\n",
+            nodes.join(", "),
+            crate::registry::DOCKER_CERTS_DIR
         ));
     }
-    if let Some(task) = latest
+    if stopped_early {
+        out.push_str(
+            "a task that exits or fails its health check before the update's monitor period ends counts as \
+             failed: check the image's health check against what the new version serves\n",
+        );
+    }
+    // A task the node rejected never ran: it has no log.
+    if let Some(task) = latest.filter(|t| state(t) != Some(TaskState::REJECTED))
         && let Some(id) = task.id.as_deref()
     {
         out.push_str("last log lines of the failed task:\n");

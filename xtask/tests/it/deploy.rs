@@ -184,20 +184,9 @@ fn assert_no_secret(what: &str, text: &str, keys: &[&str]) {
     }
 }
 
-fn field<'a>(run: &'a Run, name: &str) -> &'a str {
-    run.stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(name).map(str::trim))
-        .unwrap_or_else(|| panic!("no `{name}` line in:\n{}\n{}", run.stdout, run.stderr))
-}
-
-fn healthy_after(run: &Run) -> f64 {
-    field(run, "healthy").trim_start_matches("after").trim().trim_end_matches(" s").parse().unwrap()
-}
-
 /// The published port on 127.0.0.1, from a `published` line.
 fn port(run: &Run) -> u16 {
-    let line = field(run, "published");
+    let line = run.field("published");
     let before_arrow = line.split(" -> ").next().unwrap();
     before_arrow.rsplit(':').next().unwrap().parse().unwrap()
 }
@@ -349,8 +338,8 @@ fn deploy_standalone_then_swarm() {
 
     // First deploy.
     let first = deploy("dpoll", &standalone, &poll_key, &["--image", &v1, "--publish", "127.0.0.1:0"]).ok();
-    eprintln!("figure: standalone deploy to healthy: {:.1} s", healthy_after(&first));
-    assert!(field(&first, "key").contains("as a file: SECRET_KEY_FILE=/run/secrets/boxcar/key"), "{}", first.stdout);
+    eprintln!("figure: standalone deploy to healthy: {:.1} s", first.healthy_after());
+    assert!(first.field("key").contains("as a file: SECRET_KEY_FILE=/run/secrets/boxcar/key"), "{}", first.stdout);
     let port_s = port(&first);
     assert!(wait_healthz(port_s, Duration::from_secs(10)), "no /healthz on 127.0.0.1:{port_s}");
     let spec = cleanup.engine.inspect_json(&standalone).unwrap();
@@ -378,7 +367,7 @@ fn deploy_standalone_then_swarm() {
 
     // Update to a new image.
     let update = deploy("dpoll", &standalone, &poll_key, &["--image", &v2, "--publish", "127.0.0.1:0"]).ok();
-    eprintln!("figure: standalone update to healthy: {:.1} s", healthy_after(&update));
+    eprintln!("figure: standalone update to healthy: {:.1} s", update.healthy_after());
     assert!(update.stderr.contains("probe: healthy"), "{}", update.stderr);
     let port_s = port(&update);
     assert!(wait_healthz(port_s, Duration::from_secs(10)));
@@ -451,7 +440,7 @@ fn deploy_standalone_then_swarm() {
     let by_env =
         deploy("dpoll", &standalone, &new_key, &["--image", &v1, "--publish", "127.0.0.1:0", "--key-delivery", "env"])
             .ok();
-    assert!(field(&by_env, "key").contains("`docker inspect` shows it"), "{}", by_env.stdout);
+    assert!(by_env.field("key").contains("`docker inspect` shows it"), "{}", by_env.stdout);
 
     // The second service ships the same way (no data, the generic probe).
     hello.standalone(&checkout, &mut cleanup);
@@ -498,7 +487,7 @@ fn deploy_standalone_then_swarm() {
         &["--image", &v1, "--swarm", "--replicas", "2", "--publish", "0", "--publish-mode", "host"],
     )
     .ok();
-    eprintln!("figure: swarm deploy (2 tasks) to healthy: {:.1} s", healthy_after(&first));
+    eprintln!("figure: swarm deploy (2 tasks) to healthy: {:.1} s", first.healthy_after());
     let port_w = port(&first);
     assert!(wait_healthz(port_w, Duration::from_secs(20)), "no /healthz on the task's port {port_w}");
     let service = cleanup.engine.rt.block_on(
@@ -535,7 +524,7 @@ fn deploy_standalone_then_swarm() {
         &["--image", &v2, "--swarm", "--replicas", "2", "--publish", "0", "--publish-mode", "host"],
     )
     .ok();
-    eprintln!("figure: swarm update (2 tasks, start-first) to converged: {:.1} s", healthy_after(&update));
+    eprintln!("figure: swarm update (2 tasks, start-first) to converged: {:.1} s", update.healthy_after());
     let port_w = port(&update);
     assert!(wait_healthz(port_w, Duration::from_secs(20)), "no /healthz on the new task's port {port_w}");
 
@@ -777,7 +766,7 @@ impl Hello {
     fn standalone(&self, checkout: &Checkout, cleanup: &mut Cleanup) {
         let name = format!("hello-{}-s", self.pid);
         let first = self.deploy(checkout, &name, "latest", &["--publish", "127.0.0.1:0"]).ok();
-        eprintln!("figure: hello-api standalone deploy to healthy: {:.1} s", healthy_after(&first));
+        eprintln!("figure: hello-api standalone deploy to healthy: {:.1} s", first.healthy_after());
         assert!(first.stdout.contains("data       none"), "{}", first.stdout);
         let at = port(&first);
         assert!(wait_healthz(at, Duration::from_secs(10)), "hello-api: no /healthz");
@@ -834,7 +823,7 @@ impl Hello {
         let name = format!("hello-{}-w", self.pid);
         let swarm = ["--swarm", "--replicas", "2", "--publish", "0", "--publish-mode", "host"];
         let first = self.deploy(checkout, &name, "latest", &swarm).ok();
-        eprintln!("figure: hello-api swarm deploy (2 tasks) to healthy: {:.1} s", healthy_after(&first));
+        eprintln!("figure: hello-api swarm deploy (2 tasks) to healthy: {:.1} s", first.healthy_after());
         let at = port(&first);
         assert!(wait_healthz(at, Duration::from_secs(20)));
         assert_eq!(bearer(at, Some(HELLO_KEY)), Some(200));

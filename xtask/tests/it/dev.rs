@@ -90,11 +90,7 @@ fn hello(port: u16) -> Option<String> {
 fn dev_replaces_the_running_version_on_each_change() {
     let pid = std::process::id();
     let checkout = Checkout::plain("hello");
-    checkout.run(&["keygen", "--service", "hello-api", "--env", "hello"]).ok();
-    let mut seal = checkout.cmd(&["encrypt-secret", "--service", "hello-api", "--env", "hello", "api_key"]);
-    Repo::run_with(&mut seal, API_KEY.as_bytes()).ok();
-    checkout.approve_service("hello-api", "hello");
-    checkout.commit();
+    checkout.hello(API_KEY);
     let name = format!("devtest-{pid}");
     let repo = format!("boxcar-devtest-{pid}");
     let mut cleanup = Cleanup { checkout: &checkout, name: name.clone(), repo: repo.clone(), child: None };

@@ -7,12 +7,14 @@
 mod approval;
 mod browser;
 mod browser_selftest;
+mod cluster;
 mod contract;
 mod demo;
 mod deploy;
 mod dev;
 mod image;
 mod kubernetes;
+mod multinode;
 mod secrets;
 mod ship;
 mod tidy;
@@ -48,6 +50,20 @@ impl Run {
 
     pub(crate) fn all(&self) -> String {
         format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// The rest of the first stdout line that starts with `name` (the
+    /// commands' `name       value` tables), trimmed.
+    pub(crate) fn field(&self, name: &str) -> &str {
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name).map(str::trim))
+            .unwrap_or_else(|| panic!("no `{name}` line in:\n{}\n{}", self.stdout, self.stderr))
+    }
+
+    /// Seconds in a deploy's `healthy    after 12.3 s` line.
+    pub(crate) fn healthy_after(&self) -> f64 {
+        self.field("healthy").trim_start_matches("after").trim().trim_end_matches(" s").parse().unwrap()
     }
 }
 
@@ -272,6 +288,16 @@ impl Checkout {
             .collect();
         files.sort();
         files.pop().unwrap().1
+    }
+
+    /// `hello-api`'s environment `hello` with `api_key` sealed and approved,
+    /// committed.
+    pub(crate) fn hello(&self, api_key: &str) {
+        self.run(&["keygen", "--service", "hello-api", "--env", "hello"]).ok();
+        let mut seal = self.cmd(&["encrypt-secret", "--service", "hello-api", "--env", "hello", "api_key"]);
+        Repo::run_with(&mut seal, api_key.as_bytes()).ok();
+        self.approve_service("hello-api", "hello");
+        self.commit();
     }
 
     pub(crate) fn head(&self) -> String {
