@@ -246,7 +246,8 @@ hint: {hint}",
 pub(crate) fn pull_hint(why: &str, registry: &str, had_login: bool) -> String {
     let registry = crate::show::escape(registry);
     let why = why.to_lowercase();
-    if why.contains("unauthorized") || why.contains("denied") || why.contains("authentication required") {
+    let auth = ["unauthorized", "denied", "authentication required", "no basic auth credentials"];
+    if auth.iter().any(|a| why.contains(a)) {
         match had_login {
             true => format!("the registry refused the login in Docker's config.json; `docker login {registry}` again"),
             false => format!("the registry wants a login: `docker login {registry}` (boxcar passes it to the engine)"),
@@ -424,4 +425,36 @@ pub(crate) async fn read_log(
 pub fn indent(text: &str) -> String {
     let lines: Vec<String> = text.lines().map(|l| format!("  | {l}")).collect();
     if lines.is_empty() { "  | (no output)".to_owned() } else { lines.join("\n") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_errors_get_what_to_do() {
+        let hint = |why: &str, login: bool| pull_hint(why, "reg.io:5000", login);
+        let denied = "Head https://reg.io:5000/v2/x/manifests/sha256:1: no basic auth credentials";
+        assert!(hint(denied, false).contains("`docker login reg.io:5000`"), "{}", hint(denied, false));
+        for why in ["unauthorized: authentication required", "denied: requested access to the resource is denied"] {
+            assert!(hint(why, true).contains("refused the login"), "{}", hint(why, true));
+            assert!(hint(why, false).contains("wants a login"), "{}", hint(why, false));
+        }
+        let x509 = "Get https://reg.io:5000/v2/: x509: certificate signed by unknown authority";
+        assert!(hint(x509, true).contains("/etc/docker/certs.d/reg.io:5000/ca.crt"), "{}", hint(x509, true));
+        assert!(hint("manifest unknown: manifest unknown", true).contains("has no such image"));
+        let refused = "dial tcp 10.0.0.1:5000: connect: connection refused";
+        assert!(hint(refused, true).contains("cannot reach reg.io:5000"), "{}", hint(refused, true));
+        assert!(hint("i/o timeout", true).contains("cannot reach"));
+        assert!(hint("lookup reg.io: no such host", true).contains("cannot reach"));
+        assert_eq!(hint("something else", true), "check the reference and the registry");
+        // A registry name is escaped before it reaches a terminal.
+        assert!(!pull_hint("connect: refused", "reg\u{1b}[2J.io", true).contains('\u{1b}'));
+    }
+
+    #[test]
+    fn logs_are_indented_and_an_empty_one_says_so() {
+        assert_eq!(indent("a\nb"), "  | a\n  | b");
+        assert_eq!(indent(""), "  | (no output)");
+    }
 }

@@ -40,7 +40,9 @@ pub struct Args {
     /// volume and the Kubernetes objects are named after it.
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
-    /// The image to run, as the cluster's nodes find it (default: <service>:latest).
+    /// The image to run, as the cluster's nodes find it: best the
+    /// REGISTRY/REPO@sha256:… that `image --push` prints, so every node runs
+    /// the same bytes (default: <service>:latest).
     #[arg(long, value_name = "IMAGE")]
     image: Option<String>,
     /// Number of instances. More than one needs a service whose contract

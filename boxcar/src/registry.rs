@@ -157,14 +157,20 @@ fn credentials_in(path: &Path, registry: &str) -> anyhow::Result<Option<Credenti
 
 /// The CAs a push trusts: the host's bundle (SSL_CERT_FILE, else Debian's)
 /// and the engine's own for the registry (`/etc/docker/certs.d/<registry>/*.crt`).
-fn roots(registry: &str) -> anyhow::Result<(Vec<Certificate>, Vec<PathBuf>)> {
-    let mut files = Vec::new();
+fn trusted(registry: &str) -> anyhow::Result<Vec<Certificate>> {
     let bundle = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(HOST_BUNDLE));
+    roots(&bundle, &Path::new(DOCKER_CERTS_DIR).join(registry), registry)
+}
+
+/// The certificates of `bundle` (if it is a file) and of every `*.crt` in
+/// `engine_dir` (if it exists); a file without a certificate is an error, and
+/// so is finding none at all.
+fn roots(bundle: &Path, engine_dir: &Path, registry: &str) -> anyhow::Result<Vec<Certificate>> {
+    let mut files = Vec::new();
     if bundle.is_file() {
-        files.push(bundle);
+        files.push(bundle.to_owned());
     }
-    let engine_dir = Path::new(DOCKER_CERTS_DIR).join(registry);
-    if let Ok(entries) = std::fs::read_dir(&engine_dir) {
+    if let Ok(entries) = std::fs::read_dir(engine_dir) {
         let mut crts: Vec<PathBuf> =
             entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "crt")).collect();
         crts.sort();
@@ -190,23 +196,19 @@ fn roots(registry: &str) -> anyhow::Result<(Vec<Certificate>, Vec<PathBuf>)> {
             engine_dir.display()
         );
     }
-    Ok((certs, files))
+    Ok(certs)
 }
 
-/// A client for `registry`, trusting only `roots`.
-fn client(registry: &str) -> anyhow::Result<Client> {
-    // reqwest is built without a default crypto provider (the app picks
-    // ring); take the same one. An error means one is installed already.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let (tls_certs_only, _) = roots(registry)?;
-    let config = ClientConfig {
+/// How boxcar's registry client is set up: HTTPS only, trusting only
+/// `certs`, bounded waits.
+fn client_config(certs: Vec<Certificate>) -> ClientConfig {
+    ClientConfig {
         protocol: ClientProtocol::Https,
-        tls_certs_only,
+        tls_certs_only: certs,
         connect_timeout: Some(CONNECT_TIMEOUT),
         read_timeout: Some(READ_TIMEOUT),
         ..ClientConfig::default()
-    };
-    Client::try_from(config).context("setting up the registry client")
+    }
 }
 
 /// What a push did.
@@ -244,8 +246,22 @@ impl Session {
     pub async fn open(target: Reference) -> anyhow::Result<Session> {
         let registry = target.registry().to_owned();
         let creds = credentials(&registry)?;
+        let certs = trusted(&registry)?;
+        Session::open_with(target, creds, certs).await
+    }
+
+    /// `open` with the login and the CAs given.
+    async fn open_with(
+        target: Reference,
+        creds: Option<Credentials>,
+        certs: Vec<Certificate>,
+    ) -> anyhow::Result<Session> {
+        let registry = target.registry().to_owned();
+        // reqwest is built without a default crypto provider (the app picks
+        // ring); take the same one. An error means one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = Client::try_from(client_config(certs)).context("setting up the registry client")?;
         let auth = creds.as_ref().map(Credentials::auth).unwrap_or(RegistryAuth::Anonymous);
-        let client = client(&registry)?;
         let session = Session { client, auth, creds, target };
         eprintln!(
             "registry {}: pushing as {}",
@@ -369,7 +385,7 @@ fn explain(err: OciDistributionError, doing: &str, registry: &str, creds: Option
                 return refused();
             }
             let chain = error_chain(e);
-            if chain.contains("certificate") || chain.contains("UnknownIssuer") {
+            if chain.contains("certificate") {
                 return anyhow::anyhow!(
                     "the registry {shown} presented a TLS certificate boxcar does not trust while {doing}: {}\n\
                      hint: put its CA in {DOCKER_CERTS_DIR}/{shown}/ca.crt (the Docker engine reads it there too) \
@@ -377,7 +393,7 @@ fn explain(err: OciDistributionError, doing: &str, registry: &str, creds: Option
                     escape(&chain)
                 );
             }
-            if e.is_connect() || e.is_timeout() || chain.contains("connect") {
+            if e.is_connect() || e.is_timeout() {
                 return anyhow::anyhow!(
                     "cannot reach the registry {shown} while {doing}: {}\n\
                      hint: check the address and port, and that this machine reaches it (it speaks HTTPS only)",
@@ -467,6 +483,9 @@ mod tests {
         assert!(!is_pinned("reg.io/app@sha256:abc"));
         assert!(!is_pinned(&format!("sha256:{d}")));
         assert_eq!(registry_of("reg.io:5000/app@sha256:x").as_deref(), Some("reg.io:5000"));
+        assert_eq!(registry_of("reg.io/app").as_deref(), Some("reg.io"));
+        assert_eq!(registry_of("registry:5000/app").as_deref(), Some("registry:5000"));
+        assert_eq!(registry_of("localhost/app").as_deref(), Some("localhost"));
         assert_eq!(registry_of("team/app"), None);
         assert_eq!(registry_of("app:latest"), None);
     }
@@ -482,6 +501,7 @@ mod tests {
                 "https://legacy.io": { "auth": auth },
                 "bad.io": { "auth": "%%%" },
                 "tok.io": { "identitytoken": "tok-123" },
+                "https://index.docker.io/v1/": { "auth": auth },
             },
             "credHelpers": { "helped.io": "boxcar-test-no-such-helper" },
         });
@@ -496,6 +516,10 @@ mod tests {
         assert!(matches!(token.auth(), RegistryAuth::Bearer(t) if t == "tok-123"));
         assert_eq!(token.for_engine("tok.io").identitytoken.as_deref(), Some("tok-123"));
         assert!(credentials_in(&path, "other.io").unwrap().is_none());
+        // Docker Hub's login is stored under its old address, for both names.
+        for hub in ["docker.io", "index.docker.io"] {
+            assert_eq!(credentials_in(&path, hub).unwrap().unwrap().user, "ci", "{hub}");
+        }
         let err = credentials_in(&path, "bad.io").unwrap_err().to_string();
         assert!(err.contains("config.json") && err.contains("docker login bad.io"), "{err}");
         let err = credentials_in(&path, "helped.io").unwrap_err().to_string();
@@ -503,6 +527,346 @@ mod tests {
         std::fs::write(&path, "{not json").unwrap();
         let err = credentials_in(&path, "reg.io:5000").unwrap_err().to_string();
         assert!(err.contains("not JSON"), "{err}");
+    }
+
+    fn pem() -> String {
+        let params = rcgen::CertificateParams::new(vec!["reg.io".to_owned()]).unwrap();
+        params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem()
+    }
+
+    #[test]
+    fn the_host_bundle_and_the_engines_ca_files_are_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("bundle.pem");
+        std::fs::write(&bundle, format!("{}{}", pem(), pem())).unwrap();
+        let engine = dir.path().join("certs.d/reg.io:5000");
+        std::fs::create_dir_all(&engine).unwrap();
+        std::fs::write(engine.join("ca.crt"), pem()).unwrap();
+        // Docker's client certificate and key sit beside the CA: not CAs.
+        std::fs::write(engine.join("client.cert"), pem()).unwrap();
+        std::fs::write(engine.join("client.key"), "not a certificate").unwrap();
+        let nowhere = dir.path().join("none");
+        assert_eq!(roots(&bundle, &engine, "reg.io:5000").unwrap().len(), 3);
+        assert_eq!(roots(&nowhere, &engine, "reg.io:5000").unwrap().len(), 1);
+        assert_eq!(roots(&bundle, &nowhere, "reg.io:5000").unwrap().len(), 2);
+        assert!(roots(&bundle, &nowhere, "x").unwrap().iter().all(|c| matches!(c.encoding, CertificateEncoding::Der)));
+        let err = roots(&nowhere, &nowhere, "reg.io:5000").unwrap_err().to_string();
+        assert!(err.contains("no CA to check reg.io:5000") && err.contains("SSL_CERT_FILE"), "{err}");
+        std::fs::write(engine.join("empty.crt"), "").unwrap();
+        let err = roots(&nowhere, &engine, "reg.io:5000").unwrap_err().to_string();
+        assert!(err.contains("empty.crt: no certificate in it"), "{err}");
+    }
+
+    fn login() -> Credentials {
+        Credentials {
+            user: "ci".to_owned(),
+            secret: Zeroizing::new("pw-123456".to_owned()),
+            token: false,
+            source: "/home/ci/.docker/config.json".to_owned(),
+        }
+    }
+
+    #[test]
+    fn registry_errors_say_the_cause_and_what_to_do() {
+        use oci_client::errors::{OciEnvelope, OciError, OciErrorCode};
+        let refused = |e: OciDistributionError, creds: Option<&Credentials>| {
+            let text = explain(e, "uploading", "reg.io:5000", creds).to_string();
+            assert!(text.contains("refused") && text.contains("docker login reg.io:5000"), "{text}");
+            assert!(!text.contains("pw-123456"), "{text}");
+            text
+        };
+        let server = |code| OciDistributionError::ServerError { code, url: "u".into(), message: "m".into() };
+        let envelope = |code| OciDistributionError::RegistryError {
+            envelope: OciEnvelope {
+                errors: vec![OciError { code, message: "no".into(), detail: serde_json::Value::Null }],
+            },
+            url: "u".into(),
+        };
+        let text = refused(server(401), Some(&login()));
+        assert!(text.contains("`ci` from /home/ci/.docker/config.json") && text.contains("while uploading"), "{text}");
+        let text = refused(server(403), None);
+        assert!(text.contains("no login"), "{text}");
+        refused(envelope(OciErrorCode::Unauthorized), None);
+        refused(envelope(OciErrorCode::Denied), None);
+        refused(OciDistributionError::AuthenticationFailure("x".into()), None);
+        refused(OciDistributionError::UnauthorizedError { url: "u".into() }, None);
+        for other in [server(500), envelope(OciErrorCode::BlobUnknown), OciDistributionError::RegistryNoDigestError] {
+            let text = explain(other, "uploading", "reg.io:5000", None).to_string();
+            assert!(text.starts_with("the registry reg.io:5000, while uploading: "), "{text}");
+            assert!(!text.contains("refused"), "{text}");
+        }
+        // A connection refused, found when signing in: where, and that it speaks HTTPS.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let target = parse_target(&format!("127.0.0.1:{port}/svc"), "t").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let text = rt.block_on(Session::open(target)).unwrap_err().to_string();
+        assert!(text.starts_with(&format!("cannot reach the registry 127.0.0.1:{port} while signing in")), "{text}");
+        assert!(text.contains("HTTPS only"), "{text}");
+    }
+
+    #[test]
+    fn the_client_speaks_https_to_the_given_cas_only_and_waits_boundedly() {
+        let certs = vec![Certificate { encoding: CertificateEncoding::Pem, data: pem().into_bytes() }];
+        let config = client_config(certs);
+        assert!(matches!(config.protocol, ClientProtocol::Https));
+        assert_eq!(config.tls_certs_only.len(), 1);
+        assert!(config.extra_root_certificates.is_empty() && !config.accept_invalid_certificates);
+        assert_eq!(config.connect_timeout, Some(CONNECT_TIMEOUT));
+        assert_eq!(config.read_timeout, Some(READ_TIMEOUT));
+    }
+
+    #[test]
+    fn progress_names_blobs_briefly() {
+        let built = crate::image::assemble::build(&crate::image::assemble::tests::spec(), &[]).unwrap();
+        assert_eq!(short_type(&built.blobs.layer), "layer");
+        assert_eq!(short_type(&built.blobs.config), "config");
+        assert_eq!(short_type(&built.blobs.manifest), "blob");
+        assert_eq!(short(&built.blobs.layer.digest), &built.blobs.layer.digest[..19]);
+        assert_eq!(short("sha256:ab"), "sha256:ab");
+    }
+
+    #[test]
+    fn an_error_and_its_causes_on_one_line() {
+        let inner = std::io::Error::other("connection refused");
+        let outer = std::io::Error::other(Wrapped(inner));
+        assert_eq!(error_chain(&outer), "connecting: connection refused");
+    }
+
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("connecting")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    const PASSWORD: &str = "unit-test-registry-password";
+
+    /// Debian's registry (`docker-registry`, which `cargo xtask test`
+    /// installs) on 127.0.0.1, with TLS from a CA made here and basic auth
+    /// for `ci` with `PASSWORD`.
+    struct TestRegistry {
+        child: std::process::Child,
+        address: String,
+        dir: tempfile::TempDir,
+    }
+
+    impl TestRegistry {
+        fn start() -> TestRegistry {
+            use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+            let program = Path::new("/usr/bin/docker-registry");
+            assert!(program.exists(), "these tests need Debian's docker-registry (`cargo xtask test` installs it)");
+            let dir = tempfile::tempdir().unwrap();
+            let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+            let key = KeyPair::generate().unwrap();
+            let server = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&key, &ca).unwrap();
+            std::fs::write(dir.path().join("ca.crt"), ca.pem()).unwrap();
+            std::fs::write(dir.path().join("server.crt"), server.pem()).unwrap();
+            std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
+            // The lowest cost: the registry checks the hash on every request.
+            std::fs::write(dir.path().join("htpasswd"), format!("ci:{}\n", bcrypt::hash(PASSWORD, 4).unwrap()))
+                .unwrap();
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let address = format!("127.0.0.1:{port}");
+            let d = dir.path().display();
+            let config = format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {d}/storage\n\
+                 http:\n  addr: {address}\n  tls:\n    certificate: {d}/server.crt\n    key: {d}/server.key\n\
+                 auth:\n  htpasswd:\n    realm: test\n    path: {d}/htpasswd\n"
+            );
+            std::fs::write(dir.path().join("config.yml"), config).unwrap();
+            let log = std::fs::File::create(dir.path().join("log")).unwrap();
+            let child = std::process::Command::new(program)
+                .arg("serve")
+                .arg(dir.path().join("config.yml"))
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            let registry = TestRegistry { child, address, dir };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while std::net::TcpStream::connect(&registry.address).is_err() {
+                let log = std::fs::read_to_string(registry.dir.path().join("log")).unwrap_or_default();
+                assert!(Instant::now() < deadline, "the registry did not start:\n{log}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            registry
+        }
+
+        /// Its CA, as a push would trust it.
+        fn ca(&self) -> Vec<Certificate> {
+            roots(&self.dir.path().join("ca.crt"), Path::new("/nonexistent"), &self.address).unwrap()
+        }
+    }
+
+    impl Drop for TestRegistry {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn as_ci(password: &str) -> Option<Credentials> {
+        let secret = Zeroizing::new(password.to_owned());
+        Some(Credentials { user: "ci".to_owned(), secret, token: false, source: "the test".to_owned() })
+    }
+
+    #[test]
+    fn a_push_to_a_real_registry() {
+        let registry = TestRegistry::start();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let target = parse_target(&format!("{}/team/svc", registry.address), "v1").unwrap();
+        let open = |creds, certs| rt.block_on(Session::open_with(target.clone(), creds, certs));
+
+        // Refused before anything is sent: a wrong password, no login, a CA
+        // that did not sign the registry's certificate.
+        let err = open(as_ci("wrong"), registry.ca()).unwrap_err().to_string();
+        assert!(err.contains("refused the login of `ci` from the test while signing in"), "{err}");
+        let err = open(None, registry.ca()).unwrap_err().to_string();
+        assert!(err.contains("refused no login"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("other.pem"), pem()).unwrap();
+        let other = roots(&dir.path().join("other.pem"), dir.path(), "x").unwrap();
+        let err = open(as_ci(PASSWORD), other).unwrap_err().to_string();
+        assert!(err.contains("a TLS certificate boxcar does not trust while signing in"), "{err}");
+        assert!(err.contains(&format!("/etc/docker/certs.d/{}/ca.crt", registry.address)), "{err}");
+
+        let session = open(as_ci(PASSWORD), registry.ca()).unwrap();
+        assert!(!format!("{session:?}").contains(PASSWORD));
+        assert!(format!("{session:?}").contains("team/svc:v1"));
+        let built = crate::image::assemble::build(&crate::image::assemble::tests::spec(), &[]).unwrap();
+        let blobs = &built.blobs;
+        let pushed = rt.block_on(session.push(blobs)).unwrap();
+        assert_eq!(pushed.sent, [blobs.layer.digest.clone(), blobs.config.digest.clone()]);
+        assert!(pushed.present.is_empty());
+        assert_eq!(pushed.bytes_sent, blobs.layer.data.len() + blobs.config.data.len());
+        assert_eq!(pushed.pinned, format!("{}/team/svc@{}", registry.address, blobs.manifest.digest));
+        assert_eq!(pushed.tagged, format!("{}/team/svc:v1", registry.address));
+        // The registry serves the manifest's own bytes under its digest.
+        let by_digest = Reference::try_from(pushed.pinned.as_str()).unwrap();
+        let media = [blobs.manifest.media_type];
+        let (raw, digest) = rt.block_on(session.client.pull_manifest_raw(&by_digest, &session.auth, &media)).unwrap();
+        assert_eq!((&raw[..], digest.as_str()), (&blobs.manifest.data[..], blobs.manifest.digest.as_str()));
+        // Again: nothing to send.
+        let again = rt.block_on(session.push(blobs)).unwrap();
+        assert!(again.sent.is_empty() && again.bytes_sent == 0, "{again:?}");
+        assert_eq!(again.present.len(), 2);
+        assert_eq!(again.pinned, pushed.pinned);
+    }
+
+    /// A credential helper as a shell script: `answers` maps a server to
+    /// its (user, secret); any other server gets the credential store's
+    /// "not found"; `boom` fails outright.
+    fn helper(bin: &Path, name: &str, answers: &[(&str, &str, &str)]) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mut script = String::from("#!/bin/sh\nread server\ncase \"$server\" in\n");
+        for (server, user, secret) in answers {
+            script.push_str(&format!("  {server}) echo '{{\"Username\":\"{user}\",\"Secret\":\"{secret}\"}}' ;;\n"));
+        }
+        script.push_str("  boom.io) echo 'the keychain is locked' >&2; exit 1 ;;\n");
+        script.push_str("  *) echo 'credentials not found in native keychain' >&2; exit 1 ;;\nesac\n");
+        let path = bin.join(format!("docker-credential-{name}"));
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// What the environment decides (DOCKER_CONFIG, HOME, PATH for the
+    /// helpers), run in a child process of this test binary so that the
+    /// environment is its own: `in_a_child` below.
+    #[test]
+    fn docker_config_and_credential_helpers() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        helper(&bin, "boxcartest", &[("helped.io", "hu", "hs"), ("both.io", "bu", "bs"), ("tok.io", "<token>", "tt")]);
+        helper(&bin, "boxcarstore", &[]);
+        let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "au:as");
+        let config = serde_json::json!({
+            "auths": { "both.io": { "auth": auth }, "plain.io": { "auth": auth } },
+            "credHelpers": {
+                "helped.io": "boxcartest", "both.io": "boxcartest", "tok.io": "boxcartest",
+                "nf.io": "boxcarstore", "boom.io": "boxcartest", "gone.io": "boxcar-no-such-helper",
+            },
+            "credsStore": "boxcarstore",
+        });
+        let config_dir = dir.path().join("docker");
+        std::fs::create_dir(&config_dir).unwrap();
+        std::fs::write(config_dir.join("config.json"), config.to_string()).unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(home.join(".docker")).unwrap();
+        std::fs::write(home.join(".docker/config.json"), r#"{"auths":{"home.io":{"auth":"aG86aHA="}}}"#).unwrap();
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+        for (case, docker_config) in [("docker_config", Some(&config_dir)), ("home", None)] {
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+            child.args(["--exact", "registry::tests::in_a_child", "--ignored", "--nocapture", "--test-threads", "1"]);
+            child.env("BOXCAR_REGISTRY_TEST_CASE", case).env("HOME", &home).env("PATH", &path);
+            match docker_config {
+                Some(d) => child.env("DOCKER_CONFIG", d),
+                None => child.env_remove("DOCKER_CONFIG"),
+            };
+            let out = child.output().unwrap();
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success() && text.contains("1 passed"), "case {case}:\n{text}");
+            assert!(text.contains(&format!("child case {case} done")), "case {case}:\n{text}");
+        }
+    }
+
+    /// The child half of `docker_config_and_credential_helpers`; does
+    /// nothing in a test run of its own.
+    #[test]
+    #[ignore = "run by docker_config_and_credential_helpers, in an environment of its own"]
+    fn in_a_child() {
+        let Ok(case) = std::env::var("BOXCAR_REGISTRY_TEST_CASE") else { return };
+        let found =
+            |r: &str| credentials(r).unwrap().map(|c| (c.user.clone(), c.secret.to_string(), c.token, c.source));
+        if case == "home" {
+            let home = PathBuf::from(std::env::var_os("HOME").unwrap());
+            assert_eq!(docker_config(), Some(home.join(".docker/config.json")));
+            assert_eq!(found("home.io").map(|c| (c.0, c.1)), Some(("ho".to_owned(), "hp".to_owned())));
+            assert_eq!(found("helped.io"), None);
+        } else {
+            let dir = PathBuf::from(std::env::var_os("DOCKER_CONFIG").unwrap());
+            assert_eq!(docker_config(), Some(dir.join("config.json")));
+            let helped = found("helped.io").unwrap();
+            assert_eq!((helped.0.as_str(), helped.1.as_str(), helped.2), ("hu", "hs", false));
+            assert_eq!(helped.3, "the credential helper docker-credential-boxcartest");
+            // A helper for the registry wins over `auths`, as in the docker CLI.
+            let both = found("both.io").unwrap();
+            assert_eq!(
+                (both.0.as_str(), both.3.as_str()),
+                ("bu", "the credential helper docker-credential-boxcartest")
+            );
+            let token = found("tok.io").unwrap();
+            assert_eq!((token.1.as_str(), token.2), ("tt", true));
+            // `auths` with the credential store set: the store is not asked.
+            let plain = found("plain.io").unwrap();
+            assert_eq!((plain.0.as_str(), plain.1.as_str()), ("au", "as"));
+            assert!(plain.3.contains("config.json (`plain.io`)"), "{}", plain.3);
+            // The credential store has nothing for it: anonymous.
+            assert_eq!(found("other.io"), None);
+            // A helper named for the registry that has nothing, fails, or is
+            // missing: an error that says which and what to do.
+            for (registry, says) in [
+                ("nf.io", "credentials not found"),
+                ("boom.io", "the keychain is locked"),
+                ("gone.io", "docker-credential-boxcar-no-such-helper, which could not be run"),
+            ] {
+                let err = credentials(registry).unwrap_err().to_string();
+                assert!(err.contains(says), "{registry}: {err}");
+            }
+        }
+        println!("child case {case} done");
     }
 
     #[test]
@@ -515,7 +879,10 @@ mod tests {
         };
         let shown = format!("{c:?}");
         assert!(shown.contains("ci") && !shown.contains("hunter2"), "{shown}");
-        assert_eq!(c.for_engine("reg.io").password.as_deref(), Some("hunter2-secret"));
+        let engine = c.for_engine("reg.io");
+        assert_eq!(engine.password.as_deref(), Some("hunter2-secret"));
+        assert_eq!((engine.username.as_deref(), engine.serveraddress.as_deref()), (Some("ci"), Some("reg.io")));
+        assert_eq!(engine.identitytoken, None);
         assert!(matches!(c.auth(), RegistryAuth::Basic(u, p) if u == "ci" && p == "hunter2-secret"));
     }
 }

@@ -615,11 +615,8 @@ async fn tasks(docker: &Docker, service: &str) -> anyhow::Result<Vec<bollard::mo
 /// Why tasks failed and on which node, with the last log lines of the
 /// latest one (read through the manager, wherever the task ran).
 async fn task_report(docker: &Docker, failed: &[&bollard::models::Task]) -> String {
-    let nodes = docker.list_nodes(None::<bollard::query_parameters::ListNodesOptions>).await.unwrap_or_default();
-    let host_of = |id: Option<&str>| {
-        let node = nodes.iter().find(|n| n.id.as_deref() == id);
-        node.and_then(|n| n.description.as_ref()?.hostname.clone()).unwrap_or_else(|| "?".to_owned())
-    };
+    let nodes = node_names(docker).await;
+    let host_of = |id: Option<&str>| id.and_then(|id| nodes.get(id)).cloned().unwrap_or_else(|| "?".to_owned());
     let mut out = String::new();
     let mut latest: Option<&bollard::models::Task> = None;
     let mut pull_failed = BTreeSet::new();
@@ -668,6 +665,12 @@ async fn task_report(docker: &Docker, failed: &[&bollard::models::Task]) -> Stri
         out.push_str(&task_log_lines(docker, id, 30).await);
     }
     out
+}
+
+/// Node ID → host name, of the Swarm's nodes (empty if the manager does not say).
+async fn node_names(docker: &Docker) -> HashMap<String, String> {
+    let nodes = docker.list_nodes(None::<bollard::query_parameters::ListNodesOptions>).await.unwrap_or_default();
+    nodes.into_iter().filter_map(|n| Some((n.id?, n.description?.hostname?))).collect()
 }
 
 /// The last lines of a task's log, from whichever node ran it.
@@ -731,14 +734,17 @@ pub(super) async fn status(docker: &Docker, name: &str) -> anyhow::Result<()> {
     let mut shown: Vec<&bollard::models::Task> =
         tasks.iter().filter(|t| t.desired_state == Some(TaskState::RUNNING) || failed(t)).collect();
     shown.sort_by_key(|t| std::cmp::Reverse(format!("{:?}", t.updated_at)));
+    let nodes = node_names(docker).await;
     for t in shown.iter().take(8) {
         let status = t.status.clone().unwrap_or_default();
+        let host = t.node_id.as_ref().and_then(|id| nodes.get(id));
         println!(
-            "task       {} {} {}{}",
+            "task       {} {} {}{}{}",
             t.id.as_deref().map(|i| i.get(..12).unwrap_or(i)).unwrap_or("?"),
             t.slot.map(|s| format!("slot {s}")).unwrap_or_default(),
             status.state.map(|s| s.to_string()).unwrap_or_default(),
-            status.err.map(|e| format!(": {e}")).unwrap_or_default()
+            host.map(|h| format!(" on {}", crate::show::escape(h))).unwrap_or_default(),
+            status.err.map(|e| format!(": {}", crate::show::escape(&e))).unwrap_or_default()
         );
     }
     Ok(())

@@ -354,7 +354,7 @@ fn archive(layer: Vec<u8>, config: &Value, epoch: u64, tags: &[String]) -> anyho
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn spec() -> Spec {

@@ -248,6 +248,11 @@ fn a_three_node_swarm_through_a_registry() {
     let spread = running_by_node(&cluster, &name);
     assert_eq!(spread.len(), 3, "one task per node: {spread:?}");
     assert!(spread.values().flatten().all(|i| i == &pinned_v1), "{spread:?}");
+    let status =
+        with_login(&["status", "--service", "hello-api", "--env", "hello", "--host", &manager, "--name", &name]);
+    for i in 0..3 {
+        assert!(status.stdout.contains(&format!(" on {}", cluster.hostname(i))), "{}", status.stdout);
+    }
     for i in 0..3 {
         let node = cluster.node(i);
         let inspect = cluster.block_on(node.inspect_image(&pinned_v1)).unwrap();
