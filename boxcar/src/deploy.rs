@@ -138,11 +138,13 @@ pub fn run(_sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
         );
     }
     let image = args.image.clone().unwrap_or_else(|| format!("{}:latest", service.name));
-    // The engine's login for the image's registry: it pulls with it, and a
-    // Swarm manager hands it to the nodes.
-    let login = match crate::registry::registry_of(&image) {
-        Some(registry) => crate::registry::credentials(&registry)?.map(|c| c.for_engine(&registry)),
-        None => None,
+    // The engine's login for the image's registry, when it names one: it
+    // pulls with it, and a Swarm manager hands it to the nodes.
+    let login = || -> anyhow::Result<Option<bollard::auth::DockerCredentials>> {
+        match crate::registry::registry_of(&image) {
+            Some(registry) => Ok(crate::registry::credentials(&registry)?.map(|c| c.for_engine(&registry))),
+            None => Ok(None),
+        }
     };
     let production = crate::plan::is_production(&file)?;
     let request = Request {
@@ -160,11 +162,20 @@ pub fn run(_sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     let rt = crate::engine::runtime()?;
     rt.block_on(async {
         let docker = crate::engine::connect(args.target.host.as_deref()).await?;
+        if args.swarm {
+            let ask = swarm::NodesAsk {
+                image: &image,
+                publish_mode: args.publish_mode,
+                port: request.publish.port,
+                replicas: args.replicas,
+            };
+            swarm::check_cluster(&docker, &ask).await?;
+        }
         let shown = crate::show::escape(&image);
         let inspected = match docker.inspect_image(&image).await {
             Ok(found) => found,
             Err(e) if crate::engine::is_not_found(&e) && crate::registry::registry_of(&image).is_some() => {
-                pull(&docker, &image, login.clone()).await?;
+                pull(&docker, &image, login()?).await?;
                 docker.inspect_image(&image).await.with_context(|| format!("inspecting the image {shown}"))?
             }
             Err(e) if crate::engine::is_not_found(&e) => bail!(
@@ -196,13 +207,13 @@ pub fn run(_sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
         let plan = Plan {
             deployment,
             key,
-            image,
+            image: image.clone(),
             key_delivery: args.key_delivery,
             timeout: args.timeout,
             network: args.network.clone(),
         };
         if args.swarm {
-            swarm::deploy(&docker, &plan, &image_id, login).await
+            swarm::deploy(&docker, &plan, &image_id, login()?).await
         } else {
             if swarm::service_here(&docker, &plan.name).await? {
                 bail!(
@@ -222,7 +233,13 @@ async fn pull(docker: &Docker, image: &str, login: Option<bollard::auth::DockerC
     let shown = crate::show::escape(image);
     let registry = crate::registry::registry_of(image).unwrap_or_default();
     eprintln!("pulling {shown} into the engine (the service's own check runs it before anything changes)");
-    let options = bollard::query_parameters::CreateImageOptionsBuilder::default().from_image(image).build();
+    // Repository and tag (or digest) apart: a repository alone would pull every tag.
+    let reference = oci_client::Reference::try_from(image)
+        .map_err(|e| anyhow::anyhow!("--image {shown}: not an image reference: {e}; nothing was changed"))?;
+    let repository = format!("{}/{}", reference.registry(), reference.repository());
+    let tag = reference.digest().or(reference.tag()).unwrap_or("latest");
+    let options =
+        bollard::query_parameters::CreateImageOptionsBuilder::default().from_image(&repository).tag(tag).build();
     let mut stream = docker.create_image(Some(options), None, login.clone());
     while let Some(item) = stream.next().await {
         let why = match item {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
@@ -35,10 +35,22 @@ pub fn parse_target(text: &str, default_tag: &str) -> anyhow::Result<Reference> 
     if text.contains('@') {
         bail!("--push {shown}: give REGISTRY/REPO[:TAG] without a digest; the push prints the digest");
     }
+    if text.starts_with('[') {
+        bail!("--push {shown}: an IPv6 address as the registry is not supported; give its host name");
+    }
     let Some((host, rest)) = text.split_once('/') else {
+        if text.contains('.') || text.contains(':') {
+            bail!("--push {shown}: add the repository after the registry, e.g. {shown}/team/app");
+        }
         bail!("--push {shown}: name the registry, e.g. registry.example.com/team/{shown}");
     };
-    if !(host.contains('.') || host.contains(':') || host == "localhost") || rest.is_empty() {
+    if rest.is_empty() {
+        bail!("--push {shown}: add the repository after the registry, e.g. {shown}team/app");
+    }
+    if rest.chars().any(|c| c.is_ascii_uppercase()) && !rest.rsplit('/').next().is_some_and(|l| l.contains(':')) {
+        bail!("--push {shown}: repository names are lowercase");
+    }
+    if !(host.contains('.') || host.contains(':') || host == "localhost") {
         bail!(
             "--push {shown}: `{}` is not a registry host (it needs a dot or a port, or is `localhost`); \
              give REGISTRY/REPO[:TAG], e.g. registry.example.com/team/app",
@@ -112,53 +124,76 @@ pub fn credentials(registry: &str) -> anyhow::Result<Option<Credentials>> {
 /// The login for `registry` in the Docker config file at `path`.
 fn credentials_in(path: &Path, registry: &str) -> anyhow::Result<Option<Credentials>> {
     use docker_credential::{CredentialRetrievalError as E, DockerCredential};
-    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let file = escape(&path.to_string_lossy()).into_owned();
+    let text = std::fs::read(path).with_context(|| format!("reading {file}"))?;
     let config: serde_json::Value = serde_json::from_slice(&text)
-        .with_context(|| format!("{}: not JSON; fix it or log in again with `docker login`", path.display()))?;
-    let hub = registry == "docker.io" || registry == "index.docker.io";
-    let keys: Vec<String> = match hub {
-        true => vec!["https://index.docker.io/v1/".to_owned()],
-        false => vec![registry.to_owned(), format!("https://{registry}"), format!("https://{registry}/v1/")],
+        .with_context(|| format!("{file}: not JSON; fix it or log in again with `docker login`"))?;
+    // Docker Hub's login is kept under its old address; any other under the
+    // registry's name (docker_credential also finds `https://NAME/…` keys).
+    let hub = matches!(registry, "docker.io" | "index.docker.io" | "registry-1.docker.io");
+    let key = if hub { "https://index.docker.io/v1/" } else { registry };
+    let named = |field: &str| config[field].as_str().filter(|h| !h.is_empty()).map(str::to_owned);
+    let helper = config["credHelpers"][key].as_str().filter(|h| !h.is_empty()).map(str::to_owned);
+    let store = named("credsStore");
+    let source = match (&helper, in_auths(&config, key), &store) {
+        (Some(h), _, _) => format!("the credential helper docker-credential-{}", escape(h)),
+        (None, true, _) | (None, false, None) => format!("{file} (`{}`)", escape(key)),
+        (None, false, Some(s)) => format!("the credential store docker-credential-{}", escape(s)),
     };
-    for key in keys {
-        let helper = config["credHelpers"][&key].as_str().or(config["credsStore"].as_str()).filter(|h| !h.is_empty());
-        let has_login = config["auths"].get(&key).is_some() || config["credHelpers"].get(&key).is_some();
-        if !has_login && helper.is_none() {
-            continue;
-        }
-        let source = match (config["auths"].get(&key), helper) {
-            (Some(_), _) if config["credHelpers"].get(&key).is_none() => format!("{} (`{key}`)", path.display()),
-            (_, Some(h)) => format!("the credential helper docker-credential-{h}"),
-            _ => format!("{} (`{key}`)", path.display()),
-        };
-        let found = docker_credential::get_credential_from_reader(&text[..], &key);
-        let (user, secret, token) = match found {
-            Ok(DockerCredential::UsernamePassword(u, p)) => (u, Zeroizing::new(p), false),
-            Ok(DockerCredential::IdentityToken(t)) => (String::new(), Zeroizing::new(t), true),
-            Err(E::NoCredentialConfigured) => continue,
-            // A credential store that has no login for this key says so with
-            // a failure ("credentials not found in native keychain").
-            Err(E::HelperFailure { stderr, .. }) if stderr.contains("not found") && !has_login => continue,
-            Err(E::HelperFailure { helper, stderr, .. }) => bail!(
-                "{helper} failed for {}: {}\nhint: log in again with `docker login {0}`",
+    let (user, secret, token) = match docker_credential::get_credential_from_reader(&text[..], key) {
+        Ok(DockerCredential::UsernamePassword(u, p)) => (u, Zeroizing::new(p), false),
+        Ok(DockerCredential::IdentityToken(t)) => (String::new(), Zeroizing::new(t), true),
+        Err(E::NoCredentialConfigured) => return Ok(None),
+        Err(E::HelperFailure { helper: program, stdout, stderr }) => {
+            // What the docker-credential-helpers programs print (on stdout)
+            // when they hold nothing for a server.
+            let said = if stderr.trim().is_empty() { stdout.trim() } else { stderr.trim() };
+            if said.contains("credentials not found") && helper.is_none() {
+                // The credential store has no login for this registry: anonymous.
+                return Ok(None);
+            }
+            bail!(
+                "{} failed for {}: {}\nhint: log in with `docker login {1}`",
+                escape(&program),
                 escape(registry),
-                escape(stderr.trim())
-            ),
-            Err(E::HelperCommunicationError) => bail!(
-                "{} names {source}, which could not be run; install it or remove it from the config",
-                path.display()
-            ),
-            Err(e) => bail!("{}: the login for `{}`: {e}; log in again with `docker login {1}`", path.display(), key),
-        };
-        return Ok(Some(Credentials { user, secret, token, source }));
-    }
-    Ok(None)
+                escape(said)
+            )
+        }
+        Err(E::HelperCommunicationError) => {
+            bail!("{file} names {source}, which could not be run; install it, or remove it from {file}")
+        }
+        Err(e) => {
+            bail!("{file}: the login for `{}`: {e}; log in again with `docker login {}`", escape(key), escape(registry))
+        }
+    };
+    Ok(Some(Credentials { user, secret, token, source }))
+}
+
+/// Whether Docker's config has a login for `key` under `auths` itself (not
+/// an empty entry the docker CLI leaves when a credential store holds it),
+/// under its own name or a `https://NAME/…` form of it.
+fn in_auths(config: &serde_json::Value, key: &str) -> bool {
+    let Some(auths) = config["auths"].as_object() else { return false };
+    auths.iter().any(|(k, entry)| {
+        let bare = k.strip_prefix("https://").or(k.strip_prefix("http://")).map(|r| r.split('/').next().unwrap_or(r));
+        let same = k == key || bare == Some(key);
+        let login =
+            ["auth", "identitytoken", "username"].iter().any(|f| entry[*f].as_str().is_some_and(|v| !v.is_empty()));
+        same && login
+    })
 }
 
 /// The CAs a push trusts: the host's bundle (SSL_CERT_FILE, else Debian's)
 /// and the engine's own for the registry (`/etc/docker/certs.d/<registry>/*.crt`).
 fn trusted(registry: &str) -> anyhow::Result<Vec<Certificate>> {
-    let bundle = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(HOST_BUNDLE));
+    let bundle = match std::env::var_os("SSL_CERT_FILE").map(PathBuf::from) {
+        Some(named) if !named.is_file() => bail!(
+            "SSL_CERT_FILE names {}, which is not a file; point it at a CA bundle, or unset it",
+            escape(&named.to_string_lossy())
+        ),
+        Some(named) => named,
+        None => PathBuf::from(HOST_BUNDLE),
+    };
     roots(&bundle, &Path::new(DOCKER_CERTS_DIR).join(registry), registry)
 }
 
@@ -202,8 +237,8 @@ fn roots(bundle: &Path, engine_dir: &Path, registry: &str) -> anyhow::Result<Vec
 /// How boxcar's registry client is set up: HTTPS only, trusting only
 /// `certs`, bounded waits.
 fn client_config(certs: Vec<Certificate>) -> ClientConfig {
+    // The default protocol is HTTPS for every registry (the test holds it).
     ClientConfig {
-        protocol: ClientProtocol::Https,
         tls_certs_only: certs,
         connect_timeout: Some(CONNECT_TIMEOUT),
         read_timeout: Some(READ_TIMEOUT),
@@ -257,6 +292,14 @@ impl Session {
         certs: Vec<Certificate>,
     ) -> anyhow::Result<Session> {
         let registry = target.registry().to_owned();
+        if let Some(c) = creds.as_ref().filter(|c| c.token) {
+            bail!(
+                "the login for {} from {} is an identity token, which `image --push` cannot exchange for \
+                 access; log in with a user name and a password or access token (`docker login {0}`)",
+                escape(&registry),
+                c.source
+            );
+        }
         // reqwest is built without a default crypto provider (the app picks
         // ring); take the same one. An error means one is installed already.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -374,7 +417,7 @@ fn explain(err: OciDistributionError, doing: &str, registry: &str, creds: Option
     };
     let refused = || {
         anyhow::anyhow!(
-            "the registry {shown} refused {login} while {doing}; nothing was deployed\n\
+            "the registry {shown} refused {login} while {doing}\n\
              hint: `docker login {shown}` (boxcar reads the same config.json and credential helpers), \
              or check the account may push to this repository"
         )
@@ -431,8 +474,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Whether `image` is a registry reference pinned by digest
 /// (`REGISTRY/REPO@sha256:<64 hex>`).
 pub fn is_pinned(image: &str) -> bool {
-    Reference::try_from(image).is_ok_and(|r| r.digest().is_some_and(|d| d.starts_with("sha256:")))
+    registry_of(image).is_some()
         && image.contains("@sha256:")
+        && Reference::try_from(image).is_ok_and(|r| r.digest().is_some_and(|d| d.starts_with("sha256:")))
 }
 
 /// The registry host of a reference that names one (`host.tld/…`,
@@ -463,6 +507,16 @@ mod tests {
         assert!(err.contains("not a registry host"), "{err}");
         let err = parse_target("reg.io/a@sha256:x", "t").unwrap_err().to_string();
         assert!(err.contains("without a digest"), "{err}");
+        for (bad, says) in [
+            ("reg.io/", "add the repository after the registry"),
+            ("reg.io:5000", "add the repository after the registry, e.g. reg.io:5000/team/app"),
+            ("app", "name the registry, e.g. registry.example.com/team/app"),
+            ("reg.io/Team/App", "repository names are lowercase"),
+            ("[fd00::1]:5000/app", "IPv6"),
+        ] {
+            let err = parse_target(bad, "t").unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -482,6 +536,10 @@ mod tests {
         assert!(!is_pinned("reg.io/app:v1"));
         assert!(!is_pinned("reg.io/app@sha256:abc"));
         assert!(!is_pinned(&format!("sha256:{d}")));
+        // Docker Hub shorthand names no registry: not a pinned registry reference.
+        assert!(!is_pinned(&format!("svc@sha256:{d}")));
+        assert!(!is_pinned(&format!("team/svc@sha256:{d}")));
+        assert!(is_pinned(&format!("docker.io/team/svc@sha256:{d}")));
         assert_eq!(registry_of("reg.io:5000/app@sha256:x").as_deref(), Some("reg.io:5000"));
         assert_eq!(registry_of("reg.io/app").as_deref(), Some("reg.io"));
         assert_eq!(registry_of("registry:5000/app").as_deref(), Some("registry:5000"));
@@ -608,6 +666,7 @@ mod tests {
 
     #[test]
     fn the_client_speaks_https_to_the_given_cas_only_and_waits_boundedly() {
+        use oci_client::client::ClientProtocol;
         let certs = vec![Certificate { encoding: CertificateEncoding::Pem, data: pem().into_bytes() }];
         let config = client_config(certs);
         assert!(matches!(config.protocol, ClientProtocol::Https));
@@ -742,6 +801,14 @@ mod tests {
         assert!(err.contains("a TLS certificate boxcar does not trust while signing in"), "{err}");
         assert!(err.contains(&format!("/etc/docker/certs.d/{}/ca.crt", registry.address)), "{err}");
 
+        let token = Some(Credentials {
+            user: String::new(),
+            secret: Zeroizing::new("refresh-token".to_owned()),
+            token: true,
+            source: "the test".to_owned(),
+        });
+        let err = open(token, registry.ca()).unwrap_err().to_string();
+        assert!(err.contains("is an identity token") && !err.contains("refresh-token"), "{err}");
         let session = open(as_ci(PASSWORD), registry.ca()).unwrap();
         assert!(!format!("{session:?}").contains(PASSWORD));
         assert!(format!("{session:?}").contains("team/svc:v1"));
@@ -775,7 +842,8 @@ mod tests {
             script.push_str(&format!("  {server}) echo '{{\"Username\":\"{user}\",\"Secret\":\"{secret}\"}}' ;;\n"));
         }
         script.push_str("  boom.io) echo 'the keychain is locked' >&2; exit 1 ;;\n");
-        script.push_str("  *) echo 'credentials not found in native keychain' >&2; exit 1 ;;\nesac\n");
+        // As docker-credential-helpers do: the message on stdout.
+        script.push_str("  *) echo 'credentials not found in native keychain'; exit 1 ;;\nesac\n");
         let path = bin.join(format!("docker-credential-{name}"));
         std::fs::write(&path, script).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -790,10 +858,10 @@ mod tests {
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
         helper(&bin, "boxcartest", &[("helped.io", "hu", "hs"), ("both.io", "bu", "bs"), ("tok.io", "<token>", "tt")]);
-        helper(&bin, "boxcarstore", &[]);
+        helper(&bin, "boxcarstore", &[("store.io", "su", "ss")]);
         let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "au:as");
         let config = serde_json::json!({
-            "auths": { "both.io": { "auth": auth }, "plain.io": { "auth": auth } },
+            "auths": { "both.io": { "auth": auth }, "plain.io": { "auth": auth }, "store.io": {} },
             "credHelpers": {
                 "helped.io": "boxcartest", "both.io": "boxcartest", "tok.io": "boxcartest",
                 "nf.io": "boxcarstore", "boom.io": "boxcartest", "gone.io": "boxcar-no-such-helper",
@@ -855,6 +923,12 @@ mod tests {
             assert!(plain.3.contains("config.json (`plain.io`)"), "{}", plain.3);
             // The credential store has nothing for it: anonymous.
             assert_eq!(found("other.io"), None);
+            // The docker CLI's empty entry for a login the store keeps.
+            let stored = found("store.io").unwrap();
+            assert_eq!(
+                (stored.1.as_str(), stored.3.as_str()),
+                ("ss", "the credential store docker-credential-boxcarstore")
+            );
             // A helper named for the registry that has nothing, fails, or is
             // missing: an error that says which and what to do.
             for (registry, says) in [

@@ -77,40 +77,70 @@ fn pinned_image(requested: &str, image: &bollard::models::ImageInspect, id: &str
     if crate::registry::is_pinned(requested) {
         return (requested.to_owned(), true);
     }
-    match image.repo_digests.as_ref().and_then(|d| d.first()) {
+    // The digest of the repository asked for (`REPO:TAG` → `REPO@sha256:…`),
+    // else the first: an image pulled under several names has one of each.
+    let repository = requested.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')).map_or(requested, |(r, _)| r);
+    let digests = image.repo_digests.as_deref().unwrap_or_default();
+    let same = digests.iter().find(|d| d.split_once('@').is_some_and(|(r, _)| r == repository));
+    match same.or(digests.first()) {
         Some(digest) => (digest.clone(), true),
         None => (id.to_owned(), false),
     }
 }
 
-/// Refuses what a Swarm of these nodes cannot run, before anything changes:
-/// an image not pinned by a registry digest on more than one node, and more
-/// tasks on one host-mode port than there are nodes to take them.
-fn check_nodes(plan: &Plan, nodes: &[bollard::models::Node]) -> anyhow::Result<()> {
+/// Before anything is pulled or changed: the engine must be a Swarm
+/// manager, and the Swarm's nodes able to run what is asked (`check_nodes`).
+pub(crate) async fn check_cluster(docker: &Docker, ask: &NodesAsk<'_>) -> anyhow::Result<()> {
+    if !is_manager(docker).await {
+        bail!(
+            "--swarm: this engine is not a Swarm manager; nothing was changed\n\
+             hint: `docker swarm init` makes it one, or deploy without --swarm to run a single container"
+        );
+    }
+    let nodes = docker
+        .list_nodes(None::<bollard::query_parameters::ListNodesOptions>)
+        .await
+        .context("listing the Swarm's nodes")?;
+    check_nodes(ask, &nodes)
+}
+
+/// What a deploy asks of a Swarm's nodes.
+#[derive(Debug)]
+pub(crate) struct NodesAsk<'a> {
+    pub(crate) image: &'a str,
+    pub(crate) publish_mode: PublishMode,
+    pub(crate) port: u16,
+    pub(crate) replicas: u64,
+}
+
+/// Refuses what a Swarm of these nodes cannot run: an image not pinned by a
+/// registry digest on more than one node, and more tasks on one host-mode
+/// port than there are nodes to take them.
+fn check_nodes(ask: &NodesAsk<'_>, nodes: &[bollard::models::Node]) -> anyhow::Result<()> {
     use bollard::models::{NodeSpecAvailabilityEnum, NodeState};
-    if nodes.len() > 1 && !crate::registry::is_pinned(&plan.image) {
+    if nodes.len() > 1 && !crate::registry::is_pinned(ask.image) {
         bail!(
             "this Swarm has {} nodes, and each must run the same bytes: --image must be a registry reference \
              pinned by digest (REGISTRY/REPO@sha256:…), not {}; nothing was changed\n\
              hint: `cargo xtask image --push REGISTRY/REPO` pushes the image and prints that reference",
             nodes.len(),
-            crate::show::escape(&plan.image)
+            crate::show::escape(ask.image)
         );
     }
-    if plan.publish_mode == PublishMode::Host && plan.publish.port != 0 && plan.replicas > 1 {
+    if ask.publish_mode == PublishMode::Host && ask.port != 0 && ask.replicas > 1 {
         let ready = nodes
             .iter()
             .filter(|n| n.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY))
             .filter(|n| n.spec.as_ref().and_then(|s| s.availability) == Some(NodeSpecAvailabilityEnum::ACTIVE))
             .count();
-        if plan.replicas as usize > ready {
+        if ask.replicas as usize > ready {
             bail!(
                 "--publish-mode host with port {} runs at most one task per node, and {ready} node(s) are ready \
                  for --replicas {}; nothing was changed\n\
                  hint: --publish 0 gives each task a free port, --publish-mode ingress shares one port, \
                  or ask for at most {ready} replicas",
-                plan.publish.port,
-                plan.replicas
+                ask.port,
+                ask.replicas
             );
         }
     }
@@ -131,11 +161,6 @@ pub async fn deploy(
              hint: `docker swarm init` makes it one, or deploy without --swarm to run a single container"
         );
     }
-    let nodes = docker
-        .list_nodes(None::<bollard::query_parameters::ListNodesOptions>)
-        .await
-        .context("listing the Swarm's nodes")?;
-    check_nodes(plan, &nodes)?;
     let existing = managed_service(docker, name).await?;
     if super::standalone::managed_container(docker, name, name).await?.is_some() {
         bail!(
@@ -537,8 +562,10 @@ async fn update(
                     .collect();
                 let report = task_report(docker, &failed).await;
                 let message = match &reason {
-                    Some(why) if !why.is_empty() => format!("{message} ({why})"),
-                    _ => message,
+                    Some(why) if !why.is_empty() => {
+                        format!("{} ({})", crate::show::escape(&message), crate::show::escape(why))
+                    }
+                    _ => crate::show::escape(&message).into_owned(),
                 };
                 let outcome = match status.state {
                     Some(ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED) => {
@@ -721,7 +748,7 @@ pub(super) async fn status(docker: &Docker, name: &str) -> anyhow::Result<()> {
         println!(
             "update     {}{}",
             u.state.map(|s| s.to_string()).unwrap_or_default(),
-            u.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+            u.message.as_deref().map(|m| format!(": {}", crate::show::escape(m))).unwrap_or_default()
         );
     }
     println!("image      {}", image_of(&service).unwrap_or_default());
@@ -834,31 +861,19 @@ mod tests {
         }
     }
 
-    fn host_plan(replicas: u64, port: u16, image: &str) -> Plan {
-        let mut p = plan(true);
-        let request = Request {
-            env: "production".into(),
-            name: None,
-            key_id: p.key.key_id(),
-            replicas,
-            many: true,
-            memory_mib: None,
-            publish: Publish { address: None, port },
-            publish_mode: PublishMode::Host,
-        };
-        p.deployment = Deployment::new(&crate::contract::tests::service(), request).unwrap();
-        p.image = image.to_owned();
-        p
+    fn ask(replicas: u64, port: u16, image: &str) -> NodesAsk<'_> {
+        NodesAsk { image, publish_mode: PublishMode::Host, port, replicas }
     }
 
     #[test]
     fn several_nodes_need_a_pinned_image_and_a_node_per_host_port() {
         let pinned = format!("reg.io:5000/svc@sha256:{}", "a".repeat(64));
         let three = [node(true, true), node(true, true), node(true, true)];
-        check_nodes(&host_plan(3, 9000, &pinned), &three).unwrap();
-        check_nodes(&host_plan(1, 9000, "svc:latest"), &three[..1]).unwrap();
-        for unpinned in ["svc:latest", "reg.io:5000/svc:v1", "sha256:abc"] {
-            let err = check_nodes(&host_plan(1, 9000, unpinned), &three[..2]).unwrap_err().to_string();
+        check_nodes(&ask(3, 9000, &pinned), &three).unwrap();
+        check_nodes(&ask(1, 9000, "svc:latest"), &three[..1]).unwrap();
+        let hub = format!("svc@sha256:{}", "a".repeat(64));
+        for unpinned in ["svc:latest", "reg.io:5000/svc:v1", "sha256:abc", hub.as_str()] {
+            let err = check_nodes(&ask(1, 9000, unpinned), &three[..2]).unwrap_err().to_string();
             assert!(err.contains("has 2 nodes") && err.contains("image --push"), "{err}");
         }
         // A node down or drained takes no task on the port.
@@ -866,10 +881,11 @@ mod tests {
             vec![node(true, true), node(true, true), node(false, true)],
             vec![node(true, true), node(true, true), node(true, false)],
         ] {
-            let err = check_nodes(&host_plan(3, 9000, &pinned), &nodes).unwrap_err().to_string();
+            let err = check_nodes(&ask(3, 9000, &pinned), &nodes).unwrap_err().to_string();
             assert!(err.contains("2 node(s) are ready for --replicas 3"), "{err}");
-            check_nodes(&host_plan(2, 9000, &pinned), &nodes).unwrap();
-            check_nodes(&host_plan(3, 0, &pinned), &nodes).unwrap();
+            check_nodes(&ask(2, 9000, &pinned), &nodes).unwrap();
+            check_nodes(&ask(3, 0, &pinned), &nodes).unwrap();
+            check_nodes(&NodesAsk { publish_mode: PublishMode::Ingress, ..ask(3, 9000, &pinned) }, &nodes).unwrap();
         }
     }
 
@@ -880,7 +896,19 @@ mod tests {
         let with = bollard::models::ImageInspect { repo_digests: Some(vec![digest.clone()]), ..Default::default() };
         let without = bollard::models::ImageInspect::default();
         assert_eq!(pinned_image(&pinned, &with, "sha256:id"), (pinned.clone(), true));
-        assert_eq!(pinned_image("reg.io/svc:v1", &with, "sha256:id"), (digest, true));
+        assert_eq!(pinned_image("reg.io/svc:v1", &with, "sha256:id"), (digest.clone(), true));
+        // Pulled under two names: the digest of the one asked for.
+        let other = format!("other.io:5000/team/svc@sha256:{}", "d".repeat(64));
+        let both = bollard::models::ImageInspect {
+            repo_digests: Some(vec![digest.clone(), other.clone()]),
+            ..Default::default()
+        };
+        assert_eq!(pinned_image("other.io:5000/team/svc:v1", &both, "sha256:id"), (other, true));
+        assert_eq!(
+            pinned_image("other.io:5000/team/svc", &both, "sha256:id").0,
+            format!("other.io:5000/team/svc@sha256:{}", "d".repeat(64))
+        );
+        assert_eq!(pinned_image("svc:latest", &both, "sha256:id"), (digest, true));
         assert_eq!(pinned_image("svc:latest", &without, "sha256:id"), ("sha256:id".to_owned(), false));
     }
 

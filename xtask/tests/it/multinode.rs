@@ -292,6 +292,7 @@ fn a_three_node_swarm_through_a_registry() {
     eprintln!("figure: failed update rolled back, deploy returned after {:.1} s", started.elapsed().as_secs_f64());
     eprintln!("what deploy said of the failed update:\n{}", failed.stderr);
     assert!(failed.stderr.contains("rolled it back"), "{}", failed.stderr);
+    assert!(failed.stderr.contains("(update rolled back due to failure"), "the engine's reason:\n{}", failed.stderr);
     assert!(failed.stderr.contains("on node "), "{}", failed.stderr);
     assert!(failed.stderr.contains("last log lines of the failed task"), "{}", failed.stderr);
     let spread = running_by_node(&cluster, &name);
@@ -329,9 +330,11 @@ fn a_three_node_swarm_through_a_registry() {
         cluster.block_on(docker.inspect_service(&name, None::<bollard::query_parameters::InspectServiceOptions>));
     let service_json = serde_json::to_string(&service.unwrap()).unwrap();
     assert!(!service_json.contains(&key_b64) && !service_json.contains(API_KEY), "the service spec holds a secret");
+    assert!(!service_json.contains(registry.password()), "the service shows the registry password");
     for task in tasks(&cluster, &name) {
         let json = serde_json::to_string(&task).unwrap();
         assert!(!json.contains(&key_b64) && !json.contains(API_KEY), "a task spec holds a secret");
+        assert!(!json.contains(registry.password()), "a task shows the registry password");
     }
     for i in 0..3 {
         let node = cluster.node(i);
@@ -346,6 +349,7 @@ fn a_three_node_swarm_through_a_registry() {
                 .unwrap();
             let json = serde_json::to_string(&inspect).unwrap();
             assert!(!json.contains(&key_b64) && !json.contains(API_KEY), "a container's config holds a secret");
+            assert!(!json.contains(registry.password()), "a container's config holds the registry password");
         }
     }
 
@@ -375,12 +379,14 @@ fn a_three_node_swarm_through_a_registry() {
         recovered.as_secs_f64()
     );
 
-    // Key material on the nodes' disks, the engines stopped (the secrets'
-    // in-memory mounts gone): none, the raft store included.
+    // Key material and the registry's password on the nodes' disks, the
+    // engines stopped (the secrets' in-memory mounts gone): none, the raft
+    // store included.
     for i in 0..3 {
         cluster.stop_node(i);
     }
-    let needles = vec![key_b64.as_bytes().to_vec(), raw, API_KEY.as_bytes().to_vec()];
+    let needles =
+        vec![key_b64.as_bytes().to_vec(), raw, API_KEY.as_bytes().to_vec(), registry.password().as_bytes().to_vec()];
     for i in 0..3 {
         let found = files_holding(&cluster.state_dir(i), &needles);
         assert!(found.is_empty(), "key material on node {}'s disk: {found:?}", i + 1);
