@@ -269,7 +269,7 @@ pub(crate) fn pull_hint(why: &str, registry: &str, had_login: bool) -> String {
             true => format!("the registry refused the login in Docker's config.json; `docker login {registry}` again"),
             false => format!("the registry wants a login: `docker login {registry}` (boxcar passes it to the engine)"),
         }
-    } else if why.contains("x509") || why.contains("certificate") {
+    } else if why.contains("certificate") {
         format!(
             "the engine does not trust the registry's TLS certificate: put its CA in \
              {}/{registry}/ca.crt on every engine that pulls",

@@ -510,6 +510,8 @@ mod tests {
         for (bad, says) in [
             ("reg.io/", "add the repository after the registry"),
             ("reg.io:5000", "add the repository after the registry, e.g. reg.io:5000/team/app"),
+            ("reg.io", "add the repository after the registry, e.g. reg.io/team/app"),
+            ("registry:5000", "add the repository after the registry"),
             ("app", "name the registry, e.g. registry.example.com/team/app"),
             ("reg.io/Team/App", "repository names are lowercase"),
             ("[fd00::1]:5000/app", "IPv6"),
@@ -875,10 +877,16 @@ mod tests {
         std::fs::create_dir_all(home.join(".docker")).unwrap();
         std::fs::write(home.join(".docker/config.json"), r#"{"auths":{"home.io":{"auth":"aG86aHA="}}}"#).unwrap();
         let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-        for (case, docker_config) in [("docker_config", Some(&config_dir)), ("home", None)] {
+        let bundle = dir.path().join("bundle.pem");
+        std::fs::write(&bundle, format!("{}{}", pem(), pem())).unwrap();
+        let no_bundle = dir.path().join("no-such-bundle.pem");
+        for (case, docker_config, ssl_cert_file) in
+            [("docker_config", Some(&config_dir), &bundle), ("home", None, &no_bundle)]
+        {
             let mut child = std::process::Command::new(std::env::current_exe().unwrap());
             child.args(["--exact", "registry::tests::in_a_child", "--ignored", "--nocapture", "--test-threads", "1"]);
             child.env("BOXCAR_REGISTRY_TEST_CASE", case).env("HOME", &home).env("PATH", &path);
+            child.env("SSL_CERT_FILE", ssl_cert_file);
             match docker_config {
                 Some(d) => child.env("DOCKER_CONFIG", d),
                 None => child.env_remove("DOCKER_CONFIG"),
@@ -899,11 +907,16 @@ mod tests {
         let found =
             |r: &str| credentials(r).unwrap().map(|c| (c.user.clone(), c.secret.to_string(), c.token, c.source));
         if case == "home" {
+            // SSL_CERT_FILE names no file: said, not ignored.
+            let err = trusted("reg.io").unwrap_err().to_string();
+            assert!(err.contains("SSL_CERT_FILE names") && err.contains("no-such-bundle.pem"), "{err}");
             let home = PathBuf::from(std::env::var_os("HOME").unwrap());
             assert_eq!(docker_config(), Some(home.join(".docker/config.json")));
             assert_eq!(found("home.io").map(|c| (c.0, c.1)), Some(("ho".to_owned(), "hp".to_owned())));
             assert_eq!(found("helped.io"), None);
         } else {
+            // The bundle SSL_CERT_FILE names (no certs.d folder for reg.io here).
+            assert_eq!(trusted("boxcar-test-no-such-registry.invalid").unwrap().len(), 2);
             let dir = PathBuf::from(std::env::var_os("DOCKER_CONFIG").unwrap());
             assert_eq!(docker_config(), Some(dir.join("config.json")));
             let helped = found("helped.io").unwrap();

@@ -417,20 +417,25 @@ async fn ensure_secret(docker: &Docker, plan: &Plan) -> anyhow::Result<(String, 
         }
         return Ok((secret.id.unwrap_or_default(), name, false));
     }
-    let data = zeroize::Zeroizing::new(base64::Engine::encode(
+    let created =
+        docker.create_secret(secret_spec(plan)).await.with_context(|| format!("creating the Swarm secret {name}"))?;
+    Ok((created.id, name, true))
+}
+
+/// The Swarm secret of the plan's key: the key file's bytes, base64 as the
+/// API takes them, named and labelled for the deployment.
+fn secret_spec(plan: &Plan) -> SecretSpec {
+    let mut data = zeroize::Zeroizing::new(base64::Engine::encode(
         &base64::engine::general_purpose::STANDARD,
         &plan.key_file_bytes()[..],
     ));
-    // Moved out of the wiping wrapper into the request, which cannot wipe it.
-    let mut data = data;
-    let spec = SecretSpec {
-        name: Some(name.clone()),
+    SecretSpec {
+        name: Some(plan.key_resource()),
         labels: Some(plan.labels("key")),
+        // Moved out of the wiping wrapper into the request, which cannot wipe it.
         data: Some(std::mem::take(&mut *data)),
         ..SecretSpec::default()
-    };
-    let created = docker.create_secret(spec).await.with_context(|| format!("creating the Swarm secret {name}"))?;
-    Ok((created.id, name, true))
+    }
 }
 
 async fn find_secret(docker: &Docker, name: &str) -> anyhow::Result<Option<bollard::models::Secret>> {
@@ -871,6 +876,8 @@ mod tests {
         let three = [node(true, true), node(true, true), node(true, true)];
         check_nodes(&ask(3, 9000, &pinned), &three).unwrap();
         check_nodes(&ask(1, 9000, "svc:latest"), &three[..1]).unwrap();
+        // One task needs no node of its own for its port.
+        check_nodes(&ask(1, 9000, "svc:latest"), &[node(false, true)]).unwrap();
         let hub = format!("svc@sha256:{}", "a".repeat(64));
         for unpinned in ["svc:latest", "reg.io:5000/svc:v1", "sha256:abc", hub.as_str()] {
             let err = check_nodes(&ask(1, 9000, unpinned), &three[..2]).unwrap_err().to_string();
@@ -940,5 +947,59 @@ mod tests {
         let mounts = c.mounts.unwrap();
         assert_eq!(mounts[0].target.as_deref(), Some("/var/lib/svc"));
         assert_eq!(mounts[0].source.as_deref(), Some("svc-production-data"));
+    }
+
+    #[test]
+    fn the_spec_is_the_whole_deployment() {
+        let p = plan(true);
+        let spec = service_spec(&p, "reg.io/svc@sha256:1", "hash", "sid", "svc-production-key-x", true);
+        assert_eq!(spec.name.as_deref(), Some("svc-production"));
+        let labels = spec.labels.clone().unwrap();
+        assert_eq!(labels[LABEL_DEPLOYMENT], "svc-production");
+        assert_eq!((labels[LABEL_SPEC].as_str(), labels[LABEL_IMAGE_ID].as_str()), ("hash", "reg.io/svc@sha256:1"));
+        let task = spec.task_template.clone().unwrap();
+        let c = task.container_spec.clone().unwrap();
+        assert_eq!(c.image.as_deref(), Some("reg.io/svc@sha256:1"));
+        assert_eq!(c.labels.as_ref(), Some(&labels), "the task carries the spec label: every change rolls");
+        assert_eq!(c.privileges.and_then(|p| p.no_new_privileges), Some(true));
+        assert_eq!(c.stop_grace_period, Some(10_000_000_000));
+        let health = c.health_check.unwrap();
+        assert_eq!(health.test, None, "the image's own HEALTHCHECK command");
+        assert_eq!(
+            (health.interval, health.retries, health.start_period),
+            (Some(5_000_000_000), Some(3), Some(5_000_000_000))
+        );
+        let mounts = c.mounts.unwrap();
+        assert_eq!(mounts[0].typ, Some(MountType::VOLUME));
+        assert_eq!(mounts[0].volume_options.as_ref().and_then(|o| o.labels.as_ref()), Some(&p.labels("data")));
+        assert_eq!((mounts[1].typ, mounts[1].target.as_deref()), (Some(MountType::TMPFS), Some("/tmp")));
+        let tmpfs = mounts[1].tmpfs_options.clone().unwrap();
+        assert_eq!((tmpfs.size_bytes, tmpfs.mode), (Some(16 * 1024 * 1024), Some(0o1777)));
+        let limits = task.resources.unwrap().limits.unwrap();
+        assert_eq!((limits.memory_bytes, limits.pids), (Some(p.memory_bytes), Some(p.pids())));
+        assert_eq!(task.restart_policy.unwrap().condition, Some(TaskSpecRestartPolicyConditionEnum::ANY));
+        let log = task.log_driver.unwrap();
+        assert_eq!((log.name.as_deref(), log.options.unwrap()["max-size"].as_str()), (Some("json-file"), "10m"));
+        assert_eq!(spec.mode.unwrap().replicated.unwrap().replicas, Some(p.replicas as i64));
+        let rollback = spec.rollback_config.unwrap();
+        assert_eq!(rollback.order, Some(ServiceSpecRollbackConfigOrderEnum::START_FIRST));
+        assert_eq!(rollback.failure_action, Some(ServiceSpecRollbackConfigFailureActionEnum::PAUSE));
+        let port = &spec.endpoint_spec.unwrap().ports.unwrap()[0];
+        assert_eq!((port.target_port, port.published_port), (Some(9000), Some(9000)));
+        assert_eq!(port.publish_mode, Some(EndpointPortConfigPublishModeEnum::INGRESS));
+        // No new privileges only where the engine's API can say so.
+        let old_api = service_spec(&p, "i", "h", "sid", "n", false);
+        assert!(old_api.task_template.unwrap().container_spec.unwrap().privileges.is_none());
+    }
+
+    #[test]
+    fn the_secret_holds_the_key_file() {
+        let p = plan(false);
+        let spec = secret_spec(&p);
+        assert_eq!(spec.name, Some(p.key_resource()));
+        assert_eq!(spec.labels, Some(p.labels("key")));
+        let data = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, spec.data.unwrap()).unwrap();
+        assert_eq!(data, p.key_file_bytes()[..]);
+        assert!(!format!("{:?}", SecretSpec { data: None, ..secret_spec(&p) }).contains(p.key.to_base64().as_str()));
     }
 }
