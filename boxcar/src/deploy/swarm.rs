@@ -927,6 +927,25 @@ mod tests {
         assert_eq!(update.failure_action, Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK));
         let spec = service_spec(&plan(true), "sha256:1", "h", "sid", "svc-production-key-x", false);
         assert_eq!(spec.update_config.unwrap().order, Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST));
+        // Several on a fixed host port: the old task holds the port, so it stops first.
+        for (port, order) in
+            [(9000, ServiceSpecUpdateConfigOrderEnum::STOP_FIRST), (0, ServiceSpecUpdateConfigOrderEnum::START_FIRST)]
+        {
+            let mut p = plan(true);
+            let request = Request {
+                env: "production".into(),
+                name: None,
+                key_id: p.key.key_id(),
+                replicas: 3,
+                many: true,
+                memory_mib: None,
+                publish: Publish { address: None, port },
+                publish_mode: PublishMode::Host,
+            };
+            p.deployment = Deployment::new(&crate::contract::tests::service(), request).unwrap();
+            let spec = service_spec(&p, "sha256:1", "h", "sid", "svc-production-key-x", false);
+            assert_eq!(spec.update_config.unwrap().order, Some(order), "port {port}");
+        }
     }
 
     #[test]
