@@ -211,7 +211,7 @@ pub async fn deploy(
 
     let result = match &existing {
         None => create(docker, plan, spec, login).await,
-        Some(service) => update(docker, plan, service, spec, &reference, login).await,
+        Some(service) => update(docker, plan, service, stop_first_if_port_held(spec, service), &reference, login).await,
     };
     match result {
         Ok(()) => {
@@ -505,6 +505,23 @@ async fn create(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// An update away from a fixed host-mode port stops each old task first,
+/// as one to it does: a new task started beside an old one that holds the
+/// port on its node waits forever ("host-mode port already in use"), on
+/// Docker 20.10 even when the new spec asks for another port.
+fn stop_first_if_port_held(mut spec: ServiceSpec, running: &Service) -> ServiceSpec {
+    let ports = running.spec.as_ref().and_then(|s| s.endpoint_spec.as_ref()).and_then(|e| e.ports.as_ref());
+    let held = ports.is_some_and(|ports| {
+        ports.iter().any(|p| {
+            p.publish_mode == Some(EndpointPortConfigPublishModeEnum::HOST) && p.published_port.is_some_and(|n| n != 0)
+        })
+    });
+    if held && let Some(update) = spec.update_config.as_mut() {
+        update.order = Some(ServiceSpecUpdateConfigOrderEnum::STOP_FIRST);
+    }
+    spec
 }
 
 async fn update(
@@ -894,6 +911,42 @@ mod tests {
             check_nodes(&ask(3, 0, &pinned), &nodes).unwrap();
             check_nodes(&NodesAsk { publish_mode: PublishMode::Ingress, ..ask(3, 9000, &pinned) }, &nodes).unwrap();
         }
+    }
+
+    #[test]
+    fn leaving_a_fixed_host_port_stops_first() {
+        let p = plan(true);
+        let new = service_spec(&p, "i", "h", "sid", "n", false);
+        assert_eq!(new.update_config.as_ref().unwrap().order, Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST));
+        let running = |mode, port| Service {
+            spec: Some(ServiceSpec {
+                endpoint_spec: Some(EndpointSpec {
+                    ports: Some(vec![EndpointPortConfig {
+                        publish_mode: Some(mode),
+                        published_port: port,
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let order = |s: ServiceSpec| s.update_config.unwrap().order;
+        let host = EndpointPortConfigPublishModeEnum::HOST;
+        let ingress = EndpointPortConfigPublishModeEnum::INGRESS;
+        assert_eq!(
+            order(stop_first_if_port_held(new.clone(), &running(host, Some(9000)))),
+            Some(ServiceSpecUpdateConfigOrderEnum::STOP_FIRST)
+        );
+        for (mode, port) in [(host, Some(0)), (host, None), (ingress, Some(9000))] {
+            assert_eq!(
+                order(stop_first_if_port_held(new.clone(), &running(mode, port))),
+                Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST),
+                "{mode:?} {port:?}"
+            );
+        }
+        assert_eq!(order(stop_first_if_port_held(new.clone(), &Service::default())), order(new));
     }
 
     #[test]
