@@ -757,11 +757,7 @@ mod tests {
     #[test]
     fn the_chain_is_read_field_by_field() {
         let dir = tempfile::tempdir().unwrap();
-        let (old, new) = (SecretKey::generate(), SecretKey::generate());
-        let mut doc = EnvDocument::load_or_new(&dir.path().join("prod.toml")).unwrap();
-        doc.set_public_key(new.public_key());
-        doc.endorse(&old, &KeyPair::of(&new));
-        doc.approve(&new).unwrap();
+        let (old, new, doc) = crate::edit::tests::rotated(dir.path());
         let text = doc.render();
         let resigned = |text: String| {
             let mut t = table(&text);

@@ -315,7 +315,7 @@ pub fn write_new_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::key::SecretKey;
 
@@ -459,14 +459,21 @@ mod tests {
         assert!(appended["items"][0].get("extra").is_some());
     }
 
-    #[test]
-    fn a_new_chain_forgets_the_old_one() {
-        let dir = tempfile::tempdir().unwrap();
+    /// `prod.toml` in `dir` after a rotation from `old` to `new`, approved
+    /// by `new`: `(old, new, document)`.
+    pub(crate) fn rotated(dir: &Path) -> (SecretKey, SecretKey, EnvDocument) {
         let (old, new) = (SecretKey::generate(), SecretKey::generate());
-        let mut doc = EnvDocument::load_or_new(&dir.path().join("prod.toml")).unwrap();
+        let mut doc = EnvDocument::load_or_new(&dir.join("prod.toml")).unwrap();
         doc.set_public_key(new.public_key());
         doc.endorse(&old, &KeyPair::of(&new));
         doc.approve(&new).unwrap();
+        (old, new, doc)
+    }
+
+    #[test]
+    fn a_new_chain_forgets_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, _, mut doc) = rotated(dir.path());
         assert!(doc.render().contains("[[previous_keys]]"));
         doc.start_new_chain();
         let text = doc.render();

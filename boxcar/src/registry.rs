@@ -132,9 +132,8 @@ fn credentials_in(path: &Path, registry: &str) -> anyhow::Result<Option<Credenti
     // registry's name (docker_credential also finds `https://NAME/…` keys).
     let hub = matches!(registry, "docker.io" | "index.docker.io" | "registry-1.docker.io");
     let key = if hub { "https://index.docker.io/v1/" } else { registry };
-    let named = |field: &str| config[field].as_str().filter(|h| !h.is_empty()).map(str::to_owned);
-    let helper = config["credHelpers"][key].as_str().filter(|h| !h.is_empty()).map(str::to_owned);
-    let store = named("credsStore");
+    let program = |v: &serde_json::Value| v.as_str().filter(|h| !h.is_empty()).map(str::to_owned);
+    let (helper, store) = (program(&config["credHelpers"][key]), program(&config["credsStore"]));
     let source = match (&helper, in_auths(&config, key), &store) {
         (Some(h), _, _) => format!("the credential helper docker-credential-{}", escape(h)),
         (None, true, _) | (None, false, None) => format!("{file} (`{}`)", escape(key)),

@@ -147,6 +147,7 @@ fn check_nodes(ask: &NodesAsk<'_>, nodes: &[bollard::models::Node]) -> anyhow::R
     Ok(())
 }
 
+/// Deploys `plan` on a Swarm manager that `check_cluster` passed.
 pub async fn deploy(
     docker: &Docker,
     plan: &Plan,
@@ -155,12 +156,6 @@ pub async fn deploy(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let name = &plan.name;
-    if !is_manager(docker).await {
-        bail!(
-            "--swarm: this engine is not a Swarm manager; nothing was changed\n\
-             hint: `docker swarm init` makes it one, or deploy without --swarm to run a single container"
-        );
-    }
     let existing = managed_service(docker, name).await?;
     if super::standalone::managed_container(docker, name, name).await?.is_some() {
         bail!(

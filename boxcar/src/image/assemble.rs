@@ -315,13 +315,15 @@ fn archive(layer: Vec<u8>, config: &Value, epoch: u64, tags: &[String]) -> anyho
         config: Blob { digest: format!("sha256:{config_digest}"), media_type: MEDIA_CONFIG, data: config_bytes },
         layer: Blob { digest: format!("sha256:{layer_digest}"), media_type: MEDIA_LAYER, data: layer },
     };
-    let mut files: Vec<(String, Vec<u8>)> = vec![
-        (format!("blobs/sha256/{layer_digest}"), blobs.layer.data.clone()),
-        (format!("blobs/sha256/{config_digest}"), blobs.config.data.clone()),
-        (format!("blobs/sha256/{manifest_digest}"), blobs.manifest.data.clone()),
-        ("index.json".to_owned(), serde_json::to_vec(&index)?),
-        ("manifest.json".to_owned(), serde_json::to_vec(&docker_manifest)?),
-        ("oci-layout".to_owned(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+    let (index, docker_manifest) = (serde_json::to_vec(&index)?, serde_json::to_vec(&docker_manifest)?);
+    // The blobs' bytes are borrowed, not copied: the layer holds the binary.
+    let mut files: Vec<(String, &[u8])> = vec![
+        (format!("blobs/sha256/{layer_digest}"), &blobs.layer.data),
+        (format!("blobs/sha256/{config_digest}"), &blobs.config.data),
+        (format!("blobs/sha256/{manifest_digest}"), &blobs.manifest.data),
+        ("index.json".to_owned(), &index),
+        ("manifest.json".to_owned(), &docker_manifest),
+        ("oci-layout".to_owned(), br#"{"imageLayoutVersion":"1.0.0"}"#),
     ];
     files.sort_by(|a, b| a.0.cmp(&b.0));
     let mut tar = tar::Builder::new(Vec::new());
