@@ -20,7 +20,6 @@
 //! endorsement  = Ed25519(old seed, "boxcar-endorse-v1" 0x00 || len(env) || env || old pk || old ak || new pk || new ak)
 //! ```
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use base64::Engine as _;
@@ -236,31 +235,21 @@ impl KeyPair {
     }
 }
 
-/// A short fingerprint of one entry of the content: the first 8 bytes of
-/// SHA-256 of its canonical encoding, in hex. Public: it names a change.
+/// `C(value)`, the canonical encoding of one value; `None` for a value that
+/// has none (a date-time).
+pub fn encoded(value: &toml::Value) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    encode(value, "", &mut out).ok()?;
+    Some(out)
+}
+
+/// A short fingerprint of one value: the first 8 bytes of SHA-256 of its
+/// canonical encoding, in hex. Public: `approve` shows it for each sealed
+/// value, so a reviewer can tell two values apart without seeing either.
 pub fn fingerprint(value: &toml::Value) -> Result<String, ContentError> {
     let mut out = Vec::new();
     encode(value, "", &mut out)?;
     Ok(Sha256::digest(&out)[..8].iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// The fingerprint of every entry of the content, by name: `key` for a
-/// top-level value, `table.key` for each entry of a top-level table.
-pub fn entry_fingerprints(table: &toml::Table) -> Result<BTreeMap<String, String>, ContentError> {
-    let mut out = BTreeMap::new();
-    for (key, value) in table.iter().filter(|(k, _)| *k != APPROVAL_TABLE) {
-        match value {
-            toml::Value::Table(inner) if !inner.is_empty() => {
-                for (k, v) in inner {
-                    out.insert(format!("{key}.{k}"), fingerprint(v)?);
-                }
-            }
-            _ => {
-                out.insert(key.clone(), fingerprint(value)?);
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// What a file says about its approval, read without any secret.
@@ -314,13 +303,11 @@ pub enum ApprovalError {
         /// Key id of the one the secret key derives.
         derived: KeyId,
     },
-    /// The signature does not verify: the content changed since it was approved.
-    #[error("is not approved as it is: {}", describe_changes(.changed))]
-    Signature {
-        /// Entries whose fingerprint differs from the approved one, when the
-        /// approval's list of fingerprints can tell.
-        changed: Vec<String>,
-    },
+    /// The signature does not verify: the content changed since it was
+    /// approved. Nothing in such a file can say what changed (all of it is
+    /// unverified); `check` compares it with the last approved version in git.
+    #[error("is not approved as it is: its content, or its environment, differs from what was approved")]
+    Signature,
     /// An endorsement in the key chain does not verify.
     #[error(
         "`previous_keys[{index}]` (key id {old}) did not endorse the key after it (key id {new}): \
@@ -334,13 +321,23 @@ pub enum ApprovalError {
         /// Key id of the endorsed public key.
         new: KeyId,
     },
+    /// The run-time contract a boxcar image was built with is not the one the
+    /// file approves for its service (A10), or cannot be read.
+    #[error("{}", describe_runtime(service, why))]
+    Runtime {
+        /// The service the image says it is (escaped); empty when its service
+        /// file cannot be read.
+        service: String,
+        /// The fields that differ, or why the contract cannot be checked.
+        why: String,
+    },
 }
 
-fn describe_changes(changed: &[String]) -> String {
-    if changed.is_empty() {
-        "its content, or its environment, differs from what was approved".to_owned()
+fn describe_runtime(service: &str, why: &str) -> String {
+    if service.is_empty() {
+        format!("this image's run-time contract cannot be checked: {why}")
     } else {
-        format!("changed since it was approved: {}", changed.join(", "))
+        format!("the run-time contract of service `{service}` in this image is not the one this file approves: {why}")
     }
 }
 
@@ -354,20 +351,31 @@ impl ApprovalError {
             ApprovalError::Malformed { .. } => "Malformed",
             ApprovalError::Content(_) => "Content",
             ApprovalError::NotThisKey { .. } => "NotThisKey",
-            ApprovalError::Signature { .. } => "Signature",
+            ApprovalError::Signature => "Signature",
             ApprovalError::Endorsement { .. } => "Endorsement",
+            ApprovalError::Runtime { .. } => "Runtime",
         }
     }
 
-    /// What to do about it, for the environment `env`.
-    pub fn hint(&self, env: &str) -> String {
+    /// What to do about it, for the environment `env` of `service` (named in
+    /// the command when it is not the contract's default, or not known to be).
+    pub fn hint(&self, env: &str, service: Option<&str>) -> String {
+        let service_arg = service.map(|s| format!("--service {} ", crate::show::escape(s))).unwrap_or_default();
         match self {
             ApprovalError::NotThisKey { .. } | ApprovalError::Endorsement { .. } => format!(
                 "this is what a replaced key looks like: restore the file from a trusted commit, \
-                 or rotate with `cargo xtask rotate-key --env {env}`"
+                 or rotate with `cargo xtask rotate-key {service_arg}--env {env}`"
             ),
+            ApprovalError::Runtime { service, .. } if !service.is_empty() => format!(
+                "a holder of the secret key reviews boxcar.toml's change for this environment and approves it \
+                 (`cargo xtask approve --service {service} --env {env}`), then the image is built again"
+            ),
+            ApprovalError::Runtime { .. } => {
+                "build the image again with `cargo xtask image`: boxcar writes this file".to_owned()
+            }
             _ => format!(
-                "a holder of the secret key must review the change and approve it: `cargo xtask approve --env {env}`"
+                "a holder of the secret key must review the change and approve it: \
+                 `cargo xtask approve {service_arg}--env {env}` (`cargo xtask check` names what changed)"
             ),
         }
     }
@@ -386,7 +394,7 @@ pub fn verify(env: &str, table: &toml::Table) -> Result<Approved, ApprovalError>
     let signature = signature_field(approval.get("signature"), "approval.signature")?;
     let content = canonical_content(table)?;
     if !current.approval_key.verify(&approval_message(env, serial, &content), &signature) {
-        return Err(ApprovalError::Signature { changed: changed_entries(table) });
+        return Err(ApprovalError::Signature);
     }
     let chain = chain(env, table, current)?;
     Ok(Approved { serial, chain })
@@ -408,28 +416,6 @@ pub fn verify_with(env: &str, table: &toml::Table, secret: &SecretKey) -> Result
 /// of a file in its history.
 pub fn key_chain(env: &str, table: &toml::Table) -> Result<Vec<KeyPair>, ApprovalError> {
     chain(env, table, current_pair(table)?)
-}
-
-/// The entries whose fingerprint differs from the one the approval lists
-/// (added and removed ones too). The list is a hint, not signed: it is only
-/// read to say what changed once the signature has failed.
-pub fn changed_entries(table: &toml::Table) -> Vec<String> {
-    let Some(toml::Value::Table(listed)) = table.get(APPROVAL_TABLE).and_then(|a| a.get("entries")) else {
-        return Vec::new();
-    };
-    let Ok(now) = entry_fingerprints(table) else { return Vec::new() };
-    let mut changed: Vec<String> = now
-        .iter()
-        .filter(|(name, fp)| listed.get(name.as_str()).and_then(toml::Value::as_str) != Some(fp.as_str()))
-        .map(|(name, _)| crate::show::escape(name).into_owned())
-        .collect();
-    changed.extend(
-        listed
-            .keys()
-            .filter(|name| !now.contains_key(name.as_str()))
-            .map(|n| format!("{} (removed)", crate::show::escape(n))),
-    );
-    changed
 }
 
 fn current_pair(table: &toml::Table) -> Result<KeyPair, ApprovalError> {
@@ -512,16 +498,10 @@ fn chain(env: &str, table: &toml::Table, current: KeyPair) -> Result<Vec<KeyPair
 /// Signs `table`'s content for `env` with `secret` at `serial`; the table's
 /// `approval_key` must already be `secret`'s.
 #[cfg(feature = "seal")]
-pub fn sign(
-    env: &str,
-    table: &toml::Table,
-    serial: u64,
-    secret: &SecretKey,
-) -> Result<(Signature, BTreeMap<String, String>), ContentError> {
+pub fn sign(env: &str, table: &toml::Table, serial: u64, secret: &SecretKey) -> Result<Signature, ContentError> {
     use ed25519_dalek::Signer as _;
     let content = canonical_content(table)?;
-    let signature = signing_key(secret).sign(&approval_message(env, serial, &content));
-    Ok((signature, entry_fingerprints(table)?))
+    Ok(signing_key(secret).sign(&approval_message(env, serial, &content)))
 }
 
 /// The endorsement by `old` of `new` in environment `env`.
@@ -556,14 +536,16 @@ mod tests {
     }
 
     #[test]
-    fn every_entry_has_a_fingerprint_an_empty_table_too() {
-        let t = table("a = 1\n[empty]\n[full]\nx = 1\ny = \"z\"\n[approval]\nserial = 1\n");
-        let names: Vec<String> = entry_fingerprints(&t).unwrap().into_keys().collect();
-        assert_eq!(names, ["a", "empty", "full.x", "full.y"]);
-        // The fingerprint is of the value alone: the same value under two names.
-        let fps = entry_fingerprints(&t).unwrap();
-        assert_eq!(fps["a"], fps["full.x"]);
-        assert_ne!(fps["a"], fps["full.y"]);
+    fn a_fingerprint_is_of_the_value_alone() {
+        let t = table("a = 1\n[full]\nx = 1\ny = \"z\"\nwhen = 1979-05-27\n");
+        let fp = |v: &toml::Value| fingerprint(v).unwrap();
+        assert_eq!(fp(&t["a"]), fp(&t["full"]["x"]));
+        assert_ne!(fp(&t["a"]), fp(&t["full"]["y"]));
+        // SHA-256 of `i` and the i64 1, first 8 bytes.
+        assert_eq!(fp(&t["a"]).len(), 16);
+        assert_eq!(encoded(&t["a"]), Some(vec![b'i', 0, 0, 0, 0, 0, 0, 0, 1]));
+        assert_eq!(encoded(&t["full"]["when"]), None);
+        assert!(matches!(fingerprint(&t["full"]["when"]), Err(ContentError::DateTime { .. })));
     }
 
     fn approved(dir: &std::path::Path, env: &str, key: &SecretKey, rest: &str) -> String {
@@ -580,7 +562,7 @@ mod tests {
 
     /// Signs `t` for `env` at `serial` with `key` and writes both into its approval.
     fn resign(env: &str, t: &mut toml::Table, serial: u64, key: &SecretKey) {
-        let (signature, _) = sign(env, t, serial, key).unwrap();
+        let signature = sign(env, t, serial, key).unwrap();
         let approval = t.get_mut("approval").unwrap().as_table_mut().unwrap();
         approval.insert("signature".into(), signature_text(&signature).into());
         approval.insert("serial".into(), (serial as i64).into());
@@ -599,19 +581,22 @@ mod tests {
         let same = text.replace(" # where", "").replace("n = 3", "n    = 0x3");
         assert!(verify("prod", &table(&same)).is_ok());
         // Every value does.
-        let err = verify("prod", &table(&text.replace("a.example", "b.example"))).unwrap_err();
-        assert_eq!(err, ApprovalError::Signature { changed: vec!["app.url".into()] });
-        let err = verify("prod", &table(&text.replace("n = 3", "n = 3\nextra = true"))).unwrap_err();
-        assert_eq!(err, ApprovalError::Signature { changed: vec!["app.extra".into()] });
-        let err = verify("prod", &table(&text.replace("n = 3\n", ""))).unwrap_err();
-        assert_eq!(err, ApprovalError::Signature { changed: vec!["app.n (removed)".into()] });
+        for changed in [
+            text.replace("a.example", "b.example"),
+            text.replace("n = 3", "n = 3\nextra = true"),
+            text.replace("n = 3\n", ""),
+            format!("{text}\n[boxcar.services.app]\nargs = []\n"),
+        ] {
+            assert_eq!(verify("prod", &table(&changed)), Err(ApprovalError::Signature), "{changed}");
+        }
+        // What the approval table holds besides serial and signature is not content.
+        let noted = text.replace("[approval]\n", "[approval]\nnote = \"anything\"\n");
+        assert!(verify("prod", &table(&noted)).is_ok());
         // The environment is part of what is signed.
-        assert!(matches!(verify("staging", &table(&text)), Err(ApprovalError::Signature { .. })));
+        assert_eq!(verify("staging", &table(&text)), Err(ApprovalError::Signature));
         // So is the serial.
         let bumped = text.replace("serial = 1", "serial = 2");
-        assert!(
-            matches!(verify("prod", &table(&bumped)), Err(ApprovalError::Signature { changed }) if changed.is_empty())
-        );
+        assert_eq!(verify("prod", &table(&bumped)), Err(ApprovalError::Signature));
     }
 
     #[test]
@@ -803,16 +788,28 @@ mod tests {
     }
 
     #[test]
-    fn hints_say_what_to_do() {
-        let changed = ApprovalError::Signature { changed: vec![] };
-        assert!(changed.hint("prod").contains("cargo xtask approve --env prod"));
+    fn hints_say_what_to_do_and_name_the_service() {
+        let changed = ApprovalError::Signature;
+        assert!(changed.hint("prod", None).contains("`cargo xtask approve --env prod`"));
+        assert!(
+            changed.hint("prod", Some("hello-api")).contains("`cargo xtask approve --service hello-api --env prod`")
+        );
+        assert!(changed.hint("prod", None).contains("`cargo xtask check` names what changed"));
         let swapped = ApprovalError::NotThisKey { committed: KeyId::of(&[1; 32]), derived: KeyId::of(&[2; 32]) };
-        assert!(swapped.hint("prod").contains("replaced key"));
+        assert!(swapped.hint("prod", None).contains("replaced key"));
+        assert!(swapped.hint("prod", Some("api")).contains("`cargo xtask rotate-key --service api --env prod`"));
         let endorsed = ApprovalError::Endorsement { index: 0, old: KeyId::of(&[1; 32]), new: KeyId::of(&[2; 32]) };
-        assert!(endorsed.hint("prod").contains("replaced key"));
+        assert!(endorsed.hint("prod", None).contains("replaced key"));
         assert!(changed.to_string().contains("differs from what was approved"));
-        // Names from the file are escaped.
-        let t = table("[approval.entries]\n\"a\\u001b[2J\" = \"00\"\n");
-        assert_eq!(changed_entries(&t), vec!["a\\u{1b}[2J (removed)".to_owned()]);
+        let runtime = ApprovalError::Runtime { service: "app".into(), why: "it differs in args".into() };
+        let hint = runtime.hint("prod", None);
+        assert!(hint.contains("`cargo xtask approve --service app --env prod`"), "{hint}");
+        assert!(hint.ends_with("then the image is built again"), "{hint}");
+        let unreadable = ApprovalError::Runtime { service: String::new(), why: "gone".into() };
+        assert_eq!(unreadable.to_string(), "this image's run-time contract cannot be checked: gone");
+        assert!(unreadable.hint("prod", None).contains("build the image again"));
+        assert_eq!(runtime.name(), "Runtime");
+        // A service name from a file is escaped in the command shown.
+        assert!(changed.hint("prod", Some("a\u{1b}[2J")).contains("--service a\\u{1b}[2J --env"));
     }
 }

@@ -11,6 +11,7 @@ use toml_edit::{DocumentMut, Item, Table, value};
 use crate::approval::{self, APPROVAL_KEY, APPROVAL_TABLE, ApprovalKey, KeyPair, PREVIOUS_KEYS};
 use crate::error::Error;
 use crate::key::{KEY_FILE_LEN, PublicKey, SecretKey};
+use crate::runtime::{BOXCAR_TABLE, SERVICES};
 use crate::sealed::SealedValue;
 
 /// An environment file opened for editing.
@@ -111,11 +112,75 @@ impl EnvDocument {
         Ok(replaced)
     }
 
+    /// Sets what the contract gives each service of this environment at run
+    /// time, `(service, run-time contract)`, as `[boxcar.services.<service>]`
+    /// (docs/FORMAT.md, "Run-time approval"), replacing what was there. The
+    /// next approval covers it; a service in an image checks it (A10).
+    pub fn set_runtime(&mut self, services: &[(String, toml::Table)]) {
+        let root = self.doc.as_table_mut();
+        let decor = root.get(BOXCAR_TABLE).and_then(Item::as_table).map(|t| {
+            let first =
+                t.get(SERVICES).and_then(Item::as_table).and_then(|s| s.iter().next().map(|(k, _)| k.to_owned()));
+            first.and_then(|k| t[SERVICES][&k].as_table().map(|s| s.decor().clone()))
+        });
+        root.remove(BOXCAR_TABLE);
+        if services.is_empty() {
+            return;
+        }
+        // First among the tables (the approval goes above them when it is
+        // made): every other header moves down as many places.
+        shift_positions(root, services.len() as isize);
+        let mut list = Table::new();
+        list.set_implicit(true);
+        for (i, (name, runtime)) in services.iter().enumerate() {
+            let mut table = Table::new();
+            table.set_position(i as isize + 1);
+            for (key, val) in runtime {
+                match val {
+                    toml::Value::Table(inner) if !inner.is_empty() => {
+                        let mut dotted = Table::new();
+                        dotted.set_dotted(true);
+                        for (k, v) in inner {
+                            dotted.insert(k, Item::Value(edit_value(v)));
+                        }
+                        table.insert(key, Item::Table(dotted));
+                    }
+                    other => {
+                        table.insert(key, Item::Value(edit_value(other)));
+                    }
+                }
+            }
+            if i == 0 {
+                match &decor {
+                    Some(Some(decor)) => *table.decor_mut() = decor.clone(),
+                    _ => table.decor_mut().set_prefix(
+                        "\n# What boxcar.toml gives each service of this environment at run time, approved\n\
+                         # with this file: `cargo xtask approve` writes it, `check` fails when it differs\n\
+                         # from boxcar.toml, and a service in an image refuses another one.\n",
+                    ),
+                }
+            }
+            list.insert(name, Item::Table(table));
+        }
+        let mut outer = Table::new();
+        outer.set_implicit(true);
+        outer.insert(SERVICES, Item::Table(list));
+        root.insert(BOXCAR_TABLE, Item::Table(outer));
+    }
+
     /// Approves the document's content with `key`, the environment's secret
     /// key: sets `approval_key` to the key's, then writes `[approval]` with the
-    /// next serial, the signature and the fingerprint of every entry. Returns
-    /// the serial. Everything else in the file stays as it was.
+    /// next serial and the signature. Returns the serial. Everything else in
+    /// the file stays as it was; an `[approval.entries]` table that an older
+    /// boxcar wrote goes (nothing reads it: it was not signed).
     pub fn approve(&mut self, key: &SecretKey) -> Result<u64, Error> {
+        self.approve_above(key, 0)
+    }
+
+    /// [`EnvDocument::approve`], with a serial above `highest` too: the
+    /// highest serial approved anywhere in the file's history, so that an
+    /// approval never repeats one made on another branch.
+    pub fn approve_above(&mut self, key: &SecretKey, highest: u64) -> Result<u64, Error> {
         let approval_key = ApprovalKey::of(key);
         let root = self.doc.as_table_mut();
         // A new key goes after the root's other values (beside `public_key`, which
@@ -123,14 +188,13 @@ impl EnvDocument {
         set_keeping_decor(root, APPROVAL_KEY, &approval_key.to_base64());
         let previous =
             root.get(APPROVAL_TABLE).and_then(|a| a.get("serial")).and_then(Item::as_integer).filter(|n| *n >= 1);
-        let serial = previous.map_or(1, |n| n as u64 + 1);
-        let table: toml::Table = self
-            .render()
-            .parse()
-            .map_err(|e: toml::de::Error| Error::Toml { path: self.path.clone(), message: e.message().to_owned() })?;
-        let (signature, entries) = approval::sign(&self.env, &table, serial, key).map_err(|e| Error::Unapproved {
+        let serial = previous.map_or(0, |n| n as u64).max(highest) + 1;
+        let table = crate::document::read_toml(&self.render())
+            .map_err(|message| Error::Toml { path: self.path.clone(), message })?;
+        let signature = approval::sign(&self.env, &table, serial, key).map_err(|e| Error::Unapproved {
             path: self.path.clone(),
             env: self.env.clone(),
+            service: None,
             problem: e.into(),
         })?;
         let mut approval = Table::new();
@@ -140,27 +204,18 @@ impl EnvDocument {
         );
         approval.insert("serial", value(serial as i64));
         approval.insert("signature", value(approval::signature_text(&signature)));
-        let mut listed = Table::new();
-        listed.decor_mut().set_prefix("# Fingerprints of what was approved, to name what changed since. Not signed.\n");
-        for (name, fp) in entries {
-            listed.insert(&name, value(fp));
-        }
-        approval.insert("entries", Item::Table(listed));
         // First among the tables, right below the keys, with the comment it had:
         // a value appended to the file (`>> production.toml`) still lands in the
-        // table that was last, not among the approval's fingerprints.
+        // table that was last, not in the approval.
         let root = self.doc.as_table_mut();
         if let Some(Item::Table(old)) = root.remove(APPROVAL_TABLE) {
             *approval.decor_mut() = old.decor().clone();
         }
-        // Every table header moves two places down, and the approval takes the
-        // first two after the root's (toml_edit numbers the root 0 and the
-        // tables of a parsed document from 1, in order).
-        shift_positions(root, 2);
+        // Every table header moves one place down, and the approval takes the
+        // first after the root's (toml_edit numbers the root 0 and the tables
+        // of a parsed document from 1, in order).
+        shift_positions(root, 1);
         approval.set_position(1);
-        if let Some(entries) = approval.get_mut("entries").and_then(Item::as_table_mut) {
-            entries.set_position(2);
-        }
         root.insert(APPROVAL_TABLE, Item::Table(approval));
         Ok(serial)
     }
@@ -221,6 +276,21 @@ fn set_keeping_decor(table: &mut Table, key: &str, text: &str) {
         }
         None => {
             table.insert(key, new);
+        }
+    }
+}
+
+/// A `toml` value as a `toml_edit` one: tables become inline tables.
+fn edit_value(v: &toml::Value) -> toml_edit::Value {
+    match v {
+        toml::Value::String(s) => s.as_str().into(),
+        toml::Value::Integer(i) => (*i).into(),
+        toml::Value::Float(f) => (*f).into(),
+        toml::Value::Boolean(b) => (*b).into(),
+        toml::Value::Datetime(d) => d.to_string().into(),
+        toml::Value::Array(items) => items.iter().map(edit_value).collect::<toml_edit::Array>().into(),
+        toml::Value::Table(t) => {
+            t.iter().map(|(k, v)| (k.clone(), edit_value(v))).collect::<toml_edit::InlineTable>().into()
         }
     }
 }
@@ -424,6 +494,9 @@ pub(crate) mod tests {
         assert_eq!(doc.approve(&sk).unwrap(), 3);
         let t: toml::Table = doc.render().parse().unwrap();
         assert_eq!(crate::approval::verify("prod", &t).unwrap().serial, 3);
+        // Above the highest serial of the history, when that is higher.
+        assert_eq!(doc.approve_above(&sk, 7).unwrap(), 8);
+        assert_eq!(doc.approve_above(&sk, 2).unwrap(), 9);
     }
 
     #[test]
@@ -437,10 +510,7 @@ pub(crate) mod tests {
         );
         let approved = approved_text(&path, &text, &sk).unwrap();
         let headers: Vec<&str> = approved.lines().filter(|l| l.starts_with('[')).collect();
-        assert_eq!(
-            headers,
-            ["[approval]", "[approval.entries]", "[app]", "[app.sub]", "[[items]]", "[[items]]", "[secrets]"]
-        );
+        assert_eq!(headers, ["[approval]", "[app]", "[app.sub]", "[[items]]", "[[items]]", "[secrets]"]);
         let first_header = approved.find("\n[").unwrap();
         assert!(approved[..first_header].contains("note = 1"), "{approved}");
         let t: toml::Table = approved.parse().unwrap();
@@ -449,14 +519,74 @@ pub(crate) mod tests {
         let only_arrays = format!("public_key = \"{}\"\n[[items]]\nname = \"a\"\n", sk.public_key().to_base64());
         let approved = approved_text(&path, &only_arrays, &sk).unwrap();
         let headers: Vec<&str> = approved.lines().filter(|l| l.starts_with('[')).collect();
-        assert_eq!(headers, ["[approval]", "[approval.entries]", "[[items]]"]);
+        assert_eq!(headers, ["[approval]", "[[items]]"]);
         // Approving again keeps one approval, in the same place.
         let again = approved_text(&path, &approved, &sk).unwrap();
         let headers: Vec<&str> = again.lines().filter(|l| l.starts_with('[')).collect();
-        assert_eq!(headers, ["[approval]", "[approval.entries]", "[[items]]"]);
+        assert_eq!(headers, ["[approval]", "[[items]]"]);
+        // The unsigned fingerprints an older boxcar wrote go at the next approval.
+        let older = again.replace("[[items]]", "[approval.entries]\npublic_key = \"00\"\n\n[[items]]");
+        let cleaned = approved_text(&path, &older, &sk).unwrap();
+        assert!(!cleaned.contains("entries"), "{cleaned}");
         // A value appended to the file lands in the last table, as before.
         let appended: toml::Table = format!("{again}extra = 1\n").parse().unwrap();
         assert!(appended["items"][0].get("extra").is_some());
+    }
+
+    #[test]
+    fn the_run_time_contract_sits_below_the_approval_and_is_approved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prod.toml");
+        let sk = SecretKey::generate();
+        let text = format!("public_key = \"{}\"\n\n[app]\nx = 1\n", sk.public_key().to_base64());
+        let runtime: toml::Table = toml::from_str(
+            "bin = \"app\"\nargs = [\"serve\"]\nenv = { B = \"2\", A = \"1\" }\nprobe_env = {}\n\
+             files = [{ to = \"/etc/x\", mode = \"0444\", sha256 = \"ab\" }]\n",
+        )
+        .unwrap();
+        let mut doc = EnvDocument::parse(&path, &text).unwrap();
+        doc.set_runtime(&[("app".to_owned(), runtime.clone()), ("worker".to_owned(), toml::Table::new())]);
+        doc.approve(&sk).unwrap();
+        let out = doc.render();
+        let headers: Vec<&str> = out.lines().filter(|l| l.starts_with('[')).collect();
+        assert_eq!(headers, ["[approval]", "[boxcar.services.app]", "[boxcar.services.worker]", "[app]"], "{out}");
+        assert!(out.contains("\nenv.A = \"1\"\nenv.B = \"2\"\n"), "{out}");
+        assert!(out.contains("\nprobe_env = {}\n"), "{out}");
+        assert!(out.contains("# What boxcar.toml gives each service"), "{out}");
+        let t = crate::read_toml(&out).unwrap();
+        assert!(crate::approval::verify_with("prod", &t, &sk).is_ok());
+        assert_eq!(crate::runtime::approved_runtime(&t, "app"), Some(&runtime));
+        assert_eq!(crate::runtime::approved_runtime(&t, "worker"), Some(&toml::Table::new()));
+        // Set again with one service: the other goes, the comment stays, and
+        // the file is no longer approved until it is approved again.
+        let mut doc = EnvDocument::parse(&path, &out).unwrap();
+        doc.set_runtime(&[("app".to_owned(), runtime.clone())]);
+        let again = doc.render();
+        assert!(!again.contains("worker"), "{again}");
+        assert_eq!(again.matches("# What boxcar.toml gives each service").count(), 1, "{again}");
+        let t = crate::read_toml(&again).unwrap();
+        assert!(crate::approval::verify("prod", &t).is_err());
+        // None: the table goes.
+        let mut doc = EnvDocument::parse(&path, &again).unwrap();
+        doc.set_runtime(&[]);
+        assert!(!doc.render().contains("boxcar"), "{}", doc.render());
+    }
+
+    #[test]
+    fn crlf_files_are_approved_as_their_lf_selves() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prod.toml");
+        let sk = SecretKey::generate();
+        let text =
+            format!("public_key = \"{}\"\r\n[app]\r\nnote = \"\"\"\r\nline\r\n\"\"\"\r\n", sk.public_key().to_base64());
+        let approved = approved_text(&path, &text, &sk).unwrap();
+        assert!(approved.contains("line\r\n"), "toml_edit keeps the file's line breaks");
+        let lf = approved.replace("\r\n", "\n");
+        for text in [&approved, &lf] {
+            let file = crate::EnvFile::parse(&path, text).unwrap();
+            assert_eq!(file.table()["app"]["note"].as_str(), Some("line\n"));
+            assert!(file.approval_with(&sk).is_ok());
+        }
     }
 
     /// `prod.toml` in `dir` after a rotation from `old` to `new`, approved

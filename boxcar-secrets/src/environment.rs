@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::file::{EnvFile, Secrets, env_file_path, env_files};
 use crate::key::SecretKey;
 use crate::names::check_env_name;
+use crate::runtime::{IMAGE_SERVICE_FILE, ServiceFile};
 
 /// Variable naming the environment to open; deployments set it.
 pub const DEPLOY_ENV: &str = "DEPLOY_ENV";
@@ -60,8 +61,22 @@ pub fn default_config_dir() -> PathBuf {
 }
 
 /// Finds the environment in `dir` (`env`, else the one file whose public key
-/// is `key`'s) and opens every value in it with `key`.
+/// is `key`'s), checks that its key's holder approved it, and in a boxcar
+/// image that it approves the run-time contract the image was built with
+/// ([`IMAGE_SERVICE_FILE`]), then opens every value in it with `key`.
 pub fn open_environment(key: &SecretKey, dir: &Path, env: Option<&str>) -> Result<(EnvFile, Secrets), StartupError> {
+    open_in(key, dir, env, Path::new(IMAGE_SERVICE_FILE))
+}
+
+/// [`open_environment`] with the image's service file at `service_file`.
+fn open_in(
+    key: &SecretKey,
+    dir: &Path,
+    env: Option<&str>,
+    service_file: &Path,
+) -> Result<(EnvFile, Secrets), StartupError> {
+    // Read first: an image whose contract cannot be checked opens nothing.
+    let runtime = ServiceFile::read(service_file).map_err(|e| StartupError::Unapproved(vec![e.to_string()]))?;
     let config = |msg: String| StartupError::Config(vec![msg]);
     let file = match env.filter(|e| !e.is_empty()) {
         Some(env) => {
@@ -112,9 +127,21 @@ pub fn open_environment(key: &SecretKey, dir: &Path, env: Option<&str>) -> Resul
             }
         }
     };
+    let file = file.for_service(runtime.as_ref().map(|r| r.service.as_str()));
     // Approval before opening: a setting that was never approved could say
-    // where the opened values go.
+    // where the opened values go, and so could the run-time contract.
     file.approval_with(key).map_err(|e| StartupError::Unapproved(vec![e.to_string()]))?;
+    if let Some(runtime) = &runtime {
+        runtime.check(file.table()).map_err(|problem| {
+            let err = crate::Error::Unapproved {
+                path: file.path().to_owned(),
+                env: file.env().to_owned(),
+                service: Some(runtime.service.clone()),
+                problem,
+            };
+            StartupError::Unapproved(vec![err.to_string()])
+        })?;
+    }
     let secrets = file.open_all(key).map_err(|err| match err {
         crate::Error::Secrets { path, failures } => {
             StartupError::Secrets(failures.iter().map(|f| format!("{}: {f}", path.display())).collect())
@@ -202,12 +229,14 @@ mod tests {
         let err = open_environment(&a, dir.path(), None).unwrap_err();
         let StartupError::Unapproved(lines) = &err else { panic!("{err}") };
         assert_eq!(lines.len(), 1);
-        assert!(
-            lines[0].starts_with(&format!(
-                "{}: is not approved as it is: changed since it was approved: app.api_base;",
+        assert_eq!(
+            lines[0],
+            format!(
+                "{}: is not approved as it is: its content, or its environment, differs from what was approved; \
+                 a holder of the secret key must review the change and approve it: \
+                 `cargo xtask approve --env alpha` (`cargo xtask check` names what changed) [ApprovalError::Signature]",
                 path.display()
-            )),
-            "{err}"
+            )
         );
         assert_eq!(err.lines(), &lines[..]);
         // Approved again, it opens.
@@ -217,6 +246,70 @@ mod tests {
         std::fs::write(&path, format!("public_key = \"{}\"\n", a.public_key().to_base64())).unwrap();
         let err = open_environment(&a, dir.path(), Some("alpha")).unwrap_err();
         assert!(matches!(&err, StartupError::Unapproved(l) if l[0].contains("no `approval_key`")), "{err}");
+    }
+
+    #[test]
+    fn in_an_image_the_run_time_contract_must_be_approved() {
+        let dir = tempfile::tempdir().unwrap();
+        let configs = dir.path().join("deploy-config");
+        std::fs::create_dir(&configs).unwrap();
+        let a = SecretKey::generate();
+        let runtime: toml::Table = "bin = \"app\"\nenv = { API = \"https://api.example\" }\n".parse().unwrap();
+        // The file approves app's run-time contract.
+        let path = env_file_path(&configs, "alpha");
+        let text = format!(
+            "public_key = \"{}\"\n[secrets]\ntoken = \"{}\"\n",
+            a.public_key().to_base64(),
+            crate::seal(a.public_key(), "alpha", "token", b"one").unwrap()
+        );
+        let mut doc = crate::EnvDocument::parse(&path, &text).unwrap();
+        doc.set_runtime(&[("app".to_owned(), runtime.clone())]);
+        doc.approve(&a).unwrap();
+        doc.write().unwrap();
+        let service_file = dir.path().join("service.toml");
+        let open = |env: Option<&str>| open_in(&a, &configs, env, &service_file);
+
+        // No service file (outside an image): not checked.
+        assert!(open(None).is_ok());
+        // The image holds what was approved.
+        std::fs::write(&service_file, crate::ServiceFile::render("app", &runtime)).unwrap();
+        let (file, secrets) = open(Some("alpha")).unwrap();
+        assert_eq!(secrets.get("token").unwrap().expose_bytes(), b"one");
+        assert_eq!(file.env(), "alpha");
+        // The image was built from a contract that sends the token elsewhere.
+        let mut evil = runtime.clone();
+        evil["env"].as_table_mut().unwrap().insert("API".into(), "https://evil.example".into());
+        std::fs::write(&service_file, crate::ServiceFile::render("app", &evil)).unwrap();
+        let err = open(None).unwrap_err();
+        assert_eq!(
+            err,
+            StartupError::Unapproved(vec![format!(
+                "{}: the run-time contract of service `app` in this image is not the one this file approves: \
+                 it differs in env.API; a holder of the secret key reviews boxcar.toml's change for this environment \
+                 and approves it (`cargo xtask approve --service app --env alpha`), then the image is built again \
+                 [ApprovalError::Runtime]",
+                path.display()
+            )])
+        );
+        // Another service's image: the file approves nothing for it.
+        std::fs::write(&service_file, crate::ServiceFile::render("worker", &runtime)).unwrap();
+        let err = open(None).unwrap_err().to_string();
+        assert!(
+            err.contains("service `worker` in this image") && err.contains("approves no run-time contract"),
+            "{err}"
+        );
+        // A service file that cannot be read opens nothing.
+        std::fs::write(&service_file, "service = 3\n").unwrap();
+        let err = open(None).unwrap_err();
+        assert!(matches!(&err, StartupError::Unapproved(l) if l[0].contains("`service` must be")), "{err}");
+        // Unapproved content is reported as such first, naming the image's service.
+        std::fs::write(&service_file, crate::ServiceFile::render("app", &runtime)).unwrap();
+        std::fs::write(&path, format!("{}\n[app]\nx = 1\n", std::fs::read_to_string(&path).unwrap())).unwrap();
+        let err = open(None).unwrap_err().to_string();
+        assert!(
+            err.contains("approve --service app --env alpha") && err.ends_with("[ApprovalError::Signature]"),
+            "{err}"
+        );
     }
 
     #[test]

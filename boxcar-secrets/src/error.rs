@@ -261,12 +261,20 @@ pub enum Error {
         given: KeyId,
     },
     /// The content is not approved by the environment's key.
-    #[error("{}: {problem}; {} [ApprovalError::{}]", path.display(), problem.hint(env), problem.name())]
+    #[error(
+        "{}: {problem}; {} [ApprovalError::{}]",
+        path.display(),
+        problem.hint(env, service.as_deref()),
+        problem.name()
+    )]
     Unapproved {
         /// The file.
         path: PathBuf,
         /// Its environment.
         env: String,
+        /// The service whose file it is, when the command named one: the
+        /// hint names it (`--service NAME`).
+        service: Option<String>,
         /// Why it is not approved.
         problem: crate::approval::ApprovalError,
     },

@@ -25,6 +25,8 @@ pub struct EnvFile {
     /// Raw TOML value of each entry under `[secrets]`, in file order by name.
     secrets: BTreeMap<String, toml::Value>,
     table: toml::Table,
+    /// The service whose file this is, for hints (`--service NAME`).
+    service: Option<String>,
 }
 
 impl std::fmt::Debug for EnvFile {
@@ -60,10 +62,8 @@ impl EnvFile {
     /// Parses `text` as the content of `path` (which is not read).
     pub fn parse(path: &Path, text: &str) -> Result<EnvFile, Error> {
         let env = env_of(path)?;
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::Toml {
-            path: path.to_owned(),
-            message: toml_message(text, e.message(), e.span()),
-        })?;
+        let table =
+            crate::document::read_toml(text).map_err(|message| Error::Toml { path: path.to_owned(), message })?;
         let public_key = match table.get("public_key") {
             None => return Err(Error::MissingPublicKey { path: path.to_owned(), env }),
             Some(toml::Value::String(s)) => PublicKey::from_base64(s).map_err(|cause| Error::PublicKey {
@@ -80,7 +80,16 @@ impl EnvFile {
             Some(toml::Value::Table(t)) => t.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             Some(_) => return Err(Error::SecretsNotATable { path: path.to_owned() }),
         };
-        Ok(EnvFile { path: path.to_owned(), env, public_key, secrets, table })
+        Ok(EnvFile { path: path.to_owned(), env, public_key, secrets, table, service: None })
+    }
+
+    /// The same file, as service `service`'s: errors then say
+    /// `cargo xtask approve --service NAME …`. A workspace's commands name the
+    /// service when it is not the contract's default; a service in an image
+    /// names itself.
+    pub fn for_service(mut self, service: Option<&str>) -> EnvFile {
+        self.service = service.map(str::to_owned);
+        self
     }
 
     /// The file this was read from.
@@ -142,7 +151,7 @@ impl EnvFile {
     }
 
     fn unapproved(&self, problem: crate::approval::ApprovalError) -> Error {
-        Error::Unapproved { path: self.path.clone(), env: self.env.clone(), problem }
+        Error::Unapproved { path: self.path.clone(), env: self.env.clone(), service: self.service.clone(), problem }
     }
 
     /// Every problem that can be found without the secret key: names, shapes,

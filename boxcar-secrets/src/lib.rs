@@ -26,12 +26,14 @@
 //! ```
 
 pub mod approval;
+mod document;
 mod environment;
 mod error;
 mod file;
 mod intake;
 mod key;
 mod names;
+pub mod runtime;
 mod sealed;
 mod show;
 mod value;
@@ -40,12 +42,14 @@ mod value;
 mod edit;
 
 pub use approval::{ApprovalError, ApprovalKey, Approved, KeyPair};
+pub use document::read_toml;
 pub use environment::{DEPLOY_ENV, IMAGE_CONFIG_DIR, StartupError, default_config_dir, open_environment};
 pub use error::{Error, IntakeError, KeyError, OpenError, ParseError, SecretFailure, SecretProblem};
 pub use file::{EnvFile, Secrets, env_file_path, env_files, env_of};
 pub use intake::{Intake, KeySource, SECRET_KEY, SECRET_KEY_FILE, proc_environ_contains, read_key_file, take_from_env};
 pub use key::{KEY_FILE_LEN, KEY_LEN, KeyId, PublicKey, SecretKey};
 pub use names::{MAX_ENV_LEN, MAX_NAME_LEN, check_env_name, check_secret_name};
+pub use runtime::{IMAGE_SERVICE_FILE, ServiceFile};
 pub use sealed::{MAX_VALUE_LEN, PREFIX, SealedValue, VERSION};
 pub use show::escape;
 pub use value::SecretValue;

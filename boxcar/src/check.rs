@@ -8,25 +8,32 @@ use boxcar_secrets::EnvFile;
 use xshell::Shell;
 
 use crate::contract::Service;
+use crate::history::BaseArg;
 use crate::project::Context;
 
 /// Check every environment file and the repository, without any secret key.
 ///
-/// Every <config dir>/<ENV>.toml of every service in boxcar.toml (or
+/// Follows every environment from a trusted base commit to the work tree:
+/// by default the merge base of HEAD and origin/HEAD; in a pull request's CI,
+/// pass the branch it merges into (`--base origin/main`). With history but
+/// no base, it fails: it never trusts the history it is checking. Every
+/// version of every environment file between the base and the work tree,
+/// along every parent of every merge and wherever the file moved, must be
+/// approved by a key the base's key endorsed, and no approval serial may go
+/// down (an older approved file brought back).
+///
+/// Also: every <config dir>/<ENV>.toml of every service in boxcar.toml (or
 /// deploy-config/ without one) must parse and have a valid public key; every
 /// value under [secrets] must be sealed (no plaintext), in a known format
-/// version, to that file's key; the service's own check (boxcar.toml's
-/// `check`, built and run on this machine) must pass on each file; and no
-/// tracked file may contain the secret key of any environment. Prints one line
-/// per problem and exits non-zero if there is any.
+/// version, to that file's key; each file must approve what boxcar.toml gives
+/// its services at run time ([boxcar.services.NAME]); the service's own check
+/// (boxcar.toml's `check`, built and run on this machine) must pass on each
+/// file; and no tracked file may contain the secret key of any environment.
+/// Prints one line per problem and exits non-zero if there is any.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Follow each environment's keys from its version at REF (a commit, a
-    /// branch: `origin/main` in a pull request's CI) instead of from the
-    /// file's first commit. After a deliberate restart with a new key
-    /// (`keygen --force`), the commit that made it.
-    #[arg(long, value_name = "REF")]
-    base: Option<String>,
+    #[command(flatten)]
+    base: BaseArg,
 }
 
 pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
@@ -34,11 +41,17 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
     let mut public_keys = BTreeMap::new();
 
     // Each folder of environment files, with the services that read it.
-    let mut folders: Vec<(PathBuf, Vec<Service>)> = Vec::new();
-    match ctx.contract()? {
-        None => folders.push((PathBuf::from(crate::defaults::CONFIG_DIR), Vec::new())),
+    let contract = match ctx.contract()? {
+        None => None,
         Some(mut contract) => {
             contract.resolve(&ctx.root)?;
+            Some(contract)
+        }
+    };
+    let mut folders: Vec<(PathBuf, Vec<Service>)> = Vec::new();
+    match &contract {
+        None => folders.push((PathBuf::from(crate::defaults::CONFIG_DIR), Vec::new())),
+        Some(contract) => {
             for service in contract.services() {
                 match folders.iter_mut().find(|(dir, _)| *dir == service.config_dir) {
                     Some((_, services)) => services.push(service.clone()),
@@ -47,8 +60,39 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    // Asked once for every file's key history.
-    let git = crate::trust::Git::probe(sh, args.base.as_deref());
+    let default_service = contract.as_ref().and_then(|c| c.pick(None).ok()).map(|s| s.name.clone());
+
+    // Every environment through its history (R0 to R5).
+    let verdict = match crate::history::start(sh, args.base.base.as_deref()) {
+        Err(why) => {
+            problems.push(why);
+            None
+        }
+        Ok(start) => {
+            if start == crate::history::Start::NotGit {
+                println!("note: not a git checkout: no history to follow; every environment is taken as it is");
+            }
+            match crate::history::read(sh, &start) {
+                Ok(history) => {
+                    let hint = |v: &crate::trust::Version| {
+                        v.services
+                            .iter()
+                            .find(|s| Some(*s) == default_service.as_ref())
+                            .map_or_else(|| v.services.first().cloned(), |_| None)
+                    };
+                    Some(crate::trust::evaluate(&history, &hint))
+                }
+                Err(why) => {
+                    problems.push(format!("{why:#}"));
+                    None
+                }
+            }
+        }
+    };
+    if let Some(verdict) = &verdict {
+        problems.extend(verdict.problems.iter().map(ToString::to_string));
+    }
+
     let mut files = 0;
     // Each service is built once, for all of its environment files.
     let mut built: Vec<(String, PathBuf)> = Vec::new();
@@ -65,8 +109,9 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
                 }
             };
             let mut found: Vec<String> = file.problems().iter().map(|p| format!("{shown}: {p}")).collect();
-            let trust = crate::trust::check(sh, &file, git.as_ref());
-            found.extend(trust.problems.iter().map(|p| format!("{shown}: {p}")));
+            if file.approval().is_ok() {
+                found.extend(runtime_problems(ctx, &file, services, default_service.as_deref(), &shown)?);
+            }
             for service in services {
                 let Some(args) = &service.check else { continue };
                 let binary = match built.iter().find(|(name, _)| *name == service.name) {
@@ -83,7 +128,9 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
                     found.extend(answer.lines().into_iter().map(|l| format!("{shown}: `{what}`: {l}")));
                 }
             }
-            if found.is_empty() {
+            let trust =
+                verdict.as_ref().and_then(|v| v.files.get(dir.join(path.file_name().unwrap_or_default()).as_path()));
+            if found.is_empty() && trust.is_some_and(|t| !t.troubled) {
                 let checked: Vec<String> = services
                     .iter()
                     .filter_map(|s| s.check.as_ref().map(|a| format!("`{}`", crate::service_cmd::describe(s, a))))
@@ -92,7 +139,7 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
                     "ok  {shown}: {} secret(s) sealed to key {}, {}{}",
                     file.secret_names().count(),
                     file.public_key().key_id(),
-                    trust.summary,
+                    trust.map(|t| t.summary.as_str()).unwrap_or_default(),
                     if checked.is_empty() { String::new() } else { format!("; {} passed", checked.join(", ")) }
                 );
             }
@@ -103,6 +150,9 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
     if files == 0 {
         let dirs: Vec<String> = folders.iter().map(|(d, _)| format!("{}/", ctx.show(d))).collect();
         println!("no environment files in {} yet (create one with `cargo xtask keygen --env ENV`)", dirs.join(", "));
+    }
+    for note in verdict.iter().flat_map(|v| &v.notes) {
+        println!("note: {note}");
     }
 
     let tracked = tracked_files(sh, &ctx.root)?;
@@ -123,6 +173,45 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
         println!("error: {p}");
     }
     bail!("check found {} problem(s)", problems.len())
+}
+
+/// R6: `file` must approve what boxcar.toml gives each of its `services` at
+/// run time, as `[boxcar.services.NAME]`.
+fn runtime_problems(
+    ctx: &Context,
+    file: &EnvFile,
+    services: &[Service],
+    default_service: Option<&str>,
+    shown: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for service in services {
+        let now = service.runtime(&ctx.root)?;
+        let service_arg = if Some(service.name.as_str()) == default_service {
+            String::new()
+        } else {
+            format!("--service {} ", service.name)
+        };
+        let what = match boxcar_secrets::runtime::approved_runtime(file.table(), &service.name) {
+            None => "approves no run-time contract for it".to_owned(),
+            Some(approved) => {
+                let changed = boxcar_secrets::runtime::differences(approved, &now);
+                if changed.is_empty() {
+                    continue;
+                }
+                format!("approved another: it differs in {}", changed.join(", "))
+            }
+        };
+        out.push(format!(
+            "{shown}: boxcar.toml gives service `{}` at run time what environment `{}` did not approve ({what}); \
+             a holder of its secret key reviews the change and approves it (`cargo xtask approve {service_arg}--env {}`), \
+             or boxcar.toml goes back [R6]",
+            service.name,
+            file.env(),
+            file.env()
+        ));
+    }
+    Ok(out)
 }
 
 // What `check` scans; `image` asks it too.

@@ -424,6 +424,61 @@ impl Service {
     pub fn env_file_in_image(env: &str) -> String {
         format!("{IMAGE_CONFIG_DIR}/{env}.toml")
     }
+
+    /// What the contract gives the service at run time, with its extra
+    /// files read from the workspace at `root`: what the approval of each of
+    /// its environments covers (docs/CONTRACT.md, "What the approval covers").
+    pub fn runtime(&self, root: &Path) -> anyhow::Result<toml::Table> {
+        let mut files = Vec::new();
+        for f in &self.files {
+            let data = std::fs::read(root.join(&f.from)).with_context(|| {
+                format!(
+                    "{FILE}: service `{}`: files: from = `{}` cannot be read",
+                    self.name,
+                    crate::show::escape(&f.from.display().to_string())
+                )
+            })?;
+            files.push((f.to.clone(), f.mode, data));
+        }
+        Ok(self.runtime_with(&files))
+    }
+
+    /// [`Service::runtime`] with the extra files' `(to, mode, content)` given,
+    /// as `image` has them. Every field is always there (empty when the
+    /// contract sets nothing), so two spellings of one contract give one table.
+    pub fn runtime_with(&self, files: &[(String, u32, Vec<u8>)]) -> toml::Table {
+        use sha2::Digest as _;
+        let strings = |list: &[String]| toml::Value::Array(list.iter().map(|a| a.as_str().into()).collect());
+        let variables = |vars: &[(String, String)]| {
+            toml::Value::Table(vars.iter().map(|(k, v)| (k.clone(), v.as_str().into())).collect())
+        };
+        let files = files
+            .iter()
+            .map(|(to, mode, data)| {
+                let sha256: String = sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect();
+                let entry: toml::Table = [
+                    ("to".to_owned(), to.as_str().into()),
+                    ("mode".to_owned(), format!("{mode:04o}").into()),
+                    ("sha256".to_owned(), sha256.into()),
+                ]
+                .into_iter()
+                .collect();
+                toml::Value::Table(entry)
+            })
+            .collect();
+        [
+            ("bin", self.bin.as_str().into()),
+            ("config_dir", self.config_dir.display().to_string().into()),
+            ("args", strings(&self.args)),
+            ("env", variables(&self.env)),
+            ("health_command", strings(self.health.command.as_deref().unwrap_or_default())),
+            ("probe_env", variables(&self.probe_env)),
+            ("files", toml::Value::Array(files)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
 }
 
 fn check_service(raw: RawService, at: &str, problems: &mut Vec<String>) -> Service {

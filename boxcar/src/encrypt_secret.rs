@@ -6,6 +6,7 @@ use anyhow::{Context as _, bail};
 use boxcar_secrets::{EnvDocument, PublicKey};
 use zeroize::Zeroizing;
 
+use crate::history::BaseArg;
 use crate::project::{Context, EnvArg};
 
 /// Seal a secret value into deploy-config/<ENV>.toml.
@@ -27,34 +28,24 @@ pub struct Args {
     /// Keep a trailing newline in the value instead of removing one.
     #[arg(long)]
     keep_trailing_newline: bool,
-    /// Seal to the file's public key even though it is not the one this
-    /// machine sealed to before for this repository and environment (after a
-    /// rotation you know of).
+    /// Seal to the file's public key even though nothing shows it is the
+    /// environment's: no key the trusted base holds endorsed it, or (without
+    /// a base) it is not the one this machine sealed to before. For a key you
+    /// know is right, such as one you have just made.
     #[arg(long)]
     accept_new_key: bool,
+    #[command(flatten)]
+    base: BaseArg,
 }
 
-pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(sh: &xshell::Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     ctx.use_config_of(&args.at.service)?;
     boxcar_secrets::check_secret_name(&args.name).map_err(|p| anyhow::anyhow!("secret name `{}` {p}", args.name))?;
     let file = ctx.load_env(&args.at.env)?;
     let key = file.public_key();
     let known = crate::keys::KnownKeys::load();
-    if let Some(before) = known.get(&ctx.root, &args.at.env)
-        && before != *key
-        && !args.accept_new_key
-    {
-        bail!(
-            "{} now names public key {} ({}), but this machine sealed to {} ({}) for environment `{}` before; \
-             nothing was sealed. A pull request can swap the key to read what you seal: if the change is a rotation \
-             you know of, pass --accept-new-key",
-            ctx.show(file.path()),
-            key.key_id(),
-            fingerprint(key),
-            before.key_id(),
-            fingerprint(&before),
-            args.at.env
-        );
+    if !args.accept_new_key {
+        refuse_an_unknown_key(sh, ctx, &file, &known, &args)?;
     }
 
     let value = if std::io::stdin().is_terminal() {
@@ -99,11 +90,81 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     );
     println!(
         "not approved yet: services refuse to start on {} until a holder of the secret key reviews it and runs \
-         `cargo xtask approve --env {}`",
+         `cargo xtask approve {}--env {}`",
         ctx.show(file.path()),
+        ctx.service_arg(),
         args.at.env
     );
     Ok(())
+}
+
+/// A pull request can swap `public_key` for the attacker's, to read what is
+/// sealed next. The key is the environment's when a key the trusted base
+/// holds endorsed it (`check`'s R2, from git history: right on any machine);
+/// without a base, when it is the key this machine sealed to before.
+/// Anything else is refused, saying why.
+fn refuse_an_unknown_key(
+    sh: &xshell::Shell,
+    ctx: &Context,
+    file: &boxcar_secrets::EnvFile,
+    known: &crate::keys::KnownKeys,
+    args: &Args,
+) -> anyhow::Result<()> {
+    let key = file.public_key();
+    let path = file.path().strip_prefix(&ctx.root).unwrap_or(file.path()).to_owned();
+    // `Ok`: endorsed from the base's key. `Err(Some(line))`: not endorsed.
+    // `Err(None)`: history cannot say (no base, or a new environment).
+    let from_history = || -> Result<(), (Option<String>, String)> {
+        let start = crate::history::start(sh, args.base.base.as_deref()).map_err(|why| (None, why))?;
+        if !matches!(start, crate::history::Start::Base { .. }) {
+            return Err((None, "there is no history to follow".to_owned()));
+        }
+        let history = crate::history::read(sh, &start).map_err(|e| (None, format!("{e:#}")))?;
+        let verdict = crate::trust::evaluate(&history, &|_| None);
+        let swapped = verdict
+            .problems
+            .iter()
+            .find(|p| p.rule == crate::trust::Rule::R2 && p.at == crate::trust::At::WorkTree && p.path == path);
+        if let Some(problem) = swapped {
+            return Err((Some(problem.to_string()), String::new()));
+        }
+        match verdict.files.get(&path) {
+            Some(f) if f.new => Err((None, "it is a new environment since the base".to_owned())),
+            _ => Ok(()),
+        }
+    };
+    let sealed_to = known.get(&ctx.root, file.env());
+    match from_history() {
+        Ok(()) => Ok(()),
+        Err((Some(swapped), _)) => bail!(
+            "{swapped}\nnothing was sealed: a pull request can swap the key to read what you seal. If the change is \
+             a rotation you know of, pass --accept-new-key"
+        ),
+        Err(_) if sealed_to.as_ref() == Some(key) => Ok(()),
+        Err((None, why)) => match sealed_to {
+            Some(before) => bail!(
+                "{} now names public key {} ({}), but this machine sealed to {} ({}) for environment `{}` before, \
+                 and git history cannot tell which is the environment's ({why}); nothing was sealed. A pull request \
+                 can swap the key to read what you seal: if the change is a rotation you know of, pass \
+                 --accept-new-key, or pass --base with a commit you trust",
+                ctx.show(file.path()),
+                key.key_id(),
+                fingerprint(key),
+                before.key_id(),
+                fingerprint(&before),
+                file.env()
+            ),
+            None => bail!(
+                "cannot tell whether public key {} ({}) of {} is environment `{}`'s: {why}, and this machine never \
+                 sealed to it; nothing was sealed. Pass --base with a commit you trust, or --accept-new-key if you \
+                 know the key (you made it, or its holder told you its fingerprint)",
+                key.key_id(),
+                fingerprint(key),
+                ctx.show(file.path()),
+                file.env()
+            ),
+        },
+    }
 }
 
 /// The whole SHA-256 of a public key in hex: a key id is short enough to collide on purpose.

@@ -134,7 +134,6 @@ pub fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<Image> {
 /// environment files are in `ctx`'s folder.
 pub fn build(sh: &Shell, ctx: &mut Context, service: &Service, args: &Args) -> anyhow::Result<Image> {
     let started = Instant::now();
-    refuse_bad_env_files(ctx)?;
     let git = git(sh)?;
     if git.dirty {
         eprintln!(
@@ -146,6 +145,8 @@ pub fn build(sh: &Shell, ctx: &mut Context, service: &Service, args: &Args) -> a
     let ca_bundle = ca_bundle(ctx, args.ca_bundle.as_deref())?;
     let excluded = excluded_from_build(ctx)?;
     let files = extra_files(ctx, service)?;
+    let shipped = env_files(sh, ctx, args.ignored_env.as_ref().map(|(file, _)| file.as_str()))?;
+    refuse_bad_env_files(ctx, service, &shipped, &files)?;
     let repo = args.repo.clone().unwrap_or_else(|| service.name.clone());
     let short = if git.dirty { format!("{}-dirty", git.short) } else { git.short.clone() };
     let push = args.push.as_deref().map(|text| crate::registry::parse_target(text, &short)).transpose()?;
@@ -175,7 +176,7 @@ pub fn build(sh: &Shell, ctx: &mut Context, service: &Service, args: &Args) -> a
             service: service.clone(),
             binary: compiled.binary,
             probe,
-            env_files: env_files(sh, ctx, args.ignored_env.as_ref().map(|(file, _)| file.as_str()))?,
+            env_files: shipped.clone(),
             files,
             ca_bundle: compiled.ca_bundle,
             epoch: epoch(git.time)?,
@@ -359,15 +360,50 @@ fn env_files(sh: &Shell, ctx: &Context, ignored: Option<&str>) -> anyhow::Result
     Ok(out)
 }
 
-/// The environment files ship in the image: each must pass what `check`
-/// checks without a key (no plaintext under [secrets], every value sealed to
-/// its file's key) before anything is built.
-fn refuse_bad_env_files(ctx: &Context) -> anyhow::Result<()> {
+/// The environment files that ship in the image: each must pass what
+/// `check` checks without a key (no plaintext under [secrets], every value
+/// sealed to its file's key), be approved, and approve what the contract
+/// gives the service at run time, before anything is built: an image that
+/// carries anything else would not start.
+fn refuse_bad_env_files(
+    ctx: &Context,
+    service: &Service,
+    env_files: &[(String, Vec<u8>)],
+    files: &[(String, u32, Vec<u8>)],
+) -> anyhow::Result<()> {
+    let runtime = service.runtime_with(files);
     let mut problems = Vec::new();
-    for path in config_files(ctx)? {
-        match EnvFile::load(&path) {
-            Ok(file) => problems.extend(file.problems().iter().map(|p| format!("{}: {p}", ctx.show(&path)))),
-            Err(e) => problems.push(e.to_string()),
+    for (name, bytes) in env_files {
+        let path = ctx.config_dir().join(name);
+        let shown = ctx.show(&path);
+        let text = String::from_utf8_lossy(bytes);
+        let file = match EnvFile::parse(&path, &text) {
+            Ok(file) => file.for_service(ctx.named_service()),
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
+        problems.extend(file.problems().iter().map(|p| format!("{shown}: {p}")));
+        if let Err(e) = file.approval() {
+            problems.push(format!("{e} (an image with it would not start)"));
+            continue;
+        }
+        let changed = match boxcar_secrets::runtime::approved_runtime(file.table(), &service.name) {
+            None => vec!["it approves none".to_owned()],
+            Some(approved) => boxcar_secrets::runtime::differences(approved, &runtime),
+        };
+        if !changed.is_empty() {
+            problems.push(format!(
+                "{shown}: boxcar.toml gives service `{}` at run time what environment `{}` did not approve ({}); \
+                 an image with it would not start: have a holder of its secret key review the change and approve it \
+                 (`cargo xtask approve {}--env {}`)",
+                service.name,
+                file.env(),
+                changed.join(", "),
+                ctx.service_arg(),
+                file.env()
+            ));
         }
     }
     if problems.is_empty() {
@@ -377,7 +413,8 @@ fn refuse_bad_env_files(ctx: &Context) -> anyhow::Result<()> {
         eprintln!("error: {p}");
     }
     bail!(
-        "{} problem(s) in the environment files that would ship in the image; `cargo xtask check` lists them too",
+        "{} problem(s) in the environment files that would ship in the image; nothing was built \
+         (`cargo xtask check` lists them too)",
         problems.len()
     )
 }

@@ -34,6 +34,8 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
         .map_err(|p| anyhow::anyhow!("environment name `{}` {p}", args.at.env))?;
     let path = ctx.env_path(&args.at.env);
     let mut doc = EnvDocument::load_or_new(&path)?;
+    // What the new key approves with it: read before any key is written.
+    let runtimes = ctx.runtimes_in(&ctx.config_dir())?;
     let stale = doc.secret_names();
     let replaced = doc.public_key_text().is_some();
     if let Some(existing) = doc.public_key_text() {
@@ -66,6 +68,7 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     doc.set_public_key(key.public_key());
     // No earlier key vouches for this one: its chain starts here.
     doc.start_new_chain();
+    doc.set_runtime(&runtimes);
     // The new key approves what it was made with; for a new file, that is
     // just the key itself.
     if let Err(err) = doc.approve(&key) {
@@ -84,6 +87,10 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     println!("  public key  {} ({verb}, `public_key`)", ctx.show(&path));
     println!("  secret key  {} (mode 0600)", out.display());
     println!("  approved    with approval key {}", boxcar_secrets::ApprovalKey::of(&key).key_id());
+    if !runtimes.is_empty() {
+        let names: Vec<&str> = runtimes.iter().map(|(n, _)| n.as_str()).collect();
+        println!("              with what boxcar.toml gives {} at run time ([boxcar.services])", names.join(", "));
+    }
     if args.force && replaced {
         eprintln!(
             "warning: the old key did not endorse the new one (only `rotate-key` can, with the old key): \

@@ -24,6 +24,9 @@ pub mod defaults;
 pub mod deploy;
 pub mod dev;
 pub mod engine;
+pub mod entries;
+pub mod git;
+pub mod history;
 pub mod image;
 pub mod keys;
 pub mod leaks;
@@ -71,8 +74,8 @@ impl Command {
     pub fn run(self, sh: &xshell::Shell, ctx: &mut Context) -> anyhow::Result<()> {
         match self {
             Command::Keygen(args) => keygen::run(ctx, args),
-            Command::EncryptSecret(args) => encrypt_secret::run(ctx, args),
-            Command::Approve(args) => approve::run(ctx, args),
+            Command::EncryptSecret(args) => encrypt_secret::run(sh, ctx, args),
+            Command::Approve(args) => approve::run(sh, ctx, args),
             Command::Check(args) => check::run(sh, ctx, args),
             Command::Verify(args) => verify::run(ctx, args),
             Command::RotateKey(args) => rotate_key::run(ctx, args),

@@ -54,12 +54,15 @@ pub struct Context {
     pub(crate) env_key: EnvKey,
     /// The folder of environment files this command works in.
     config_dir: PathBuf,
+    /// The service the command is about, when it is not the contract's
+    /// default: hints name it (`cargo xtask approve --service NAME …`).
+    named_service: Option<String>,
 }
 
 impl Context {
     /// A context for `root`, where the process now runs.
     pub fn new(root: PathBuf, invoked_from: PathBuf, env_key: EnvKey) -> Context {
-        Context { root, invoked_from, env_key, config_dir: PathBuf::from(defaults::CONFIG_DIR) }
+        Context { root, invoked_from, env_key, config_dir: PathBuf::from(defaults::CONFIG_DIR), named_service: None }
     }
 
     /// The service contract, checked; `None` when the project has no boxcar.toml.
@@ -87,6 +90,7 @@ impl Context {
         let contract = self.resolved_contract()?;
         let service = contract.pick(arg.service.as_deref())?.clone();
         self.config_dir.clone_from(&service.config_dir);
+        self.named_service = Context::unless_default(&contract, &service.name);
         Ok(service)
     }
 
@@ -94,13 +98,48 @@ impl Context {
     /// files, or `deploy-config` in a project without boxcar.toml.
     pub(crate) fn use_config_of(&mut self, arg: &ServiceArg) -> anyhow::Result<()> {
         match self.contract()? {
-            Some(contract) => self.config_dir.clone_from(&contract.pick(arg.service.as_deref())?.config_dir),
+            Some(contract) => {
+                let service = contract.pick(arg.service.as_deref())?;
+                self.config_dir.clone_from(&service.config_dir);
+                self.named_service = Context::unless_default(&contract, &service.name);
+            }
             None if arg.service.is_some() => {
                 bail!("--service needs a {} that declares it; this project has none", contract::FILE)
             }
             None => {}
         }
         Ok(())
+    }
+
+    /// What boxcar.toml gives each service whose folder of environment files
+    /// is `dir` at run time, `(service, run-time contract)`: what the approval
+    /// of every environment in `dir` covers. None in a project without boxcar.toml.
+    pub fn runtimes_in(&self, dir: &Path) -> anyhow::Result<Vec<(String, toml::Table)>> {
+        let Some(mut contract) = self.contract()? else { return Ok(Vec::new()) };
+        contract.resolve(&self.root)?;
+        contract
+            .services()
+            .iter()
+            .filter(|s| s.config_dir == dir)
+            .map(|s| Ok((s.name.clone(), s.runtime(&self.root)?)))
+            .collect()
+    }
+
+    /// `name`, unless it is what the contract picks without `--service`.
+    fn unless_default(contract: &Contract, name: &str) -> Option<String> {
+        let default = contract.pick(None).ok().map(|s| s.name.as_str());
+        (default != Some(name)).then(|| name.to_owned())
+    }
+
+    /// The service the command is about, when it is not the contract's default.
+    pub fn named_service(&self) -> Option<&str> {
+        self.named_service.as_deref()
+    }
+
+    /// `--service NAME ` when the command is about a service other than the
+    /// default, for the commands a message suggests; else nothing.
+    pub fn service_arg(&self) -> String {
+        self.named_service.as_ref().map(|s| format!("--service {s} ")).unwrap_or_default()
     }
 
     /// The folder of environment files, relative to the root.
@@ -131,7 +170,7 @@ impl Context {
         if !path.exists() {
             bail!("{} does not exist; create the environment with `cargo xtask keygen --env {env}`", self.show(&path));
         }
-        Ok(EnvFile::load(&path)?)
+        Ok(EnvFile::load(&path)?.for_service(self.named_service.as_deref()))
     }
 
     /// Finds the secret key for `file`'s environment, in this order: `--key-file`,

@@ -1,244 +1,657 @@
-//! What `check` knows of an environment file without any key: whether its
-//! content is approved, and whether its keys descend from the environment's
-//! first key, followed through the git history of the file.
+//! What `check` knows of the environments without any key: whether every
+//! version between a trusted base and the work tree was approved by a key
+//! that descends from the one the base holds, and never brought back an
+//! older approval. The rules are docs/FORMAT.md's "Checking without a key"
+//! (R0 to R5), applied to a [`History`] that `history` reads from git; this
+//! module asks nothing of git, so every rule is tested on histories made in
+//! memory.
 //!
 //! A pull request can set `public_key` and `approval_key` to keys of its own
-//! and re-sign everything with them; the file alone then looks fine. What it
-//! cannot do is make the environment's earlier key endorse the new one. So
-//! the first key is taken from the oldest committed version of the file (or
-//! from `--base`), and every key any version names must be reached from it
-//! by endorsements (`[[previous_keys]]`, which `rotate-key` writes).
+//! and re-sign everything; the file alone then looks fine. What it cannot do
+//! is write the base (the branch it merges into), or make a key the base
+//! holds endorse its key. It can merge histories and move files, so every
+//! parent of every merge is followed, and an environment is followed by name
+//! and folder, service and key, not by path.
 
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
-use boxcar_secrets::approval::{self, KeyPair};
-use boxcar_secrets::{EnvFile, KeyId};
-use xshell::{Shell, cmd};
+use boxcar_secrets::approval::{self, APPROVAL_KEY, Approved, KeyPair};
+use boxcar_secrets::{ApprovalError, PublicKey};
 
-/// One version of an environment file: where it comes from, and its TOML.
-struct Version {
-    /// A short commit id, or "the work tree".
-    origin: String,
+use crate::show::escape;
+
+/// Where a version is: a commit, or the work tree.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum At {
+    /// A commit, by its full id.
+    Commit(String),
+    /// The files on disk.
+    WorkTree,
+}
+
+impl At {
+    /// `commit 1a2b3c4d5e6f` or `the work tree`.
+    pub fn describe(&self) -> String {
+        match self {
+            At::Commit(id) => format!("commit {}", crate::history::short(id)),
+            At::WorkTree => "the work tree".to_owned(),
+        }
+    }
+}
+
+/// One environment file at one commit (or in the work tree).
+#[derive(Debug, Clone)]
+pub struct Version {
+    pub at: At,
+    /// Relative to the project root.
+    pub path: PathBuf,
+    /// The environment's name: the file's stem.
+    pub env: String,
+    /// The services whose folder holds it in that commit's contract, sorted.
+    pub services: Vec<String>,
+    /// The file, read as every reader reads it, or why it cannot be.
+    pub content: Result<toml::Table, String>,
+}
+
+/// A commit of the range, or the work tree.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub at: At,
+    /// Its parents (none for a root commit).
+    pub parents: Vec<Parent>,
+    pub versions: Vec<Version>,
+}
+
+/// A parent of a commit of the range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parent {
+    /// Another commit of the range: an index into [`History::nodes`], always earlier.
+    Range(usize),
+    /// A commit outside the range (the base, or one the base descends from):
+    /// an index into [`History::outside`].
+    Outside(usize),
+}
+
+/// The trusted base commit and what it holds.
+#[derive(Debug, Clone)]
+pub struct Base {
+    pub commit: String,
+    /// How it was chosen, for messages: `--base origin/main`.
+    pub how: String,
+    pub versions: Vec<Version>,
+}
+
+/// Everything `check` follows: the base (none in a repository without a
+/// commit), the range, parents before children, the work tree last, and the
+/// versions of the range's parents outside it.
+#[derive(Debug, Clone)]
+pub struct History {
+    pub base: Option<Base>,
+    pub nodes: Vec<Node>,
+    /// The commits outside the range that commits of the range have as
+    /// parents (the base among them), with their versions.
+    pub outside: Vec<(String, Vec<Version>)>,
+}
+
+/// A rule of docs/FORMAT.md's "Checking without a key" that a version breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rule {
+    /// The base's version cannot be followed.
+    R0,
+    /// The work tree's version is not approved.
+    R1,
+    /// A key nothing trusted endorsed.
+    R2,
+    /// An approval serial that went down, or two approvals of one serial.
+    R3,
+    /// An environment of the base is gone.
+    R4,
+}
+
+/// One problem: which version, where, what, and the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub rule: Rule,
+    pub path: PathBuf,
+    pub at: At,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = escape(&self.path.display().to_string()).into_owned();
+        match &self.at {
+            At::WorkTree => write!(f, "{path}: {} [{:?}]", self.message, self.rule),
+            at => write!(f, "{path} at {}: {} [{:?}]", at.describe(), self.message, self.rule),
+        }
+    }
+}
+
+/// What `check` found.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub problems: Vec<Problem>,
+    /// Moves, new environments, what was followed: worth saying, not wrong.
+    pub notes: Vec<String>,
+    /// Per file of the work tree: what was verified (for its `ok` line), and
+    /// whether a problem concerns its environment.
+    pub files: BTreeMap<PathBuf, FileVerdict>,
+}
+
+/// What `check` says of one file of the work tree.
+#[derive(Debug, Default, Clone)]
+pub struct FileVerdict {
+    pub summary: String,
+    pub troubled: bool,
+    /// It belongs to no environment of the base (or there is no base).
+    pub new: bool,
+}
+
+/// The keys an environment trusts: pairs, and for a base version from before
+/// approvals, a public key that any approval key may stand beside.
+#[derive(Debug, Clone, Default)]
+struct Trust {
+    pairs: Vec<KeyPair>,
+    legacy: Option<PublicKey>,
+}
+
+impl Trust {
+    fn trusts(&self, pair: &KeyPair) -> bool {
+        self.pairs.contains(pair) || self.legacy.as_ref() == Some(&pair.public_key)
+    }
+
+    /// Adds every pair a trusted pair endorsed, until nothing changes. Pairs
+    /// trusted through a public key alone endorse nothing: nothing proves
+    /// that their approval key is the key holder's.
+    fn close_over(&mut self, edges: &[(KeyPair, KeyPair)]) {
+        loop {
+            let before = self.pairs.len();
+            for (old, new) in edges {
+                if self.pairs.contains(old) && !self.pairs.contains(new) {
+                    self.pairs.push(new.clone());
+                }
+            }
+            if self.pairs.len() == before {
+                break;
+            }
+        }
+    }
+}
+
+/// The highest approval serial seen so far on the way to a commit, with the
+/// signatures that approved it and where each was first seen.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Floor {
+    top: Option<(u64, BTreeMap<String, Seen>)>,
+}
+
+/// Where an approval was seen, and the version, to say what changed since.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    at: String,
     table: toml::Table,
 }
 
-/// What `check` found about one file's approval and keys.
-#[derive(Debug)]
-pub struct Report {
-    /// Problems, one line each, without the file's name.
-    pub problems: Vec<String>,
-    /// What was verified, for the `ok` line.
-    pub summary: String,
-}
-
-/// What `check` asks git once for every file: whether the checkout is
-/// shallow, whether it has a commit yet, and the commit `--base` names.
-#[derive(Debug)]
-pub struct Git {
-    shallow: bool,
-    has_head: bool,
-    /// The commit `--base` names, or why it names none.
-    base: Result<Option<String>, String>,
-}
-
-impl Git {
-    /// Asks git about the checkout the shell is in; `None` outside one.
-    pub fn probe(sh: &Shell, base: Option<&str>) -> Option<Git> {
-        cmd!(sh, "git rev-parse --is-inside-work-tree").quiet().ignore_stderr().read().ok()?;
-        let shallow = cmd!(sh, "git rev-parse --is-shallow-repository").quiet().read().unwrap_or_default();
-        let has_head = cmd!(sh, "git rev-parse --verify --quiet HEAD").quiet().ignore_stderr().read().is_ok();
-        let base = base
-            .map(|base| {
-                let spec_commit = format!("{base}^{{commit}}");
-                cmd!(sh, "git rev-parse --verify --quiet {spec_commit}")
-                    .quiet()
-                    .ignore_stderr()
-                    .read()
-                    .map_err(|_| format!("--base {}: no such commit here", crate::show::escape(base)))
-            })
-            .transpose();
-        Some(Git { shallow: shallow.trim() == "true", has_head, base })
-    }
-}
-
-/// Checks `file`'s approval, then follows its keys through its git history
-/// (from `--base` when given, else from the file's first commit); `git` is
-/// `None` outside a git checkout.
-pub fn check(sh: &Shell, file: &EnvFile, git: Option<&Git>) -> Report {
-    let mut problems = Vec::new();
-    let approved = approval::verify(file.env(), file.table())
-        .map_err(|problem| problems.push(format!("{problem}; {}", problem.hint(file.env()))))
-        .ok();
-    let mut summary = match &approved {
-        Some(a) => format!("approved (serial {})", a.serial),
-        None => "not approved".to_owned(),
-    };
-    match git.map(|git| history(sh, file.path(), git)) {
-        Some(Err(why)) => problems.push(why),
-        None => summary.push_str("; not a git checkout, so its key history was not followed"),
-        Some(Ok(mut versions)) => {
-            versions.push(Version { origin: "the work tree".to_owned(), table: file.table().clone() });
-            let followed = follow(file.env(), &versions, &mut problems);
-            summary.push_str(&followed);
-        }
-    }
-    Report { problems, summary }
-}
-
-/// Every committed version of `path`, oldest first: from `--base`'s version
-/// when given, else from the first.
-fn history(sh: &Shell, path: &Path, git: &Git) -> Result<Vec<Version>, String> {
-    if git.shallow {
-        return Err("the key history cannot be followed in a shallow clone: fetch the whole history \
-                    (`git fetch --unshallow`, or `fetch-depth: 0` in CI), or pass --base with a commit that is there"
-            .to_owned());
-    }
-    // `./` makes the path relative to the working directory, the project root.
-    let spec = format!("./{}", path.display());
-    let mut versions = Vec::new();
-    let range = match git.base.clone()? {
-        Some(commit) => {
-            if let Some(table) = show(sh, &commit, &spec) {
-                versions.push(Version { origin: short(&commit), table });
+impl Floor {
+    fn merge(&mut self, other: &Floor) {
+        let Some((serial, sigs)) = &other.top else { return };
+        match &mut self.top {
+            Some((mine, own)) if *mine == *serial => {
+                for (sig, seen) in sigs {
+                    own.entry(sig.clone()).or_insert_with(|| seen.clone());
+                }
             }
-            Some(format!("{commit}..HEAD"))
-        }
-        None => None,
-    };
-    if !git.has_head {
-        return Ok(versions);
-    }
-    let log = match &range {
-        Some(range) => cmd!(sh, "git log --format=%H --topo-order --reverse {range} -- {spec}").quiet().read(),
-        None => cmd!(sh, "git log --format=%H --topo-order --reverse -- {spec}").quiet().read(),
-    }
-    .map_err(|e| format!("cannot read the history of {}: {e}", path.display()))?;
-    for commit in log.lines().filter(|l| !l.is_empty()) {
-        // A commit that deleted the file has no version of it.
-        if let Some(table) = show(sh, commit, &spec) {
-            versions.push(Version { origin: short(commit), table });
+            Some((mine, _)) if *mine > *serial => {}
+            _ => self.top = other.top.clone(),
         }
     }
-    Ok(versions)
+
+    fn add(&mut self, serial: u64, signature: &str, seen: Seen) {
+        let mut one = BTreeMap::new();
+        one.insert(signature.to_owned(), seen);
+        self.merge(&Floor { top: Some((serial, one)) });
+    }
 }
 
-fn show(sh: &Shell, commit: &str, spec: &str) -> Option<toml::Table> {
-    let text = cmd!(sh, "git show {commit}:{spec}").quiet().ignore_stderr().read().ok()?;
-    text.parse().ok()
+/// A version with what can be read from it without a key.
+struct Read<'a> {
+    v: &'a Version,
+    node: Option<usize>,
+    /// The approval, when A1, A2 and A4 to A9 hold.
+    approved: Result<Approved, ApprovalError>,
+    /// The key chain, when A8 and A9 hold.
+    chain: Option<Vec<KeyPair>>,
+    /// The pairs it names, whether or not their endorsements verify.
+    named: Vec<KeyPair>,
+    signature: Option<String>,
 }
 
-fn short(commit: &str) -> String {
-    commit.chars().take(10).collect()
-}
-
-/// Follows the keys from the first version's through every version, adding a
-/// problem for each key of the current version that nothing endorsed, and for
-/// a serial that went down. `versions` ends with the current one.
-/// Returns what it followed, for the summary.
-fn follow(env: &str, versions: &[Version], problems: &mut Vec<String>) -> String {
-    // The first key: the oldest version that names an approval key (older
-    // ones predate approvals and name only a public key).
-    let Some(root_at) = versions.iter().position(|v| v.table.contains_key(approval::APPROVAL_KEY)) else {
-        return String::new();
-    };
-    let root = &versions[root_at];
-    let mut trusted: Vec<KeyPair> = match approval::key_chain(env, &root.table) {
-        Ok(chain) => chain,
-        Err(e) => {
-            problems.push(format!("the first approved version ({}) has a broken key chain: {e}", root.origin));
-            return String::new();
-        }
-    };
-    // Every endorsement any version holds is a signed statement old → new.
-    let mut edges: Vec<(KeyPair, KeyPair)> = Vec::new();
-    for version in &versions[root_at..] {
-        if let Ok(chain) = approval::key_chain(env, &version.table) {
-            edges.extend(chain.windows(2).map(|w| (w[0].clone(), w[1].clone())));
-        }
+impl<'a> Read<'a> {
+    fn of(v: &'a Version, node: Option<usize>) -> Read<'a> {
+        let (approved, chain, named, signature) = match &v.content {
+            Ok(t) => (
+                approval::verify(&v.env, t),
+                approval::key_chain(&v.env, t).ok(),
+                named_pairs(t),
+                t.get(approval::APPROVAL_TABLE)
+                    .and_then(|a| a.get("signature"))
+                    .and_then(|s| s.as_str())
+                    .map(str::to_owned),
+            ),
+            Err(why) => (
+                Err(ApprovalError::Malformed { field: "the file".to_owned(), why: why.clone() }),
+                None,
+                Vec::new(),
+                None,
+            ),
+        };
+        Read { v, node, approved, chain, named, signature }
     }
-    loop {
-        let before = trusted.len();
-        for (old, new) in &edges {
-            if trusted.contains(old) && !trusted.contains(new) {
-                trusted.push(new.clone());
+}
+
+/// An environment the rules follow: one of the base's, or a new one.
+struct Environment {
+    env: String,
+    /// The base's version (a base environment), or the first version seen.
+    path: PathBuf,
+    services: Vec<String>,
+    trust: Trust,
+    /// Where it comes from, for messages.
+    origin: Origin,
+}
+
+enum Origin {
+    Base,
+    /// A new environment: its first key and where that was first approved.
+    New {
+        first: Option<(KeyPair, String)>,
+    },
+}
+
+/// Applies R0 to R5 to `history`. `hint_service` gives, for a version, the
+/// `--service` its hints name (none for the contract's default service).
+pub fn evaluate(history: &History, hint_service: &dyn Fn(&Version) -> Option<String>) -> Verdict {
+    let mut found = Found::default();
+    let base_short = history.base.as_ref().map(|b| crate::history::short(&b.commit)).unwrap_or_default();
+    let base_reads: Vec<Read<'_>> = history.base.iter().flat_map(|b| &b.versions).map(|v| Read::of(v, None)).collect();
+    let reads: Vec<Read<'_>> = history
+        .nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.versions.iter().map(move |v| (i, v)))
+        .map(|(i, v)| Read::of(v, Some(i)))
+        .collect();
+
+    // Every endorsement a readable chain holds, at the base or in the range.
+    let edges: Vec<(KeyPair, KeyPair)> = base_reads
+        .iter()
+        .chain(&reads)
+        .filter_map(|r| r.chain.as_ref())
+        .flat_map(|c| c.windows(2).map(|w| (w[0].clone(), w[1].clone())))
+        .collect();
+
+    let mut envs: Vec<Environment> =
+        base_reads.iter().enumerate().map(|(e, r)| base_environment(r, e, &edges, &mut found)).collect();
+    let base_count = envs.len();
+    let belongs = membership(&reads, &mut envs, &edges);
+    let envs = envs;
+
+    // The versions of parents outside the range, each with the base
+    // environments it continues: what the range's approvals sit on.
+    let outside: Vec<Vec<(Read<'_>, Vec<usize>)>> = history
+        .outside
+        .iter()
+        .map(|(_, versions)| {
+            versions
+                .iter()
+                .map(|v| {
+                    let r = Read::of(v, None);
+                    let about = (0..base_count).filter(|&e| continues(&r, &envs[e])).collect();
+                    (r, about)
+                })
+                .collect()
+        })
+        .collect();
+
+    // The approvals on every path to each commit, environment by environment;
+    // at the work tree, what R3 holds its versions to and what R1 says
+    // changed since.
+    let mut last: Vec<Floor> = vec![Floor::default(); envs.len()];
+    for (e, env) in envs.iter().enumerate() {
+        let approval = |r: &Read<'_>, floor: &mut Floor, at: String| {
+            if let (Ok(approved), Some(sig), Ok(table)) = (&r.approved, &r.signature, &r.v.content)
+                && env.trust.trusts(approved.current())
+            {
+                floor.add(approved.serial, sig, Seen { at, table: table.clone() });
+            }
+        };
+        let mut out: Vec<Floor> = Vec::with_capacity(history.nodes.len());
+        for (n, node) in history.nodes.iter().enumerate() {
+            let mut floor = Floor::default();
+            for parent in &node.parents {
+                match *parent {
+                    Parent::Range(p) => floor.merge(&out[p]),
+                    Parent::Outside(p) => {
+                        let at = match &history.base {
+                            Some(base) if base.commit == history.outside[p].0 => format!("the base ({base_short})"),
+                            _ => format!("commit {}", crate::history::short(&history.outside[p].0)),
+                        };
+                        for (r, _) in outside[p].iter().filter(|(_, about)| about.contains(&e)) {
+                            approval(r, &mut floor, at.clone());
+                        }
+                    }
+                }
+            }
+            if node.at == At::WorkTree {
+                last[e] = floor.clone();
+            }
+            for (_, r) in reads.iter().enumerate().filter(|(i, r)| r.node == Some(n) && belongs[*i].contains(&e)) {
+                approval(r, &mut floor, r.v.at.describe());
+            }
+            out.push(floor);
+        }
+        // R3: the work tree's versions against every approval before them.
+        for (i, r) in reads.iter().enumerate().filter(|(i, r)| r.v.at == At::WorkTree && belongs[*i].contains(&e)) {
+            let (Ok(approved), Some(sig)) = (&r.approved, &r.signature) else { continue };
+            if !env.trust.trusts(approved.current()) {
+                continue;
+            }
+            if let Some(message) = serial_problem(&last[e], approved.serial, sig, r.v, hint_service(r.v)) {
+                found.add(Rule::R3, r.v, message, &belongs[i]);
             }
         }
-        if trusted.len() == before {
-            break;
+    }
+
+    // R1 and R2, version by version.
+    for (i, r) in reads.iter().enumerate() {
+        let work_tree = r.v.at == At::WorkTree;
+        if work_tree && let Err(e) = &r.approved {
+            let newest = belongs[i].iter().filter_map(|&e| last[e].top.as_ref()).max_by_key(|(serial, _)| *serial);
+            let since = newest
+                .and_then(|(_, sigs)| sigs.values().next())
+                .map(|seen| changed_since(r.v, seen))
+                .unwrap_or_default();
+            let message =
+                format!("{e}; {}{since} [ApprovalError::{}]", e.hint(&r.v.env, hint_service(r.v).as_deref()), e.name());
+            found.add(Rule::R1, r.v, message, &belongs[i]);
+        }
+        if !(work_tree || r.approved.is_ok()) {
+            continue;
+        }
+        for &e in &belongs[i] {
+            let env = &envs[e];
+            if matches!(env.origin, Origin::New { first: None }) {
+                continue;
+            }
+            for pair in r.named.iter().filter(|p| !env.trust.trusts(p)) {
+                let by = match &env.origin {
+                    Origin::Base => format!(
+                        "the keys environment `{}` holds in the base ({}, {base_short})",
+                        escape(&env.env),
+                        escape(&env.path.display().to_string()),
+                    ),
+                    Origin::New { first } => format!(
+                        "key {}, the first key of environment `{}` (new since the base, first approved in {})",
+                        first.as_ref().map(|(k, _)| k.public_key.key_id().to_string()).unwrap_or_default(),
+                        escape(&env.env),
+                        first.as_ref().map(|(_, at)| at.as_str()).unwrap_or_default()
+                    ),
+                };
+                let message = format!(
+                    "key {} (approval key {}) is not endorsed by {by}: only `rotate-key`, which needs the old key, \
+                     may bring in a key, and this is what a replaced key looks like; restore the file from a trusted \
+                     commit",
+                    pair.public_key.key_id(),
+                    pair.approval_key.key_id()
+                );
+                found.add(Rule::R2, r.v, message, &[e]);
+            }
         }
     }
-    let trusted_public: BTreeSet<KeyId> = trusted.iter().map(|p| p.public_key.key_id()).collect();
 
-    // The version just before approvals came in names only a public key: the
-    // first approval must keep it (`approve`), not bring in another.
-    if let Some(legacy) = root_at.checked_sub(1).map(|i| &versions[i])
-        && let Some(id) = public_key_id(&legacy.table)
-        && !trusted_public.contains(&id)
-    {
-        problems.push(format!(
-            "the first approval ({}) brought in key {}, not the key {id} the file had before ({}); \
-             nothing endorsed the change",
-            root.origin,
-            trusted[0].public_key.key_id(),
-            legacy.origin
-        ));
+    // R4 and R5, against the work tree.
+    let work: Vec<usize> = (0..reads.len()).filter(|&i| reads[i].v.at == At::WorkTree).collect();
+    let mut notes = Vec::new();
+    for (e, env) in envs.iter().enumerate().take(base_count) {
+        let here: Vec<usize> = work.iter().copied().filter(|&i| belongs[i].contains(&e)).collect();
+        if here.is_empty() {
+            let opened = match env.services.as_slice() {
+                [] => String::new(),
+                services => format!(", opened by service {}", list(services)),
+            };
+            let message = format!(
+                "environment `{}`{opened} is gone from the work tree: a service deployed to it will not find it. \
+                 Restore it, or, if removing it is meant, have the removal reviewed and merged; checks from a later \
+                 base (--base) no longer see it",
+                escape(&env.env)
+            );
+            let at = history.base.as_ref().map_or(At::WorkTree, |b| At::Commit(b.commit.clone()));
+            found.problems.push((Problem { rule: Rule::R4, path: env.path.clone(), at, message }, vec![e]));
+        }
+        for v in here.iter().map(|&i| reads[i].v) {
+            if v.path != env.path {
+                notes.push(format!(
+                    "environment `{}` moved: {} in the base ({base_short}), {} now; its keys and serials carry over",
+                    escape(&env.env),
+                    escape(&env.path.display().to_string()),
+                    escape(&v.path.display().to_string())
+                ));
+            }
+            if v.services != env.services {
+                notes.push(format!(
+                    "environment `{}` ({}) is opened by {} now, by {} in the base ({base_short})",
+                    escape(&env.env),
+                    escape(&v.path.display().to_string()),
+                    list(&v.services),
+                    list(&env.services)
+                ));
+            }
+        }
     }
-    // Every pair the current version names, current or earlier, must be
-    // trusted. (Only the current version: a replaced key that was reverted
-    // since is no longer in effect.)
-    let current = versions.last().unwrap_or(root);
-    for pair in named_pairs(&current.table) {
-        if !trusted.contains(&pair) {
-            problems.push(format!(
-                "key {} (approval key {}) was not endorsed by any earlier key of environment `{env}`: \
-                 only the first commit of the file or `rotate-key` (which needs the old key) may bring in a key, \
-                 and this is what a replaced key looks like; restore the file from a trusted commit",
-                pair.public_key.key_id(),
-                pair.approval_key.key_id(),
+    for (e, env) in envs.iter().enumerate().skip(base_count) {
+        if let Origin::New { first: Some((key, at)) } = &env.origin
+            && work.iter().any(|&i| belongs[i].contains(&e))
+        {
+            let since = match &history.base {
+                Some(_) => format!("not in the base ({base_short})"),
+                None => "there is no history before it".to_owned(),
+            };
+            notes.push(format!(
+                "environment `{}` ({}) is new ({since}): its first key is {}, first approved in {at}; make sure it is \
+                 its key holder's",
+                escape(&env.env),
+                escape(&env.path.display().to_string()),
+                key.public_key.key_id()
             ));
         }
     }
-    // The highest serial a trusted key approved, in any committed version.
-    let mut best: Option<(u64, &str)> = None;
-    let committed = versions.split_last().map_or(&[][..], |(_, committed)| committed);
-    for version in committed.get(root_at..).unwrap_or_default() {
-        if let Ok(approved) = approval::verify(env, &version.table)
-            && trusted.contains(approved.current())
-            && best.is_none_or(|(s, _)| approved.serial > s)
-        {
-            best = Some((approved.serial, &version.origin));
+
+    // What was followed, file by file.
+    let commits = history.nodes.len().saturating_sub(1);
+    let mut files = BTreeMap::new();
+    for &i in &work {
+        let r = &reads[i];
+        let troubled = found.problems.iter().any(|(_, about)| about.iter().any(|e| belongs[i].contains(e)));
+        let mut summary = match &r.approved {
+            Ok(a) => format!("approved (serial {})", a.serial),
+            Err(_) => "not approved".to_owned(),
+        };
+        let continued = belongs[i].iter().find(|&&e| e < base_count);
+        match (&history.base, continued) {
+            (Some(base), Some(&e)) => summary.push_str(&format!(
+                "; {} key(s) endorsed from the base ({}, {}), followed through {commits} commit(s)",
+                envs[e].trust.pairs.len().max(1),
+                crate::history::short(&base.commit),
+                base.how
+            )),
+            (Some(_), None) => summary.push_str(&format!("; new since the base ({base_short})")),
+            (None, _) => summary.push_str("; no history before it"),
         }
+        files.insert(r.v.path.clone(), FileVerdict { summary, troubled, new: continued.is_none() });
     }
-    if let Some((highest, at)) = best
-        && let Ok(now) = approval::verify(env, &current.table)
-        && now.serial < highest
-    {
-        problems.push(format!(
-            "approval serial {} is lower than serial {highest}, approved in {at}: an older approved version was brought back \
-             (a replayed value or setting); if that is meant, approve it again with `cargo xtask approve --env {env}`",
-            now.serial
-        ));
-    }
-    let commits = versions.len() - 1;
-    format!(
-        "; {} key(s) from the first ({}), followed through {commits} commit(s)",
-        trusted.len(),
-        trusted[0].public_key.key_id()
-    )
+    Verdict { problems: found.problems.into_iter().map(|(p, _)| p).collect(), notes, files }
 }
 
-fn public_key_id(table: &toml::Table) -> Option<KeyId> {
-    let text = table.get("public_key")?.as_str()?;
-    boxcar_secrets::PublicKey::from_base64(text).ok().map(|k| k.key_id())
+/// Problems, each with the environments it concerns.
+#[derive(Default)]
+struct Found {
+    problems: Vec<(Problem, Vec<usize>)>,
+}
+
+impl Found {
+    fn add(&mut self, rule: Rule, v: &Version, message: String, about: &[usize]) {
+        let problem = Problem { rule, path: v.path.clone(), at: v.at.clone(), message };
+        if !self.problems.iter().any(|(p, _)| *p == problem) {
+            self.problems.push((problem, about.to_vec()));
+        }
+    }
+}
+
+/// The environment version `r` of the base is (R0 when it cannot be followed).
+fn base_environment(r: &Read<'_>, e: usize, edges: &[(KeyPair, KeyPair)], found: &mut Found) -> Environment {
+    let mut trust = Trust::default();
+    let cannot = |why: String| format!("{why}: nothing can be followed from it; check from another base (--base)");
+    match &r.v.content {
+        Err(why) => found.add(Rule::R0, r.v, cannot(why.clone()), &[e]),
+        Ok(table) if !table.contains_key(APPROVAL_KEY) => match public_key(table) {
+            Some(key) => trust.legacy = Some(key),
+            None => found.add(Rule::R0, r.v, cannot("it has no valid `public_key`".to_owned()), &[e]),
+        },
+        Ok(table) => match approval::key_chain(&r.v.env, table) {
+            Ok(chain) => trust.pairs = chain,
+            Err(err) => found.add(Rule::R0, r.v, cannot(format!("its key chain does not verify ({err})")), &[e]),
+        },
+    }
+    trust.close_over(edges);
+    Environment {
+        env: r.v.env.clone(),
+        path: r.v.path.clone(),
+        services: r.v.services.clone(),
+        trust,
+        origin: Origin::Base,
+    }
+}
+
+/// Whether version `r` continues environment `e`: the same name, and the
+/// same path, a service in common, or a pair `e` trusts.
+fn continues(r: &Read<'_>, e: &Environment) -> bool {
+    r.v.env == e.env
+        && (r.v.path == e.path
+            || r.v.services.iter().any(|s| e.services.contains(s))
+            || r.named.iter().any(|p| e.trust.trusts(p)))
+}
+
+/// The environments each version of the range belongs to: the base's it
+/// continues, else a new one (same name, and a path, a service or a named
+/// pair in common with another of its versions, transitively), which trusts
+/// the chain of its first approved version. New environments are added to `envs`.
+fn membership(reads: &[Read<'_>], envs: &mut Vec<Environment>, edges: &[(KeyPair, KeyPair)]) -> Vec<Vec<usize>> {
+    let base_count = envs.len();
+    let mut belongs: Vec<Vec<usize>> =
+        reads.iter().map(|r| (0..base_count).filter(|&e| continues(r, &envs[e])).collect()).collect();
+    let loose: Vec<usize> = (0..reads.len()).filter(|&i| belongs[i].is_empty()).collect();
+    // Union-find over the loose versions, each pointing at the lowest index
+    // of its group.
+    let mut leader: BTreeMap<usize, usize> = loose.iter().map(|&i| (i, i)).collect();
+    let find = |leader: &BTreeMap<usize, usize>, mut i: usize| {
+        while leader[&i] != i {
+            i = leader[&i];
+        }
+        i
+    };
+    for (a, &i) in loose.iter().enumerate() {
+        for &j in &loose[a + 1..] {
+            let (x, y) = (&reads[i], &reads[j]);
+            let related = x.v.env == y.v.env
+                && (x.v.path == y.v.path
+                    || x.v.services.iter().any(|s| y.v.services.contains(s))
+                    || x.named.iter().any(|p| y.named.contains(p)));
+            if related {
+                let (li, lj) = (find(&leader, i), find(&leader, j));
+                leader.insert(li.max(lj), li.min(lj));
+            }
+        }
+    }
+    let mut index: BTreeMap<usize, usize> = BTreeMap::new();
+    for &i in &loose {
+        let l = find(&leader, i);
+        let e = *index.entry(l).or_insert_with(|| {
+            envs.push(Environment {
+                env: reads[l].v.env.clone(),
+                path: reads[l].v.path.clone(),
+                services: reads[l].v.services.clone(),
+                trust: Trust::default(),
+                origin: Origin::New { first: None },
+            });
+            envs.len() - 1
+        });
+        belongs[i].push(e);
+    }
+    for (e, env) in envs.iter_mut().enumerate().skip(base_count) {
+        let first = (0..reads.len()).find(|&i| belongs[i].contains(&e) && reads[i].approved.is_ok());
+        if let Some(chain) = first.and_then(|i| reads[i].chain.clone()) {
+            let at = first.map(|i| reads[i].v.at.describe()).unwrap_or_default();
+            env.origin = Origin::New { first: Some((chain[0].clone(), at)) };
+            env.trust.pairs = chain;
+            env.trust.close_over(edges);
+        }
+    }
+    belongs
+}
+
+fn list(services: &[String]) -> String {
+    if services.is_empty() {
+        return "no service".to_owned();
+    }
+    services.iter().map(|s| escape(s).into_owned()).collect::<Vec<_>>().join(", ")
+}
+
+/// R3 for an approval at `serial` with `sig`, given the floor before it.
+fn serial_problem(before: &Floor, serial: u64, sig: &str, v: &Version, service: Option<String>) -> Option<String> {
+    let (top, sigs) = before.top.as_ref()?;
+    if serial > *top || (serial == *top && sigs.len() == 1 && sigs.contains_key(sig)) {
+        return None;
+    }
+    let approve = format!(
+        "`cargo xtask approve {}--env {}`",
+        service.map(|s| format!("--service {} ", escape(&s))).unwrap_or_default(),
+        escape(&v.env)
+    );
+    let at = sigs.iter().find(|(s, _)| s.as_str() != sig).map(|(_, seen)| seen.at.clone()).unwrap_or_default();
+    Some(if serial < *top {
+        format!(
+            "approval serial {serial} is lower than serial {top}, approved before it in {at}: an older approved \
+             version was brought back (a replayed value or setting); if that is meant, approve it again with {approve}"
+        )
+    } else {
+        format!(
+            "approval serial {serial} was also given to other content, in {at}: two approvals met in a merge; \
+             approve the merged file again with {approve}"
+        )
+    })
+}
+
+/// `; changed since the version approved at X: a, b (new)`, or nothing.
+fn changed_since(v: &Version, seen: &Seen) -> String {
+    let Ok(now) = &v.content else { return String::new() };
+    let changed = crate::entries::changes(&seen.table, now);
+    if changed.is_empty() {
+        return String::new();
+    }
+    format!("; changed since the version approved in {}: {}", seen.at, changed.join(", "))
+}
+
+fn public_key(table: &toml::Table) -> Option<PublicKey> {
+    PublicKey::from_base64(table.get("public_key")?.as_str()?).ok()
 }
 
 /// The key pairs a version names: its current pair and every earlier one in
 /// `[[previous_keys]]`, whether or not their endorsements verify.
 fn named_pairs(table: &toml::Table) -> Vec<KeyPair> {
     let pair = |t: &toml::Table| {
-        let public_key = boxcar_secrets::PublicKey::from_base64(t.get("public_key")?.as_str()?).ok()?;
-        let approval_key = boxcar_secrets::ApprovalKey::from_base64(t.get(approval::APPROVAL_KEY)?.as_str()?).ok()?;
+        let public_key = PublicKey::from_base64(t.get("public_key")?.as_str()?).ok()?;
+        let approval_key = boxcar_secrets::ApprovalKey::from_base64(t.get(APPROVAL_KEY)?.as_str()?).ok()?;
         Some(KeyPair { public_key, approval_key })
     };
     let mut out: Vec<KeyPair> = table
@@ -250,160 +663,4 @@ fn named_pairs(table: &toml::Table) -> Vec<KeyPair> {
         .collect();
     out.extend(pair(table));
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use boxcar_secrets::{EnvDocument, SecretKey};
-
-    use super::*;
-
-    /// A version at `origin` of environment `prod` with key `key`, approved by
-    /// `approver`, holding `extra`; `endorsed_by` rotates from that key first.
-    fn version(
-        origin: &str,
-        key: &SecretKey,
-        approver: &SecretKey,
-        endorsed_by: Option<&SecretKey>,
-        extra: &str,
-    ) -> Version {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("prod.toml");
-        std::fs::write(&path, format!("public_key = \"{}\"\n{extra}", key.public_key().to_base64())).unwrap();
-        let mut doc = EnvDocument::load_or_new(&path).unwrap();
-        if let Some(old) = endorsed_by {
-            doc.endorse(old, &KeyPair::of(key));
-        }
-        doc.approve(approver).unwrap();
-        Version { origin: origin.to_owned(), table: doc.render().parse().unwrap() }
-    }
-
-    /// Approves `v` again `times` times with `key`, one serial up each time.
-    fn reapprove(v: &mut Version, key: &SecretKey, times: usize) {
-        for _ in 0..times {
-            let path = std::path::Path::new("prod.toml");
-            v.table =
-                boxcar_secrets::approved_text(path, &toml::to_string(&v.table).unwrap(), key).unwrap().parse().unwrap();
-        }
-    }
-
-    fn follow_all(versions: &[Version]) -> (String, Vec<String>) {
-        let mut problems = Vec::new();
-        let summary = follow("prod", versions, &mut problems);
-        (summary, problems)
-    }
-
-    #[test]
-    fn a_rotation_is_followed_and_a_swap_is_not() {
-        let (a, b, evil) = (SecretKey::generate(), SecretKey::generate(), SecretKey::generate());
-        let first = version("c1", &a, &a, None, "");
-        let rotated = version("c2", &b, &b, Some(&a), "");
-        let (summary, problems) = follow_all(&[first, rotated]);
-        assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!(summary, format!("; 2 key(s) from the first ({}), followed through 1 commit(s)", a.key_id()));
-
-        // The attacker's key, re-signed with itself, in the work tree.
-        let first = version("c1", &a, &a, None, "");
-        let swapped = version("the work tree", &evil, &evil, None, "");
-        let (_, problems) = follow_all(&[first, swapped]);
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(
-            problems[0].starts_with(&format!(
-                "key {} (approval key {}) was not endorsed",
-                evil.key_id(),
-                boxcar_secrets::ApprovalKey::of(&evil).key_id()
-            )),
-            "{problems:?}"
-        );
-
-        // An endorsement by the attacker's own earlier key does not help.
-        let first = version("c1", &a, &a, None, "");
-        let chained = version("the work tree", &b, &b, Some(&evil), "");
-        let (_, problems) = follow_all(&[first, chained]);
-        assert_eq!(problems.len(), 2, "{problems:?}");
-    }
-
-    #[test]
-    fn the_serial_never_goes_down() {
-        let a = SecretKey::generate();
-        let v1 = version("c1", &a, &a, None, "");
-        let mut v2 = version("c2", &a, &a, None, "[app]\nx = 1\n");
-        // Approved twice more, so its serial is 3.
-        reapprove(&mut v2, &a, 2);
-        let back = Version { origin: "the work tree".to_owned(), table: v1.table.clone() };
-        // A later commit with the same approval (a comment changed, say): the
-        // serial was first approved in c2, and that is what is named.
-        let v3 = Version { origin: "c3".to_owned(), table: v2.table.clone() };
-        let (_, problems) = follow_all(&[v1, v2, v3, back]);
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].starts_with("approval serial 1 is lower than serial 3, approved in c2"), "{problems:?}");
-        // Equal serials, the same approval: fine.
-        let v1 = version("c1", &a, &a, None, "");
-        let same = Version { origin: "the work tree".to_owned(), table: v1.table.clone() };
-        assert!(follow_all(&[v1, same]).1.is_empty());
-    }
-
-    #[test]
-    fn a_serial_approved_by_an_untrusted_key_does_not_count() {
-        let (a, evil) = (SecretKey::generate(), SecretKey::generate());
-        let v1 = version("c1", &a, &a, None, "");
-        // A version approved by another key, with a high serial.
-        let mut high = version("c2", &evil, &evil, None, "");
-        reapprove(&mut high, &evil, 3);
-        let back = Version { origin: "the work tree".to_owned(), table: v1.table.clone() };
-        assert!(follow_all(&[v1, high, back]).1.is_empty());
-    }
-
-    #[test]
-    fn before_approvals_the_key_must_stay() {
-        let (a, b) = (SecretKey::generate(), SecretKey::generate());
-        let legacy = |key: &SecretKey| Version {
-            origin: "c0".to_owned(),
-            table: format!("public_key = \"{}\"\n", key.public_key().to_base64()).parse().unwrap(),
-        };
-        let (summary, problems) = follow_all(&[legacy(&a), version("the work tree", &a, &a, None, "")]);
-        assert!(problems.is_empty(), "{problems:?}");
-        assert!(summary.contains("1 key(s)"), "{summary}");
-        let (_, problems) = follow_all(&[legacy(&a), version("the work tree", &b, &b, None, "")]);
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert_eq!(
-            problems[0],
-            format!(
-                "the first approval (the work tree) brought in key {}, not the key {} the file had before (c0); nothing endorsed the change",
-                b.key_id(),
-                a.key_id()
-            )
-        );
-        // Nothing approved anywhere: nothing to follow.
-        let (summary, problems) = follow_all(&[legacy(&a)]);
-        assert!(summary.is_empty() && problems.is_empty());
-    }
-
-    #[test]
-    fn a_broken_chain_in_the_first_version_is_reported() {
-        let (a, b, c) = (SecretKey::generate(), SecretKey::generate(), SecretKey::generate());
-        // b's chain says a endorsed it, but the endorsement is c's.
-        let mut v = version("c1", &b, &b, Some(&c), "");
-        let text = toml::to_string(&v.table)
-            .unwrap()
-            .replace(&c.public_key().to_base64(), &a.public_key().to_base64())
-            .replace(
-                &boxcar_secrets::ApprovalKey::of(&c).to_base64(),
-                &boxcar_secrets::ApprovalKey::of(&a).to_base64(),
-            );
-        v.table = text.parse().unwrap();
-        let (summary, problems) = follow_all(&[v]);
-        assert!(summary.is_empty());
-        assert_eq!(problems.len(), 1);
-        assert!(problems[0].starts_with("the first approved version (c1) has a broken key chain"), "{problems:?}");
-    }
-
-    #[test]
-    fn named_pairs_lists_earlier_and_current_keys() {
-        let (a, b) = (SecretKey::generate(), SecretKey::generate());
-        let v = version("c1", &b, &b, Some(&a), "");
-        assert_eq!(named_pairs(&v.table), vec![KeyPair::of(&a), KeyPair::of(&b)]);
-        assert_eq!(public_key_id(&v.table), Some(b.key_id()));
-        assert_eq!(public_key_id(&toml::Table::new()), None);
-    }
 }

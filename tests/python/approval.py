@@ -2,18 +2,23 @@
 
 It follows docs/FORMAT.md alone, not the Rust code, so that the committed vectors
 (boxcar-secrets/vectors/approval-v1.toml, written by make_approval_vectors.py) show
-that the specification is enough to derive approval keys, encode content, sign,
-endorse and verify the way boxcar does.
+that the specification is enough to read environment files, derive approval keys,
+encode content, sign, endorse and verify the way boxcar does.
 
 Usage:
 
     approval.py check-vectors PATH    re-verifies every vector in PATH with this module
-    approval.py verify ENV PATH       checks an environment file without a key (A1, A2, A4 to A9);
-                                      with --key-stdin, as a service holding the base64 secret key on stdin
+    approval.py verify ENV PATH [--key-stdin] [--service-file PATH]
+                                      checks an environment file without a key (A0, A1, A2, A4 to A9);
+                                      with --key-stdin, as a service holding the base64 secret key on
+                                      stdin (A3 too); with --service-file, as a service in an image
+                                      whose /etc/boxcar/service.toml is PATH (A10 too)
     approval.py canonical PATH        prints C(content) of an environment file, in hex
-    approval.py fingerprints PATH     prints the [approval.entries] the file's content has
 
-Needs Python 3.11 (tomllib) and PyNaCl.
+`verify` prints `approved` and exits 0, or prints the error (ending in its name in
+square brackets, `[ApprovalError::Signature]`) to stderr and exits 1.
+
+Needs Python 3.11 (tomllib, which reads TOML 1.0 only) and PyNaCl.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
-import json
 import math
+import os
+import pathlib
 import struct
 import sys
 import tomllib
@@ -37,9 +43,13 @@ APPROVAL_KEY_LABEL = b"boxcar approval key v1"
 APPROVAL_DOMAIN = b"boxcar-approval-v1\x00"
 ENDORSE_DOMAIN = b"boxcar-endorse-v1\x00"
 MAX_FILE_LEN = 4 * 1024 * 1024
+MAX_SERVICE_FILE_LEN = 64 * 1024
 MAX_ENV_LEN = 32
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 CANONICAL_NAN = bytes.fromhex("7ff8000000000000")
+# White space a key may have around its base64 (FORMAT.md, "Fields"): nothing else.
+KEY_WHITE_SPACE = " \t\r\n"
+SERVICE_FILE = "/etc/boxcar/service.toml"
 
 
 # ---------------------------------------------------------------------------
@@ -54,12 +64,22 @@ def _variants(base: type, names: list[str]) -> None:
 
 
 class ApprovalError(Exception):
-    """ApprovalError in the spec: the checks A1 to A9."""
+    """ApprovalError in the spec: the checks A1 to A10."""
 
 
 _variants(
     ApprovalError,
-    ["NoApprovalKey", "ApprovalKey", "NotThisKey", "NoApproval", "Malformed", "Content", "Signature", "Endorsement"],
+    [
+        "NoApprovalKey",
+        "ApprovalKey",
+        "NotThisKey",
+        "NoApproval",
+        "Malformed",
+        "Content",
+        "Signature",
+        "Endorsement",
+        "Runtime",
+    ],
 )
 
 
@@ -67,7 +87,7 @@ class ContentError(Exception):
     """ContentError in the spec: content that has no encoding C."""
 
 
-_variants(ContentError, ["DateTime", "Integer"])
+_variants(ContentError, ["DateTime"])
 
 
 class BadKey(ValueError):
@@ -80,10 +100,15 @@ _variants(BadKey, ["Encoding", "NonCanonical", "SmallOrder"])
 
 
 class FileError(Exception):
-    """What comes before the approval checks: the file itself, and a service's key (Error::WrongKey)."""
+    """`Error` in the spec: what comes before the approval checks.
+
+    TooLarge and Toml ("Reading a file"), PublicKey (A0) and a service's WrongKey;
+    EnvName (an environment name that is not one) has no name in the spec.
+    """
 
 
-_variants(FileError, ["NotEnvFile", "EnvName", "PublicKey", "WrongKey"])
+FileError.__qualname__ = "Error"
+_variants(FileError, ["TooLarge", "Toml", "EnvName", "PublicKey", "WrongKey"])
 
 # Convenience aliases: approval.Signature, approval.Malformed, ...
 NoApprovalKey = ApprovalError.NoApprovalKey
@@ -94,6 +119,70 @@ Malformed = ApprovalError.Malformed
 Content = ApprovalError.Content
 Signature = ApprovalError.Signature
 Endorsement = ApprovalError.Endorsement
+Runtime = ApprovalError.Runtime
+
+
+def describe(error: Exception) -> str:
+    """An error's message ending in its name in square brackets, as boxcar writes it."""
+    return f"{error} [{type(error).__qualname__.replace('.', '::')}]"
+
+
+# ---------------------------------------------------------------------------
+# Reading a file (FORMAT.md, "Environment files", "Reading a file").
+
+
+def _line_of(text: str, index: int) -> int:
+    return text.count("\n", 0, index) + 1
+
+
+def _check_i64(value: object, where: str) -> None:
+    """Refuses (Error::Toml) an integer outside i64 anywhere in a parsed value."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not I64_MIN <= value <= I64_MAX:
+            raise FileError.Toml(f"{where or 'a value'}: integer {value} does not fit in i64")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_i64(v, f"{where}.{k}" if where else k)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_i64(v, f"{where}[{i}]")
+
+
+def read_document(data: bytes | str, limit: int = MAX_FILE_LEN) -> dict:
+    """Reads a file as every reader does: size, UTF-8, CR LF as LF, TOML 1.0, integers in i64.
+
+    `data` is the file's bytes, or its text (a vector's `file`). Raises Error::TooLarge
+    for more than `limit` bytes, Error::Toml for everything else that is refused.
+    """
+    if isinstance(data, str):
+        try:
+            raw = data.encode("utf-8")
+        except UnicodeEncodeError:
+            raise FileError.Toml("not UTF-8") from None
+    else:
+        raw = bytes(data)
+    if len(raw) > limit:
+        raise FileError.TooLarge(f"larger than {limit} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FileError.Toml(f"not UTF-8 (byte {e.start})") from None
+    # Rule 2: every CR LF is LF, wherever it is; a CR left over was not followed by LF.
+    text = text.replace("\r\n", "\n")
+    bare = text.find("\r")
+    if bare >= 0:
+        raise FileError.Toml(f"line {_line_of(text, bare)}: a CR that is not followed by LF")
+    # Rules 3 and 4: tomllib is a TOML 1.0 parser, so it refuses the constructs TOML 1.1
+    # added (\e and \xHH escapes; a line break, a comment or a trailing comma inside an
+    # inline table) like any other error.
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise FileError.Toml(str(e)) from None
+    _check_i64(document, "")
+    return document
 
 
 # ---------------------------------------------------------------------------
@@ -101,7 +190,11 @@ Endorsement = ApprovalError.Endorsement
 
 
 def b64decode(text: object, length: int) -> bytes:
-    """Standard base64 (RFC 4648 section 4, with padding) of exactly `length` bytes, canonical only."""
+    """Standard base64 (RFC 4648 section 4, with padding) of exactly `length` bytes, canonical only.
+
+    Nothing around the text is tolerated: this is the rule for `approval.signature` and
+    `previous_keys[i].endorsement`; keys strip their white space first (`key_text`).
+    """
     if not isinstance(text, str):
         raise BadKey.Encoding("not a string")
     try:
@@ -117,6 +210,13 @@ def b64decode(text: object, length: int) -> bytes:
 
 def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
+
+
+def key_text(text: object) -> str:
+    """A key's base64 text without the space, tab, CR and LF it may have at both ends (FORMAT.md, "Fields")."""
+    if not isinstance(text, str):
+        raise BadKey.Encoding("not a string")
+    return text.strip(KEY_WHITE_SPACE)
 
 
 P = 2**255 - 19
@@ -136,14 +236,12 @@ X25519_SMALL_ORDER = [
 
 
 def x25519_public_key(text: object) -> bytes:
-    """The file's `public_key`: white space around the base64 is ignored (FORMAT.md, "Keys").
+    """A `public_key`: space, tab, CR and LF around the base64 are ignored (FORMAT.md, "Keys", "Fields").
 
     Refused: a non-canonical u (top bit set, or u >= p) as NonCanonical, a point of
     small order (libsodium's list) as SmallOrder.
     """
-    if not isinstance(text, str):
-        raise BadKey.Encoding("not a string")
-    raw = b64decode(text.strip(" \t\r\n"), 32)
+    raw = b64decode(key_text(text), 32)
     masked = raw[:31] + bytes([raw[31] & 0x7F])
     if masked in X25519_SMALL_ORDER:
         raise BadKey.SmallOrder("an X25519 point of small order")
@@ -205,8 +303,11 @@ def ed_small_order(point: tuple[int, int]) -> bool:
 
 
 def ed25519_public_key(text: object) -> bytes:
-    """An approval key: base64 of 32 bytes (Encoding), a point (NonCanonical), not of small order (SmallOrder)."""
-    raw = b64decode(text, 32)
+    """An approval key: base64 of 32 bytes (Encoding), a point (NonCanonical), not of small order (SmallOrder).
+
+    Space, tab, CR and LF around the base64 are ignored, as around `public_key`.
+    """
+    raw = b64decode(key_text(text), 32)
     point = ed_decode(raw)
     if point is None:
         raise BadKey.NonCanonical("not the canonical encoding of an Ed25519 point")
@@ -232,7 +333,13 @@ def approval_key(secret_key: bytes) -> bytes:
 
 
 def public_key(secret_key: bytes) -> bytes:
+    """The 32-byte X25519 public key of a secret key."""
     return bytes(nacl.public.PrivateKey(secret_key).public_key)
+
+
+def key_id(public: bytes) -> str:
+    """The key id: the first 8 bytes of SHA-256 of the 32-byte public key, as 16 lower-case hex digits."""
+    return hashlib.sha256(public).digest()[:8].hex()
 
 
 # ---------------------------------------------------------------------------
@@ -240,13 +347,11 @@ def public_key(secret_key: bytes) -> bytes:
 
 
 def encode(value: object) -> bytes:
-    """C(value), for any value a TOML 1.0 parser (tomllib) gives."""
+    """C(value), for any value `read_document` gives (integers outside i64 were refused there)."""
     if isinstance(value, bool):  # before int: bool is an int in Python
         return b"b" + (b"\x01" if value else b"\x00")
     if isinstance(value, int):
-        if not I64_MIN <= value <= I64_MAX:
-            raise ContentError.Integer(f"integer {value} does not fit in i64")
-        return b"i" + struct.pack(">q", value)
+        return b"i" + struct.pack(">q", value)  # struct.error outside i64: read_document refuses those
     if isinstance(value, float):
         return b"f" + (CANONICAL_NAN if math.isnan(value) else struct.pack(">d", value))
     if isinstance(value, str):
@@ -278,16 +383,12 @@ def canonical(table: dict) -> bytes:
     return encode(content(table))
 
 
-def fingerprints(table: dict) -> dict[str, str]:
-    """[approval.entries]: one per key of a top-level table (`table.key`), one per other top-level value."""
-    out = {}
-    for key, value in content(table).items():
-        if isinstance(value, dict):
-            for sub, v in value.items():
-                out[f"{key}.{sub}"] = hashlib.sha256(encode(v)).digest()[:8].hex()
-        else:
-            out[key] = hashlib.sha256(encode(value)).digest()[:8].hex()
-    return out
+def fingerprint(value: object) -> str:
+    """A value's fingerprint, as `approve` shows each sealed value: the first 8 bytes of SHA-256 of C(value), in hex.
+
+    Never stored in the file: `[approval.entries]` is neither written nor read any more.
+    """
+    return hashlib.sha256(encode(value)).digest()[:8].hex()
 
 
 # ---------------------------------------------------------------------------
@@ -343,53 +444,28 @@ def verify_strict(key: bytes, message: bytes, signature: bytes) -> bool:
 # Verifying.
 
 
-def parse(text: str) -> dict:
-    if len(text.encode("utf-8")) > MAX_FILE_LEN:
-        raise FileError.NotEnvFile("larger than 4 MiB")
-    return tomllib.loads(text)
-
-
-def changed_entries(document: dict) -> list[str]:
-    """The names whose fingerprints differ from the (unsigned) ones in [approval.entries]."""
-    approval = document.get("approval")
-    stored = approval.get("entries") if isinstance(approval, dict) else None
-    if not isinstance(stored, dict):
-        stored = {}
-    try:
-        now = fingerprints(document)
-    except ContentError:
-        return []
-    return sorted(name for name in set(now) | set(stored) if now.get(name) != stored.get(name))
-
-
-def verify(env: str, text: str, secret_key: bytes | None = None) -> dict:
-    """Makes the checks A1 to A9 in order (A3 only with a secret key); returns the parsed document.
-
-    Before them: the file parses, `public_key` is a valid X25519 public key, and with a
-    secret key, that key's public key is `public_key` (Error::WrongKey).
-    """
-    env_bytes(env)
-    document = parse(text)
+def file_public_key(document: dict) -> bytes:
+    """A0: the file's `public_key`, a valid X25519 public key (Error::PublicKey)."""
     if "public_key" not in document:
         raise FileError.PublicKey("no public_key")
     try:
-        current_public = x25519_public_key(document["public_key"])
+        return x25519_public_key(document["public_key"])
     except BadKey as e:
-        raise FileError.PublicKey(f"public_key: {type(e).__qualname__}") from e
-    if secret_key is not None and public_key(secret_key) != current_public:
-        raise FileError.WrongKey("the secret key is not this file's key")
+        raise FileError.PublicKey(f"public_key: {type(e).__qualname__}: {e}") from e
 
-    # A1, A2, A3: the approval key.
+
+def file_approval_key(document: dict) -> bytes:
+    """A1 and A2: the file's `approval_key`, present (NoApprovalKey) and a valid Ed25519 key (ApprovalKey)."""
     if "approval_key" not in document:
         raise NoApprovalKey("no approval_key")
     try:
-        current_approval = ed25519_public_key(document["approval_key"])
+        return ed25519_public_key(document["approval_key"])
     except BadKey as e:
         raise ApprovalKey(f"approval_key: {type(e).__qualname__}: {e}") from e
-    if secret_key is not None and approval_key(secret_key) != current_approval:
-        raise NotThisKey("approval_key is not the one this secret key derives")
 
-    # A4, A5: the approval.
+
+def file_approval(document: dict) -> tuple[int, bytes]:
+    """A4 and A5: `[approval]` is present (NoApproval) and well-formed (Malformed); its serial and signature."""
     if "approval" not in document:
         raise NoApproval("no [approval]")
     approval = document["approval"]
@@ -402,18 +478,15 @@ def verify(env: str, text: str, secret_key: bytes | None = None) -> dict:
         signature = b64decode(approval.get("signature"), 64)
     except BadKey as e:
         raise Malformed(f"approval.signature: {e}") from e
+    return serial, signature
 
-    # A6, A7: the content and its signature.
-    try:
-        encoded = canonical(document)
-    except ContentError as e:
-        raise Content(f"{type(e).__qualname__}: {e}") from e
-    if not verify_strict(current_approval, approval_message(env, serial, encoded), signature):
-        changed = changed_entries(document)
-        err = Signature("the approval does not match the content; changed: " + (", ".join(changed) or "unknown"))
-        err.changed = changed
-        raise err
 
+def key_chain(env: str, document: dict, current_public: bytes, current_approval: bytes) -> list[tuple[bytes, bytes, bytes]]:
+    """A8 and A9: the `[[previous_keys]]` as (public key, approval key, endorsement), oldest first.
+
+    Raises Malformed when the array or an entry is not well-formed, Endorsement when an
+    entry's endorsement of the pair after it (the next entry, or the current pair) fails.
+    """
     # A8: the key chain's shape.
     chain = document.get("previous_keys", [])
     if not isinstance(chain, list):
@@ -435,6 +508,115 @@ def verify(env: str, text: str, secret_key: bytes | None = None) -> dict:
         new_pk, new_ak = (pairs[i + 1][0], pairs[i + 1][1]) if i + 1 < len(pairs) else (current_public, current_approval)
         if not verify_strict(ak, endorsement_message(env, pk, ak, new_pk, new_ak), endorsement):
             raise Endorsement(f"previous_keys[{i}]'s endorsement of the pair after it does not verify")
+    return pairs
+
+
+def read_service_file(service_file: bytes | str | os.PathLike) -> tuple[str, dict]:
+    """The `service` and `runtime` of an image's /etc/boxcar/service.toml (A10).
+
+    `service_file` is the file's bytes or text, or a path to read. It is read as an
+    environment file is, at most 64 KiB; anything that cannot be read or has the wrong
+    shape (`service` not a non-empty string, `runtime` not a table) is ApprovalError::Runtime.
+    Other keys of the service file are not read.
+    """
+    if isinstance(service_file, os.PathLike):
+        try:
+            with open(service_file, "rb") as f:
+                service_file = f.read(MAX_SERVICE_FILE_LEN + 1)
+        except OSError as e:
+            raise Runtime(f"the service file cannot be read: {e.strerror or e}") from e
+    try:
+        document = read_document(service_file, MAX_SERVICE_FILE_LEN)
+    except FileError as e:
+        raise Runtime(f"the service file cannot be read: {describe(e)}") from e
+    service, runtime = document.get("service"), document.get("runtime")
+    if not isinstance(service, str) or not service:
+        raise Runtime("the service file's `service` is not a non-empty string")
+    if not isinstance(runtime, dict):
+        raise Runtime("the service file's `runtime` is not a table")
+    return service, runtime
+
+
+def _encoded_or_none(value: object) -> bytes | None:
+    try:
+        return encode(value)
+    except ContentError:
+        return None
+
+
+def check_runtime(document: dict, service_file: bytes | str | os.PathLike) -> None:
+    """A10: `boxcar.services.<service>` of the document is a table whose C is C(runtime) (ApprovalError::Runtime).
+
+    The error names each field that differs, in either table, compared by C.
+    """
+    service, runtime = read_service_file(service_file)
+    boxcar = document.get("boxcar")
+    services = boxcar.get("services") if isinstance(boxcar, dict) else None
+    approved = services.get(service) if isinstance(services, dict) else None
+    if not isinstance(approved, dict):
+        raise Runtime(f"the file approves no run-time contract for service {service!r}")
+    if _encoded_or_none(runtime) is None:
+        raise Runtime("the service file's `runtime` has no encoding C (a date-time)")
+    if encode(approved) == encode(runtime):
+        return
+    differ = sorted(
+        (k for k in set(approved) | set(runtime) if k not in approved or k not in runtime or _encoded_or_none(approved[k]) != _encoded_or_none(runtime[k])),
+        key=lambda k: k.encode("utf-8"),
+    )
+    raise Runtime(f"the image's run-time contract for service {service!r} is not the approved one; differs: {', '.join(differ)}")
+
+
+def verify_document(
+    env: str,
+    document: dict,
+    secret_key: bytes | None = None,
+    service_file: bytes | str | os.PathLike | None = None,
+) -> None:
+    """Makes A0, then A1 to A9 in order (A3 only with a secret key), then A10 with a service file."""
+    env_bytes(env)
+    current_public = file_public_key(document)
+    if secret_key is not None and public_key(secret_key) != current_public:
+        raise FileError.WrongKey("the secret key is not this file's key")
+
+    # A1, A2, A3: the approval key.
+    current_approval = file_approval_key(document)
+    if secret_key is not None and approval_key(secret_key) != current_approval:
+        raise NotThisKey("approval_key is not the one this secret key derives")
+
+    # A4, A5: the approval.
+    serial, signature = file_approval(document)
+
+    # A6, A7: the content and its signature. A failed signature says nothing of what
+    # changed: nothing in such a file can be believed.
+    try:
+        encoded = canonical(document)
+    except ContentError as e:
+        raise Content(f"{type(e).__qualname__}: {e}") from e
+    if not verify_strict(current_approval, approval_message(env, serial, encoded), signature):
+        raise Signature("the approval does not match the content")
+
+    # A8, A9: the key chain.
+    key_chain(env, document, current_public, current_approval)
+
+    # A10: the image's run-time contract.
+    if service_file is not None:
+        check_runtime(document, service_file)
+
+
+def verify(
+    env: str,
+    text: bytes | str,
+    secret_key: bytes | None = None,
+    service_file: bytes | str | os.PathLike | None = None,
+) -> dict:
+    """Reads a file ("Reading a file") and makes the checks A0 to A10 on it; returns the parsed document.
+
+    A3 is made only with a secret key (after Error::WrongKey: its public key must be
+    `public_key`), A10 only with a service file (its text, or a path to read).
+    """
+    env_bytes(env)
+    document = read_document(text)
+    verify_document(env, document, secret_key, service_file)
     return document
 
 
@@ -443,6 +625,7 @@ def verify(env: str, text: str, secret_key: bytes | None = None) -> dict:
 
 
 def cmd_check_vectors(path: str) -> int:
+    """Re-verifies every vector of an approval vectors file; prints a summary, exit 1 on any failure."""
     with open(path, "rb") as f:
         vectors = tomllib.load(f)
     passed = failed = 0
@@ -469,9 +652,10 @@ def cmd_check_vectors(path: str) -> int:
     for v in vectors["valid"]:
         what = f"valid {v['name']}"
         sk = keys[v["secret_key"]]
+        service_file = v.get("service_file")
         try:
-            verify(v["env"], v["file"])
-            document = verify(v["env"], v["file"], sk)
+            verify(v["env"], v["file"], None, service_file)
+            document = verify(v["env"], v["file"], sk, service_file)
         except Exception as e:  # noqa: BLE001
             result(False, what, f"{type(e).__qualname__}: {e}")
             continue
@@ -488,7 +672,7 @@ def cmd_check_vectors(path: str) -> int:
         what = f"invalid {v['name']}"
         sk = keys[v["verify_with"]] if v["verify_with"] else None
         try:
-            verify(v["env"], v["file"], sk)
+            verify(v["env"], v["file"], sk, v.get("service_file"))
             got = "passes"
         except (ApprovalError, FileError) as e:
             got = type(e).__name__
@@ -498,29 +682,63 @@ def cmd_check_vectors(path: str) -> int:
     return 1 if failed else 0
 
 
+def read_secret_key(text: str) -> bytes:
+    """A secret key as a service takes it: base64 of 32 bytes, one trailing LF or CR LF tolerated."""
+    for end in ("\r\n", "\n"):
+        if text.endswith(end):
+            text = text[: -len(end)]
+            break
+    return b64decode(text, 32)
+
+
+def cmd_verify(args: list[str]) -> int:
+    """`verify ENV PATH [--key-stdin] [--service-file PATH]`: prints `approved`, or the error and exit 1."""
+    env, path, rest = args[0], args[1], args[2:]
+    key_stdin, service_path = False, None
+    while rest:
+        if rest[0] == "--key-stdin":
+            key_stdin, rest = True, rest[1:]
+        elif rest[0] == "--service-file" and len(rest) >= 2:
+            service_path, rest = pathlib.Path(rest[1]), rest[2:]
+        else:
+            print(__doc__, file=sys.stderr)
+            return 2
+    sk = None
+    if key_stdin:
+        try:
+            sk = read_secret_key(sys.stdin.read())
+        except BadKey as e:
+            print(f"the secret key on stdin: {e}", file=sys.stderr)
+            return 2
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_LEN + 1)
+    except OSError as e:
+        print(f"{path}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    try:
+        verify(env, data, sk, service_path)
+    except (ApprovalError, FileError) as e:
+        print(f"{path}: {describe(e)}", file=sys.stderr)
+        return 1
+    print("approved")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args = argv[1:]
     if len(args) == 2 and args[0] == "check-vectors":
         return cmd_check_vectors(args[1])
-    if len(args) in (3, 4) and args[0] == "verify" and args[3:] in ([], ["--key-stdin"]):
-        sk = base64.b64decode(sys.stdin.read().strip(), validate=True) if args[3:] else None
-        with open(args[2], encoding="utf-8") as f:
-            text = f.read()
-        try:
-            verify(args[1], text, sk)
-        except (ApprovalError, FileError) as e:
-            print(f"{type(e).__qualname__}: {e}", file=sys.stderr)
-            return 1
-        print("approved")
-        return 0
-    if len(args) == 2 and args[0] in ("canonical", "fingerprints"):
+    if len(args) >= 3 and args[0] == "verify":
+        return cmd_verify(args[1:])
+    if len(args) == 2 and args[0] == "canonical":
         with open(args[1], "rb") as f:
-            document = tomllib.load(f)
-        if args[0] == "canonical":
-            print(canonical(document).hex())
-        else:
-            for name, fp in fingerprints(document).items():
-                print(f"{json.dumps(name, ensure_ascii=False)} = {json.dumps(fp)}")
+            data = f.read(MAX_FILE_LEN + 1)
+        try:
+            print(canonical(read_document(data)).hex())
+        except (FileError, ContentError) as e:
+            print(f"{args[1]}: {describe(e)}", file=sys.stderr)
+            return 1
         return 0
     print(__doc__, file=sys.stderr)
     return 2

@@ -197,6 +197,15 @@ fn demo_environment(sh: &Shell, ctx: &Context) -> anyhow::Result<SecretKey> {
         if key_path.exists() {
             let key = boxcar_secrets::read_key_file(&key_path, "the demo's key file")?.key;
             if key.public_key() == file.public_key() && file.open_approved(&key).is_ok() {
+                // The demo's own file follows boxcar.toml: approved again
+                // with what it gives the app now, as a key holder would.
+                if runtime_differs(ctx, &file)? {
+                    let text = std::fs::read_to_string(&path)?;
+                    let approved = approve_with_runtime(ctx, &path, &text, &key)?;
+                    boxcar_secrets::write_atomic(&path, approved.as_bytes(), None)
+                        .with_context(|| format!("writing {}", ctx.show(&path)))?;
+                    eprintln!("demo environment: approved what boxcar.toml gives the app now");
+                }
                 eprintln!("demo environment: {} with key {}", ctx.show(&path), key_path.display());
                 return Ok(key);
             }
@@ -252,8 +261,9 @@ fn demo_environment(sh: &Shell, ctx: &Context) -> anyhow::Result<SecretKey> {
          [[bots]]\nname = \"demo\"\ntoken_secret = \"demo_token\"\nadmins = [{CHAT_USER_ID}]\n",
         key.public_key().to_base64()
     );
-    // The key that made the file approves it, as keygen does.
-    let text = boxcar_secrets::approved_text(&path, &text, &key)?;
+    // The key that made the file approves it, as keygen does, with what
+    // boxcar.toml gives the app at run time.
+    let text = approve_with_runtime(ctx, &path, &text, &key)?;
     if let Err(e) = boxcar_secrets::write_new_atomic(&path, text.as_bytes(), 0o644) {
         let _ = std::fs::remove_file(&key_path);
         return Err(e).with_context(|| format!("writing {}", ctx.show(&path)));
@@ -262,6 +272,23 @@ fn demo_environment(sh: &Shell, ctx: &Context) -> anyhow::Result<SecretKey> {
     file.open_approved(&key).context("the demo environment just written does not open")?;
     eprintln!("demo environment: created {} (key {}, key file {})", ctx.show(&path), key.key_id(), key_path.display());
     Ok(key)
+}
+
+/// `text`, the demo environment's file, approved by `key` with what
+/// boxcar.toml gives the services of its folder at run time.
+fn approve_with_runtime(ctx: &Context, path: &std::path::Path, text: &str, key: &SecretKey) -> anyhow::Result<String> {
+    let mut doc = boxcar_secrets::EnvDocument::parse(path, text)?;
+    doc.set_runtime(&ctx.runtimes_in(&ctx.config_dir())?);
+    doc.approve(key)?;
+    Ok(doc.render())
+}
+
+/// Whether `file` approves another run-time contract than boxcar.toml gives now.
+fn runtime_differs(ctx: &Context, file: &EnvFile) -> anyhow::Result<bool> {
+    Ok(ctx
+        .runtimes_in(&ctx.config_dir())?
+        .iter()
+        .any(|(name, now)| boxcar_secrets::runtime::approved_runtime(file.table(), name) != Some(now)))
 }
 
 async fn ensure_network(docker: &Docker, name: &str) -> anyhow::Result<()> {

@@ -152,6 +152,11 @@ pub fn layer(spec: &Spec) -> anyhow::Result<Vec<u8>> {
     for (name, data) in &spec.env_files {
         entries.file(&format!("{IMAGE_CONFIG_DIR}/{name}"), 0o444, data.clone());
     }
+    // What the contract gives the service at run time, as this image was
+    // built: the service starts only on an environment that approves it.
+    let runtime = service.runtime_with(&spec.files);
+    let service_file = boxcar_secrets::ServiceFile::render(&service.name, &runtime);
+    entries.file(boxcar_secrets::IMAGE_SERVICE_FILE, 0o444, service_file.into_bytes());
     tar_of(entries, spec.epoch)
 }
 
@@ -446,9 +451,33 @@ pub(crate) mod tests {
         let mut sorted = seen.clone();
         sorted.sort();
         assert_eq!(seen, sorted);
-        for path in ["etc/boxcar/deploy-config/production.toml", "usr/share/svc/motd", "var/lib/svc/"] {
+        for path in [
+            "etc/boxcar/deploy-config/production.toml",
+            "etc/boxcar/service.toml",
+            "usr/share/svc/motd",
+            "var/lib/svc/",
+        ] {
             assert!(seen.contains(&path.to_owned()), "{path}: {seen:?}");
         }
+    }
+
+    #[test]
+    fn the_image_says_what_the_contract_gives_the_service() {
+        let spec = spec();
+        let layer = layer(&spec).unwrap();
+        let mut archive = tar::Archive::new(&layer[..]);
+        let entry = archive
+            .entries()
+            .unwrap()
+            .map(Result::unwrap)
+            .find(|e| e.path().unwrap().to_str() == Some("etc/boxcar/service.toml"));
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut entry.unwrap(), &mut text).unwrap();
+        let file = boxcar_secrets::ServiceFile::parse(&text).unwrap();
+        assert_eq!(file.service, spec.service.name);
+        assert_eq!(file.runtime, spec.service.runtime_with(&spec.files));
+        assert_eq!(file.runtime["files"][0]["to"].as_str(), Some("/usr/share/svc/motd"));
+        assert_eq!(file.runtime["files"][0]["mode"].as_str(), Some("0444"));
     }
 
     #[test]

@@ -23,11 +23,12 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// A scratch project: a git work tree with `deploy-config/`, and a key folder
-/// outside it.
+/// A scratch project: a git work tree with `deploy-config/`, a key folder
+/// outside it, and a bare repository that [`Repo::publish`] makes its origin.
 pub(crate) struct Repo {
     pub(crate) root: tempfile::TempDir,
     pub(crate) keys: tempfile::TempDir,
+    pub(crate) origin: tempfile::TempDir,
 }
 
 /// What a command did.
@@ -74,7 +75,19 @@ impl Repo {
         std::fs::create_dir(root.path().join("deploy-config")).unwrap();
         let git = Command::new("git").args(["init", "-q"]).current_dir(root.path()).status().unwrap();
         assert!(git.success());
-        Repo { root, keys }
+        Repo { root, keys, origin: tempfile::tempdir().unwrap() }
+    }
+
+    /// Pushes HEAD to the origin's `main` and makes it `origin/HEAD`: what is
+    /// merged, and what `check` trusts by default.
+    pub(crate) fn publish(&self) {
+        publish(self.root.path(), self.origin.path());
+    }
+
+    /// `git add -A` and a commit.
+    pub(crate) fn commit(&self, message: &str) {
+        git(self.root.path(), &["add", "-A"]);
+        git(self.root.path(), &["commit", "-qm", message]);
     }
 
     pub(crate) fn path(&self, rel: &str) -> PathBuf {
@@ -171,12 +184,26 @@ pub(crate) fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
+/// Pushes `root`'s HEAD to the bare repository `origin` (made on first use)
+/// as `main`, and makes that `origin/HEAD`.
+pub(crate) fn publish(root: &Path, origin: &Path) {
+    if !origin.join("HEAD").exists() {
+        git(origin, &["init", "-q", "--bare"]);
+        git(origin, &["symbolic-ref", "HEAD", "refs/heads/main"]);
+        git(root, &["remote", "add", "origin", origin.to_str().unwrap()]);
+    }
+    git(root, &["push", "-q", "--force", "origin", "HEAD:refs/heads/main"]);
+    git(root, &["fetch", "-q", "origin"]);
+    git(root, &["remote", "set-head", "origin", "main"]);
+}
+
 /// A copy of the working tree (tracked and new files) committed in a scratch
 /// repository, with a test environment whose key is made now.
 pub(crate) struct Checkout {
     pub(crate) dir: tempfile::TempDir,
     pub(crate) keys: tempfile::TempDir,
     pub(crate) env: String,
+    pub(crate) origin: tempfile::TempDir,
 }
 
 pub(crate) fn project_root() -> PathBuf {
@@ -213,6 +240,7 @@ impl Checkout {
         std::fs::write(&env_file, format!("{text}{settings}")).unwrap();
         c.approve(env);
         c.commit();
+        c.publish();
         c
     }
 
@@ -232,8 +260,9 @@ impl Checkout {
         }
         git(dir.path(), &["init", "-q"]);
         let keys = tempfile::tempdir().unwrap();
-        let c = Checkout { dir, keys, env: env.to_owned() };
+        let c = Checkout { dir, keys, env: env.to_owned(), origin: tempfile::tempdir().unwrap() };
         c.commit();
+        c.publish();
         c
     }
 
@@ -244,6 +273,11 @@ impl Checkout {
     pub(crate) fn commit(&self) {
         git(self.dir.path(), &["add", "-A"]);
         git(self.dir.path(), &["commit", "-qm", "scratch"]);
+    }
+
+    /// Pushes HEAD to the checkout's origin and makes it `origin/HEAD`.
+    pub(crate) fn publish(&self) {
+        publish(self.dir.path(), self.origin.path());
     }
 
     /// `approve --yes` for `env`: what a key holder does after a change.
@@ -298,6 +332,7 @@ impl Checkout {
         Repo::run_with(&mut seal, api_key.as_bytes()).ok();
         self.approve_service("hello-api", "hello");
         self.commit();
+        self.publish();
     }
 
     pub(crate) fn head(&self) -> String {

@@ -1,0 +1,179 @@
+//! The few questions boxcar asks git, each one `git` command: which commit
+//! a name is, whether one commit is an ancestor of another, the commits
+//! between two, what a tree holds, and the objects themselves in one batch.
+//!
+//! The git CLI rather than a library (gitoxide, libgit2): every machine that
+//! has a checkout has git, the questions are few, and a git library would
+//! add minutes to the first build of every xtask (a fresh checkout compiles
+//! boxcar before its first command).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use xshell::{Shell, cmd};
+
+/// Whether the shell's folder is inside a git work tree.
+pub fn is_checkout(sh: &Shell) -> bool {
+    cmd!(sh, "git rev-parse --is-inside-work-tree").quiet().ignore_stderr().read().is_ok()
+}
+
+/// The full id of the commit `rev` names, if it names one.
+pub fn commit_of(sh: &Shell, rev: &str) -> Option<String> {
+    let spec = format!("{rev}^{{commit}}");
+    cmd!(sh, "git rev-parse --verify --quiet --end-of-options {spec}")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .ok()
+        .map(|id| id.trim().to_owned())
+        .filter(|id| !id.is_empty())
+}
+
+/// Whether `ancestor` is `descendant` or one of its ancestors.
+pub fn is_ancestor(sh: &Shell, ancestor: &str, descendant: &str) -> bool {
+    cmd!(sh, "git merge-base --is-ancestor {ancestor} {descendant}").quiet().ignore_stderr().run().is_ok()
+}
+
+/// The merge base of two commits, if they have one.
+pub fn merge_base(sh: &Shell, a: &str, b: &str) -> Option<String> {
+    cmd!(sh, "git merge-base {a} {b}").quiet().ignore_stderr().read().ok().map(|id| id.trim().to_owned())
+}
+
+/// The commits reachable from `head` and not from `base` (all of `head`'s
+/// history without one), every parent of every merge followed, parents
+/// before children: `(id, parent ids)`.
+pub fn range(sh: &Shell, base: Option<&str>, head: &str) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+    let spec = match base {
+        Some(base) => format!("{base}..{head}"),
+        None => head.to_owned(),
+    };
+    let out = cmd!(sh, "git rev-list --topo-order --reverse --parents {spec}")
+        .quiet()
+        .read()
+        .with_context(|| format!("listing the commits of {spec}"))?;
+    Ok(out
+        .lines()
+        .filter_map(|line| {
+            let mut ids = line.split_whitespace().map(str::to_owned);
+            Some((ids.next()?, ids.collect()))
+        })
+        .collect())
+}
+
+/// The commits of `range` (as for [`range`]) whose `*.toml` files differ
+/// from one of their parents': the others hold what their first parent holds.
+pub fn touching_toml(sh: &Shell, base: Option<&str>, head: &str) -> anyhow::Result<BTreeSet<String>> {
+    let spec = match base {
+        Some(base) => format!("{base}..{head}"),
+        None => head.to_owned(),
+    };
+    // `*.toml` matches in every folder (a pathspec's `*` crosses `/`);
+    // `--full-history -m` keeps a merge that differs from any of its parents.
+    let out = cmd!(sh, "git log --full-history -m --format=%H {spec} -- *.toml")
+        .quiet()
+        .read()
+        .with_context(|| format!("listing the commits of {spec} that change a .toml file"))?;
+    Ok(out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+}
+
+/// The commits a shallow clone cut off from their parents (git's `shallow`
+/// file); empty in a whole clone.
+pub fn shallow_commits(sh: &Shell) -> anyhow::Result<BTreeSet<String>> {
+    let path = cmd!(sh, "git rev-parse --git-path shallow").quiet().read()?;
+    match std::fs::read_to_string(sh.current_dir().join(path.trim())) {
+        Ok(text) => Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
+        Err(e) => Err(e).context("reading git's list of shallow commits"),
+    }
+}
+
+/// The files (blobs, not links or submodules) directly in `folders` of
+/// `commit`'s tree whose names end in `.toml`: `(path, object id)`.
+pub fn toml_files_in(sh: &Shell, commit: &str, folders: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    if folders.is_empty() {
+        return Ok(Vec::new());
+    }
+    // A trailing `/` lists a folder's entries; `:(literal)` keeps a folder
+    // name with `*` in it from being a pattern.
+    let specs: Vec<String> = folders.iter().map(|f| format!(":(literal){}/", f.display())).collect();
+    let out = cmd!(sh, "git ls-tree -z --full-tree {commit} -- {specs...}")
+        .quiet()
+        .read()
+        .with_context(|| format!("listing the environment folders of commit {commit}"))?;
+    let mut files = Vec::new();
+    for entry in out.split('\0').filter(|e| !e.is_empty()) {
+        // `<mode> SP <type> SP <id> TAB <path>`
+        let Some((meta, path)) = entry.split_once('\t') else { continue };
+        let mut fields = meta.split(' ');
+        let (Some(mode), Some(kind), Some(id)) = (fields.next(), fields.next(), fields.next()) else { continue };
+        let path = PathBuf::from(path);
+        let direct = folders.iter().any(|f| path.parent() == Some(f.as_path()));
+        if kind == "blob" && mode != "120000" && direct && path.extension().is_some_and(|e| e == "toml") {
+            files.push((path, id.to_owned()));
+        }
+    }
+    Ok(files)
+}
+
+/// The contents of the objects `requests` name (`<id>`, or `<commit>:<path>`),
+/// in order, read by one `git cat-file --batch`: `None` for one that is missing.
+pub fn read_objects(sh: &Shell, requests: &[String]) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
+    if requests.is_empty() {
+        return Ok(Vec::new());
+    }
+    let input: String = requests.iter().map(|r| format!("{r}\n")).collect();
+    let out = cmd!(sh, "git cat-file --batch").stdin(input).quiet().output().context("reading objects from git")?;
+    let contents = batch_contents(&out.stdout);
+    if contents.len() != requests.len() {
+        anyhow::bail!("git cat-file answered {} of {} requests", contents.len(), requests.len());
+    }
+    Ok(contents)
+}
+
+/// The contents `git cat-file --batch` printed, in order: `None` for an
+/// object it reported missing (or ambiguous).
+pub fn batch_contents(out: &[u8]) -> Vec<Option<Vec<u8>>> {
+    let mut contents = Vec::new();
+    let mut rest = out;
+    while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+        // `<id> <type> <size>`, then the content and a newline; or `<request> missing`.
+        let (header, after) = rest.split_at(end);
+        let header = String::from_utf8_lossy(header).into_owned();
+        rest = after.get(1..).unwrap_or_default();
+        let size = match header.rsplit(' ').next() {
+            Some("missing" | "ambiguous") => None,
+            Some(size) => size.parse::<usize>().ok(),
+            None => None,
+        };
+        match size {
+            Some(size) => {
+                contents.push(Some(rest.get(..size).unwrap_or_default().to_vec()));
+                rest = rest.get(size + 1..).unwrap_or_default();
+            }
+            None => contents.push(None),
+        }
+    }
+    contents
+}
+
+/// `path` relative to the shell's folder, as git's pathspecs and `ls-tree`
+/// paths take it.
+pub fn relative<'a>(sh: &Shell, path: &'a Path) -> &'a Path {
+    path.strip_prefix(sh.current_dir()).unwrap_or(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_output_is_split_by_its_sizes() {
+        let out = b"aa blob 3\nx\ny\nbb missing\ncc blob 0\n\ndd tree 2\n\n\n\nee ambiguous\n";
+        assert_eq!(
+            batch_contents(out),
+            vec![Some(b"x\ny".to_vec()), None, Some(Vec::new()), Some(b"\n\n".to_vec()), None]
+        );
+        assert!(batch_contents(b"").is_empty());
+    }
+}
