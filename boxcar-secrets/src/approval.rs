@@ -60,7 +60,7 @@ impl ApprovalKey {
     /// encoding that is not the canonical one of a point, and a point of small
     /// order (under which some signatures verify whatever the message).
     pub fn from_base64(text: &str) -> Result<ApprovalKey, KeyError> {
-        let bytes = B64.decode(text.trim()).map_err(|_| KeyError::Base64)?;
+        let bytes = B64.decode(crate::key::around_key(text)).map_err(|_| KeyError::Base64)?;
         let bytes: [u8; KEY_LEN] = bytes.try_into().map_err(|v: Vec<u8>| KeyError::Length { found: v.len() })?;
         let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::NonCanonical)?;
         // dalek decodes a y at or above p (and x = 0 with its sign bit set) as

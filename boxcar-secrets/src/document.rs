@@ -20,13 +20,18 @@ use toml_parser::lexer::TokenKind;
 /// Parses `text` as an environment file's TOML, as every reader must: CR LF
 /// read as LF, TOML 1.0 only. The error is one line, `line L, column C: …`.
 pub fn read_toml(text: &str) -> Result<toml::Table, String> {
+    // Before the pairs are made LF: in CR CR LF, the first CR is a CR alone.
+    let bytes = text.as_bytes();
+    if let Some(at) = (0..bytes.len()).find(|&i| bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n')) {
+        let what = "a carriage return that is not followed by a line feed";
+        return Err(crate::file::toml_message(text, what, Some(at..at + 1)));
+    }
     let text = lf_line_breaks(text);
     toml_1_0_only(&text)?;
     text.parse::<toml::Table>().map_err(|e| crate::file::toml_message(&text, e.message(), e.span()))
 }
 
-/// `text` with every CR LF pair made LF. A CR alone stays, for the parser to
-/// refuse (TOML allows no bare CR outside an escape).
+/// `text` with every CR LF pair made LF (a CR alone was refused before).
 fn lf_line_breaks(text: &str) -> Cow<'_, str> {
     if text.contains("\r\n") { Cow::Owned(text.replace("\r\n", "\n")) } else { Cow::Borrowed(text) }
 }
@@ -119,9 +124,16 @@ mod tests {
         assert_eq!(literal["a"].as_str(), Some("x\ny"));
         // A CR written as an escape is a character of the value.
         assert_eq!(read_toml("a = \"x\\r\\ny\"").unwrap()["a"].as_str(), Some("x\r\ny"));
-        // A bare CR is no TOML at all.
-        let err = read_toml("a = '''x\ry'''").unwrap_err();
-        assert!(err.starts_with("line 1, column 10: carriage return must be followed by newline"), "{err}");
+        // A bare CR is no TOML at all, nor is the first CR of CR CR LF, nor a CR at the end.
+        let cases = [
+            ("a = '''x\ry'''", "line 1, column 9"),
+            ("a = 1 # x\r\r\n", "line 1, column 10"),
+            ("a = 1\r", "line 1, column 6"),
+        ];
+        for (text, at) in cases {
+            let err = read_toml(text).unwrap_err();
+            assert_eq!(err, format!("{at}: a carriage return that is not followed by a line feed"), "{text:?}");
+        }
     }
 
     #[test]

@@ -195,7 +195,7 @@ impl EnvDocument {
             path: self.path.clone(),
             env: self.env.clone(),
             service: None,
-            problem: e.into(),
+            problem: Box::new(e.into()),
         })?;
         let mut approval = Table::new();
         approval.decor_mut().set_prefix(
@@ -560,7 +560,7 @@ pub(crate) mod tests {
         // Set again with one service: the other goes, the comment stays, and
         // the file is no longer approved until it is approved again.
         let mut doc = EnvDocument::parse(&path, &out).unwrap();
-        doc.set_runtime(&[("app".to_owned(), runtime.clone())]);
+        doc.set_runtime(&[("app".to_owned(), runtime)]);
         let again = doc.render();
         assert!(!again.contains("worker"), "{again}");
         assert_eq!(again.matches("# What boxcar.toml gives each service").count(), 1, "{again}");

@@ -137,7 +137,7 @@ fn open_in(
                 path: file.path().to_owned(),
                 env: file.env().to_owned(),
                 service: Some(runtime.service.clone()),
-                problem,
+                problem: Box::new(problem),
             };
             StartupError::Unapproved(vec![err.to_string()])
         })?;

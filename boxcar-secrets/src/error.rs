@@ -275,8 +275,8 @@ pub enum Error {
         /// The service whose file it is, when the command named one: the
         /// hint names it (`--service NAME`).
         service: Option<String>,
-        /// Why it is not approved.
-        problem: crate::approval::ApprovalError,
+        /// Why it is not approved (boxed: the other variants are small).
+        problem: Box<crate::approval::ApprovalError>,
     },
     /// One or more secrets cannot be opened; none were returned.
     #[error("{}: {} cannot be opened:{}", path.display(), plural(failures.len()), list(failures))]

@@ -151,7 +151,8 @@ impl EnvFile {
     }
 
     fn unapproved(&self, problem: crate::approval::ApprovalError) -> Error {
-        Error::Unapproved { path: self.path.clone(), env: self.env.clone(), service: self.service.clone(), problem }
+        let (path, env, service) = (self.path.clone(), self.env.clone(), self.service.clone());
+        Error::Unapproved { path, env, service, problem: Box::new(problem) }
     }
 
     /// Every problem that can be found without the secret key: names, shapes,

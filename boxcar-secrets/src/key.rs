@@ -118,9 +118,10 @@ impl PublicKey {
     }
 
     /// Parses standard base64 (RFC 4648 with padding) of exactly 32 bytes,
-    /// then checks the key as [`PublicKey::from_bytes`] does.
+    /// with space, tab, CR and LF ignored around it (docs/FORMAT.md, the
+    /// base64 table), then checks the key as [`PublicKey::from_bytes`] does.
     pub fn from_base64(text: &str) -> Result<PublicKey, KeyError> {
-        let bytes = B64.decode(text.trim()).map_err(|_| KeyError::Base64)?;
+        let bytes = B64.decode(around_key(text)).map_err(|_| KeyError::Base64)?;
         let bytes: [u8; KEY_LEN] = bytes.try_into().map_err(|v: Vec<u8>| KeyError::Length { found: v.len() })?;
         PublicKey::from_bytes(bytes)
     }
@@ -266,6 +267,13 @@ impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SecretKey(key id {}, <redacted>)", self.public.key_id())
     }
+}
+
+/// A key's text without the white space docs/FORMAT.md lets a file put
+/// around it: space, tab, CR and LF, and nothing else (not a form feed, not a
+/// no-break space, which `str::trim` would also take away).
+pub(crate) fn around_key(text: &str) -> &str {
+    text.trim_matches([' ', '\t', '\r', '\n'])
 }
 
 #[cfg(test)]

@@ -89,9 +89,9 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
             }
         }
     };
-    if let Some(verdict) = &verdict {
-        problems.extend(verdict.problems.iter().map(ToString::to_string));
-    }
+    // History's problems go with the file of the work tree they are about,
+    // the rest (other paths, earlier commits, R4) after the files.
+    let mut history_problems: Vec<&crate::trust::Problem> = verdict.iter().flat_map(|v| &v.problems).collect();
 
     let mut files = 0;
     // Each service is built once, for all of its environment files.
@@ -128,8 +128,12 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
                     found.extend(answer.lines().into_iter().map(|l| format!("{shown}: `{what}`: {l}")));
                 }
             }
-            let trust =
-                verdict.as_ref().and_then(|v| v.files.get(dir.join(path.file_name().unwrap_or_default()).as_path()));
+            let rel = dir.join(path.file_name().unwrap_or_default());
+            let (here, elsewhere): (Vec<_>, Vec<_>) =
+                history_problems.into_iter().partition(|p| p.at == crate::trust::At::WorkTree && p.path == rel);
+            history_problems = elsewhere;
+            found.extend(here.iter().map(ToString::to_string));
+            let trust = verdict.as_ref().and_then(|v| v.files.get(rel.as_path()));
             if found.is_empty() && trust.is_some_and(|t| !t.troubled) {
                 let checked: Vec<String> = services
                     .iter()
@@ -147,6 +151,7 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
             public_keys.insert(file.public_key().key_id(), (file.env().to_owned(), file.public_key().clone()));
         }
     }
+    problems.extend(history_problems.iter().map(ToString::to_string));
     if files == 0 {
         let dirs: Vec<String> = folders.iter().map(|(d, _)| format!("{}/", ctx.show(d))).collect();
         println!("no environment files in {} yet (create one with `cargo xtask keygen --env ENV`)", dirs.join(", "));

@@ -111,60 +111,78 @@ fn refuse_an_unknown_key(
     args: &Args,
 ) -> anyhow::Result<()> {
     let key = file.public_key();
-    let path = file.path().strip_prefix(&ctx.root).unwrap_or(file.path()).to_owned();
-    // `Ok`: endorsed from the base's key. `Err(Some(line))`: not endorsed.
-    // `Err(None)`: history cannot say (no base, or a new environment).
-    let from_history = || -> Result<(), (Option<String>, String)> {
-        let start = crate::history::start(sh, args.base.base.as_deref()).map_err(|why| (None, why))?;
-        if !matches!(start, crate::history::Start::Base { .. }) {
-            return Err((None, "there is no history to follow".to_owned()));
-        }
-        let history = crate::history::read(sh, &start).map_err(|e| (None, format!("{e:#}")))?;
-        let verdict = crate::trust::evaluate(&history, &|_| None);
-        let swapped = verdict
-            .problems
-            .iter()
-            .find(|p| p.rule == crate::trust::Rule::R2 && p.at == crate::trust::At::WorkTree && p.path == path);
-        if let Some(problem) = swapped {
-            return Err((Some(problem.to_string()), String::new()));
-        }
-        match verdict.files.get(&path) {
-            Some(f) if f.new => Err((None, "it is a new environment since the base".to_owned())),
-            _ => Ok(()),
-        }
+    let says = match what_history_says(sh, ctx, file, args) {
+        Ok(says) => says,
+        Err(e) => History::CannotTell(format!("{e:#}")),
     };
     let sealed_to = known.get(&ctx.root, file.env());
-    match from_history() {
-        Ok(()) => Ok(()),
-        Err((Some(swapped), _)) => bail!(
-            "{swapped}\nnothing was sealed: a pull request can swap the key to read what you seal. If the change is \
+    match (says, sealed_to) {
+        (History::Endorsed, _) => Ok(()),
+        (History::Swapped(problem), _) => bail!(
+            "{problem}\nnothing was sealed: a pull request can swap the key to read what you seal. If the change is \
              a rotation you know of, pass --accept-new-key"
         ),
-        Err(_) if sealed_to.as_ref() == Some(key) => Ok(()),
-        Err((None, why)) => match sealed_to {
-            Some(before) => bail!(
-                "{} now names public key {} ({}), but this machine sealed to {} ({}) for environment `{}` before, \
-                 and git history cannot tell which is the environment's ({why}); nothing was sealed. A pull request \
-                 can swap the key to read what you seal: if the change is a rotation you know of, pass \
-                 --accept-new-key, or pass --base with a commit you trust",
-                ctx.show(file.path()),
-                key.key_id(),
-                fingerprint(key),
-                before.key_id(),
-                fingerprint(&before),
-                file.env()
-            ),
-            None => bail!(
-                "cannot tell whether public key {} ({}) of {} is environment `{}`'s: {why}, and this machine never \
-                 sealed to it; nothing was sealed. Pass --base with a commit you trust, or --accept-new-key if you \
-                 know the key (you made it, or its holder told you its fingerprint)",
-                key.key_id(),
-                fingerprint(key),
-                ctx.show(file.path()),
-                file.env()
-            ),
-        },
+        (_, Some(before)) if before == *key => Ok(()),
+        (History::None | History::CannotTell(_), Some(before)) => bail!(
+            "{} now names public key {} ({}), but this machine sealed to {} ({}) for environment `{}` before, and git \
+             history cannot tell which is the environment's; nothing was sealed. A pull request can swap the key to \
+             read what you seal: if the change is a rotation you know of, pass --accept-new-key, or pass --base with a \
+             commit you trust",
+            ctx.show(file.path()),
+            key.key_id(),
+            fingerprint(key),
+            before.key_id(),
+            fingerprint(&before),
+            file.env()
+        ),
+        // No commit yet, or no git: no pull request can have swapped it.
+        (History::None, None) => Ok(()),
+        (History::CannotTell(why), None) => bail!(
+            "cannot tell whether public key {} ({}) of {} is environment `{}`'s: {why}, and this machine never sealed \
+             to it; nothing was sealed. Pass --base with a commit you trust, or --accept-new-key if you know the key \
+             (you made it, or its holder told you its fingerprint)",
+            key.key_id(),
+            fingerprint(key),
+            ctx.show(file.path()),
+            file.env()
+        ),
     }
+}
+
+/// What git history says of an environment file's key.
+enum History {
+    /// A key the trusted base holds endorsed it.
+    Endorsed,
+    /// Nothing the base holds endorsed it: `check`'s R2 line.
+    Swapped(String),
+    /// There is no history (no commit yet, or no git).
+    None,
+    /// History cannot tell (no base, or an environment new since the base): why.
+    CannotTell(String),
+}
+
+fn what_history_says(
+    sh: &xshell::Shell,
+    ctx: &Context,
+    file: &boxcar_secrets::EnvFile,
+    args: &Args,
+) -> anyhow::Result<History> {
+    let start = match crate::history::start(sh, args.base.base.as_deref()) {
+        Ok(start @ crate::history::Start::Base { .. }) => start,
+        Ok(_) => return Ok(History::None),
+        Err(why) => return Ok(History::CannotTell(why)),
+    };
+    let path = file.path().strip_prefix(&ctx.root).unwrap_or(file.path()).to_owned();
+    let verdict = crate::trust::evaluate(&crate::history::read(sh, &start)?, &|_| None);
+    let swapped = verdict
+        .problems
+        .iter()
+        .find(|p| p.rule == crate::trust::Rule::R2 && p.at == crate::trust::At::WorkTree && p.path == path);
+    Ok(match (swapped, verdict.files.get(&path)) {
+        (Some(problem), _) => History::Swapped(problem.to_string()),
+        (None, Some(f)) if f.new => History::CannotTell("it is a new environment since the base".to_owned()),
+        (None, _) => History::Endorsed,
+    })
 }
 
 /// The whole SHA-256 of a public key in hex: a key id is short enough to collide on purpose.

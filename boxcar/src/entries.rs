@@ -1,7 +1,7 @@
 //! An environment file's content as a list of named entries, for people:
 //! what `approve` shows one line at a time, and what `check` names when a
 //! file changed since its last approval. Tables are opened down to their
-//! values (`app.api_base`, `bots[0].admins`), so one changed setting is one
+//! values (`app.api_base`, `workers[0].admins`), so one changed setting is one
 //! line, and a name is written so that two entries never share it
 //! (`"a.b"` for a key with a dot, `a.b` for a table `a` with a key `b`).
 
@@ -72,13 +72,22 @@ mod tests {
     #[test]
     fn tables_open_to_their_values() {
         let t = table(
-            "public_key = \"k\"\nlist = [1, 2]\nempty = {}\n\"a.b\" = 1\n[a]\nb = 2\n[[bots]]\nname = \"x\"\n\
-             admins = [1]\n[[bots]]\nname = \"y\"\n[approval]\nserial = 1\n",
+            "public_key = \"k\"\nlist = [1, 2]\nempty = {}\n\"a.b\" = 1\n[a]\nb = 2\n[[workers]]\nname = \"x\"\n\
+             admins = [1]\n[[workers]]\nname = \"y\"\n[approval]\nserial = 1\n",
         );
         let names: Vec<String> = flatten(&t).into_keys().collect();
         assert_eq!(
             names,
-            ["\"a.b\"", "a.b", "bots[0].admins", "bots[0].name", "bots[1].name", "empty", "list", "public_key"]
+            [
+                "\"a.b\"",
+                "a.b",
+                "workers[0].admins",
+                "workers[0].name",
+                "workers[1].name",
+                "empty",
+                "list",
+                "public_key"
+            ]
         );
         assert_eq!(name("ключ"), "\"ключ\"");
         assert_eq!(name(""), "\"\"");
@@ -86,11 +95,11 @@ mod tests {
 
     #[test]
     fn changes_name_what_differs() {
-        let before = table("[app]\nurl = \"a\"\nn = 1\n[[bots]]\nadmins = [1]\n[secrets]\nt = \"s1\"\n");
-        let after = table("[app]\nurl = \"b\"\nn = 1\nx = true\n[[bots]]\nadmins = [1, 666]\n[secrets]\n");
+        let before = table("[app]\nurl = \"a\"\nn = 1\n[[workers]]\nadmins = [1]\n[secrets]\nt = \"s1\"\n");
+        let after = table("[app]\nurl = \"b\"\nn = 1\nx = true\n[[workers]]\nadmins = [1, 666]\n[secrets]\n");
         assert_eq!(
             changes(&before, &after),
-            ["app.url", "app.x (new)", "bots[0].admins", "secrets (new)", "secrets.t (removed)"]
+            ["app.url", "app.x (new)", "workers[0].admins", "secrets (new)", "secrets.t (removed)"]
         );
         assert!(changes(&before, &before).is_empty());
         // Names from the file are escaped.

@@ -8,7 +8,7 @@
 //! boxcar before its first command).
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use xshell::{Shell, cmd};
@@ -89,7 +89,9 @@ pub fn shallow_commits(sh: &Shell) -> anyhow::Result<BTreeSet<String>> {
 }
 
 /// The files (blobs, not links or submodules) directly in `folders` of
-/// `commit`'s tree whose names end in `.toml`: `(path, object id)`.
+/// `commit`'s tree whose names end in `.toml`: `(path, object id)`. Folders
+/// and paths are relative to the shell's folder, which need not be the
+/// repository's top (a workspace in a folder of a larger repository).
 pub fn toml_files_in(sh: &Shell, commit: &str, folders: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, String)>> {
     if folders.is_empty() {
         return Ok(Vec::new());
@@ -97,7 +99,7 @@ pub fn toml_files_in(sh: &Shell, commit: &str, folders: &[PathBuf]) -> anyhow::R
     // A trailing `/` lists a folder's entries; `:(literal)` keeps a folder
     // name with `*` in it from being a pattern.
     let specs: Vec<String> = folders.iter().map(|f| format!(":(literal){}/", f.display())).collect();
-    let out = cmd!(sh, "git ls-tree -z --full-tree {commit} -- {specs...}")
+    let out = cmd!(sh, "git ls-tree -z {commit} -- {specs...}")
         .quiet()
         .read()
         .with_context(|| format!("listing the environment folders of commit {commit}"))?;
@@ -116,8 +118,9 @@ pub fn toml_files_in(sh: &Shell, commit: &str, folders: &[PathBuf]) -> anyhow::R
     Ok(files)
 }
 
-/// The contents of the objects `requests` name (`<id>`, or `<commit>:<path>`),
-/// in order, read by one `git cat-file --batch`: `None` for one that is missing.
+/// The contents of the objects `requests` name (`<id>`, or `<commit>:./<path>`
+/// for a path relative to the shell's folder), in order, read by one
+/// `git cat-file --batch`: `None` for one that is missing.
 pub fn read_objects(sh: &Shell, requests: &[String]) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
     if requests.is_empty() {
         return Ok(Vec::new());
@@ -155,12 +158,6 @@ pub fn batch_contents(out: &[u8]) -> Vec<Option<Vec<u8>>> {
         }
     }
     contents
-}
-
-/// `path` relative to the shell's folder, as git's pathspecs and `ls-tree`
-/// paths take it.
-pub fn relative<'a>(sh: &Shell, path: &'a Path) -> &'a Path {
-    path.strip_prefix(sh.current_dir()).unwrap_or(path)
 }
 
 #[cfg(test)]

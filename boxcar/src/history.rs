@@ -133,7 +133,7 @@ pub fn read(sh: &Shell, start: &Start) -> anyhow::Result<History> {
     // changes a .toml file; the others have their first parent's).
     let mut read_contract: Vec<&str> = base_commit.iter().map(String::as_str).collect();
     read_contract.extend(commits.iter().filter(|(id, _)| touching.contains(id)).map(|(id, _)| id.as_str()));
-    let requests: Vec<String> = read_contract.iter().map(|c| format!("{c}:{}", crate::contract::FILE)).collect();
+    let requests: Vec<String> = read_contract.iter().map(|c| format!("{c}:./{}", crate::contract::FILE)).collect();
     let texts = git::read_objects(sh, &requests)?;
     let mut contracts: BTreeMap<String, Vec<(Option<String>, PathBuf)>> = BTreeMap::new();
     for (commit, text) in read_contract.iter().zip(&texts) {
@@ -213,7 +213,7 @@ pub fn read(sh: &Shell, start: &Start) -> anyhow::Result<History> {
 
 /// The services of `commit`'s own contract.
 fn contract_of(sh: &Shell, commit: &str) -> anyhow::Result<Vec<(Option<String>, PathBuf)>> {
-    let text = git::read_objects(sh, &[format!("{commit}:{}", crate::contract::FILE)])?;
+    let text = git::read_objects(sh, &[format!("{commit}:./{}", crate::contract::FILE)])?;
     Ok(services_of(text.first().and_then(Option::as_deref)))
 }
 
@@ -231,10 +231,7 @@ fn services_of(text: Option<&[u8]>) -> Vec<(Option<String>, PathBuf)> {
         .filter_map(toml::Value::as_table)
         .filter_map(|s| {
             let name = s.get("name").and_then(toml::Value::as_str).map(str::to_owned);
-            let dir = match s.get("config_dir") {
-                None => crate::defaults::CONFIG_DIR,
-                Some(v) => v.as_str()?,
-            };
+            let dir = s.get("config_dir").and_then(toml::Value::as_str).unwrap_or(crate::defaults::CONFIG_DIR);
             let dir = Path::new(dir);
             let inside = !dir.as_os_str().is_empty() && dir.components().all(|c| matches!(c, Component::Normal(_)));
             inside.then(|| (name, dir.components().collect()))
@@ -328,13 +325,20 @@ fn work_tree_versions(
     Ok(out)
 }
 
-/// An environment file's bytes read as every reader reads them.
+/// An environment file's bytes read as every reader reads them: a file
+/// without a valid `public_key` (A0) cannot be read either.
 fn parse(bytes: &[u8]) -> Result<toml::Table, String> {
     if bytes.len() > MAX_FILE_LEN {
         return Err(format!("is larger than {} KiB", MAX_FILE_LEN / 1024));
     }
     let text = std::str::from_utf8(bytes).map_err(|e| format!("is not UTF-8 text (byte {})", e.valid_up_to()))?;
-    boxcar_secrets::read_toml(text).map_err(|e| format!("is malformed TOML: {e}"))
+    let table = boxcar_secrets::read_toml(text).map_err(|e| format!("is malformed TOML: {e}"))?;
+    match table.get("public_key").map(|k| k.as_str().map(boxcar_secrets::PublicKey::from_base64)) {
+        Some(Some(Ok(_))) => Ok(table),
+        None => Err("has no `public_key`".to_owned()),
+        Some(None) => Err("`public_key` is not a string".to_owned()),
+        Some(Some(Err(e))) => Err(format!("`public_key` {e}")),
+    }
 }
 
 #[cfg(test)]
@@ -356,6 +360,7 @@ mod tests {
                 (Some("a".to_owned()), PathBuf::from("deploy-config")),
                 (Some("b".to_owned()), PathBuf::from("x/y")),
                 (None, PathBuf::from("z")),
+                (Some("c".to_owned()), PathBuf::from("deploy-config")),
             ]
         );
         // A contract with no service names no folder.
@@ -372,7 +377,11 @@ mod tests {
         assert_eq!(env_of(Path::new("d/Cargo.toml")), None);
         assert_eq!(env_of(Path::new("d/Prod.toml")), None);
         assert_eq!(env_of(Path::new("d/prod.txt")), None);
-        assert!(parse(b"a = 1").is_ok());
+        let key = boxcar_secrets::SecretKey::generate();
+        assert!(parse(format!("public_key = \"{}\"", key.public_key().to_base64()).as_bytes()).is_ok());
+        assert_eq!(parse(b"a = 1").unwrap_err(), "has no `public_key`");
+        assert_eq!(parse(b"public_key = 1").unwrap_err(), "`public_key` is not a string");
+        assert!(parse(b"public_key = \"AAAA\"").unwrap_err().starts_with("`public_key` decodes to 3 bytes"));
         assert!(parse(b"\xff").unwrap_err().starts_with("is not UTF-8"));
         assert!(parse(b"a = \"\\e\"").unwrap_err().starts_with("is malformed TOML: line 1"));
         assert!(parse(&vec![b'#'; MAX_FILE_LEN + 1]).unwrap_err().contains("larger than"));

@@ -148,6 +148,9 @@ pub struct FileVerdict {
     pub new: bool,
 }
 
+/// An endorsement: in environment `.0`, pair `.1` endorsed pair `.2`.
+type Edge = (String, KeyPair, KeyPair);
+
 /// The keys an environment trusts: pairs, and for a base version from before
 /// approvals, a public key that any approval key may stand beside.
 #[derive(Debug, Clone, Default)]
@@ -161,13 +164,25 @@ impl Trust {
         self.pairs.contains(pair) || self.legacy.as_ref() == Some(&pair.public_key)
     }
 
-    /// Adds every pair a trusted pair endorsed, until nothing changes. Pairs
-    /// trusted through a public key alone endorse nothing: nothing proves
-    /// that their approval key is the key holder's.
-    fn close_over(&mut self, edges: &[(KeyPair, KeyPair)]) {
+    /// A pair a version names: one without a usable approval key is trusted
+    /// only where a public key alone is (a base version from before approvals).
+    fn trusts_named(&self, named: &Named) -> bool {
+        match &named.approval_key {
+            Some(approval_key) => {
+                self.trusts(&KeyPair { public_key: named.public_key.clone(), approval_key: *approval_key })
+            }
+            None => self.legacy.as_ref() == Some(&named.public_key),
+        }
+    }
+
+    /// Adds every pair a trusted pair endorsed for environment `env`, until
+    /// nothing changes (an endorsement names its environment). Pairs trusted
+    /// through a public key alone endorse nothing: nothing proves that their
+    /// approval key is the key holder's.
+    fn close_over(&mut self, env: &str, edges: &[Edge]) {
         loop {
             let before = self.pairs.len();
-            for (old, new) in edges {
+            for (_, old, new) in edges.iter().filter(|(e, _, _)| e == env) {
                 if self.pairs.contains(old) && !self.pairs.contains(new) {
                     self.pairs.push(new.clone());
                 }
@@ -223,7 +238,7 @@ struct Read<'a> {
     /// The key chain, when A8 and A9 hold.
     chain: Option<Vec<KeyPair>>,
     /// The pairs it names, whether or not their endorsements verify.
-    named: Vec<KeyPair>,
+    named: Vec<Named>,
     signature: Option<String>,
 }
 
@@ -263,9 +278,10 @@ struct Environment {
 
 enum Origin {
     Base,
-    /// A new environment: its first key and where that was first approved.
+    /// A new environment: its first key and where that was first approved
+    /// (boxed: a key pair is large beside nothing).
     New {
-        first: Option<(KeyPair, String)>,
+        first: Option<Box<(KeyPair, String)>>,
     },
 }
 
@@ -284,11 +300,11 @@ pub fn evaluate(history: &History, hint_service: &dyn Fn(&Version) -> Option<Str
         .collect();
 
     // Every endorsement a readable chain holds, at the base or in the range.
-    let edges: Vec<(KeyPair, KeyPair)> = base_reads
+    let edges: Vec<Edge> = base_reads
         .iter()
         .chain(&reads)
-        .filter_map(|r| r.chain.as_ref())
-        .flat_map(|c| c.windows(2).map(|w| (w[0].clone(), w[1].clone())))
+        .filter_map(|r| r.chain.as_ref().map(|c| (&r.v.env, c)))
+        .flat_map(|(env, c)| c.windows(2).map(|w| (env.clone(), w[0].clone(), w[1].clone())))
         .collect();
 
     let mut envs: Vec<Environment> =
@@ -366,7 +382,11 @@ pub fn evaluate(history: &History, hint_service: &dyn Fn(&Version) -> Option<Str
     // R1 and R2, version by version.
     for (i, r) in reads.iter().enumerate() {
         let work_tree = r.v.at == At::WorkTree;
-        if work_tree && let Err(e) = &r.approved {
+        // A file that cannot be read is reported as such by its reader.
+        if work_tree
+            && r.v.content.is_ok()
+            && let Err(e) = &r.approved
+        {
             let newest = belongs[i].iter().filter_map(|&e| last[e].top.as_ref()).max_by_key(|(serial, _)| *serial);
             let since = newest
                 .and_then(|(_, sigs)| sigs.values().next())
@@ -384,7 +404,7 @@ pub fn evaluate(history: &History, hint_service: &dyn Fn(&Version) -> Option<Str
             if matches!(env.origin, Origin::New { first: None }) {
                 continue;
             }
-            for pair in r.named.iter().filter(|p| !env.trust.trusts(p)) {
+            for pair in r.named.iter().filter(|p| !env.trust.trusts_named(p)) {
                 let by = match &env.origin {
                     Origin::Base => format!(
                         "the keys environment `{}` holds in the base ({}, {base_short})",
@@ -393,17 +413,20 @@ pub fn evaluate(history: &History, hint_service: &dyn Fn(&Version) -> Option<Str
                     ),
                     Origin::New { first } => format!(
                         "key {}, the first key of environment `{}` (new since the base, first approved in {})",
-                        first.as_ref().map(|(k, _)| k.public_key.key_id().to_string()).unwrap_or_default(),
+                        first.as_ref().map(|f| f.0.public_key.key_id().to_string()).unwrap_or_default(),
                         escape(&env.env),
-                        first.as_ref().map(|(_, at)| at.as_str()).unwrap_or_default()
+                        first.as_ref().map(|f| f.1.as_str()).unwrap_or_default()
                     ),
                 };
+                let approval_key = match &pair.approval_key {
+                    Some(key) => format!("approval key {}", key.key_id()),
+                    None => "no usable approval key".to_owned(),
+                };
                 let message = format!(
-                    "key {} (approval key {}) is not endorsed by {by}: only `rotate-key`, which needs the old key, \
+                    "key {} ({approval_key}) is not endorsed by {by}: only `rotate-key`, which needs the old key, \
                      may bring in a key, and this is what a replaced key looks like; restore the file from a trusted \
                      commit",
                     pair.public_key.key_id(),
-                    pair.approval_key.key_id()
                 );
                 found.add(Rule::R2, r.v, message, &[e]);
             }
@@ -418,7 +441,7 @@ pub fn evaluate(history: &History, hint_service: &dyn Fn(&Version) -> Option<Str
         if here.is_empty() {
             let opened = match env.services.as_slice() {
                 [] => String::new(),
-                services => format!(", opened by service {}", list(services)),
+                services => format!(", opened by service {},", list(services)),
             };
             let message = format!(
                 "environment `{}`{opened} is gone from the work tree: a service deployed to it will not find it. \
@@ -450,7 +473,8 @@ pub fn evaluate(history: &History, hint_service: &dyn Fn(&Version) -> Option<Str
         }
     }
     for (e, env) in envs.iter().enumerate().skip(base_count) {
-        if let Origin::New { first: Some((key, at)) } = &env.origin
+        if let Origin::New { first: Some(first) } = &env.origin
+            && let (key, at) = (&first.0, &first.1)
             && work.iter().any(|&i| belongs[i].contains(&e))
         {
             let since = match &history.base {
@@ -509,7 +533,7 @@ impl Found {
 }
 
 /// The environment version `r` of the base is (R0 when it cannot be followed).
-fn base_environment(r: &Read<'_>, e: usize, edges: &[(KeyPair, KeyPair)], found: &mut Found) -> Environment {
+fn base_environment(r: &Read<'_>, e: usize, edges: &[Edge], found: &mut Found) -> Environment {
     let mut trust = Trust::default();
     let cannot = |why: String| format!("{why}: nothing can be followed from it; check from another base (--base)");
     match &r.v.content {
@@ -523,7 +547,7 @@ fn base_environment(r: &Read<'_>, e: usize, edges: &[(KeyPair, KeyPair)], found:
             Err(err) => found.add(Rule::R0, r.v, cannot(format!("its key chain does not verify ({err})")), &[e]),
         },
     }
-    trust.close_over(edges);
+    trust.close_over(&r.v.env, edges);
     Environment {
         env: r.v.env.clone(),
         path: r.v.path.clone(),
@@ -539,14 +563,14 @@ fn continues(r: &Read<'_>, e: &Environment) -> bool {
     r.v.env == e.env
         && (r.v.path == e.path
             || r.v.services.iter().any(|s| e.services.contains(s))
-            || r.named.iter().any(|p| e.trust.trusts(p)))
+            || r.named.iter().any(|p| e.trust.trusts_named(p)))
 }
 
 /// The environments each version of the range belongs to: the base's it
 /// continues, else a new one (same name, and a path, a service or a named
 /// pair in common with another of its versions, transitively), which trusts
 /// the chain of its first approved version. New environments are added to `envs`.
-fn membership(reads: &[Read<'_>], envs: &mut Vec<Environment>, edges: &[(KeyPair, KeyPair)]) -> Vec<Vec<usize>> {
+fn membership(reads: &[Read<'_>], envs: &mut Vec<Environment>, edges: &[Edge]) -> Vec<Vec<usize>> {
     let base_count = envs.len();
     let mut belongs: Vec<Vec<usize>> =
         reads.iter().map(|r| (0..base_count).filter(|&e| continues(r, &envs[e])).collect()).collect();
@@ -592,9 +616,9 @@ fn membership(reads: &[Read<'_>], envs: &mut Vec<Environment>, edges: &[(KeyPair
         let first = (0..reads.len()).find(|&i| belongs[i].contains(&e) && reads[i].approved.is_ok());
         if let Some(chain) = first.and_then(|i| reads[i].chain.clone()) {
             let at = first.map(|i| reads[i].v.at.describe()).unwrap_or_default();
-            env.origin = Origin::New { first: Some((chain[0].clone(), at)) };
+            env.origin = Origin::New { first: Some(Box::new((chain[0].clone(), at))) };
             env.trust.pairs = chain;
-            env.trust.close_over(edges);
+            env.trust.close_over(&env.env.clone(), edges);
         }
     }
     belongs
@@ -646,15 +670,26 @@ fn public_key(table: &toml::Table) -> Option<PublicKey> {
     PublicKey::from_base64(table.get("public_key")?.as_str()?).ok()
 }
 
+/// A key pair as a version names it: a public key, and its approval key when
+/// the version gives a usable one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Named {
+    public_key: PublicKey,
+    approval_key: Option<boxcar_secrets::ApprovalKey>,
+}
+
 /// The key pairs a version names: its current pair and every earlier one in
 /// `[[previous_keys]]`, whether or not their endorsements verify.
-fn named_pairs(table: &toml::Table) -> Vec<KeyPair> {
+fn named_pairs(table: &toml::Table) -> Vec<Named> {
     let pair = |t: &toml::Table| {
         let public_key = PublicKey::from_base64(t.get("public_key")?.as_str()?).ok()?;
-        let approval_key = boxcar_secrets::ApprovalKey::from_base64(t.get(APPROVAL_KEY)?.as_str()?).ok()?;
-        Some(KeyPair { public_key, approval_key })
+        let approval_key = t
+            .get(APPROVAL_KEY)
+            .and_then(toml::Value::as_str)
+            .and_then(|text| boxcar_secrets::ApprovalKey::from_base64(text).ok());
+        Some(Named { public_key, approval_key })
     };
-    let mut out: Vec<KeyPair> = table
+    let mut out: Vec<Named> = table
         .get(approval::PREVIOUS_KEYS)
         .and_then(toml::Value::as_array)
         .into_iter()
@@ -663,4 +698,436 @@ fn named_pairs(table: &toml::Table) -> Vec<KeyPair> {
         .collect();
     out.extend(pair(table));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use boxcar_secrets::{EnvDocument, SecretKey};
+
+    use super::*;
+
+    const P: &str = "deploy-config/prod.toml";
+
+    fn id(c: char) -> String {
+        std::iter::repeat_n(c, 40).collect()
+    }
+
+    /// Environment `prod`'s file with public key `key`, approved by
+    /// `approver` at a serial above `above` (none: not approved), after
+    /// `endorsed_by` endorsed `key`, holding `extra`.
+    fn file(
+        key: &SecretKey,
+        approver: Option<&SecretKey>,
+        endorsed_by: Option<&SecretKey>,
+        above: u64,
+        extra: &str,
+    ) -> toml::Table {
+        let path = std::path::Path::new("prod.toml");
+        let mut doc =
+            EnvDocument::parse(path, &format!("public_key = \"{}\"\n{extra}", key.public_key().to_base64())).unwrap();
+        if let Some(old) = endorsed_by {
+            doc.endorse(old, &KeyPair::of(key));
+        }
+        if let Some(approver) = approver {
+            doc.approve_above(approver, above).unwrap();
+        }
+        boxcar_secrets::read_toml(&doc.render()).unwrap()
+    }
+
+    fn version(at: &At, path: &str, services: &[&str], table: &toml::Table) -> Version {
+        Version {
+            at: at.clone(),
+            path: PathBuf::from(path),
+            env: PathBuf::from(path).file_stem().unwrap().to_string_lossy().into_owned(),
+            services: services.iter().map(|s| (*s).to_owned()).collect(),
+            content: Ok(table.clone()),
+        }
+    }
+
+    /// A history: the base holds `base` at `P`; each commit (one parent, the
+    /// one before it, the first on the base) holds its versions; the work tree `work`.
+    fn linear(base: &[Version], commits: Vec<Vec<Version>>, work: Vec<Version>) -> History {
+        let mut nodes = Vec::new();
+        for (i, versions) in commits.into_iter().enumerate() {
+            let parents = if i == 0 { vec![Parent::Outside(0)] } else { vec![Parent::Range(i - 1)] };
+            nodes.push(Node { at: versions.first().map_or(At::Commit(id('c')), |v| v.at.clone()), parents, versions });
+        }
+        let head = nodes.len().checked_sub(1).map_or(Parent::Outside(0), Parent::Range);
+        nodes.push(Node { at: At::WorkTree, parents: vec![head], versions: work });
+        History {
+            base: Some(Base { commit: id('b'), how: "--base main".to_owned(), versions: base.to_vec() }),
+            nodes,
+            outside: vec![(id('b'), base.to_vec())],
+        }
+    }
+
+    fn rules(verdict: &Verdict) -> Vec<(Rule, String, At)> {
+        verdict.problems.iter().map(|p| (p.rule, p.path.display().to_string(), p.at.clone())).collect()
+    }
+
+    fn eval(history: &History) -> Verdict {
+        evaluate(history, &|_| None)
+    }
+
+    #[test]
+    fn the_work_tree_as_the_base_has_it_passes() {
+        let a = SecretKey::generate();
+        let t = file(&a, Some(&a), None, 0, "");
+        let base = [version(&At::Commit(id('b')), P, &[], &t)];
+        let verdict = eval(&linear(&base, vec![], vec![version(&At::WorkTree, P, &[], &t)]));
+        assert!(verdict.problems.is_empty(), "{:?}", verdict.problems);
+        assert!(verdict.notes.is_empty(), "{:?}", verdict.notes);
+        let f = &verdict.files[&PathBuf::from(P)];
+        assert!(!f.troubled && !f.new);
+        assert_eq!(
+            f.summary,
+            "approved (serial 1); 1 key(s) endorsed from the base (bbbbbbbbbbbb, --base main), followed through 0 commit(s)"
+        );
+    }
+
+    #[test]
+    fn a_swapped_key_is_r2_wherever_it_was_approved() {
+        let (a, evil) = (SecretKey::generate(), SecretKey::generate());
+        let good = file(&a, Some(&a), None, 0, "");
+        let bad = file(&evil, Some(&evil), None, 99, "");
+        let unapproved = file(&evil, None, None, 0, "");
+        let base = [version(&At::Commit(id('b')), P, &[], &good)];
+        let c1 = At::Commit(id('1'));
+        let c2 = At::Commit(id('2'));
+        // Approved by the attacker in commit 1, then restored, unapproved in commit 2.
+        let history = linear(
+            &base,
+            vec![vec![version(&c1, P, &[], &bad)], vec![version(&c2, P, &[], &unapproved)]],
+            vec![version(&At::WorkTree, P, &[], &bad)],
+        );
+        let verdict = eval(&history);
+        assert_eq!(rules(&verdict), [(Rule::R2, P.to_owned(), c1), (Rule::R2, P.to_owned(), At::WorkTree)]);
+        assert!(verdict.files[&PathBuf::from(P)].troubled);
+        assert!(verdict.problems[1].message.starts_with(&format!(
+            "key {} (approval key {}) is not endorsed by the keys environment `prod` holds in the base ({P}, bbbbbbbbbbbb)",
+            evil.key_id(),
+            boxcar_secrets::ApprovalKey::of(&evil).key_id()
+        )));
+        assert_eq!(verdict.problems[1].to_string(), format!("{P}: {} [R2]", verdict.problems[1].message));
+        assert_eq!(
+            verdict.problems[0].to_string(),
+            format!("{P} at commit 111111111111: {} [R2]", verdict.problems[0].message)
+        );
+    }
+
+    #[test]
+    fn a_rotation_is_followed_but_not_across_environments() {
+        let (a, b) = (SecretKey::generate(), SecretKey::generate());
+        let base = [version(&At::Commit(id('b')), P, &[], &file(&a, Some(&a), None, 0, ""))];
+        let rotated = file(&b, Some(&b), Some(&a), 1, "");
+        let verdict = eval(&linear(&base, vec![], vec![version(&At::WorkTree, P, &[], &rotated)]));
+        assert!(verdict.problems.is_empty(), "{:?}", verdict.problems);
+        assert!(verdict.files[&PathBuf::from(P)].summary.contains("2 key(s) endorsed"));
+        // The same keys endorsed for another environment do not carry over:
+        // the endorsement names its environment (and so its chain fails there).
+        let path = std::path::Path::new("staging.toml");
+        let mut doc = EnvDocument::parse(path, &format!("public_key = \"{}\"\n", b.public_key().to_base64())).unwrap();
+        doc.endorse(&a, &KeyPair::of(&b));
+        doc.approve(&b).unwrap();
+        let staging = boxcar_secrets::read_toml(&doc.render()).unwrap();
+        let mut swapped = file(&b, Some(&b), None, 1, "");
+        swapped.remove("previous_keys");
+        let history = linear(
+            &base,
+            vec![],
+            vec![
+                version(&At::WorkTree, "deploy-config/staging.toml", &[], &staging),
+                version(&At::WorkTree, P, &[], &swapped),
+            ],
+        );
+        let verdict = eval(&history);
+        assert!(
+            verdict.problems.iter().any(|p| p.rule == Rule::R2 && p.path == std::path::Path::new(P)),
+            "{:?}",
+            verdict.problems
+        );
+    }
+
+    #[test]
+    fn serials_never_go_below_an_approval_on_any_path() {
+        let a = SecretKey::generate();
+        let v2 = file(&a, Some(&a), None, 1, "");
+        let v3 = file(&a, Some(&a), None, 2, "[app]\nx = 1\n");
+        let other3 = file(&a, Some(&a), None, 2, "[app]\nx = 2\n");
+        let base = [version(&At::Commit(id('b')), P, &[], &v2)];
+        let c1 = At::Commit(id('1'));
+        // Approved at 3 in commit 1, and the work tree brings back 2.
+        let history = linear(&base, vec![vec![version(&c1, P, &[], &v3)]], vec![version(&At::WorkTree, P, &[], &v2)]);
+        let verdict = eval(&history);
+        assert_eq!(rules(&verdict), [(Rule::R3, P.to_owned(), At::WorkTree)]);
+        assert!(
+            verdict.problems[0].message.starts_with(
+                "approval serial 2 is lower than serial 3, approved before it in commit 111111111111: an older approved"
+            ),
+            "{}",
+            verdict.problems[0].message
+        );
+        // The same approval again is fine; another approval of 3 is not.
+        let same = linear(&base, vec![vec![version(&c1, P, &[], &v3)]], vec![version(&At::WorkTree, P, &[], &v3)]);
+        assert!(eval(&same).problems.is_empty());
+        let met = linear(&base, vec![vec![version(&c1, P, &[], &v3)]], vec![version(&At::WorkTree, P, &[], &other3)]);
+        let verdict = eval(&met);
+        assert_eq!(rules(&verdict), [(Rule::R3, P.to_owned(), At::WorkTree)]);
+        assert!(
+            verdict.problems[0].message.starts_with("approval serial 3 was also given to other content, in commit")
+        );
+        // Against the base itself.
+        let v1 = file(&a, Some(&a), None, 0, "");
+        let verdict = eval(&linear(&base, vec![], vec![version(&At::WorkTree, P, &[], &v1)]));
+        assert!(verdict.problems[0].message.contains("approved before it in the base (bbbbbbbbbbbb)"));
+        // An earlier commit that went down is not held to R3 (a revert, then an approval).
+        let v4 = file(&a, Some(&a), None, 3, "");
+        let history = linear(
+            &base,
+            vec![vec![version(&c1, P, &[], &v3)], vec![version(&At::Commit(id('2')), P, &[], &v2)]],
+            vec![version(&At::WorkTree, P, &[], &v4)],
+        );
+        assert!(eval(&history).problems.is_empty());
+        // An approval by an untrusted key sets no floor.
+        let evil = SecretKey::generate();
+        let high = file(&evil, Some(&evil), None, 50, "");
+        let history = linear(&base, vec![vec![version(&c1, P, &[], &high)]], vec![version(&At::WorkTree, P, &[], &v3)]);
+        assert_eq!(rules(&eval(&history)), [(Rule::R2, P.to_owned(), c1)]);
+    }
+
+    #[test]
+    fn merges_follow_every_parent_and_roots_start_afresh() {
+        let a = SecretKey::generate();
+        let v2 = file(&a, Some(&a), None, 1, "");
+        let v3 = file(&a, Some(&a), None, 2, "");
+        let (c1, root, merge) = (At::Commit(id('1')), At::Commit(id('2')), At::Commit(id('3')));
+        let base = [version(&At::Commit(id('b')), P, &[], &v3)];
+        // An unrelated root holding the old version, merged in: the work tree
+        // takes it. The root itself is not held to anything; the work tree is.
+        let nodes = vec![
+            Node { at: root.clone(), parents: vec![], versions: vec![version(&root, P, &[], &v2)] },
+            Node {
+                at: merge.clone(),
+                parents: vec![Parent::Outside(0), Parent::Range(0)],
+                versions: vec![version(&merge, P, &[], &v3)],
+            },
+            Node {
+                at: At::WorkTree,
+                parents: vec![Parent::Range(1)],
+                versions: vec![version(&At::WorkTree, P, &[], &v2)],
+            },
+        ];
+        let history = History {
+            base: Some(Base { commit: id('b'), how: String::new(), versions: base.to_vec() }),
+            nodes,
+            outside: vec![(id('b'), base.to_vec())],
+        };
+        assert_eq!(rules(&eval(&history)), [(Rule::R3, P.to_owned(), At::WorkTree)]);
+        // A parent outside the range other than the base counts for itself.
+        let fork = id('f');
+        let nodes = vec![
+            Node { at: c1.clone(), parents: vec![Parent::Outside(1)], versions: vec![version(&c1, P, &[], &v2)] },
+            Node {
+                at: At::WorkTree,
+                parents: vec![Parent::Range(0)],
+                versions: vec![version(&At::WorkTree, P, &[], &v2)],
+            },
+        ];
+        let history = History {
+            base: Some(Base { commit: id('b'), how: String::new(), versions: base.to_vec() }),
+            nodes,
+            outside: vec![(id('b'), base.to_vec()), (fork.clone(), vec![version(&At::Commit(fork), P, &[], &v2)])],
+        };
+        assert!(eval(&history).problems.is_empty(), "{:?}", eval(&history).problems);
+    }
+
+    #[test]
+    fn an_environment_is_followed_by_service_and_by_key_when_it_moves() {
+        let a = SecretKey::generate();
+        let t = file(&a, Some(&a), None, 1, "");
+        let old = file(&a, Some(&a), None, 0, "");
+        let base = [version(&At::Commit(id('b')), P, &["api"], &t)];
+        // Moved with its service: followed, and said.
+        let moved = linear(&base, vec![], vec![version(&At::WorkTree, "conf/prod.toml", &["api"], &t)]);
+        let verdict = eval(&moved);
+        assert!(verdict.problems.is_empty(), "{:?}", verdict.problems);
+        assert_eq!(
+            verdict.notes,
+            [format!(
+                "environment `prod` moved: {P} in the base (bbbbbbbbbbbb), conf/prod.toml now; its keys and serials carry over"
+            )]
+        );
+        // Moved, service renamed, an old version: followed by its key, so R3.
+        let replay = linear(&base, vec![], vec![version(&At::WorkTree, "conf/prod.toml", &["api2"], &old)]);
+        let verdict = eval(&replay);
+        assert_eq!(rules(&verdict), [(Rule::R3, "conf/prod.toml".to_owned(), At::WorkTree)]);
+        assert!(
+            verdict.notes.iter().any(|n| n.contains("is opened by api2 now, by api in the base")),
+            "{:?}",
+            verdict.notes
+        );
+        // Moved with its service and another key: R2 (not a new environment).
+        let evil = SecretKey::generate();
+        let swapped = linear(
+            &base,
+            vec![],
+            vec![version(&At::WorkTree, "conf/prod.toml", &["api"], &file(&evil, Some(&evil), None, 5, ""))],
+        );
+        assert_eq!(rules(&eval(&swapped)), [(Rule::R2, "conf/prod.toml".to_owned(), At::WorkTree)]);
+        // Removed: R4, at the base.
+        let gone = linear(&base, vec![], vec![]);
+        let verdict = eval(&gone);
+        assert_eq!(rules(&verdict), [(Rule::R4, P.to_owned(), At::Commit(id('b')))]);
+        assert!(
+            verdict.problems[0]
+                .message
+                .starts_with("environment `prod`, opened by service api, is gone from the work tree")
+        );
+    }
+
+    #[test]
+    fn new_environments_trust_their_first_key() {
+        let (a, b, evil) = (SecretKey::generate(), SecretKey::generate(), SecretKey::generate());
+        let c1 = At::Commit(id('1'));
+        let s = "deploy-config/staging.toml";
+        let staging = |key: &SecretKey, above| {
+            let mut t = file(key, None, None, 0, "");
+            let path = std::path::Path::new("staging.toml");
+            let mut doc = EnvDocument::parse(path, &toml::to_string(&t).unwrap()).unwrap();
+            doc.approve_above(key, above).unwrap();
+            t = boxcar_secrets::read_toml(&doc.render()).unwrap();
+            t
+        };
+        let history = linear(
+            &[],
+            vec![vec![version(&c1, s, &[], &staging(&a, 0))]],
+            vec![version(&At::WorkTree, s, &[], &staging(&a, 1))],
+        );
+        let verdict = eval(&history);
+        assert!(verdict.problems.is_empty(), "{:?}", verdict.problems);
+        assert!(verdict.files[&PathBuf::from(s)].new);
+        assert_eq!(verdict.files[&PathBuf::from(s)].summary, "approved (serial 2); new since the base (bbbbbbbbbbbb)");
+        assert_eq!(
+            verdict.notes,
+            [format!(
+                "environment `staging` ({s}) is new (not in the base (bbbbbbbbbbbb)): its first key is {}, first approved in commit 111111111111; make sure it is its key holder's",
+                a.key_id()
+            )]
+        );
+        // Another key later: R2 against the first key.
+        let history = linear(
+            &[],
+            vec![vec![version(&c1, s, &[], &staging(&a, 0))]],
+            vec![version(&At::WorkTree, s, &[], &staging(&evil, 1))],
+        );
+        let verdict = eval(&history);
+        assert_eq!(rules(&verdict), [(Rule::R2, s.to_owned(), At::WorkTree)]);
+        assert!(
+            verdict.problems[0]
+                .message
+                .contains(&format!("is not endorsed by key {}, the first key of environment `staging`", a.key_id()))
+        );
+        // With no approved version, nothing is trusted and R1 says it.
+        let history = linear(&[], vec![], vec![version(&At::WorkTree, s, &[], &file(&b, None, None, 0, ""))]);
+        let verdict = eval(&history);
+        assert_eq!(rules(&verdict), [(Rule::R1, s.to_owned(), At::WorkTree)]);
+        assert!(verdict.notes.is_empty());
+        // No history at all.
+        let alone = History {
+            base: None,
+            nodes: vec![Node {
+                at: At::WorkTree,
+                parents: vec![],
+                versions: vec![version(&At::WorkTree, s, &[], &staging(&a, 0))],
+            }],
+            outside: vec![],
+        };
+        let verdict = eval(&alone);
+        assert!(verdict.problems.is_empty());
+        assert!(verdict.files[&PathBuf::from(s)].summary.ends_with("; no history before it"));
+        assert!(verdict.notes[0].contains("is new (there is no history before it)"));
+    }
+
+    #[test]
+    fn the_work_tree_must_be_approved_and_says_what_changed() {
+        let a = SecretKey::generate();
+        let t = file(&a, Some(&a), None, 0, "[app]\nurl = \"a\"\n");
+        let base = [version(&At::Commit(id('b')), P, &["api"], &t)];
+        let mut changed = t.clone();
+        changed["app"].as_table_mut().unwrap().insert("url".into(), "b".into());
+        let history = linear(&base, vec![], vec![version(&At::WorkTree, P, &["api"], &changed)]);
+        let verdict = evaluate(&history, &|v| v.services.first().cloned());
+        assert_eq!(rules(&verdict), [(Rule::R1, P.to_owned(), At::WorkTree)]);
+        assert_eq!(
+            verdict.problems[0].message,
+            "is not approved as it is: its content, or its environment, differs from what was approved; a holder of \
+             the secret key must review the change and approve it: `cargo xtask approve --service api --env prod` \
+             (`cargo xtask check` names what changed); changed since the version approved in the base (bbbbbbbbbbbb): \
+             app.url [ApprovalError::Signature]"
+        );
+        // A file that cannot be read is not R1 (its reader says what is wrong).
+        let mut unreadable = version(&At::WorkTree, P, &["api"], &t);
+        unreadable.content = Err("is malformed".to_owned());
+        assert!(eval(&linear(&base, vec![], vec![unreadable])).problems.is_empty());
+    }
+
+    #[test]
+    fn the_base_must_be_readable_and_its_chain_whole() {
+        let (a, b, c) = (SecretKey::generate(), SecretKey::generate(), SecretKey::generate());
+        let mut broken = version(&At::Commit(id('b')), P, &[], &file(&a, Some(&a), None, 0, ""));
+        broken.content = Err("is malformed TOML".to_owned());
+        let verdict = eval(&linear(&[broken], vec![], vec![]));
+        assert_eq!(rules(&verdict)[0], (Rule::R0, P.to_owned(), At::Commit(id('b'))));
+        assert!(verdict.problems[0].message.starts_with("is malformed TOML: nothing can be followed from it"));
+        // An endorsement that does not verify (c's, listed as a's).
+        let forged = toml::to_string(&file(&b, Some(&b), Some(&c), 0, ""))
+            .unwrap()
+            .replace(&c.public_key().to_base64(), &a.public_key().to_base64())
+            .replace(
+                &boxcar_secrets::ApprovalKey::of(&c).to_base64(),
+                &boxcar_secrets::ApprovalKey::of(&a).to_base64(),
+            );
+        let base = [version(&At::Commit(id('b')), P, &[], &forged.parse().unwrap())];
+        let verdict = eval(&linear(&base, vec![], vec![]));
+        assert!(verdict.problems[0].message.starts_with("its key chain does not verify"), "{:?}", verdict.problems);
+        // A base with no valid public key.
+        let nokey = [version(&At::Commit(id('b')), P, &[], &"x = 1".parse().unwrap())];
+        let verdict = eval(&linear(&nokey, vec![], vec![]));
+        assert!(verdict.problems[0].message.starts_with("it has no valid `public_key`"));
+    }
+
+    #[test]
+    fn a_base_from_before_approvals_trusts_its_public_key_alone() {
+        let (a, b, evil) = (SecretKey::generate(), SecretKey::generate(), SecretKey::generate());
+        let legacy: toml::Table = format!("public_key = \"{}\"\n", a.public_key().to_base64()).parse().unwrap();
+        let base = [version(&At::Commit(id('b')), P, &[], &legacy)];
+        let first = file(&a, Some(&a), None, 0, "");
+        assert!(eval(&linear(&base, vec![], vec![version(&At::WorkTree, P, &[], &first)])).problems.is_empty());
+        let other = file(&b, Some(&b), None, 0, "");
+        assert_eq!(
+            rules(&eval(&linear(&base, vec![], vec![version(&At::WorkTree, P, &[], &other)]))),
+            [(Rule::R2, P.to_owned(), At::WorkTree)]
+        );
+        // The public key beside another approval key passes (the service
+        // holding the key refuses it: NotThisKey), but that pair endorses
+        // nothing: nothing proves whose its approval key is.
+        let paired = file(&a, Some(&evil), None, 0, "");
+        assert!(eval(&linear(&base, vec![], vec![version(&At::WorkTree, P, &[], &paired)])).problems.is_empty());
+        let mut trust = Trust { pairs: vec![], legacy: Some(a.public_key().clone()) };
+        let beside =
+            KeyPair { public_key: a.public_key().clone(), approval_key: boxcar_secrets::ApprovalKey::of(&evil) };
+        assert!(trust.trusts(&beside));
+        trust.close_over("prod", &[("prod".to_owned(), beside, KeyPair::of(&evil))]);
+        assert!(!trust.trusts(&KeyPair::of(&evil)));
+        assert!(trust.pairs.is_empty());
+        // A version naming the public key with no approval key is trusted by it.
+        assert!(
+            Trust { pairs: vec![], legacy: Some(a.public_key().clone()) }
+                .trusts_named(&Named { public_key: a.public_key().clone(), approval_key: None })
+        );
+        assert!(
+            !Trust { pairs: vec![KeyPair::of(&a)], legacy: None }
+                .trusts_named(&Named { public_key: a.public_key().clone(), approval_key: None })
+        );
+    }
 }

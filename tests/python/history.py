@@ -30,7 +30,8 @@ Not covered: R6 (the work tree's boxcar.toml against each environment file's
 `boxcar.services.<service>`), which needs the run-time contract's fields
 (docs/CONTRACT.md) and how boxcar derives them from boxcar.toml; this implementation
 reads only `name` and `config_dir` of each `[[service]]`. The A1, A2 and A4 to A9 checks
-of the work tree's files are R1 here.
+of the work tree's files are R1 here; a work tree's file that cannot be read is no R1
+(a reader reports it as unreadable).
 
 Readings of the specification where it leaves a choice (each is listed in the report
 that came with this file):
@@ -613,7 +614,7 @@ def _check(git: Git, base_ref: str | None) -> Verdict:
 
     # The rules hold the work tree's versions; the earlier ones are what they are held to.
     for v in range_versions:
-        if v.worktree and not v.r.approved:
+        if v.worktree and v.r.readable and not v.r.approved:
             verdict.problems.add(("R1", v.path, WORKTREE))
         for x in v.envs:
             # R2: every pair the work tree's version, or an approved earlier one in the range, names is trusted.
@@ -863,7 +864,7 @@ def self_test() -> int:
         # A broken base version.
         r = Repo(tmp, "broken-base")
         base = r.commit("base", {p: "public_key = 1\n"})
-        expect("base version that cannot be read (R0; the work tree's is unapproved, R1)", r, {f"R0 {p} {short(base)}", f"R1 {p} worktree"}, base)
+        expect("base version that cannot be read (R0; the work tree's cannot be read either, which is no R1)", r, {f"R0 {p} {short(base)}"}, base)
 
         # No base at all, and the refusals of --base.
         r = Repo(tmp, "no-base")

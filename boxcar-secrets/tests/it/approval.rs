@@ -1,11 +1,14 @@
 //! The approval vectors (`vectors/approval-v1.toml`), written by an
-//! implementation of docs/FORMAT.md's "Approval" in Python made from the
-//! specification alone: the Rust reader must agree on every one.
+//! implementation of docs/FORMAT.md's "Environment files" and "Approval" in
+//! Python made from the specification alone: the Rust reader must agree on
+//! every one, from reading the file (CR LF, TOML 1.0) to the run-time
+//! contract of an image (A10).
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use boxcar_secrets::approval::{self, ApprovalError};
-use boxcar_secrets::{ApprovalKey, SecretKey};
+use boxcar_secrets::{ApprovalKey, EnvFile, Error, SecretKey, ServiceFile};
 
 #[derive(serde::Deserialize)]
 struct Vectors {
@@ -30,6 +33,7 @@ struct Valid {
     canonical_hex: String,
     serial: u64,
     secret_key: String,
+    service_file: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -39,6 +43,7 @@ struct Invalid {
     file: String,
     verify_with: String,
     error: String,
+    service_file: Option<String>,
 }
 
 fn load() -> Vectors {
@@ -75,6 +80,31 @@ fn the_derivation_matches() {
     }
 }
 
+/// What a reader does with a vector's file: read it as an environment file
+/// (the A0 and "Reading a file" errors), check its approval without a key or
+/// with `key` (A1 to A9), then A10 with the service file, when there is one.
+fn check(env: &str, file: &str, key: Option<&SecretKey>, service_file: Option<&str>) -> Result<u64, String> {
+    let path = format!("{env}.toml");
+    let read = EnvFile::parse(Path::new(&path), file).map_err(|e| match e {
+        Error::Toml { .. } => "Toml".to_owned(),
+        Error::PublicKey { .. } | Error::MissingPublicKey { .. } => "PublicKey".to_owned(),
+        other => panic!("{other}"),
+    })?;
+    let approved = match key {
+        None => approval::verify(env, read.table()),
+        Some(key) => approval::verify_with(env, read.table(), key),
+    }
+    .map_err(|e| {
+        assert_eq!(e.name(), kind(&e));
+        kind(&e).to_owned()
+    })?;
+    if let Some(text) = service_file {
+        let runtime = ServiceFile::parse(text).map_err(|e| kind(&e).to_owned())?;
+        runtime.check(read.table()).map_err(|e| kind(&e).to_owned())?;
+    }
+    Ok(approved.serial)
+}
+
 #[test]
 fn every_valid_vector_verifies_and_signs_the_same() {
     let v = load();
@@ -82,11 +112,14 @@ fn every_valid_vector_verifies_and_signs_the_same() {
     for case in &v.valid {
         let sk = if case.secret_key == "bob" { &v.derivation.bob_secret_key } else { &v.derivation.secret_key };
         let key = SecretKey::from_base64(sk).unwrap();
-        let table: toml::Table = case.file.parse().unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let table = boxcar_secrets::read_toml(&case.file).unwrap_or_else(|e| panic!("{}: {e}", case.name));
         assert_eq!(hex(&approval::canonical_content(&table).unwrap()), case.canonical_hex, "{}", case.name);
-        let approved = approval::verify(&case.env, &table).unwrap_or_else(|e| panic!("{}: {e}", case.name));
-        assert_eq!(approved.serial, case.serial, "{}", case.name);
-        approval::verify_with(&case.env, &table, &key).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let service_file = case.service_file.as_deref();
+        for with in [None, Some(&key)] {
+            let serial =
+                check(&case.env, &case.file, with, service_file).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            assert_eq!(serial, case.serial, "{}", case.name);
+        }
         // Ed25519 is deterministic: boxcar's signature is the vector's.
         let signature = approval::sign(&case.env, &table, case.serial, &key).unwrap();
         let written = table["approval"]["signature"].as_str().unwrap();
@@ -100,19 +133,19 @@ fn every_invalid_vector_fails_with_its_error() {
     let v = load();
     let mut seen = BTreeSet::new();
     for case in &v.invalid {
-        let table: toml::Table = case.file.parse().unwrap_or_else(|e| panic!("{}: {e}", case.name));
-        let result = match case.verify_with.as_str() {
-            "" => approval::verify(&case.env, &table),
+        let key = match case.verify_with.as_str() {
+            "" => None,
             who => {
                 let sk = if who == "bob" { &v.derivation.bob_secret_key } else { &v.derivation.secret_key };
-                approval::verify_with(&case.env, &table, &SecretKey::from_base64(sk).unwrap())
+                Some(SecretKey::from_base64(sk).unwrap())
             }
         };
+        let result = check(&case.env, &case.file, key.as_ref(), case.service_file.as_deref());
         let err = result.err().unwrap_or_else(|| panic!("{}: verified, expected {}", case.name, case.error));
-        assert_eq!(kind(&err), case.error, "{}: {err}", case.name);
-        assert_eq!(err.name(), kind(&err), "{}", case.name);
-        seen.insert(kind(&err));
+        assert_eq!(err, case.error, "{}", case.name);
+        seen.insert(err);
     }
-    // Every way an approval can fail has a vector.
-    assert_eq!(seen.len(), 8, "{seen:?}");
+    // Every way an approval can fail has a vector, and so has every way a
+    // file can be refused when it is read.
+    assert_eq!(seen.len(), 11, "{seen:?}");
 }

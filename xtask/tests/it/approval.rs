@@ -2,9 +2,10 @@
 //! nobody approved: the attacks a pull request can try, each written the way
 //! an attacker would write the pull request, each refused.
 
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
-use crate::{Checkout, Repo, Run, git, xtask};
+use crate::{Checkout, Repo, Run, git, project_root, xtask};
 
 const TOKEN: &str = "110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
 
@@ -15,7 +16,7 @@ fn approved_repo() -> Repo {
     repo.env_with("prod", &[("token", TOKEN)]);
     repo.commit("prod");
     repo.publish();
-    repo.run(&["check"]).ok();
+    repo.check(&[]).ok();
     repo
 }
 
@@ -28,6 +29,85 @@ fn attacker(repo: &Repo, keys: &Path, args: &[&str], stdin: &[u8]) -> Run {
 fn broken(run: &Run, rule: &str) -> Vec<String> {
     let tag = format!("[{rule}]");
     run.stdout.lines().filter(|l| l.starts_with("error: ") && l.ends_with(&tag)).map(str::to_owned).collect()
+}
+
+/// The interpreter of tests/python: `BOXCAR_PYTHON`, else the venv `cargo
+/// xtask test` makes.
+fn python() -> PathBuf {
+    let python =
+        std::env::var_os("BOXCAR_PYTHON").map_or_else(|| project_root().join("target/venv/bin/python"), PathBuf::from);
+    assert!(
+        python.exists(),
+        "no Python at {}: run `cargo xtask test` (it makes target/venv with PyNaCl) or set BOXCAR_PYTHON",
+        python.display()
+    );
+    python
+}
+
+/// `check` in `root` with `args`, and tests/python/history.py (written from
+/// docs/FORMAT.md alone) on the same repository: they must find the same
+/// problems of rules R0 to R5, at the same paths and commits, and refuse the
+/// same bases.
+fn check_both(root: &Path, keys: &Path, args: &[&str]) -> Run {
+    let mut full = vec!["check"];
+    full.extend(args);
+    let run = Repo::run_with(&mut xtask(root, keys, &full), b"");
+    let mut python = std::process::Command::new(python());
+    python.arg(project_root().join("tests/python/history.py")).args(args).arg(root);
+    let out = python.output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let refused = |line: &str| {
+        line.starts_with("error: no trusted base")
+            || line.contains("is not HEAD or an ancestor of it")
+            || line.contains(": no such commit here")
+            || line.contains("a shallow clone): fetch it whole")
+            || line.starts_with("error: HEAD and origin/HEAD")
+    };
+    if out.status.code() == Some(2) {
+        assert!(stdout.starts_with("BASE "), "history.py: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(run.stdout.lines().any(refused), "Python refused the base ({stdout}), Rust did not:\n{}", run.stdout);
+        return run;
+    }
+    assert!(
+        !run.stdout.lines().any(refused),
+        "Rust refused the base, Python did not ({stdout}{}):\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        run.stdout
+    );
+    let theirs: BTreeSet<String> = stdout.lines().map(str::to_owned).collect();
+    let ours: BTreeSet<String> = run
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("error: "))
+        .filter_map(|l| {
+            let rule = l.rsplit_once(" [R")?.1.strip_suffix(']')?;
+            if !matches!(rule, "0" | "1" | "2" | "3" | "4" | "5") {
+                return None;
+            }
+            let (head, _) = l.split_once(": ")?;
+            let (path, at) = match head.split_once(" at commit ") {
+                Some((path, commit)) => (path, commit),
+                None => (head, "worktree"),
+            };
+            Some(format!("R{rule} {path} {at}"))
+        })
+        .collect();
+    assert_eq!(ours, theirs, "Rust and Python disagree\nRust:\n{}\nPython:\n{stdout}", run.stdout);
+    run
+}
+
+impl Repo {
+    /// `check` with `args`, held to the Python implementation's verdict.
+    fn check(&self, args: &[&str]) -> Run {
+        check_both(self.root.path(), self.keys.path(), args)
+    }
+}
+
+impl Checkout {
+    /// `check` with `args`, held to the Python implementation's verdict.
+    fn check(&self, args: &[&str]) -> Run {
+        check_both(self.dir.path(), self.keys.path(), args)
+    }
 }
 
 /// On a branch `name` with no parent, the attacker's own `prod`: a key of
@@ -52,7 +132,7 @@ fn a_changed_setting_needs_an_approval_and_approve_shows_it() {
     let path = repo.env_file("prod");
     let before = repo.read("deploy-config/prod.toml");
     std::fs::write(&path, format!("{before}\n[app]\napi_base = \"https://attacker.example\"\n")).unwrap();
-    let run = repo.run(&["check"]).fails();
+    let run = repo.check(&[]).fails();
     assert_eq!(
         broken(&run, "R1"),
         [format!(
@@ -84,7 +164,7 @@ fn a_changed_setting_needs_an_approval_and_approve_shows_it() {
 
     let run = repo.run(&["approve", "--env", "prod", "--yes"]).ok();
     assert!(run.stdout.contains("approved deploy-config/prod.toml (serial 3)"), "{}", run.stdout);
-    repo.run(&["check"]).ok();
+    repo.check(&[]).ok();
     repo.run(&["verify", "--env", "prod"]).ok();
     let again = repo.run(&["approve", "--env", "prod", "--yes"]).ok();
     assert!(again.stdout.contains("is approved as it is (serial 3"), "{}", again.stdout);
@@ -95,15 +175,15 @@ fn a_new_or_replayed_value_is_caught() {
     let repo = approved_repo();
     let first = repo.read("deploy-config/prod.toml");
     repo.run_stdin(&["encrypt-secret", "--env", "prod", "token"], b"new-token").ok();
-    let run = repo.run(&["check"]).fails();
+    let run = repo.check(&[]).fails();
     assert!(run.stdout.contains("changed since the version approved in the base ("), "{}", run.stdout);
     assert!(run.stdout.contains(": secrets.token [ApprovalError::Signature] [R1]"), "{}", run.stdout);
     repo.run(&["approve", "--env", "prod", "--yes"]).ok();
     repo.commit("new token");
-    repo.run(&["check"]).ok();
+    repo.check(&[]).ok();
     // The old, approved file brought back: its approval is genuine, but older.
     std::fs::write(repo.env_file("prod"), &first).unwrap();
-    let run = repo.run(&["check"]).fails();
+    let run = repo.check(&[]).fails();
     let replay = broken(&run, "R3");
     assert_eq!(replay.len(), 1, "{}", run.stdout);
     assert!(
@@ -130,7 +210,7 @@ fn a_merge_with_an_unrelated_root_cannot_swap_the_key() {
     git(root, &["merge", "-q", "--allow-unrelated-histories", "-s", "ours", "evil", "-m", "merge evil"]);
     git(root, &["checkout", "evil", "--", "deploy-config/prod.toml"]);
     repo.commit("update prod");
-    let run = repo.run(&["check"]).fails();
+    let run = repo.check(&[]).fails();
     let swapped = broken(&run, "R2");
     // The work tree's version, the commit that took it, and the orphan's.
     assert_eq!(swapped.len(), 3, "{}", run.stdout);
@@ -141,9 +221,9 @@ fn a_merge_with_an_unrelated_root_cannot_swap_the_key() {
     git(root, &["checkout", "-q", &main]);
     git(root, &["merge", "-q", "--no-ff", "feature", "-m", "merge pull request"]);
     // The merge commit holds the attacker's file too.
-    let run = repo.run(&["check", "--base", "origin/main"]).fails();
+    let run = repo.check(&["--base", "origin/main"]).fails();
     assert_eq!(broken(&run, "R2").len(), 4, "{}", run.stdout);
-    let run = repo.run(&["check"]).fails();
+    let run = repo.check(&[]).fails();
     assert_eq!(broken(&run, "R2").len(), 4, "{}", run.stdout);
 }
 
@@ -166,7 +246,7 @@ fn a_side_branch_older_than_the_file_cannot_swap_the_key() {
     git(root, &["merge", "-q", "-s", "ours", "old", "-m", "merge old"]);
     git(root, &["checkout", "old", "--", "deploy-config/prod.toml"]);
     repo.commit("update prod");
-    let run = repo.run(&["check"]).fails();
+    let run = repo.check(&[]).fails();
     assert_eq!(broken(&run, "R2").len(), 3, "{}", run.stdout);
 }
 
@@ -192,7 +272,7 @@ fn a_merge_cannot_bring_back_an_older_approved_file() {
     git(root, &["merge", "-q", "--allow-unrelated-histories", "-s", "ours", "old", "-m", "merge"]);
     git(root, &["checkout", "old", "--", "deploy-config/prod.toml"]);
     repo.commit("prod");
-    let run = repo.run(&["check"]).fails();
+    let run = repo.check(&[]).fails();
     // The work tree's version is what the merge would bring in.
     let replays = broken(&run, "R3");
     assert_eq!(replays.len(), 1, "{}", run.stdout);
@@ -226,14 +306,14 @@ fn two_approvals_of_one_serial_meeting_in_a_merge_need_a_new_one() {
     // The pull request takes a's file as it is.
     git(root, &["checkout", "-q", "a"]);
     git(root, &["merge", "-q", "-s", "ours", &main, "-m", "merge main, keep ours"]);
-    let run = repo.run(&["check"]).fails();
+    let run = repo.check(&[]).fails();
     let met = broken(&run, "R3");
     assert!(!met.is_empty(), "{}", run.stdout);
     assert!(met.iter().all(|l| l.contains("approval serial 3 was also given to other content")), "{}", run.stdout);
     // Approved again, the merged file passes.
     repo.run(&["approve", "--env", "prod", "--yes"]).ok();
     repo.commit("approve the merge");
-    repo.run(&["check"]).ok();
+    repo.check(&[]).ok();
 }
 
 #[test]
@@ -252,7 +332,7 @@ fn approve_believes_only_signed_history() {
     assert!(run.stdout.contains("  app.api_base  = \"https://evil.example\"  [new]"), "{}", run.stdout);
     assert!(!run.stdout.contains("entries"), "{}", run.stdout);
     // The same table shows nothing in check either: the file is unapproved.
-    let run = repo.run(&["check"]).fails();
+    let run = repo.check(&[]).fails();
     assert!(run.stdout.contains("app.api_base (new) [ApprovalError::Signature] [R1]"), "{}", run.stdout);
 }
 
@@ -296,7 +376,7 @@ fn a_replaced_key_fails_check_even_with_everything_re_signed() {
     let repo = approved_repo();
     // A legitimate rotation: the old key endorses the new one.
     repo.run(&["rotate-key", "--env", "prod"]).ok();
-    let run = repo.run(&["check"]).ok();
+    let run = repo.check(&[]).ok();
     assert!(run.stdout.contains("2 key(s) endorsed from the base"), "{}", run.stdout);
     repo.commit("rotated");
 
@@ -307,7 +387,7 @@ fn a_replaced_key_fails_check_even_with_everything_re_signed() {
     attacker(&repo, evil.path(), &["encrypt-secret", "--env", "prod", "token", "--accept-new-key"], b"attacker-token")
         .ok();
     attacker(&repo, evil.path(), &["approve", "--env", "prod", "--yes"], b"").ok();
-    let run = repo.run(&["check"]).fails();
+    let run = repo.check(&[]).fails();
     assert!(run.stdout.contains("is not endorsed by the keys environment `prod` holds in the base"), "{}", run.stdout);
     // The maintainer's next seal notices the swapped key and seals nothing.
     let before = repo.read("deploy-config/prod.toml");
@@ -332,7 +412,7 @@ fn a_replaced_key_fails_check_even_with_everything_re_signed() {
     let forged = line.replace("endorsement = \"", "endorsement = \"AAAA");
     let forged = format!("{}\"", &forged[..forged.len() - 5]);
     std::fs::write(repo.env_file("prod"), text.replace(line, &forged)).unwrap();
-    let run = repo.run(&["check"]).fails();
+    let run = repo.check(&[]).fails();
     assert!(run.stdout.contains(": previous_keys[0].endorsement [ApprovalError::Signature] [R1]"), "{}", run.stdout);
 
     // A shallow clone cannot show the history before its one commit.
@@ -352,7 +432,7 @@ fn a_replaced_key_fails_check_even_with_everything_re_signed() {
 fn an_approval_does_not_move_to_another_environment() {
     let repo = approved_repo();
     std::fs::copy(repo.env_file("prod"), repo.env_file("copy")).unwrap();
-    let run = repo.run(&["check"]).fails();
+    let run = repo.check(&[]).fails();
     assert!(run.stdout.contains("deploy-config/copy.toml: is not approved as it is"), "{}", run.stdout);
     assert!(!run.stdout.contains("deploy-config/prod.toml: is not"), "{}", run.stdout);
 }
@@ -366,7 +446,7 @@ fn bad_keys_truncated_approvals_and_control_characters() {
 
     // All zeros: a point of small order, which anyone could open values sealed to.
     std::fs::write(&path, text.replace(pk, "public_key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"")).unwrap();
-    let run = repo.run(&["check"]).fails();
+    let run = repo.check(&[]).fails();
     assert!(run.stdout.contains("`public_key` is a point of small order"), "{}", run.stdout);
     let run = repo.run_stdin(&["encrypt-secret", "--env", "prod", "other"], b"x").fails();
     assert!(run.stderr.contains("point of small order"), "{}", run.stderr);
@@ -374,20 +454,20 @@ fn bad_keys_truncated_approvals_and_control_characters() {
     // A truncated signature.
     let sig = text.lines().find(|l| l.starts_with("signature = ")).unwrap();
     std::fs::write(&path, text.replace(sig, &format!("{}\"", &sig[..sig.len() - 9]))).unwrap();
-    let run = repo.run(&["check"]).fails();
+    let run = repo.check(&[]).fails();
     assert!(run.stdout.contains("`approval.signature`"), "{}", run.stdout);
 
     // A name with a terminal escape in it is shown, not obeyed; so are the
     // controls that reorder or hide text.
     std::fs::write(&path, format!("{text}\n[x]\n\"a\\u001b[2Jb\" = 1\n\"c\\u202ed\\u200b\" = 2\n")).unwrap();
-    let run = repo.run(&["check"]).fails();
+    let run = repo.check(&[]).fails();
     assert!(run.stdout.contains("x.\"a\\u001B[2Jb\" (new)"), "{}", run.stdout);
     assert!(run.stdout.contains("x.\"c\\u{202e}d\\u{200b}\" (new)"), "{}", run.stdout);
     assert!(!run.all().contains(['\u{1b}', '\u{202e}', '\u{200b}']), "{}", run.stdout);
 
     // TOML 1.1 syntax, which a TOML 1.0 reader cannot read.
     std::fs::write(&path, format!("{text}\n[x]\ny = \"\\e[2J\"\n")).unwrap();
-    let run = repo.run(&["check"]).fails();
+    let run = repo.check(&[]).fails();
     assert!(run.stdout.contains("the escape `\\e` (write `\\u001b`) is TOML 1.1"), "{}", run.stdout);
 }
 
@@ -400,7 +480,7 @@ fn line_breaks_a_checkout_changes_keep_the_approval() {
     // What `core.autocrlf` does on checkout: every line break CR LF.
     let crlf = repo.read("deploy-config/prod.toml").replace('\n', "\r\n");
     std::fs::write(repo.env_file("prod"), crlf).unwrap();
-    let run = repo.run(&["check"]).ok();
+    let run = repo.check(&[]).ok();
     assert!(run.stdout.contains("ok  deploy-config/prod.toml"), "{}", run.stdout);
     repo.run(&["verify", "--env", "prod"]).ok();
 }
@@ -410,21 +490,21 @@ fn no_trusted_base_is_never_a_pass() {
     let repo = Repo::new();
     repo.env_with("prod", &[("token", TOKEN)]);
     // No commit: nothing to follow, and the note says the key is new.
-    let run = repo.run(&["check"]).ok();
+    let run = repo.check(&[]).ok();
     assert!(run.stdout.contains("is new (there is no history before it): its first key is"), "{}", run.stdout);
     repo.commit("prod");
     // History, but no origin/HEAD and no --base.
-    let run = repo.run(&["check"]).fails();
+    let run = repo.check(&[]).fails();
     assert!(run.stdout.contains("error: no trusted base to check the history from"), "{}", run.stdout);
     assert!(run.stdout.contains("--base origin/main"), "{}", run.stdout);
-    repo.run(&["check", "--base", "HEAD"]).ok();
+    repo.check(&["--base", "HEAD"]).ok();
     // A base that is not an ancestor of HEAD.
     let root = repo.root.path();
     let main = git(root, &["rev-parse", "--abbrev-ref", "HEAD"]).trim().to_owned();
     git(root, &["checkout", "-q", "--orphan", "other"]);
     repo.commit("other root");
     git(root, &["checkout", "-q", &main]);
-    let run = repo.run(&["check", "--base", "other"]).fails();
+    let run = repo.check(&["--base", "other"]).fails();
     assert!(run.stdout.contains("error: --base other ("), "{}", run.stdout);
     assert!(run.stdout.contains("is not HEAD or an ancestor of it"), "{}", run.stdout);
 }
@@ -434,14 +514,14 @@ fn a_removed_environment_is_reported() {
     let repo = approved_repo();
     std::fs::remove_file(repo.env_file("prod")).unwrap();
     repo.commit("remove prod");
-    let run = repo.run(&["check"]).fails();
+    let run = repo.check(&[]).fails();
     let gone = broken(&run, "R4");
     assert_eq!(gone.len(), 1, "{}", run.stdout);
     assert!(gone[0].starts_with("error: deploy-config/prod.toml at commit "), "{}", gone[0]);
     assert!(gone[0].contains("environment `prod` is gone from the work tree"), "{}", gone[0]);
     // Once the removal is merged, checks from there on pass.
     repo.publish();
-    repo.run(&["check"]).ok();
+    repo.check(&[]).ok();
 }
 
 #[test]
@@ -452,12 +532,12 @@ fn a_restart_with_a_new_key_is_reported_until_check_starts_from_it() {
     repo.run_stdin(&["encrypt-secret", "--env", "prod", "token", "--accept-new-key"], TOKEN.as_bytes()).ok();
     repo.run(&["approve", "--env", "prod", "--yes"]).ok();
     repo.commit("restart");
-    let run = repo.run(&["check"]).fails();
+    let run = repo.check(&[]).fails();
     assert!(run.stdout.contains("is not endorsed by the keys environment"), "{}", run.stdout);
     // Starting from the restart (as CI would, once it is reviewed and merged), it passes.
-    let run = repo.run(&["check", "--base", "HEAD"]).ok();
+    let run = repo.check(&["--base", "HEAD"]).ok();
     assert!(run.stdout.contains("approved (serial"), "{}", run.stdout);
-    let run = repo.run(&["check", "--base", "no-such-ref"]).fails();
+    let run = repo.check(&["--base", "no-such-ref"]).fails();
     assert!(run.stdout.contains("--base no-such-ref: no such commit here"), "{}", run.stdout);
 }
 
@@ -472,7 +552,7 @@ fn the_first_approval_must_keep_the_key_the_file_had() {
     // Its first approval brings in another key.
     std::fs::remove_file(repo.env_file("prod")).unwrap();
     repo.run(&["keygen", "--env", "prod"]).ok();
-    let run = repo.run(&["check"]).fails();
+    let run = repo.check(&[]).fails();
     let swapped = broken(&run, "R2");
     assert_eq!(swapped.len(), 1, "{}", run.stdout);
     assert!(swapped[0].contains("is not endorsed by the keys environment `prod` holds in the base"), "{}", run.stdout);
@@ -486,7 +566,7 @@ fn the_first_approval_must_keep_the_key_the_file_had() {
     repo.commit("before approvals");
     repo.publish();
     repo.run(&["approve", "--env", "prod", "--yes", "--key-file", key.to_str().unwrap()]).ok();
-    repo.run(&["check"]).ok();
+    repo.check(&[]).ok();
 }
 
 /// `hello-api`'s environment `hello` in a copy of this workspace, approved
@@ -522,7 +602,7 @@ fn moving_the_folder_cannot_bring_back_an_old_file() {
     c.commit();
     let base = git(root, &["rev-parse", "origin/main"]).trim().to_owned();
     for args in [vec!["check"], vec!["check", "--base", &base]] {
-        let run = c.run(&args).fails();
+        let run = c.check(&args[1..]).fails();
         let replay = broken(&run, "R3");
         assert_eq!(replay.len(), 1, "{}", run.stdout);
         assert!(replay.iter().all(|l| l.starts_with("error: hello-config/hello.toml")), "{}", run.stdout);
@@ -549,12 +629,12 @@ fn a_folder_moved_as_it_is_is_followed_once_approved() {
     )
     .unwrap();
     // The move changes what the service is given: its key holder approves it.
-    let run = c.run(&["check"]).fails();
+    let run = c.check(&[]).fails();
     assert_eq!(broken(&run, "R6").len(), 1, "{}", run.stdout);
     assert!(run.stdout.contains("`cargo xtask approve --service hello-api --env hello`"), "{}", run.stdout);
     c.approve_service("hello-api", "hello");
     c.commit();
-    let run = c.run(&["check"]).ok();
+    let run = c.check(&[]).ok();
     assert!(run.stdout.contains("note: environment `hello` moved"), "{}", run.stdout);
     assert!(run.stdout.contains("ok  hello-config/hello.toml"), "{}", run.stdout);
 }
@@ -569,7 +649,7 @@ fn a_contract_override_is_not_approved_and_no_image_is_built_from_it() {
         contract.replace("env.PORT = \"{port}\"", "env.PORT = \"{port}\"\nenv.API_BASE = \"https://evil.example\"");
     assert_ne!(evil, contract);
     std::fs::write(root.join("boxcar.toml"), &evil).unwrap();
-    let run = c.run(&["check"]).fails();
+    let run = c.check(&[]).fails();
     let r6 = broken(&run, "R6");
     assert_eq!(r6.len(), 1, "{}", run.stdout);
     assert!(r6[0].contains("boxcar.toml gives service `hello-api` at run time what environment `hello` did not approve (approved another: it differs in env.API_BASE (new))"), "{}", r6[0]);
@@ -586,7 +666,7 @@ fn a_contract_override_is_not_approved_and_no_image_is_built_from_it() {
         run.stdout
     );
     c.approve_service("hello-api", "hello");
-    c.run(&["check"]).ok();
+    c.check(&[]).ok();
 }
 
 #[test]
@@ -596,7 +676,7 @@ fn an_unapproved_file_stops_the_image_and_hints_name_the_service() {
     let mut seal = c.cmd(&["encrypt-secret", "--service", "hello-api", "--env", "hello", "api_key"]);
     let run = Repo::run_with(&mut seal, b"another-api-key").ok();
     assert!(run.stdout.contains("`cargo xtask approve --service hello-api --env hello`"), "{}", run.stdout);
-    let run = c.run(&["check"]).fails();
+    let run = c.check(&[]).fails();
     assert!(run.stdout.contains("`cargo xtask approve --service hello-api --env hello`"), "{}", run.stdout);
     let run = c.run(&["image", "--service", "hello-api"]).fails();
     assert!(

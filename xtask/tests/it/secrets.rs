@@ -196,7 +196,10 @@ fn values_moved_between_environments_or_names_are_refused() {
     std::fs::write(repo.env_file("production"), &swapped).unwrap();
     // Unapproved, so refused before anything is opened …
     let run = repo.run(&["verify", "--env", "production"]).fails();
-    assert!(run.stderr.contains("changed since it was approved: secrets.other, secrets.token"), "{}", run.stderr);
+    assert!(run.stderr.contains("is not approved as it is"), "{}", run.stderr);
+    // `check` names what changed since the last approval (here: nothing is committed, so nothing to compare).
+    let run = repo.run(&["check"]).fails();
+    assert!(run.stdout.contains("deploy-config/production.toml: is not approved as it is"), "{}", run.stdout);
     // … and `approve` refuses to approve values that do not open.
     let run = repo.run(&["approve", "--env", "production", "--yes"]).fails();
     assert!(run.stderr.contains("nothing was approved"), "{}", run.stderr);
@@ -250,8 +253,10 @@ fn check_reports_every_problem_one_line_each() {
         "error: deploy-config/production.toml: secrets.foreign was sealed to key",
         "error: deploy-config/production.toml: secrets.future has unknown format version `v9`",
         "error: deploy-config/production.toml: secrets.plain is not a sealed value",
-        "error: deploy-config/production.toml: is not approved as it is: changed since it was approved: \
-         secrets.broken, secrets.foreign, secrets.future, secrets.plain",
+        "error: deploy-config/production.toml: is not approved as it is: its content, or its environment, differs \
+         from what was approved; a holder of the secret key must review the change and approve it: \
+         `cargo xtask approve --env production` (`cargo xtask check` names what changed) \
+         [ApprovalError::Signature] [R1]",
         "error: deploy-config/shortkey.toml: `public_key` decodes to 3 bytes; an X25519 key is 32 bytes",
         "error: deploy.env:2: the secret key of environment `production`",
         "error: notes.txt:1: the secret key of environment `staging`",
@@ -312,7 +317,7 @@ fn rotate_key_failure_changes_nothing() {
 
     let run = repo.run(&["rotate-key", "--env", "production"]).fails();
     assert!(run.stderr.contains("nothing was changed"), "{}", run.stderr);
-    assert!(run.stderr.contains("changed since it was approved: secrets.a"), "{}", run.stderr);
+    assert!(run.stderr.contains("is not approved as it is"), "{}", run.stderr);
     assert_eq!(repo.read("deploy-config/production.toml"), tampered);
     assert_eq!(repo.key_files("production").len(), 1, "a new key file was left behind");
 }
@@ -391,6 +396,7 @@ fn check_finds_the_secret_key_of_a_retired_public_key() {
     let repo = Repo::new();
     repo.env_with("production", &[("token", TOKEN)]);
     commit(&repo, "production");
+    repo.publish();
     let old_key = repo.key_file("production");
     let old_id = id_of(&old_key);
     let run = repo.run(&["rotate-key", "--env", "production"]).ok();
