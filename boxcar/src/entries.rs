@@ -99,7 +99,7 @@ mod tests {
         let after = table("[app]\nurl = \"b\"\nn = 1\nx = true\n[[workers]]\nadmins = [1, 666]\n[secrets]\n");
         assert_eq!(
             changes(&before, &after),
-            ["app.url", "app.x (new)", "workers[0].admins", "secrets (new)", "secrets.t (removed)"]
+            ["app.url", "app.x (new)", "secrets (new)", "secrets.t (removed)", "workers[0].admins"]
         );
         assert!(changes(&before, &before).is_empty());
         // Names from the file are escaped.
