@@ -81,12 +81,12 @@ mod tests {
             [
                 "\"a.b\"",
                 "a.b",
-                "workers[0].admins",
-                "workers[0].name",
-                "workers[1].name",
                 "empty",
                 "list",
-                "public_key"
+                "public_key",
+                "workers[0].admins",
+                "workers[0].name",
+                "workers[1].name"
             ]
         );
         assert_eq!(name("ключ"), "\"ключ\"");
