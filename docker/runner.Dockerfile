@@ -9,6 +9,8 @@
 # rootfs/ holds:
 #   usr/local/bin/app                      the static musl binary (0555)
 #   etc/boxcar/deploy-config/<env>.toml    the public environment files (0444)
+#   etc/boxcar/service.toml                what boxcar.toml gives the app at run time (0444); the app
+#                                          starts only on an environment that approves the same
 #   etc/ssl/certs/ca-certificates.crt      Debian's CA bundle, from the builder (0444)
 #   etc/passwd, etc/group                  root and nonroot (65532) (0444)
 #   home/nonroot/ (0700, 65532), data/ (0700, 65532), tmp/ (1777)

@@ -202,6 +202,8 @@ pub fn run(_sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
                 file.env()
             );
         }
+        let service_arg = ctx.service_arg();
+        image_environment(&docker, &image, &image_id, &name, (&service, &service_arg), &file, &key).await?;
         let many = service_answers(&docker, &image_id, &name, &service, file.env()).await?;
         let deployment = Deployment::new(&service, Request { many, ..request })?;
         let plan = Plan {
@@ -224,6 +226,69 @@ pub fn run(_sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
             standalone::deploy(&docker, &plan, &image_id).await
         }
     })
+}
+
+/// What the image would start on: its copy of the environment file must be
+/// approved by this key, and approve the run-time contract the image was
+/// built with (`/etc/boxcar/service.toml`), or the service refuses to start.
+/// Each says what to do: an image built before an approval is built again.
+async fn image_environment(
+    docker: &Docker,
+    image: &str,
+    image_id: &str,
+    deployment: &str,
+    (service, service_arg): (&Service, &str),
+    file: &boxcar_secrets::EnvFile,
+    key: &boxcar_secrets::SecretKey,
+) -> anyhow::Result<()> {
+    let in_image = Service::env_file_in_image(file.env());
+    let read =
+        service_cmd::files_in_image(docker, image_id, deployment, &[&in_image, boxcar_secrets::IMAGE_SERVICE_FILE])
+            .await?;
+    let shown = crate::show::escape(image);
+    let build = format!("build the image again with `cargo xtask image {}` and deploy that", service_arg.trim_end())
+        .replace(" ` and", "` and");
+    let Some(Some(bytes)) = read.first() else {
+        bail!(
+            "{shown} carries no environment file for `{}` ({in_image}): it was built before the environment was \
+             committed, or git ignores the file; {build} (nothing was changed)",
+            file.env()
+        );
+    };
+    let copy = boxcar_secrets::EnvFile::parse(std::path::Path::new(&in_image), &String::from_utf8_lossy(bytes))?
+        .for_service(Some(&service.name));
+    let approved = match copy.approval_with(key) {
+        Ok(approved) => approved,
+        Err(e) => bail!(
+            "{shown}'s copy of the environment file is not one this key approved, so the service would not start \
+             on it: {e}\nhint: if the work tree's file is approved now, the image was built before that; {build} \
+             (nothing was changed)"
+        ),
+    };
+    if let Some(Some(text)) = read.get(1) {
+        let runtime = boxcar_secrets::ServiceFile::parse(&String::from_utf8_lossy(text))?;
+        if let Err(e) = runtime.check(copy.table()) {
+            bail!(
+                "{shown} was built from a boxcar.toml whose run-time contract environment `{}` did not approve, so \
+                 the service would not start: {e}\nhint: have a holder of the key review boxcar.toml's change and \
+                 approve it (`cargo xtask approve {service_arg}--env {}`), then {build} (nothing was changed)",
+                file.env(),
+                file.env()
+            );
+        }
+    }
+    if let Ok(here) = file.approval()
+        && here.serial != approved.serial
+    {
+        eprintln!(
+            "warning: {shown} carries serial {} of environment `{}`; the work tree's file is serial {}: the service \
+             runs on what the image carries ({build} to ship the work tree's)",
+            approved.serial,
+            file.env(),
+            here.serial
+        );
+    }
+    Ok(())
 }
 
 /// Pulls a registry reference into the engine with `login`; the engine

@@ -133,6 +133,69 @@ pub async fn in_image(
     result.with_context(|| format!("running `{}` in {image}", describe(service, args)))
 }
 
+/// The files at `paths` (absolute) in `image`, read from a container that is
+/// created for this, never started, and removed after; `None` for a path
+/// the image does not have.
+pub async fn files_in_image(
+    docker: &Docker,
+    image: &str,
+    deployment: &str,
+    paths: &[&str],
+) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
+    let name = format!("{deployment}-read-{:08x}", fastrand::u32(..));
+    let body = ContainerCreateBody {
+        image: Some(image.to_owned()),
+        network_disabled: Some(true),
+        labels: Some(
+            [(LABEL_DEPLOYMENT.to_owned(), deployment.to_owned()), (LABEL_ROLE.to_owned(), "read".to_owned())].into(),
+        ),
+        ..ContainerCreateBody::default()
+    };
+    docker
+        .create_container(Some(CreateContainerOptionsBuilder::default().name(&name).build()), body)
+        .await
+        .with_context(|| format!("creating the container {name} to read files of {image}"))?;
+    let mut out = Vec::new();
+    let mut result = Ok(());
+    for path in paths {
+        match read_from(docker, &name, path).await {
+            Ok(file) => out.push(file),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    let _ = docker
+        .remove_container(&name, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()))
+        .await;
+    result.map(|()| out)
+}
+
+/// One file of a created container, through the archive API.
+async fn read_from(docker: &Docker, container: &str, path: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default().path(path).build();
+    let mut stream = docker.download_from_container(container, Some(options));
+    let mut archive = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => archive.extend_from_slice(&bytes),
+            Err(e) if crate::engine::is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {path} from the image"))),
+        }
+    }
+    let mut tar = tar::Archive::new(&archive[..]);
+    for entry in tar.entries().with_context(|| format!("reading {path} from the image"))? {
+        let mut entry = entry?;
+        if entry.header().entry_type().is_file() {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data)?;
+            return Ok(Some(data));
+        }
+    }
+    Ok(None)
+}
+
 async fn run_to_end(docker: &Docker, name: &str) -> anyhow::Result<Answer> {
     docker.start_container(name, None::<bollard::query_parameters::StartContainerOptions>).await?;
     let mut wait = docker.wait_container(name, None::<bollard::query_parameters::WaitContainerOptions>);

@@ -159,7 +159,9 @@ async fn a_change_nobody_approved_refuses_to_start() {
     let file = env.env_file().display().to_string();
     assert!(
         r.stderr.starts_with(&format!(
-            "error: {file}: is not approved as it is: changed since it was approved: app.api_base;"
+            "error: {file}: is not approved as it is: its content, or its environment, differs from what was \
+             approved; a holder of the secret key must review the change and approve it: `cargo xtask approve \
+             --env "
         )),
         "{}",
         r.stderr

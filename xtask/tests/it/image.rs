@@ -104,6 +104,31 @@ fn image_builds_checks_runs_and_reproduces() {
     let state = cleanup.rt.block_on(wait_healthy(&docker, &name, Duration::from_secs(40)));
     assert_eq!(state.as_deref(), Some("healthy"), "the image's HEALTHCHECK did not pass");
 
+    // The image holds the run-time contract it was built with; given another
+    // one (a variable that sends the tokens elsewhere), the app refuses to start.
+    let contract = checkout.dir.path().join("target/other-service.toml");
+    let mut runtime = {
+        let read = cleanup.rt.block_on(boxcar::service_cmd::files_in_image(
+            &docker,
+            &format!("{repo}:latest"),
+            &repo,
+            &[boxcar_secrets::IMAGE_SERVICE_FILE],
+        ));
+        boxcar_secrets::ServiceFile::parse(&String::from_utf8(read.unwrap()[0].clone().unwrap()).unwrap()).unwrap()
+    };
+    assert_eq!(runtime.service, "app");
+    runtime.runtime["env"].as_table_mut().unwrap().insert("APP_API_BASE".into(), "https://evil.example".into());
+    std::fs::write(&contract, boxcar_secrets::ServiceFile::render("app", &runtime.runtime)).unwrap();
+    let refused = format!("{repo}-other-contract");
+    cleanup.containers.push(refused.clone());
+    let (code, logs) = cleanup.rt.block_on(run_to_exit(&docker, &format!("{repo}:latest"), &refused, &key, &contract));
+    assert_eq!(code, 7, "{logs}");
+    assert!(
+        logs.contains("the run-time contract of service `app` in this image is not the one this file approves: it differs in env.APP_API_BASE (new)"),
+        "{logs}"
+    );
+    assert!(logs.contains("[ApprovalError::Runtime]"), "{logs}");
+
     // Reproducible: recompile the app (same sources, new mtime, no cached binary) and compare.
     let main_rs = checkout.dir.path().join("app/src/main.rs");
     let text = std::fs::read(&main_rs).unwrap();
@@ -181,6 +206,48 @@ async fn run_container(docker: &Docker, image: &str, name: &str, key: &Path) -> 
     let ports = info.network_settings.unwrap().ports.unwrap();
     let binding = ports["8080/tcp"].as_ref().unwrap()[0].clone();
     format!("127.0.0.1:{}", binding.host_port.unwrap())
+}
+
+/// Runs `image` with the key and `service_file` in place of the image's
+/// `/etc/boxcar/service.toml` until it exits: its exit code and output.
+async fn run_to_exit(docker: &Docker, image: &str, name: &str, key: &Path, service_file: &Path) -> (i64, String) {
+    use futures::StreamExt as _;
+    let bind = |source: &Path, target: &str| Mount {
+        source: Some(source.display().to_string()),
+        target: Some(target.to_owned()),
+        typ: Some(MountType::BIND),
+        read_only: Some(true),
+        ..Mount::default()
+    };
+    let body = ContainerCreateBody {
+        image: Some(image.to_owned()),
+        env: Some(vec!["SECRET_KEY_FILE=/run/secrets/app_key".to_owned()]),
+        host_config: Some(HostConfig {
+            readonly_rootfs: Some(true),
+            network_mode: Some("none".to_owned()),
+            mounts: Some(vec![
+                bind(key, "/run/secrets/app_key"),
+                bind(service_file, boxcar_secrets::IMAGE_SERVICE_FILE),
+            ]),
+            ..HostConfig::default()
+        }),
+        ..ContainerCreateBody::default()
+    };
+    std::fs::set_permissions(service_file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    docker.create_container(Some(CreateContainerOptionsBuilder::default().name(name).build()), body).await.unwrap();
+    docker.start_container(name, None::<bollard::query_parameters::StartContainerOptions>).await.unwrap();
+    let code = match docker.wait_container(name, None::<bollard::query_parameters::WaitContainerOptions>).next().await {
+        Some(Ok(r)) => r.status_code,
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+        other => panic!("waiting for {name}: {other:?}"),
+    };
+    let options = bollard::query_parameters::LogsOptionsBuilder::default().stdout(true).stderr(true).build();
+    let mut logs = docker.logs(name, Some(options));
+    let mut out = String::new();
+    while let Some(Ok(item)) = logs.next().await {
+        out.push_str(&String::from_utf8_lossy(&item.into_bytes()));
+    }
+    (code, out)
 }
 
 fn wait_http_ok(url: &str, timeout: Duration) -> bool {
