@@ -11,12 +11,12 @@ use crate::contract::Service;
 use crate::history::BaseArg;
 use crate::project::Context;
 
-/// Check every environment file and the repository, without any secret key.
+/// Check every environment from a trusted base commit, and the repository, without any key.
 ///
-/// Follows every environment from a trusted base commit to the work tree:
-/// by default the merge base of HEAD and origin/HEAD; in a pull request's CI,
-/// pass the branch it merges into (`--base origin/main`). With history but
-/// no base, it fails: it never trusts the history it is checking. Every
+/// The base is the one commit trusted: in a pull request's CI, the branch it
+/// merges into (`--base origin/main`, with the whole history fetched); by
+/// default the merge base of HEAD and origin/HEAD. With history but no base
+/// it fails: it never trusts the history it is checking. Every
 /// version of every environment file between the base and the work tree,
 /// along every parent of every merge and wherever the file moved, must be
 /// approved by a key the base's key endorsed, and no approval serial may go

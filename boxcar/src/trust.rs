@@ -491,6 +491,23 @@ pub fn evaluate(history: &History, hint_service: &dyn Fn(&Version) -> Option<Str
         }
     }
 
+    // Histories merged in from elsewhere: checked like the rest, and said.
+    let roots: Vec<String> = history
+        .nodes
+        .iter()
+        .filter(|n| n.parents.is_empty() && n.at != At::WorkTree)
+        .map(|n| n.at.describe())
+        .collect();
+    if !roots.is_empty() {
+        notes.push(format!(
+            "{} since the base {} no parent ({}): a history merged in with --allow-unrelated-histories; every \
+             environment file in it was followed like the rest",
+            if roots.len() == 1 { "1 commit".to_owned() } else { format!("{} commits", roots.len()) },
+            if roots.len() == 1 { "has" } else { "have" },
+            roots.join(", ")
+        ));
+    }
+
     // What was followed, file by file.
     let commits = history.nodes.len().saturating_sub(1);
     let mut files = BTreeMap::new();
@@ -922,7 +939,13 @@ mod tests {
             nodes,
             outside: vec![(id('b'), base.to_vec())],
         };
-        assert_eq!(rules(&eval(&history)), [(Rule::R3, P.to_owned(), At::WorkTree)]);
+        let verdict = eval(&history);
+        assert_eq!(rules(&verdict), [(Rule::R3, P.to_owned(), At::WorkTree)]);
+        assert_eq!(
+            verdict.notes,
+            ["1 commit since the base has no parent (commit 222222222222): a history merged in with \
+              --allow-unrelated-histories; every environment file in it was followed like the rest"]
+        );
         // A parent outside the range other than the base counts for itself.
         let fork = id('f');
         let nodes = vec![

@@ -74,12 +74,15 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
         python = Some(ensure_venv(sh, &ctx.root)?);
         Ok(())
     });
-    // The approval vectors come from an implementation written from docs/FORMAT.md alone.
-    step("python approval vectors", &mut || {
+    // The approval vectors and the history rules' own tests come from an
+    // implementation written from docs/FORMAT.md alone.
+    step("python approval vectors and history", &mut || {
         let Some(python) = &python else { bail!("no Python venv") };
         let _dir = sh.push_dir(&ctx.root);
         cmd!(sh, "{python} tests/python/make_approval_vectors.py --check").run()?;
         cmd!(sh, "{python} tests/python/approval.py check-vectors boxcar-secrets/vectors/approval-v1.toml").run()?;
+        // The history rules, written from docs/FORMAT.md alone, on repositories it makes.
+        cmd!(sh, "{python} tests/python/history.py --self-test").run()?;
         Ok(())
     });
     step("cargo test", &mut || {

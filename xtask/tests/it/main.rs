@@ -188,6 +188,7 @@ pub(crate) fn mode(path: &Path) -> u32 {
 /// as `main`, and makes that `origin/HEAD`.
 pub(crate) fn publish(root: &Path, origin: &Path) {
     if !origin.join("HEAD").exists() {
+        std::fs::create_dir_all(origin).unwrap();
         git(origin, &["init", "-q", "--bare"]);
         git(origin, &["symbolic-ref", "HEAD", "refs/heads/main"]);
         git(root, &["remote", "add", "origin", origin.to_str().unwrap()]);

@@ -127,6 +127,8 @@ fn edit_hello(checkout: &Checkout, f: impl Fn(&str) -> String) {
     let at = text.find("name = \"hello-api\"").expect("boxcar.toml has hello-api");
     let (before, section) = text.split_at(at);
     std::fs::write(&path, format!("{before}{}", f(section))).unwrap();
+    // What the service is given at run time is approved with its environment.
+    checkout.approve_service("hello-api", "hello");
     checkout.commit();
 }
 
@@ -195,13 +197,15 @@ fn a_three_node_swarm_through_a_registry() {
         push_seconds(&again)
     );
 
-    // v2: a setting changed, no compile. Then a tag that moves: v1's tag now
+    // v2: a variable added (approved for the environment), no compile. Then a tag that moves: v1's tag now
     // names v2, and v1 stays pullable by its digest.
     edit_hello(&checkout, |s| format!("{s}env.RELEASE = \"2\"\n"));
     let v2 = image("v2").ok();
     let pinned_v2 = v2.field("pinned").to_owned();
     assert_ne!(pinned_v2, pinned_v1);
-    assert!(v2.stdout.contains("(1 blob(s) sent"), "the layer is the same, only the config is new:\n{}", v2.stdout);
+    // The one layer holds the run-time contract and the environment file
+    // that approves it, so it is new too.
+    assert!(v2.stdout.contains("(2 blob(s) sent"), "{}", v2.stdout);
     let moved = image("v1").ok();
     assert_eq!(moved.field("pinned"), pinned_v2);
 

@@ -12,7 +12,9 @@
 //!   published port 8080 becomes 0 (any free port): tests use unique names and
 //!   take no fixed port;
 //! - the workspace starts with this repository's Cargo.lock, so cargo picks
-//!   the crate versions this checkout builds with (no registry look-ups).
+//!   the crate versions this checkout builds with (no registry look-ups);
+//! - its remote is a bare repository beside it, whose `main` is `origin/HEAD`,
+//!   as in a clone.
 //!
 //! Everything it creates on the engine carries the unique name and is removed
 //! at the end.
@@ -143,6 +145,8 @@ fn the_readme_ships_a_new_service() {
     std::fs::write(ws.join(&name).join("src/main.rs"), main).unwrap();
     git(&ws, &["add", "-A"]);
     git(&ws, &["commit", "-qm", "an existing workspace"]);
+    // A clone of its remote, as a team's workspace is: `check` trusts origin/HEAD.
+    crate::publish(&ws, &tmp.path().join("origin.git"));
 
     // The README's steps, as written but for the changes the module docs list.
     let steps = steps
