@@ -24,7 +24,7 @@ pub fn read_toml(text: &str) -> Result<toml::Table, String> {
     let bytes = text.as_bytes();
     if let Some(at) = (0..bytes.len()).find(|&i| bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n')) {
         let what = "a carriage return that is not followed by a line feed";
-        return Err(crate::file::toml_message(text, what, Some(at..at + 1)));
+        return Err(crate::file::toml_message(text, what, Some(at..at)));
     }
     let text = lf_line_breaks(text);
     toml_1_0_only(&text)?;
@@ -106,7 +106,7 @@ fn refused(text: &str, at: usize, what: &str) -> String {
     crate::file::toml_message(
         text,
         &format!("{what} is TOML 1.1; environment files are TOML 1.0, so that every reader reads them alike"),
-        Some(at..at + 1),
+        Some(at..at),
     )
 }
 

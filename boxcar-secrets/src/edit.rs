@@ -560,12 +560,22 @@ pub(crate) mod tests {
         // Set again with one service: the other goes, the comment stays, and
         // the file is no longer approved until it is approved again.
         let mut doc = EnvDocument::parse(&path, &out).unwrap();
-        doc.set_runtime(&[("app".to_owned(), runtime)]);
+        doc.set_runtime(&[("app".to_owned(), runtime.clone())]);
         let again = doc.render();
         assert!(!again.contains("worker"), "{again}");
         assert_eq!(again.matches("# What boxcar.toml gives each service").count(), 1, "{again}");
         let t = crate::read_toml(&again).unwrap();
         assert!(crate::approval::verify("prod", &t).is_err());
+        // A comment of the file's own above the table stays where it was.
+        let ours = again.replace(
+            "# What boxcar.toml gives each service of this environment at run time, approved\n",
+            "# Ours: reviewed by the ops team.\n",
+        );
+        let mut doc = EnvDocument::parse(&path, &ours).unwrap();
+        doc.set_runtime(&[("app".to_owned(), runtime)]);
+        let kept = doc.render();
+        assert!(kept.contains("# Ours: reviewed by the ops team.\n"), "{kept}");
+        assert!(!kept.contains("# What boxcar.toml gives each service"), "{kept}");
         // None: the table goes.
         let mut doc = EnvDocument::parse(&path, &again).unwrap();
         doc.set_runtime(&[]);

@@ -229,7 +229,7 @@ mod tests {
         let runtime = table("bin = \"a\"\nargs = []\n[env]\nX = \"\\u001b\"\n");
         std::fs::write(&path, ServiceFile::render("a\u{1b}", &runtime)).unwrap();
         let read = ServiceFile::read(&path).unwrap().unwrap();
-        assert_eq!(read, ServiceFile { service: "a\u{1b}".into(), runtime });
+        assert_eq!(read, ServiceFile { service: "a\u{1b}".into(), runtime: runtime.clone() });
         assert!(std::fs::read_to_string(&path).unwrap().starts_with("# What boxcar.toml gives service `a\\u{1b}`"));
         std::fs::write(&path, vec![b'#'; 64 * 1024 + 1]).unwrap();
         let err = ServiceFile::read(&path).unwrap_err().to_string();
@@ -239,9 +239,17 @@ mod tests {
         std::fs::write(&path, b"service = 1").unwrap();
         let err = ServiceFile::read(&path).unwrap_err().to_string();
         assert!(err.contains(&format!("{}: `service` must be", path.display())), "{err}");
-        // A folder where the file should be cannot be read.
+        // A folder where the file should be cannot be read, nor can a path
+        // through a file (an error that is not "not found" is never "none").
         let err = ServiceFile::read(dir.path()).unwrap_err().to_string();
         assert!(err.contains("cannot be read"), "{err}");
+        let err = ServiceFile::read(&path.join("service.toml")).unwrap_err().to_string();
+        assert!(err.contains("cannot be read"), "{err}");
+        // Exactly the largest size is read.
+        let mut text = ServiceFile::render("a", &runtime);
+        text.push_str(&"#".repeat(64 * 1024 - text.len()));
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(ServiceFile::read(&path).unwrap().unwrap().service, "a");
     }
 
     #[test]

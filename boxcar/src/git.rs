@@ -166,10 +166,10 @@ mod tests {
 
     #[test]
     fn batch_output_is_split_by_its_sizes() {
-        let out = b"aa blob 3\nx\ny\nbb missing\ncc blob 0\n\ndd tree 2\n\n\n\nee ambiguous\n";
+        let out = b"aa blob 3\nx\ny\nbb missing\ncc blob 0\n\ndd tree 2\n\n\n\nee ambiguous\nff commit 3\nx\ny\n";
         assert_eq!(
             batch_contents(out),
-            vec![Some(b"x\ny".to_vec()), None, Some(Vec::new()), Some(b"\n\n".to_vec()), None]
+            vec![Some(b"x\ny".to_vec()), None, Some(Vec::new()), Some(b"\n\n".to_vec()), None, Some(b"x\ny".to_vec())]
         );
         assert!(batch_contents(b"").is_empty());
     }

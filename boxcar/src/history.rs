@@ -211,6 +211,31 @@ pub fn read(sh: &Shell, start: &Start) -> anyhow::Result<History> {
     Ok(History { base, nodes, outside })
 }
 
+/// Every folder any version of boxcar.toml in the repository (on any branch
+/// or tag) named, with `deploy-config`: where environment files have lived.
+pub fn folders_ever(sh: &Shell) -> anyhow::Result<Vec<PathBuf>> {
+    if !git::is_checkout(sh) {
+        return Ok(vec![PathBuf::from(crate::defaults::CONFIG_DIR)]);
+    }
+    let file = crate::contract::FILE;
+    let raw = xshell::cmd!(sh, "git log --all --no-renames --raw --no-abbrev -m --relative -z --format= -- {file}")
+        .quiet()
+        .read()?;
+    // `:<old mode> <new mode> <old id> <new id> <status>`, then the path.
+    let ids: BTreeSet<String> = raw
+        .split('\0')
+        .filter_map(|f| f.trim_start_matches('\n').strip_prefix(':'))
+        .filter_map(|meta| meta.split(' ').nth(3).map(str::to_owned))
+        .filter(|id| id.chars().any(|c| c != '0'))
+        .collect();
+    let ids: Vec<String> = ids.into_iter().collect();
+    let mut folders: BTreeSet<PathBuf> = [PathBuf::from(crate::defaults::CONFIG_DIR)].into();
+    for text in git::read_objects(sh, &ids)? {
+        folders.extend(folders_of(&services_of(text.as_deref())));
+    }
+    Ok(folders.into_iter().collect())
+}
+
 /// The services of `commit`'s own contract.
 fn contract_of(sh: &Shell, commit: &str) -> anyhow::Result<Vec<(Option<String>, PathBuf)>> {
     let text = git::read_objects(sh, &[format!("{commit}:./{}", crate::contract::FILE)])?;
@@ -369,6 +394,31 @@ mod tests {
         assert_eq!(folders_of(&services), [PathBuf::from("deploy-config"), PathBuf::from("x/y"), PathBuf::from("z")]);
         assert_eq!(services_for(&services, Path::new("x/y/prod.toml")), ["b"]);
         assert!(services_for(&services, Path::new("z/prod.toml")).is_empty());
+    }
+
+    #[test]
+    fn every_folder_a_contract_ever_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let sh = Shell::new().unwrap();
+        sh.change_dir(dir.path());
+        let git = |args: &[&str]| {
+            xshell::cmd!(sh, "git -c user.name=t -c user.email=t@example.invalid {args...}").quiet().run().unwrap();
+        };
+        git(&["init", "-q"]);
+        assert_eq!(folders_ever(&sh).unwrap(), [PathBuf::from("deploy-config")]);
+        for dir in ["a", "b/c"] {
+            let text = format!("[[service]]\nname = \"s\"\nconfig_dir = \"{dir}\"\n");
+            std::fs::write(sh.current_dir().join("boxcar.toml"), text).unwrap();
+            git(&["add", "boxcar.toml"]);
+            git(&["commit", "-qm", dir]);
+        }
+        git(&["rm", "-q", "boxcar.toml"]);
+        git(&["commit", "-qm", "gone"]);
+        let expect = ["a", "b/c", "deploy-config"].map(PathBuf::from);
+        assert_eq!(folders_ever(&sh).unwrap(), expect);
+        let outside = Shell::new().unwrap();
+        outside.change_dir(std::env::temp_dir());
+        assert_eq!(folders_ever(&outside).unwrap(), [PathBuf::from("deploy-config")]);
     }
 
     #[test]

@@ -517,17 +517,25 @@ fn public_key(value: &toml::Value) -> Option<PublicKey> {
 }
 
 /// Every version git holds, on any branch or tag, of every environment file
-/// of `dirs`, once each: (environment, content).
+/// of `dirs` and of every folder a version of boxcar.toml named (an
+/// environment that moved had its earlier keys in its earlier folder), once
+/// each: (environment, content).
 fn history(sh: &Shell, dirs: &[PathBuf]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut dirs = dirs.to_vec();
+    for dir in crate::history::folders_ever(sh)? {
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
     // `-m` shows merges too (a version made while resolving a merge is in no
     // other commit); `--relative` gives paths from the shell's folder.
     let raw = cmd!(sh, "git log --all --no-renames --raw --no-abbrev -m --relative -z --format= -- {dirs...}")
         .quiet()
         .output()?;
-    let blobs = env_blobs(&String::from_utf8_lossy(&raw.stdout), dirs);
-    let ids: String = blobs.iter().map(|(_, id)| format!("{id}\n")).collect();
-    let out = cmd!(sh, "git cat-file --batch").stdin(ids).quiet().output()?;
-    Ok(blobs.into_iter().map(|(env, _)| env).zip(batch_contents(&out.stdout)).collect())
+    let blobs = env_blobs(&String::from_utf8_lossy(&raw.stdout), &dirs);
+    let ids: Vec<String> = blobs.iter().map(|(_, id)| id.clone()).collect();
+    let contents = crate::git::read_objects(sh, &ids)?;
+    Ok(blobs.into_iter().map(|(env, _)| env).zip(contents.into_iter().map(Option::unwrap_or_default)).collect())
 }
 
 /// From `git log --raw -z` output: the environment and object id of each
@@ -551,27 +559,6 @@ fn env_blobs(raw: &str, dirs: &[PathBuf]) -> Vec<(String, String)> {
         }
     }
     seen.into_iter().collect()
-}
-
-/// The contents `git cat-file --batch` printed, in order: empty for an
-/// object it reported missing.
-fn batch_contents(out: &[u8]) -> Vec<Vec<u8>> {
-    let mut contents = Vec::new();
-    let mut rest = out;
-    while let Some(end) = rest.iter().position(|b| *b == b'\n') {
-        // `<id> <type> <size>`, then the content and a newline; or `<id> missing`.
-        let (header, after) = rest.split_at(end);
-        let header = String::from_utf8_lossy(header).into_owned();
-        rest = after.get(1..).unwrap_or_default();
-        match header.split(' ').nth(2).and_then(|size| size.parse::<usize>().ok()) {
-            Some(size) => {
-                contents.push(rest.get(..size).unwrap_or_default().to_vec());
-                rest = rest.get(size + 1..).unwrap_or_default();
-            }
-            None => contents.push(Vec::new()),
-        }
-    }
-    contents
 }
 
 #[cfg(test)]
@@ -844,14 +831,6 @@ mod tests {
         // A line cut short is skipped, the rest still read.
         let raw = format!(":100644\0deploy-config/a.toml\0:0 0 0 {} A\0deploy-config/b.toml\0", id('a'));
         assert_eq!(env_blobs(&raw, &[PathBuf::from("deploy-config")]), [("b".to_owned(), id('a'))]);
-    }
-
-    #[test]
-    fn contents_from_cat_file_batch() {
-        let out = b"aaaa blob 5\nfirst\nbbbb missing\ncccc blob 0\n\ndddd commit 3\nx\ny\neeee blob 6\nsecond\n";
-        let contents = batch_contents(out);
-        let expect: [&[u8]; 5] = [b"first", b"", b"", b"x\ny", b"second"];
-        assert_eq!(contents, expect);
     }
 
     /// `git` in `dir`, with an identity of its own; its output.
