@@ -529,7 +529,8 @@ fn history(sh: &Shell, dirs: &[PathBuf]) -> anyhow::Result<Vec<(String, Vec<u8>)
     }
     // `-m` shows merges too (a version made while resolving a merge is in no
     // other commit); `--relative` gives paths from the shell's folder.
-    let raw = cmd!(sh, "git log --all --no-renames --raw --no-abbrev -m --relative -z --format= -- {dirs...}")
+    let specs = &dirs;
+    let raw = cmd!(sh, "git log --all --no-renames --raw --no-abbrev -m --relative -z --format= -- {specs...}")
         .quiet()
         .output()?;
     let blobs = env_blobs(&String::from_utf8_lossy(&raw.stdout), &dirs);
