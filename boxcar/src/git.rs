@@ -160,9 +160,129 @@ pub fn batch_contents(out: &[u8]) -> Vec<Option<Vec<u8>>> {
     contents
 }
 
+/// A scratch git repository for tests, with a shell in it.
+#[cfg(test)]
+pub(crate) mod scratch {
+    use std::path::Path;
+
+    use xshell::{Shell, cmd};
+
+    pub(crate) struct Repo {
+        pub(crate) dir: tempfile::TempDir,
+        pub(crate) sh: Shell,
+    }
+
+    impl Repo {
+        pub(crate) fn new() -> Repo {
+            let dir = tempfile::tempdir().unwrap();
+            let sh = Shell::new().unwrap();
+            sh.change_dir(dir.path());
+            let repo = Repo { dir, sh };
+            repo.git(&["init", "-q", "-b", "main"]);
+            repo
+        }
+
+        /// `git` with a fixed identity and date; its output, trimmed.
+        pub(crate) fn git(&self, args: &[&str]) -> String {
+            let sh = &self.sh;
+            let _env = [
+                sh.push_env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z"),
+                sh.push_env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z"),
+            ];
+            cmd!(sh, "git -c user.name=t -c user.email=t@example.invalid -c protocol.file.allow=always {args...}")
+                .quiet()
+                .read()
+                .unwrap()
+        }
+
+        pub(crate) fn write(&self, rel: &str, text: &str) {
+            let path = self.dir.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+
+        /// Commits everything; the new commit's id.
+        pub(crate) fn commit(&self, message: &str) -> String {
+            self.git(&["add", "-A"]);
+            self.git(&["commit", "-q", "--allow-empty", "-m", message]);
+            self.git(&["rev-parse", "HEAD"])
+        }
+
+        pub(crate) fn path(&self) -> &Path {
+            self.dir.path()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::scratch::Repo;
     use super::*;
+
+    #[test]
+    fn commits_ancestry_and_ranges() {
+        let r = Repo::new();
+        assert!(is_checkout(&r.sh));
+        assert_eq!(commit_of(&r.sh, "HEAD"), None, "no commit yet");
+        let a = r.commit("a");
+        assert_eq!(commit_of(&r.sh, "HEAD").as_deref(), Some(a.as_str()));
+        assert_eq!(commit_of(&r.sh, "main").as_deref(), Some(a.as_str()));
+        assert_eq!(commit_of(&r.sh, "no-such-ref"), None);
+        assert_eq!(commit_of(&r.sh, "--all"), None, "an option is no name");
+        r.git(&["checkout", "-q", "-b", "side"]);
+        r.write("side.toml", "x = 1\n");
+        let b = r.commit("b");
+        r.git(&["checkout", "-q", "main"]);
+        let c = r.commit("c");
+        r.git(&["merge", "-q", "--no-ff", "side", "-m", "merge"]);
+        let m = commit_of(&r.sh, "HEAD").unwrap();
+        assert!(is_ancestor(&r.sh, &a, &m) && is_ancestor(&r.sh, &b, &m) && is_ancestor(&r.sh, &m, &m));
+        assert!(!is_ancestor(&r.sh, &m, &a) && !is_ancestor(&r.sh, &b, &c));
+        assert_eq!(merge_base(&r.sh, &b, &c).as_deref(), Some(a.as_str()));
+        let all = range(&r.sh, None, "HEAD").unwrap();
+        assert_eq!(all.first(), Some(&(a.clone(), vec![])));
+        assert_eq!(all.last(), Some(&(m.clone(), vec![c.clone(), b.clone()])));
+        assert_eq!(all.len(), 4);
+        let since = range(&r.sh, Some(&a), "HEAD").unwrap();
+        let ids: Vec<&str> = since.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids.len(), 3);
+        assert_eq!(ids.last(), Some(&m.as_str()));
+        assert!(ids.contains(&b.as_str()) && ids.contains(&c.as_str()));
+        // The merge brings side.toml in relative to c: it touches a .toml file.
+        let touching = touching_toml(&r.sh, Some(&a), "HEAD").unwrap();
+        assert_eq!(touching, [b.clone(), m.clone()].into_iter().collect());
+        assert!(range(&r.sh, Some("no-such-ref"), "HEAD").is_err());
+        assert!(shallow_commits(&r.sh).unwrap().is_empty());
+        // A shallow clone lists where it was cut.
+        let clone = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", r.path().display());
+        let to = clone.path().join("c");
+        let to = to.to_str().unwrap();
+        r.git(&["clone", "-q", "--depth", "1", &url, to]);
+        let sh = Shell::new().unwrap();
+        sh.change_dir(to);
+        assert_eq!(shallow_commits(&sh).unwrap(), [m.clone()].into_iter().collect());
+    }
+
+    #[test]
+    fn the_toml_files_directly_in_folders() {
+        let r = Repo::new();
+        r.write("conf/prod.toml", "a = 1\n");
+        r.write("conf/notes.txt", "x\n");
+        r.write("conf/deeper/other.toml", "b = 1\n");
+        r.write("else/x.toml", "c = 1\n");
+        r.write("we*ird/y.toml", "d = 1\n");
+        std::os::unix::fs::symlink("prod.toml", r.path().join("conf/link.toml")).unwrap();
+        let c = r.commit("files");
+        let found = toml_files_in(&r.sh, &c, &[PathBuf::from("conf"), PathBuf::from("we*ird")]).unwrap();
+        let paths: Vec<&str> = found.iter().map(|(p, _)| p.to_str().unwrap()).collect();
+        assert_eq!(paths, ["conf/prod.toml", "we*ird/y.toml"]);
+        assert_eq!(found[0].1.len(), 40);
+        assert!(toml_files_in(&r.sh, &c, &[]).unwrap().is_empty());
+        let read = read_objects(&r.sh, &[found[0].1.clone(), format!("{c}:./conf/prod.toml"), format!("{c}:./none")]);
+        assert_eq!(read.unwrap(), [Some(b"a = 1\n".to_vec()), Some(b"a = 1\n".to_vec()), None]);
+        assert!(read_objects(&r.sh, &[]).unwrap().is_empty());
+    }
 
     #[test]
     fn batch_output_is_split_by_its_sizes() {

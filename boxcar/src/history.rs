@@ -421,6 +421,129 @@ mod tests {
         assert_eq!(folders_ever(&outside).unwrap(), [PathBuf::from("deploy-config")]);
     }
 
+    fn key_file(text: &str) -> String {
+        format!("public_key = \"{}\"\n{text}", boxcar_secrets::SecretKey::generate().public_key().to_base64())
+    }
+
+    #[test]
+    fn the_base_is_given_or_the_merge_base_with_origin_or_nothing() {
+        let outside = tempfile::tempdir().unwrap();
+        let sh = Shell::new().unwrap();
+        sh.change_dir(outside.path());
+        assert_eq!(start(&sh, None), Ok(Start::NotGit));
+        assert!(start(&sh, Some("main")).unwrap_err().contains("not a git checkout"));
+
+        let r = crate::git::scratch::Repo::new();
+        assert_eq!(start(&r.sh, None), Ok(Start::NoCommit));
+        assert!(start(&r.sh, Some("main")).unwrap_err().contains("no commit yet"));
+        let a = r.commit("a");
+        let b = r.commit("b");
+        assert!(start(&r.sh, None).unwrap_err().starts_with("no trusted base to check the history from"));
+        assert_eq!(start(&r.sh, Some(&a)), Ok(Start::Base { commit: a.clone(), how: format!("--base {a}") }));
+        assert!(start(&r.sh, Some("nope")).unwrap_err().starts_with("--base nope: no such commit here"));
+        // origin/HEAD: the merge base with HEAD.
+        r.git(&["update-ref", "refs/remotes/origin/main", &a]);
+        r.git(&["symbolic-ref", "refs/remotes/origin/HEAD", "refs/remotes/origin/main"]);
+        let how = "the merge base of HEAD and origin/HEAD".to_owned();
+        assert_eq!(start(&r.sh, None), Ok(Start::Base { commit: a.clone(), how: how.clone() }));
+        r.git(&["checkout", "-q", "-b", "other", &a]);
+        let c = r.commit("c");
+        r.git(&["update-ref", "refs/remotes/origin/main", &c]);
+        r.git(&["checkout", "-q", "main"]);
+        assert_eq!(start(&r.sh, None), Ok(Start::Base { commit: a.clone(), how }));
+        // --base must be an ancestor of HEAD.
+        let err = start(&r.sh, Some("other")).unwrap_err();
+        assert!(err.starts_with(&format!("--base other ({}) is not HEAD or an ancestor of it", short(&c))), "{err}");
+        assert!(start(&r.sh, Some(&b)).is_ok());
+        // No common history with origin/HEAD.
+        r.git(&["checkout", "-q", "--orphan", "lone"]);
+        let lone = r.commit("lone");
+        r.git(&["update-ref", "refs/remotes/origin/main", &lone]);
+        r.git(&["checkout", "-q", "main"]);
+        assert!(start(&r.sh, None).unwrap_err().starts_with("HEAD and origin/HEAD ("));
+    }
+
+    #[test]
+    fn every_version_from_the_base_to_the_work_tree() {
+        let r = crate::git::scratch::Repo::new();
+        r.write("boxcar.toml", "[[service]]\nname = \"s\"\nconfig_dir = \"conf\"\n");
+        r.write("conf/prod.toml", &key_file(""));
+        let fork = r.commit("fork point");
+        r.write("conf/prod.toml", &key_file("x = 1\n"));
+        let base = r.commit("base");
+        // A commit that changes no .toml file, then one that moves the folder.
+        r.write("README", "hello\n");
+        let quiet = r.commit("readme");
+        r.git(&["mv", "conf", "conf2"]);
+        r.write("boxcar.toml", "[[service]]\nname = \"s\"\nconfig_dir = \"conf2\"\n");
+        let moved = r.commit("move");
+        // A branch from before the base, merged in.
+        r.git(&["checkout", "-q", "-b", "side", &fork]);
+        r.write("conf/staging.toml", &key_file(""));
+        let side = r.commit("side");
+        r.git(&["checkout", "-q", "main"]);
+        r.git(&["merge", "-q", "--no-ff", "side", "-m", "merge side"]);
+        let merge = r.git(&["rev-parse", "HEAD"]);
+        r.write("conf2/work.toml", &key_file(""));
+        r.write("conf2/Cargo.toml", "[package]\n");
+        r.write("conf2/Not-an-env.toml", "");
+
+        let start = Start::Base { commit: base.clone(), how: "--base".into() };
+        let h = read(&r.sh, &start).unwrap();
+        let b = h.base.as_ref().unwrap();
+        assert_eq!(b.commit, base);
+        let paths = |vs: &[Version]| -> Vec<String> { vs.iter().map(|v| v.path.display().to_string()).collect() };
+        assert_eq!(paths(&b.versions), ["conf/prod.toml"]);
+        assert_eq!(b.versions[0].services, ["s"]);
+        let at: Vec<At> = h.nodes.iter().map(|n| n.at.clone()).collect();
+        let index = |id: &str| at.iter().position(|a| *a == At::Commit(id.to_owned())).unwrap();
+        assert_eq!(at.len(), 5);
+        assert_eq!(at.last(), Some(&At::WorkTree));
+        // Parents: in the range, or outside it (the base, and the fork point).
+        assert_eq!(h.outside.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), [base.as_str(), fork.as_str()]);
+        assert_eq!(h.nodes[index(&quiet)].parents, [Parent::Outside(0)]);
+        assert_eq!(h.nodes[index(&side)].parents, [Parent::Outside(1)]);
+        assert_eq!(h.nodes[index(&merge)].parents, [Parent::Range(index(&moved)), Parent::Range(index(&side))]);
+        assert_eq!(h.nodes[4].parents, [Parent::Range(index(&merge))]);
+        assert_eq!(paths(&h.outside[1].1), ["conf/prod.toml"]);
+        // What each commit holds, in every folder any contract named.
+        assert_eq!(paths(&h.nodes[index(&quiet)].versions), ["conf/prod.toml"]);
+        assert_eq!(h.nodes[index(&quiet)].versions[0].at, At::Commit(quiet.clone()));
+        assert_eq!(paths(&h.nodes[index(&moved)].versions), ["conf2/prod.toml"]);
+        assert_eq!(h.nodes[index(&moved)].versions[0].services, ["s"]);
+        assert_eq!(paths(&h.nodes[index(&side)].versions), ["conf/prod.toml", "conf/staging.toml"]);
+        assert_eq!(h.nodes[index(&side)].versions[0].services, ["s"]);
+        assert_eq!(paths(&h.nodes[index(&merge)].versions), ["conf/staging.toml", "conf2/prod.toml"]);
+        assert!(h.nodes[index(&merge)].versions[0].services.is_empty(), "conf is no service's folder there");
+        // The work tree: its own folder, and those of its history.
+        assert_eq!(paths(&h.nodes[4].versions), ["conf/staging.toml", "conf2/prod.toml", "conf2/work.toml"]);
+        assert!(h.nodes[4].versions[0].services.is_empty());
+        assert!(h.nodes[4].versions[1..].iter().all(|v| v.content.is_ok() && v.services == ["s"]));
+
+        // All of HEAD's history, without a base.
+        let all = read(&r.sh, &Start::Everything).unwrap();
+        assert!(all.base.is_none() && all.outside.is_empty());
+        assert_eq!(all.nodes.len(), 7);
+        assert!(all.nodes[0].parents.is_empty());
+        // No history: the work tree alone.
+        for start in [Start::NoCommit, Start::NotGit] {
+            let alone = read(&r.sh, &start).unwrap();
+            assert_eq!(alone.nodes.len(), 1);
+            assert_eq!(paths(&alone.nodes[0].versions), ["conf2/prod.toml", "conf2/work.toml"]);
+        }
+        let empty = crate::git::scratch::Repo::new();
+        assert_eq!(read(&empty.sh, &Start::Everything).unwrap().nodes.len(), 1);
+
+        // A shallow clone is cut inside the range: refused.
+        let clone = tempfile::tempdir().unwrap();
+        let to = clone.path().join("c");
+        r.git(&["clone", "-q", "--depth", "1", &format!("file://{}", r.path().display()), to.to_str().unwrap()]);
+        let sh = Shell::new().unwrap();
+        sh.change_dir(&to);
+        let err = read(&sh, &Start::Everything).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("the history between the base and HEAD is cut at commit {}", short(&merge))));
+    }
+
     #[test]
     fn environment_files_by_name() {
         assert_eq!(env_of(Path::new("d/prod.toml")), Some("prod".to_owned()));
@@ -434,6 +557,10 @@ mod tests {
         assert!(parse(b"public_key = \"AAAA\"").unwrap_err().starts_with("`public_key` decodes to 3 bytes"));
         assert!(parse(b"\xff").unwrap_err().starts_with("is not UTF-8"));
         assert!(parse(b"a = \"\\e\"").unwrap_err().starts_with("is malformed TOML: line 1"));
-        assert!(parse(&vec![b'#'; MAX_FILE_LEN + 1]).unwrap_err().contains("larger than"));
+        assert!(parse(&vec![b'#'; MAX_FILE_LEN + 1]).unwrap_err().contains("larger than 4096 KiB"));
+        // Exactly the largest size is read.
+        let mut text = format!("public_key = \"{}\"\n", key.public_key().to_base64()).into_bytes();
+        text.resize(MAX_FILE_LEN, b'#');
+        assert!(parse(&text).is_ok());
     }
 }
