@@ -250,7 +250,7 @@ mod tests {
         assert!(ids.contains(&b.as_str()) && ids.contains(&c.as_str()));
         // The merge brings side.toml in relative to c: it touches a .toml file.
         let touching = touching_toml(&r.sh, Some(&a), "HEAD").unwrap();
-        assert_eq!(touching, [b.clone(), m.clone()].into_iter().collect());
+        assert_eq!(touching, [b, m.clone()].into_iter().collect());
         assert!(range(&r.sh, Some("no-such-ref"), "HEAD").is_err());
         assert!(shallow_commits(&r.sh).unwrap().is_empty());
         // A shallow clone lists where it was cut.
@@ -261,7 +261,7 @@ mod tests {
         r.git(&["clone", "-q", "--depth", "1", &url, to]);
         let sh = Shell::new().unwrap();
         sh.change_dir(to);
-        assert_eq!(shallow_commits(&sh).unwrap(), [m.clone()].into_iter().collect());
+        assert_eq!(shallow_commits(&sh).unwrap(), [m].into_iter().collect());
     }
 
     #[test]

@@ -450,7 +450,7 @@ mod tests {
         let c = r.commit("c");
         r.git(&["update-ref", "refs/remotes/origin/main", &c]);
         r.git(&["checkout", "-q", "main"]);
-        assert_eq!(start(&r.sh, None), Ok(Start::Base { commit: a.clone(), how }));
+        assert_eq!(start(&r.sh, None), Ok(Start::Base { commit: a, how }));
         // --base must be an ancestor of HEAD.
         let err = start(&r.sh, Some("other")).unwrap_err();
         assert!(err.starts_with(&format!("--base other ({}) is not HEAD or an ancestor of it", short(&c))), "{err}");
