@@ -109,9 +109,9 @@ pub fn toml_files_in(sh: &Shell, commit: &str, folders: &[PathBuf]) -> anyhow::R
         let Some((meta, path)) = entry.split_once('\t') else { continue };
         let mut fields = meta.split(' ');
         let (Some(mode), Some(kind), Some(id)) = (fields.next(), fields.next(), fields.next()) else { continue };
+        // Not recursive: a folder inside is a tree entry, left out.
         let path = PathBuf::from(path);
-        let direct = folders.iter().any(|f| path.parent() == Some(f.as_path()));
-        if kind == "blob" && mode != "120000" && direct && path.extension().is_some_and(|e| e == "toml") {
+        if kind == "blob" && mode != "120000" && path.extension().is_some_and(|e| e == "toml") {
             files.push((path, id.to_owned()));
         }
     }
@@ -253,6 +253,10 @@ mod tests {
         assert_eq!(touching, [b, m.clone()].into_iter().collect());
         assert!(range(&r.sh, Some("no-such-ref"), "HEAD").is_err());
         assert!(shallow_commits(&r.sh).unwrap().is_empty());
+        // A list that cannot be read is an error, never "not shallow".
+        std::fs::create_dir(r.path().join(".git/shallow")).unwrap();
+        assert!(shallow_commits(&r.sh).is_err());
+        std::fs::remove_dir(r.path().join(".git/shallow")).unwrap();
         // A shallow clone lists where it was cut.
         let clone = tempfile::tempdir().unwrap();
         let url = format!("file://{}", r.path().display());

@@ -477,6 +477,8 @@ mod tests {
         r.git(&["mv", "conf", "conf2"]);
         r.write("boxcar.toml", "[[service]]\nname = \"s\"\nconfig_dir = \"conf2\"\n");
         let moved = r.commit("move");
+        r.write("README", "moved\n");
+        let after = r.commit("readme after the move");
         // A branch from before the base, merged in.
         r.git(&["checkout", "-q", "-b", "side", &fork]);
         r.write("conf/staging.toml", &key_file(""));
@@ -497,33 +499,37 @@ mod tests {
         assert_eq!(b.versions[0].services, ["s"]);
         let at: Vec<At> = h.nodes.iter().map(|n| n.at.clone()).collect();
         let index = |id: &str| at.iter().position(|a| *a == At::Commit(id.to_owned())).unwrap();
-        assert_eq!(at.len(), 5);
+        assert_eq!(at.len(), 6);
         assert_eq!(at.last(), Some(&At::WorkTree));
         // Parents: in the range, or outside it (the base, and the fork point).
         assert_eq!(h.outside.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), [base.as_str(), fork.as_str()]);
         assert_eq!(h.nodes[index(&quiet)].parents, [Parent::Outside(0)]);
         assert_eq!(h.nodes[index(&side)].parents, [Parent::Outside(1)]);
-        assert_eq!(h.nodes[index(&merge)].parents, [Parent::Range(index(&moved)), Parent::Range(index(&side))]);
-        assert_eq!(h.nodes[4].parents, [Parent::Range(index(&merge))]);
+        assert_eq!(h.nodes[index(&merge)].parents, [Parent::Range(index(&after)), Parent::Range(index(&side))]);
+        assert_eq!(h.nodes[5].parents, [Parent::Range(index(&merge))]);
         assert_eq!(paths(&h.outside[1].1), ["conf/prod.toml"]);
         // What each commit holds, in every folder any contract named.
         assert_eq!(paths(&h.nodes[index(&quiet)].versions), ["conf/prod.toml"]);
         assert_eq!(h.nodes[index(&quiet)].versions[0].at, At::Commit(quiet.clone()));
         assert_eq!(paths(&h.nodes[index(&moved)].versions), ["conf2/prod.toml"]);
         assert_eq!(h.nodes[index(&moved)].versions[0].services, ["s"]);
+        // A commit that changes no .toml file holds its parent's versions, as its own.
+        assert_eq!(paths(&h.nodes[index(&after)].versions), ["conf2/prod.toml"]);
+        assert_eq!(h.nodes[index(&after)].versions[0].at, At::Commit(after.clone()));
+        assert_eq!(h.nodes[index(&after)].versions[0].services, ["s"]);
         assert_eq!(paths(&h.nodes[index(&side)].versions), ["conf/prod.toml", "conf/staging.toml"]);
         assert_eq!(h.nodes[index(&side)].versions[0].services, ["s"]);
         assert_eq!(paths(&h.nodes[index(&merge)].versions), ["conf/staging.toml", "conf2/prod.toml"]);
         assert!(h.nodes[index(&merge)].versions[0].services.is_empty(), "conf is no service's folder there");
         // The work tree: its own folder, and those of its history.
-        assert_eq!(paths(&h.nodes[4].versions), ["conf/staging.toml", "conf2/prod.toml", "conf2/work.toml"]);
-        assert!(h.nodes[4].versions[0].services.is_empty());
-        assert!(h.nodes[4].versions[1..].iter().all(|v| v.content.is_ok() && v.services == ["s"]));
+        assert_eq!(paths(&h.nodes[5].versions), ["conf/staging.toml", "conf2/prod.toml", "conf2/work.toml"]);
+        assert!(h.nodes[5].versions[0].services.is_empty());
+        assert!(h.nodes[5].versions[1..].iter().all(|v| v.content.is_ok() && v.services == ["s"]));
 
         // All of HEAD's history, without a base.
         let all = read(&r.sh, &Start::Everything).unwrap();
         assert!(all.base.is_none() && all.outside.is_empty());
-        assert_eq!(all.nodes.len(), 7);
+        assert_eq!(all.nodes.len(), 8);
         assert!(all.nodes[0].parents.is_empty());
         // No history: the work tree alone.
         for start in [Start::NoCommit, Start::NotGit] {
