@@ -139,7 +139,14 @@ fn last_approved(sh: &Shell, env: &str, current: &toml::Table, key: &SecretKey) 
     {
         trusted.extend(chain.iter().map(|p| p.approval_key));
     }
-    let history = match crate::history::read(sh, &crate::history::Start::Everything) {
+    // From the trusted base when there is one (the last approval is there or
+    // after it), else all of HEAD's history: the signatures say whose
+    // approvals they are, so no base is needed to believe them.
+    let start = match crate::history::start(sh, None) {
+        Ok(start @ crate::history::Start::Base { .. }) => start,
+        _ => crate::history::Start::Everything,
+    };
+    let history = match crate::history::read(sh, &start) {
         Ok(history) => history,
         Err(e) => {
             eprintln!("warning: cannot read git history ({e:#}): every entry is shown as new");
@@ -147,7 +154,8 @@ fn last_approved(sh: &Shell, env: &str, current: &toml::Table, key: &SecretKey) 
         }
     };
     let mut best: Option<Before> = None;
-    let versions = history.nodes.iter().filter(|n| n.at != crate::trust::At::WorkTree).flat_map(|n| &n.versions);
+    let committed = history.nodes.iter().filter(|n| n.at != crate::trust::At::WorkTree).flat_map(|n| &n.versions);
+    let versions = history.outside.iter().flat_map(|(_, versions)| versions).chain(committed);
     for v in versions.filter(|v| v.env == env) {
         let Ok(table) = &v.content else { continue };
         let Ok(approved) = approval::verify(env, table) else { continue };

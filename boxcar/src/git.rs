@@ -61,19 +61,21 @@ pub fn range(sh: &Shell, base: Option<&str>, head: &str) -> anyhow::Result<Vec<(
         .collect())
 }
 
-/// The commits of `range` (as for [`range`]) whose `*.toml` files differ
-/// from one of their parents': the others hold what their first parent holds.
-pub fn touching_toml(sh: &Shell, base: Option<&str>, head: &str) -> anyhow::Result<BTreeSet<String>> {
+/// The commits of `range` (as for [`range`]) that change one of `paths`
+/// (files, or folders written with a trailing `/`) against one of their
+/// parents: the others hold there what their first parent holds.
+pub fn touching(sh: &Shell, base: Option<&str>, head: &str, paths: &[String]) -> anyhow::Result<BTreeSet<String>> {
     let spec = match base {
         Some(base) => format!("{base}..{head}"),
         None => head.to_owned(),
     };
-    // `*.toml` matches in every folder (a pathspec's `*` crosses `/`);
-    // `--full-history -m` keeps a merge that differs from any of its parents.
-    let out = cmd!(sh, "git log --full-history -m --format=%H {spec} -- *.toml")
+    // `:(literal)`: a folder named with a `*` is no pattern. `--full-history
+    // -m` keeps a merge that differs from any of its parents.
+    let specs: Vec<String> = paths.iter().map(|p| format!(":(literal){p}")).collect();
+    let out = cmd!(sh, "git log --full-history -m --format=%H {spec} -- {specs...}")
         .quiet()
         .read()
-        .with_context(|| format!("listing the commits of {spec} that change a .toml file"))?;
+        .with_context(|| format!("listing the commits of {spec} that change {}", paths.join(", ")))?;
     Ok(out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
 }
 
@@ -248,9 +250,14 @@ mod tests {
         assert_eq!(ids.len(), 3);
         assert_eq!(ids.last(), Some(&m.as_str()));
         assert!(ids.contains(&b.as_str()) && ids.contains(&c.as_str()));
-        // The merge brings side.toml in relative to c: it touches a .toml file.
-        let touching = touching_toml(&r.sh, Some(&a), "HEAD").unwrap();
-        assert_eq!(touching, [b, m.clone()].into_iter().collect());
+        // The merge brings side.toml in relative to c: it touches it.
+        let changed = touching(&r.sh, Some(&a), "HEAD", &["side.toml".to_owned()]).unwrap();
+        assert_eq!(changed, [b.clone(), m.clone()].into_iter().collect());
+        assert!(touching(&r.sh, Some(&a), "HEAD", &["other/".to_owned()]).unwrap().is_empty());
+        assert_eq!(
+            touching(&r.sh, None, "HEAD", &["side.toml".to_owned()]).unwrap(),
+            [b, m.clone()].into_iter().collect()
+        );
         assert!(range(&r.sh, Some("no-such-ref"), "HEAD").is_err());
         assert!(shallow_commits(&r.sh).unwrap().is_empty());
         // A list that cannot be read is an error, never "not shallow".

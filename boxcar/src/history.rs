@@ -127,12 +127,13 @@ pub fn read(sh: &Shell, start: &Start) -> anyhow::Result<History> {
             short(cut)
         );
     }
-    let touching = git::touching_toml(sh, base_commit.as_deref(), "HEAD")?;
-
-    // Each commit's contract (read once for the base and every commit that
-    // changes a .toml file; the others have their first parent's).
+    // Each commit's contract: read for the base and every commit that changes
+    // boxcar.toml; the others have their first parent's (read, when that
+    // parent is outside the range).
+    let contract_file = vec![crate::contract::FILE.to_owned()];
+    let changed_contract = git::touching(sh, base_commit.as_deref(), "HEAD", &contract_file)?;
     let mut read_contract: Vec<&str> = base_commit.iter().map(String::as_str).collect();
-    read_contract.extend(commits.iter().filter(|(id, _)| touching.contains(id)).map(|(id, _)| id.as_str()));
+    read_contract.extend(commits.iter().filter(|(id, _)| changed_contract.contains(id)).map(|(id, _)| id.as_str()));
     let requests: Vec<String> = read_contract.iter().map(|c| format!("{c}:./{}", crate::contract::FILE)).collect();
     let texts = git::read_objects(sh, &requests)?;
     let mut contracts: BTreeMap<String, Vec<(Option<String>, PathBuf)>> = BTreeMap::new();
@@ -140,17 +141,16 @@ pub fn read(sh: &Shell, start: &Start) -> anyhow::Result<History> {
         contracts.insert((*commit).to_owned(), services_of(text.as_deref()));
     }
     let index: BTreeMap<&str, usize> = commits.iter().enumerate().map(|(i, (id, _))| (id.as_str(), i)).collect();
-    // A commit that changes no .toml file has its first parent's contract
-    // (a parent outside the range is the base's side: the base's contract).
-    let base_services = match &base_commit {
-        Some(base) => contracts[base].clone(),
-        None => services_of(None),
-    };
     for (id, parents) in &commits {
-        if !contracts.contains_key(id) {
-            let inherited = parents.first().and_then(|p| contracts.get(p)).cloned();
-            contracts.insert(id.clone(), inherited.unwrap_or_else(|| base_services.clone()));
+        if contracts.contains_key(id) {
+            continue;
         }
+        let inherited = match parents.first() {
+            Some(p) if contracts.contains_key(p) => contracts[p].clone(),
+            Some(p) => contract_of(sh, p)?,
+            None => services_of(None),
+        };
+        contracts.insert(id.clone(), inherited);
     }
     // Every folder any of these contracts names, at every commit.
     let mut folders: BTreeSet<PathBuf> = folders_of(&work_services).into_iter().collect();
@@ -158,6 +158,12 @@ pub fn read(sh: &Shell, start: &Start) -> anyhow::Result<History> {
         folders.extend(folders_of(services));
     }
     let folders: Vec<PathBuf> = folders.into_iter().collect();
+    // The commits whose versions differ from their first parent's: those that
+    // change an environment folder or the contract (which says whose files
+    // they are).
+    let mut watched = contract_file;
+    watched.extend(folders.iter().map(|f| format!("{}/", f.display())));
+    let touching = git::touching(sh, base_commit.as_deref(), "HEAD", &watched)?;
 
     let mut reader = BlobReader::default();
     let base = match base_commit {
