@@ -75,6 +75,36 @@ impl Engine {
             .is_ok()
     }
 
+    /// A new image from `from` with the file `path` holding `text` (0444):
+    /// what an image built from another contract would hold.
+    fn derive_with_file(&self, from: &str, tag: &str, path: &str, text: &str) {
+        let (repo, tag) = tag.split_once(':').unwrap();
+        let (folder, file) = path.rsplit_once('/').unwrap();
+        let mut archive = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_ustar();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o444);
+        header.set_cksum();
+        archive.append_data(&mut header, file, text.as_bytes()).unwrap();
+        let archive = archive.into_inner().unwrap();
+        self.rt.block_on(async {
+            let name = format!("{repo}-derive-{tag}");
+            let body = ContainerCreateBody { image: Some(from.to_owned()), ..Default::default() };
+            self.docker
+                .create_container(Some(CreateContainerOptionsBuilder::default().name(&name).build()), body)
+                .await
+                .unwrap();
+            let options = bollard::query_parameters::UploadToContainerOptionsBuilder::default().path(folder).build();
+            self.docker.upload_to_container(&name, Some(options), bollard::body_full(archive.into())).await.unwrap();
+            let options = CommitContainerOptionsBuilder::default().container(&name).repo(repo).tag(tag).build();
+            self.docker.commit_container(options, bollard::models::ContainerConfig::default()).await.unwrap();
+            self.docker
+                .remove_container(&name, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()))
+                .await
+                .unwrap();
+        });
+    }
+
     /// A new image from `from`: a container created (never started) and
     /// committed with Dockerfile-style `changes`.
     fn derive(&self, from: &str, tag: &str, changes: &str) {
@@ -729,6 +759,22 @@ impl Hello {
             ])
             .ok();
         cleanup.engine.derive(&format!("{repo}:latest"), &format!("{repo}:v2"), "LABEL dev.boxcar.test=v2");
+        // An image that says it was built from another run-time contract.
+        let read = cleanup.engine.rt.block_on(boxcar::service_cmd::files_in_image(
+            &cleanup.engine.docker,
+            &format!("{repo}:latest"),
+            &repo,
+            &[boxcar_secrets::IMAGE_SERVICE_FILE],
+        ));
+        let mut runtime =
+            boxcar_secrets::ServiceFile::parse(&String::from_utf8(read.unwrap()[0].clone().unwrap()).unwrap()).unwrap();
+        runtime.runtime["env"].as_table_mut().unwrap().insert("API_BASE".into(), "https://evil.example".into());
+        cleanup.engine.derive_with_file(
+            &format!("{repo}:latest"),
+            &format!("{repo}:other-contract"),
+            boxcar_secrets::IMAGE_SERVICE_FILE,
+            &boxcar_secrets::ServiceFile::render("hello-api", &runtime.runtime),
+        );
         cleanup.engine.derive(
             &format!("{repo}:latest"),
             &format!("{repo}:broken"),
@@ -806,6 +852,35 @@ impl Hello {
         let with_fast = self.deploy(checkout, &name, "", &["--image", &fast, "--publish", "127.0.0.1:0"]).ok();
         assert!(with_fast.stderr.contains("probe: healthy"), "{}", with_fast.stderr);
         assert_eq!(bearer(port(&with_fast), Some(HELLO_KEY)), Some(200));
+
+        // An image from a contract the environment did not approve: refused
+        // before anything changes, saying what to do.
+        let other = self.deploy(checkout, &name, "other-contract", &["--publish", "127.0.0.1:0"]).fails();
+        assert!(
+            other
+                .stderr
+                .contains("was built from a boxcar.toml whose run-time contract environment `hello` did not approve"),
+            "{}",
+            other.stderr
+        );
+        assert!(other.stderr.contains("env.API_BASE (new)"), "{}", other.stderr);
+        assert!(
+            other.stderr.contains("build the image again with `cargo xtask image --service hello-api`"),
+            "{}",
+            other.stderr
+        );
+        // The work tree approved a change the image does not carry: said, and deployed as the image is.
+        let env_file = checkout.dir.path().join("examples/hello-api/deploy-config/hello.toml");
+        let committed = std::fs::read_to_string(&env_file).unwrap();
+        std::fs::write(&env_file, format!("{committed}\n[extra]\nnote = \"x\"\n")).unwrap();
+        checkout.approve_service("hello-api", "hello");
+        let behind = self.deploy(checkout, &name, "latest", &["--publish", "127.0.0.1:0"]).ok();
+        assert!(
+            behind.stderr.contains("carries serial 2 of environment `hello`; the work tree's file is serial 3"),
+            "{}",
+            behind.stderr
+        );
+        std::fs::write(&env_file, committed).unwrap();
 
         let update = self.deploy(checkout, &name, "v2", &["--publish", "127.0.0.1:0"]).ok();
         assert!(update.stderr.contains("probe: healthy"), "{}", update.stderr);
