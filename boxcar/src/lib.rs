@@ -19,77 +19,17 @@
 //! xtask does with `demo` and `test`), calling [`take_key`] first, then
 //! [`start`] and [`Command::run`].
 
-pub mod contract;
-pub mod defaults;
-pub mod deploy;
-pub mod dev;
-pub mod engine;
-pub mod entries;
-pub mod git;
-pub mod history;
-pub mod image;
-pub mod keys;
-pub mod leaks;
-pub mod plan;
-pub mod project;
-pub mod registry;
-pub mod service_cmd;
-pub mod show;
-pub mod trust;
-
-mod approve;
-pub mod check;
-mod encrypt_secret;
-mod keygen;
-mod manifests;
-mod rotate_key;
-mod verify;
+// The layers, top to bottom: each imports only from those below it.
+pub mod adapters;
+pub mod cli;
+pub mod ops;
+pub mod vocab;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-pub use project::{Context, EnvKey, ServiceArg};
-
-/// boxcar's commands.
-#[derive(Debug, clap::Subcommand)]
-pub enum Command {
-    Keygen(keygen::Args),
-    EncryptSecret(encrypt_secret::Args),
-    Approve(approve::Args),
-    Check(check::Args),
-    Verify(verify::Args),
-    RotateKey(rotate_key::Args),
-    Image(image::Args),
-    ImageCheck(image::CheckCommand),
-    Deploy(deploy::Args),
-    Dev(dev::Args),
-    Status(deploy::StatusArgs),
-    Logs(deploy::LogsArgs),
-    Undeploy(deploy::UndeployArgs),
-    Manifests(manifests::Args),
-}
-
-impl Command {
-    /// Runs the command in `ctx`'s project.
-    pub fn run(self, sh: &xshell::Shell, ctx: &mut Context) -> anyhow::Result<()> {
-        match self {
-            Command::Keygen(args) => keygen::run(ctx, args),
-            Command::EncryptSecret(args) => encrypt_secret::run(sh, ctx, args),
-            Command::Approve(args) => approve::run(sh, ctx, args),
-            Command::Check(args) => check::run(sh, ctx, args),
-            Command::Verify(args) => verify::run(ctx, args),
-            Command::RotateKey(args) => rotate_key::run(ctx, args),
-            Command::Image(args) => image::run(sh, ctx, args).map(drop),
-            Command::ImageCheck(args) => image::run_check(ctx, args),
-            Command::Deploy(args) => deploy::run(sh, ctx, args),
-            Command::Dev(args) => dev::run(sh, ctx, args),
-            Command::Status(args) => deploy::status(ctx, args),
-            Command::Logs(args) => deploy::logs(ctx, args),
-            Command::Undeploy(args) => deploy::undeploy(ctx, args),
-            Command::Manifests(args) => manifests::run(sh, ctx, args),
-        }
-    }
-}
+pub use cli::Command;
+pub use vocab::project::{Context, EnvKey, ServiceArg};
 
 /// boxcar: ship a Rust service with its credentials sealed in git.
 ///

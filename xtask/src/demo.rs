@@ -20,10 +20,10 @@ use boxcar_secrets::{EnvFile, SecretKey};
 use xshell::Shell;
 
 use boxcar::Context;
-use boxcar::contract::{Contract, Service};
-use boxcar::image::compile::Profile;
-use boxcar::keys;
-use boxcar::plan::{Deployment, KeyDelivery, Plan, Publish, PublishMode, Request};
+use boxcar::ops::build::{self, compile::Profile};
+use boxcar::ops::deploy::{Ask, Deploy};
+use boxcar::vocab::contract::{Contract, Service};
+use boxcar::vocab::keys;
 
 /// The demo's environment.
 const ENV: &str = "demo";
@@ -91,7 +91,7 @@ struct Names {
 
 impl Names {
     fn new(prefix: &str) -> anyhow::Result<Names> {
-        boxcar::plan::check_name(&format!("{prefix}-standin"))
+        boxcar::vocab::plan::check_name(&format!("{prefix}-standin"))
             .with_context(|| format!("--prefix `{prefix}` is not usable as a name"))?;
         Ok(Names { network: prefix.to_owned(), standin: format!("{prefix}-standin"), app: format!("{prefix}-app") })
     }
@@ -103,55 +103,43 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
     if args.down {
         return down(&names);
     }
-    boxcar::engine::ensure(sh)?;
+    boxcar::adapters::engine::ensure(sh)?;
     let app = ctx.service(&boxcar::ServiceArg { service: Some(APP.to_owned()) })?;
     let key = demo_environment(sh, ctx)?;
+    // Deployed the way `cargo xtask deploy` deploys, with every check it makes.
+    let ask = Ask {
+        name: Some(names.app.clone()),
+        publish: Some(format!("127.0.0.1:{}", args.dashboard_port)),
+        network: Some(names.network.clone()),
+        ..Ask::standalone(ENV)
+    };
+    let keyed = Deploy::new(&app, ask)?.with_key(EnvFile::load(&ctx.env_path(ENV))?, key)?;
 
     // The fast profile: the demo is for looking at, and a first run takes
     // half as long; `cargo xtask image` builds what production gets.
     eprintln!("building the image (`cargo xtask image --profile fast`)");
-    let mut image_args = boxcar::image::Args::defaults();
-    image_args.profile = Profile::Fast;
-    image_args.repo = Some(args.repo.clone());
-    image_args.ignored_env = Some((format!("{ENV}.toml"), "demo".to_owned()));
-    let app_image = boxcar::image::build(sh, ctx, &app, &image_args)?;
+    let options = build::Options {
+        profile: Profile::Fast,
+        repo: Some(args.repo.clone()),
+        ignored_env: Some((format!("{ENV}.toml"), "demo".to_owned())),
+        ..build::Options::default()
+    };
+    let app_image = build::build(sh, ctx, &app, &options)?;
 
     eprintln!("building the Bot API stand-in's image");
     let mut standin = Contract::parse(STANDIN).map_err(|p| anyhow::anyhow!("{}", p.join("; ")))?;
     standin.resolve(&ctx.root)?;
     let standin: Service = standin.services()[0].clone();
-    let mut standin_args = boxcar::image::Args::defaults();
-    standin_args.repo = Some(args.standin_repo.clone());
-    standin_args.profile = Profile::Fast;
-    let standin_image = boxcar::image::build(sh, ctx, &standin, &standin_args)?;
+    let options =
+        build::Options { profile: Profile::Fast, repo: Some(args.standin_repo.clone()), ..build::Options::default() };
+    let standin_image = build::build(sh, ctx, &standin, &options)?;
 
-    let rt = boxcar::engine::runtime()?;
+    let rt = boxcar::adapters::engine::runtime()?;
     let (dashboard, chat) = rt.block_on(async {
-        let docker = boxcar::engine::connect(None).await?;
+        let docker = boxcar::adapters::engine::connect(None).await?;
         ensure_network(&docker, &names.network).await?;
         let chat = ensure_standin(&docker, &names, &standin_image.id, args.chat_port).await?;
-        let deployment = Deployment::new(
-            &app,
-            Request {
-                env: ENV.to_owned(),
-                name: Some(names.app.clone()),
-                key_id: key.key_id(),
-                replicas: 1,
-                many: false,
-                memory_mib: None,
-                publish: Publish { address: Some("127.0.0.1".to_owned()), port: args.dashboard_port },
-                publish_mode: PublishMode::Ingress,
-            },
-        )?;
-        let plan = Plan {
-            deployment,
-            key,
-            image: app_image.tags[0].clone(),
-            key_delivery: KeyDelivery::File,
-            timeout: Duration::from_secs(120),
-            network: Some(names.network.clone()),
-        };
-        boxcar::deploy::standalone::deploy(&docker, &plan, &app_image.id).await?;
+        keyed.apply(&docker, Some(&app_image.tags[0])).await?;
         let dashboard = published(&docker, &names.app, app.port).await?;
         anyhow::Ok((dashboard, chat))
     })?;
@@ -295,7 +283,7 @@ async fn ensure_network(docker: &Docker, name: &str) -> anyhow::Result<()> {
     match docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
         Ok(n) if n.labels.as_ref().and_then(|l| l.get(LABEL_DEMO)).map(String::as_str) == Some(name) => Ok(()),
         Ok(_) => Err(not_ours("network", name)),
-        Err(e) if boxcar::engine::is_not_found(&e) => {
+        Err(e) if boxcar::adapters::engine::is_not_found(&e) => {
             let request = NetworkCreateRequest {
                 name: name.to_owned(),
                 driver: Some("bridge".to_owned()),
@@ -331,7 +319,7 @@ async fn ensure_standin(docker: &Docker, names: &Names, image: &str, port: u16) 
             let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
             docker.remove_container(name, Some(options)).await.with_context(|| format!("removing {name}"))?;
         }
-        Err(e) if boxcar::engine::is_not_found(&e) => {}
+        Err(e) if boxcar::adapters::engine::is_not_found(&e) => {}
         Err(e) => return Err(anyhow::Error::new(e).context(format!("inspecting {name}"))),
     }
     let binding = PortBinding {
@@ -421,10 +409,10 @@ fn http_status(addr: &str, path: &str) -> Option<u16> {
 }
 
 fn down(names: &Names) -> anyhow::Result<()> {
-    let rt = boxcar::engine::runtime()?;
+    let rt = boxcar::adapters::engine::runtime()?;
     rt.block_on(async {
-        let docker = boxcar::engine::connect(None).await?;
-        let mut removed = boxcar::deploy::standalone::undeploy(&docker, &names.app, true).await?;
+        let docker = boxcar::adapters::engine::connect(None).await?;
+        let mut removed = boxcar::ops::deploy::standalone::undeploy(&docker, &names.app, true).await?;
         match docker.inspect_container(&names.standin, None::<bollard::query_parameters::InspectContainerOptions>).await
         {
             Ok(info) => {
@@ -437,7 +425,7 @@ fn down(names: &Names) -> anyhow::Result<()> {
                 println!("removed    container {}", names.standin);
                 removed += 1;
             }
-            Err(e) if boxcar::engine::is_not_found(&e) => {}
+            Err(e) if boxcar::adapters::engine::is_not_found(&e) => {}
             Err(e) => return Err(e.into()),
         }
         match docker.inspect_network(&names.network, None::<bollard::query_parameters::InspectNetworkOptions>).await {

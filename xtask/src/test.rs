@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use xshell::{Shell, cmd};
 
 use boxcar::Context;
-use boxcar::engine::Recommends;
+use boxcar::adapters::engine::Recommends;
 
 /// PyNaCl version the interoperability tests and the benchmark run against.
 const PYNACL: &str = "pynacl==1.5.0";
@@ -54,17 +54,22 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
     // the image; in the workspace build, xtask's features are unified into it.
     step("app alone, without sealing", &mut || Ok(cmd!(sh, "cargo check -p app --locked").run()?));
     step("Docker, Chromium, registry, haproxy", &mut || {
-        boxcar::engine::ensure(sh)?;
-        if !["chromium", "chromium-browser", "google-chrome"].into_iter().any(boxcar::engine::on_path) {
-            boxcar::engine::apt_install(sh, &["chromium"], Recommends::Install, "the dashboard test drives Chromium")?;
+        boxcar::adapters::engine::ensure(sh)?;
+        if !["chromium", "chromium-browser", "google-chrome"].into_iter().any(boxcar::adapters::engine::on_path) {
+            boxcar::adapters::engine::apt_install(
+                sh,
+                &["chromium"],
+                Recommends::Install,
+                "the dashboard test drives Chromium",
+            )?;
         }
         // The multi-node tests (xtask/tests/it/cluster.rs) run these programs
         // with configurations of their own.
         let missing: Vec<&str> =
-            ["docker-registry", "haproxy"].into_iter().filter(|p| !boxcar::engine::on_path(p)).collect();
+            ["docker-registry", "haproxy"].into_iter().filter(|p| !boxcar::adapters::engine::on_path(p)).collect();
         if !missing.is_empty() {
             let why = "the multi-node tests run a registry and a load balancer";
-            boxcar::engine::apt_install(sh, &missing, Recommends::Skip, why)?;
+            boxcar::adapters::engine::apt_install(sh, &missing, Recommends::Skip, why)?;
             keep_services_stopped(sh, &missing)?;
         }
         Ok(())
@@ -138,7 +143,7 @@ fn ensure_venv(sh: &Shell, root: &Path) -> anyhow::Result<PathBuf> {
         return Ok(python);
     }
     if cmd!(sh, "python3 -m venv --help").quiet().ignore_stdout().ignore_stderr().run().is_err() {
-        boxcar::engine::apt_install(
+        boxcar::adapters::engine::apt_install(
             sh,
             &["python3-venv"],
             Recommends::Install,

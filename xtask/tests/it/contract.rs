@@ -3,8 +3,8 @@
 //! describes it, `check` runs the app's own check, and a bad contract stops
 //! every command before the engine is touched.
 
-use boxcar::contract::{Contract, Service};
-use boxcar::image::assemble::{self, Spec};
+use boxcar::ops::build::assemble::{self, Spec};
+use boxcar::vocab::contract::{Contract, Service};
 use serde_json::Value;
 
 use crate::{Checkout, project_root};
@@ -31,7 +31,7 @@ fn spec() -> Spec {
         epoch: 1_700_000_000,
         revision: "abc".to_owned(),
         dirty: false,
-        profile: boxcar::image::compile::Profile::Release,
+        profile: boxcar::ops::build::compile::Profile::Release,
     }
 }
 

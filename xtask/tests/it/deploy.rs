@@ -760,7 +760,7 @@ impl Hello {
             .ok();
         cleanup.engine.derive(&format!("{repo}:latest"), &format!("{repo}:v2"), "LABEL dev.boxcar.test=v2");
         // An image that says it was built from another run-time contract.
-        let read = cleanup.engine.rt.block_on(boxcar::service_cmd::files_in_image(
+        let read = cleanup.engine.rt.block_on(boxcar::ops::service_cmd::files_in_image(
             &cleanup.engine.docker,
             &format!("{repo}:latest"),
             &repo,

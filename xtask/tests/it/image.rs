@@ -108,7 +108,7 @@ fn image_builds_checks_runs_and_reproduces() {
     // one (a variable that sends the tokens elsewhere), the app refuses to start.
     let contract = checkout.dir.path().join("target/other-service.toml");
     let mut runtime = {
-        let read = cleanup.rt.block_on(boxcar::service_cmd::files_in_image(
+        let read = cleanup.rt.block_on(boxcar::ops::service_cmd::files_in_image(
             &docker,
             &format!("{repo}:latest"),
             &repo,

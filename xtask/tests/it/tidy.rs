@@ -24,7 +24,7 @@ const PRODUCT_WORDS: &[&str] =
 fn is_infrastructure(path: &Path) -> bool {
     let infra =
         path.starts_with("boxcar") && !path.starts_with("boxcar-secrets") || path.starts_with("boxcar-secrets/src");
-    infra && path != Path::new("boxcar/src/defaults.rs") && !path.to_string_lossy().ends_with(".md")
+    infra && path != Path::new("boxcar/src/vocab/defaults.rs") && !path.to_string_lossy().ends_with(".md")
 }
 
 #[test]

@@ -1,0 +1,223 @@
+//! `cargo xtask check`: everything that can be checked without a secret key. Meant for CI.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::bail;
+use boxcar_secrets::EnvFile;
+use xshell::Shell;
+
+use crate::ops::history::BaseArg;
+use crate::vocab::contract::Service;
+use crate::vocab::project::Context;
+
+/// Check every environment from a trusted base commit, and the repository, without any key.
+///
+/// The base is the one commit trusted: in a pull request's CI, the branch it
+/// merges into (`--base origin/main`, with the whole history fetched); by
+/// default the merge base of HEAD and origin/HEAD. With history but no base
+/// it fails: it never trusts the history it is checking. Every
+/// version of every environment file between the base and the work tree,
+/// along every parent of every merge and wherever the file moved, must be
+/// approved by a key the base's key endorsed, and no approval serial may go
+/// down (an older approved file brought back).
+///
+/// Also: every <config dir>/<ENV>.toml of every service in boxcar.toml (or
+/// deploy-config/ without one) must parse and have a valid public key; every
+/// value under [secrets] must be sealed (no plaintext), in a known format
+/// version, to that file's key; each file must approve what boxcar.toml gives
+/// its services at run time ([boxcar.services.NAME]); the service's own check
+/// (boxcar.toml's `check`, built and run on this machine) must pass on each
+/// file; and no tracked file may contain the secret key of any environment.
+/// Prints one line per problem and exits non-zero if there is any.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    base: BaseArg,
+}
+
+pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    let mut public_keys = BTreeMap::new();
+
+    // Each folder of environment files, with the services that read it.
+    let contract = match ctx.contract()? {
+        None => None,
+        Some(mut contract) => {
+            contract.resolve(&ctx.root)?;
+            Some(contract)
+        }
+    };
+    let mut folders: Vec<(PathBuf, Vec<Service>)> = Vec::new();
+    match &contract {
+        None => folders.push((PathBuf::from(crate::vocab::defaults::CONFIG_DIR), Vec::new())),
+        Some(contract) => {
+            for service in contract.services() {
+                match folders.iter_mut().find(|(dir, _)| *dir == service.config_dir) {
+                    Some((_, services)) => services.push(service.clone()),
+                    None => folders.push((service.config_dir.clone(), vec![service.clone()])),
+                }
+            }
+        }
+    }
+    let default_service = contract.as_ref().and_then(|c| c.pick(None).ok()).map(|s| s.name.clone());
+
+    // Every environment through its history (R0 to R5).
+    let verdict = match crate::ops::history::start(sh, args.base.base.as_deref()) {
+        Err(why) => {
+            problems.push(why);
+            None
+        }
+        Ok(start) => {
+            if start == crate::ops::history::Start::NotGit {
+                println!("note: not a git checkout: no history to follow; every environment is taken as it is");
+            }
+            match crate::ops::history::read(sh, &start) {
+                Ok(history) => {
+                    let hint = |v: &crate::ops::trust::Version| {
+                        v.services
+                            .iter()
+                            .find(|s| Some(*s) == default_service.as_ref())
+                            .map_or_else(|| v.services.first().cloned(), |_| None)
+                    };
+                    Some(crate::ops::trust::evaluate(&history, &hint))
+                }
+                Err(why) => {
+                    problems.push(format!("{why:#}"));
+                    None
+                }
+            }
+        }
+    };
+    // History's problems go with the file of the work tree they are about,
+    // the rest (other paths, earlier commits, R4) after the files.
+    let mut history_problems: Vec<&crate::ops::trust::Problem> = verdict.iter().flat_map(|v| &v.problems).collect();
+
+    let mut files = 0;
+    // Each service is built once, for all of its environment files.
+    let mut built: Vec<(String, PathBuf)> = Vec::new();
+    for (dir, services) in &folders {
+        let paths = if ctx.root.join(dir).is_dir() { boxcar_secrets::env_files(dir)? } else { Vec::new() };
+        files += paths.len();
+        for path in &paths {
+            let shown = ctx.show(path);
+            let file = match EnvFile::load(path) {
+                Ok(file) => file,
+                Err(err) => {
+                    problems.push(crate::vocab::show::escape(&err.to_string()).into_owned());
+                    continue;
+                }
+            };
+            let mut found: Vec<String> = file.problems().iter().map(|p| format!("{shown}: {p}")).collect();
+            if file.approval().is_ok() {
+                found.extend(runtime_problems(ctx, &file, services, default_service.as_deref(), &shown)?);
+            }
+            for service in services {
+                let Some(args) = &service.check else { continue };
+                let binary = match built.iter().find(|(name, _)| *name == service.name) {
+                    Some((_, binary)) => binary.clone(),
+                    None => {
+                        let binary = crate::ops::service_cmd::build_native(sh, &ctx.root, service)?;
+                        built.push((service.name.clone(), binary.clone()));
+                        binary
+                    }
+                };
+                let answer = crate::ops::service_cmd::native(&binary, args, path)?;
+                if answer.code != 0 {
+                    let what = crate::ops::service_cmd::describe(service, args);
+                    found.extend(answer.lines().into_iter().map(|l| format!("{shown}: `{what}`: {l}")));
+                }
+            }
+            let rel = dir.join(path.file_name().unwrap_or_default());
+            let (here, elsewhere): (Vec<_>, Vec<_>) =
+                history_problems.into_iter().partition(|p| p.at == crate::ops::trust::At::WorkTree && p.path == rel);
+            history_problems = elsewhere;
+            found.extend(here.iter().map(ToString::to_string));
+            let trust = verdict.as_ref().and_then(|v| v.files.get(rel.as_path()));
+            if found.is_empty() && trust.is_some_and(|t| !t.troubled) {
+                let checked: Vec<String> = services
+                    .iter()
+                    .filter_map(|s| s.check.as_ref().map(|a| format!("`{}`", crate::ops::service_cmd::describe(s, a))))
+                    .collect();
+                println!(
+                    "ok  {shown}: {} secret(s) sealed to key {}, {}{}",
+                    file.secret_names().count(),
+                    file.public_key().key_id(),
+                    trust.map(|t| t.summary.as_str()).unwrap_or_default(),
+                    if checked.is_empty() { String::new() } else { format!("; {} passed", checked.join(", ")) }
+                );
+            }
+            problems.extend(found);
+            public_keys.insert(file.public_key().key_id(), (file.env().to_owned(), file.public_key().clone()));
+        }
+    }
+    problems.extend(history_problems.iter().map(ToString::to_string));
+    if files == 0 {
+        let dirs: Vec<String> = folders.iter().map(|(d, _)| format!("{}/", ctx.show(d))).collect();
+        println!("no environment files in {} yet (create one with `cargo xtask keygen --env ENV`)", dirs.join(", "));
+    }
+    for note in verdict.iter().flat_map(|v| &v.notes) {
+        println!("note: {note}");
+    }
+
+    let tracked = tracked_files(sh, &ctx.root)?;
+    let dirs: Vec<PathBuf> = folders.iter().map(|(dir, _)| dir.clone()).collect();
+    let watch = crate::ops::leaks::watch_list(sh, &ctx.root, &dirs, public_keys.into_values())?;
+    problems.extend(watch.problems.iter().cloned());
+    for path in &tracked {
+        problems.extend(crate::ops::leaks::committed_keys(&ctx.root, path, &watch.keys));
+    }
+    if let Some(note) = &watch.note {
+        println!("note: {note}");
+    }
+    if problems.is_empty() {
+        println!("ok  {}", watch.summary(tracked.len()));
+        return Ok(());
+    }
+    for p in &problems {
+        println!("error: {p}");
+    }
+    bail!("check found {} problem(s)", problems.len())
+}
+
+/// R6: `file` must approve what boxcar.toml gives each of its `services` at
+/// run time, as `[boxcar.services.NAME]`.
+fn runtime_problems(
+    ctx: &Context,
+    file: &EnvFile,
+    services: &[Service],
+    default_service: Option<&str>,
+    shown: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for service in services {
+        let now = service.runtime(&ctx.root)?;
+        let service_arg = if Some(service.name.as_str()) == default_service {
+            String::new()
+        } else {
+            format!("--service {} ", service.name)
+        };
+        let what = match boxcar_secrets::runtime::approved_runtime(file.table(), &service.name) {
+            None => "approves no run-time contract for it".to_owned(),
+            Some(approved) => {
+                let changed = boxcar_secrets::runtime::differences(approved, &now);
+                if changed.is_empty() {
+                    continue;
+                }
+                format!("approved another: it differs in {}", changed.join(", "))
+            }
+        };
+        out.push(format!(
+            "{shown}: boxcar.toml gives service `{}` at run time what environment `{}` did not approve ({what}); \
+             a holder of its secret key reviews the change and approves it (`cargo xtask approve {service_arg}--env {}`), \
+             or boxcar.toml goes back [R6]",
+            service.name,
+            file.env(),
+            file.env()
+        ));
+    }
+    Ok(out)
+}
+
+// What `check` scans; `image` asks it too.
+pub use crate::ops::leaks::tracked_files;

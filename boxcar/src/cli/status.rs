@@ -1,0 +1,20 @@
+//! `cargo xtask status`: what is deployed under a deployment's name.
+
+use crate::vocab::plan::Target;
+use crate::vocab::project::Context;
+
+/// Show a deployment: container or service, image, health, key id, port.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    target: Target,
+}
+
+pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
+    let name = args.target.resolve(ctx)?;
+    let rt = crate::adapters::engine::runtime()?;
+    rt.block_on(async {
+        let docker = crate::adapters::engine::connect(args.target.host.as_deref()).await?;
+        crate::ops::deploy::status(&docker, &name, &args.target.at.env).await
+    })
+}

@@ -1,0 +1,216 @@
+//! The builder image: a Debian base (pulled, or bootstrapped with debootstrap
+//! when no registry is reachable) plus the pinned Rust toolchain with the musl
+//! target, tagged by a hash of everything it is made from.
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use bollard::Docker;
+use bollard::query_parameters::{BuildImageOptionsBuilder, CreateImageOptionsBuilder};
+use futures::StreamExt as _;
+use sha2::{Digest as _, Sha256};
+use xshell::{Shell, cmd};
+
+/// The Debian base every builder starts from.
+pub(crate) const BASE: &str = "boxcar/debian:bookworm";
+/// What a registry would have: tried first, when one is reachable.
+const UPSTREAM: &str = "debian:bookworm-slim";
+
+/// Makes sure the base image exists: present, pulled, or bootstrapped.
+pub(crate) async fn ensure_base(sh: &Shell, docker: &Docker) -> anyhow::Result<String> {
+    if let Ok(image) = docker.inspect_image(BASE).await {
+        return Ok(image.id.unwrap_or_default());
+    }
+    eprintln!("base image {BASE} not present; trying to pull {UPSTREAM}");
+    let pull = CreateImageOptionsBuilder::default().from_image(UPSTREAM).build();
+    let mut stream = docker.create_image(Some(pull), None, None);
+    let mut pulled = true;
+    while let Some(item) = stream.next().await {
+        if let Err(e) = item {
+            eprintln!("cannot pull {UPSTREAM} ({e}); bootstrapping Debian locally instead");
+            pulled = false;
+            break;
+        }
+    }
+    if pulled {
+        docker
+            .tag_image(
+                UPSTREAM,
+                Some(
+                    bollard::query_parameters::TagImageOptionsBuilder::default()
+                        .repo("boxcar/debian")
+                        .tag("bookworm")
+                        .build(),
+                ),
+            )
+            .await?;
+    } else {
+        bootstrap(sh, docker).await?;
+    }
+    let image = docker.inspect_image(BASE).await.context("inspecting the base image")?;
+    Ok(image.id.unwrap_or_default())
+}
+
+/// debootstrap of Debian bookworm (minbase) into a folder, then an import into the engine.
+async fn bootstrap(sh: &Shell, docker: &Docker) -> anyhow::Result<()> {
+    if cmd!(sh, "which debootstrap").quiet().ignore_stdout().ignore_stderr().run().is_err() {
+        bail!(
+            "no registry is reachable and debootstrap is not installed\n\
+             hint: on Debian, `apt-get install debootstrap` (as root), then run this again"
+        );
+    }
+    let uid = cmd!(sh, "id -u").quiet().read()?;
+    if uid.trim() != "0" {
+        bail!(
+            "bootstrapping a Debian base needs root (debootstrap creates device nodes and owners); run this once as root"
+        );
+    }
+    let mirror = std::env::var("BOXCAR_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".to_owned());
+    // mkdtemp (0700): a predictable name could be prepared by another user.
+    let work_dir = tempfile::Builder::new().prefix("boxcar-bootstrap-").tempdir().context("creating a work folder")?;
+    let work = work_dir.path().to_owned();
+    let rootfs = work.join("rootfs");
+    let archive = work.join("rootfs.tar");
+    eprintln!("bootstrapping Debian bookworm from {mirror} into {} (a few minutes)", rootfs.display());
+    let result = async {
+        cmd!(sh, "debootstrap --variant=minbase bookworm {rootfs} {mirror}")
+            .run()
+            .with_context(|| format!("debootstrap from {mirror} failed; is the Debian archive reachable? (set BOXCAR_DEBIAN_MIRROR for another mirror)"))?;
+        // Device nodes and kernel file systems are the engine's to provide.
+        cmd!(sh, "tar --numeric-owner --exclude=./dev/* --exclude=./proc/* --exclude=./sys/* -C {rootfs} -cf {archive} .")
+            .quiet()
+            .run()?;
+        eprintln!("importing the bootstrapped file system as {BASE}");
+        let bytes = std::fs::read(&archive).with_context(|| format!("reading {}", archive.display()))?;
+        let options = CreateImageOptionsBuilder::default()
+            .from_src("-")
+            .repo("boxcar/debian")
+            .tag("bookworm")
+            .changes(vec!["CMD [\"/bin/bash\"]".to_owned()])
+            .build();
+        let mut stream = docker.create_image(Some(options), Some(bollard::body_full(bytes.into())), None);
+        while let Some(item) = stream.next().await {
+            item.context("importing the base image")?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    drop(work_dir);
+    result
+}
+
+/// The builder image for this checkout, built if its tag does not exist yet.
+/// Returns its tag.
+pub async fn ensure_builder(
+    sh: &Shell,
+    docker: &Docker,
+    root: &Path,
+    ca_bundle: Option<&Path>,
+) -> anyhow::Result<String> {
+    // Several builds may start at once (the test suite runs three): one
+    // bootstraps the base and builds the builder, the others wait and then
+    // find both made, instead of each bootstrapping its own.
+    let _lock = lock("boxcar-builder.lock", "another build to finish the base and builder images")?;
+    let base_id = ensure_base(sh, docker).await?;
+    let dockerfile = BUILDER_DOCKERFILE.as_bytes().to_vec();
+    let toolchain = toolchain_file(sh, root)?;
+    let ca = match ca_bundle {
+        Some(path) => std::fs::read(path).with_context(|| format!("reading the CA bundle {}", path.display()))?,
+        None => Vec::new(),
+    };
+    let mut hash = Sha256::new();
+    for part in [&dockerfile[..], &toolchain[..], base_id.as_bytes(), &ca[..]] {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part);
+    }
+    let digest = hash.finalize();
+    let tag = format!("boxcar/builder:{}", hex(&digest[..6]));
+    if docker.inspect_image(&tag).await.is_ok() {
+        eprintln!("builder image {tag} is up to date");
+        return Ok(tag);
+    }
+    eprintln!("building the builder image {tag} (Debian, gcc, musl-tools, Rust from rust-toolchain.toml)");
+
+    let mut context = tar::Builder::new(Vec::new());
+    for (name, data) in [("Dockerfile", &dockerfile), ("rust-toolchain.toml", &toolchain), ("host-ca.crt", &ca)] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_cksum();
+        context.append_data(&mut header, name, &data[..])?;
+    }
+    let context = context.into_inner()?;
+    let options = BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(&tag)
+        .rm(true)
+        .forcerm(true)
+        .buildargs(&std::collections::HashMap::from([("BASE".to_owned(), BASE.to_owned())]))
+        .build();
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
+    let mut last = std::collections::VecDeque::new();
+    while let Some(item) = stream.next().await {
+        let info = item.with_context(|| format!("building {tag}"))?;
+        if let Some(text) = info.stream {
+            eprint!("{text}");
+            last.push_back(text);
+            if last.len() > 20 {
+                last.pop_front();
+            }
+        }
+        if let Some(err) = info.error_detail.and_then(|d| d.message) {
+            bail!("building {tag} failed: {err}");
+        }
+    }
+    if docker.inspect_image(&tag).await.is_err() {
+        bail!("building {tag} ended without an image");
+    }
+    Ok(tag)
+}
+
+/// The builder's Dockerfile: part of the library, since the projects it
+/// builds have none of their own.
+const BUILDER_DOCKERFILE: &str = include_str!("../../../builder.Dockerfile");
+
+/// The project's rust-toolchain.toml, which pins the builder's toolchain;
+/// where a project has none, one that pins the host's `rustc`, so the
+/// builder compiles with what the project compiles with here.
+fn toolchain_file(sh: &Shell, root: &Path) -> anyhow::Result<Vec<u8>> {
+    match std::fs::read(root.join("rust-toolchain.toml")) {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let version = cmd!(sh, "rustc --version").quiet().read().context("asking the host's rustc its version")?;
+            let channel = version.split_whitespace().nth(1).context("`rustc --version` said no version")?;
+            Ok(format!("[toolchain]\nchannel = \"{channel}\"\n").into_bytes())
+        }
+        Err(e) => Err(e).context("reading rust-toolchain.toml"),
+    }
+}
+
+/// An exclusive lock on a file in the temporary folder, held until dropped;
+/// says so when it has to wait.
+pub(crate) fn lock(name: &str, waiting_for: &str) -> anyhow::Result<std::fs::File> {
+    let path = std::env::temp_dir().join(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            eprintln!("waiting for {waiting_for} ({})", path.display());
+            file.lock().with_context(|| format!("locking {}", path.display()))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+    }
+    Ok(file)
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

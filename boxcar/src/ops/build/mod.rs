@@ -1,0 +1,459 @@
+//! One service's runner image: the musl binary compiled in a builder
+//! container (`compile`, on the builder `base` makes), the image written byte
+//! for byte (`assemble`), and checked before anything is tagged (`check`).
+//!
+//! `prepare` checks everything that needs no engine (the environment files
+//! that ship, the keys to search for, the extra files, the CA bundle); then
+//! `Prepared::build` compiles, writes, checks and loads. `build` does both.
+
+pub mod assemble;
+pub mod base;
+pub mod check;
+pub mod compile;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use boxcar_secrets::{EnvFile, PublicKey};
+use futures::StreamExt as _;
+use xshell::{Shell, cmd};
+use zeroize::Zeroizing;
+
+use crate::vocab::contract::Service;
+use crate::vocab::project::Context;
+
+/// Secret values shorter than this are not searched for: they would match
+/// by chance. The check says which it skipped.
+const MIN_NEEDLE: usize = 6;
+
+/// How to build: what `cargo xtask image` takes, without its command line.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// CA bundle for the builder (default: SSL_CERT_FILE when it names a file).
+    pub ca_bundle: Option<PathBuf>,
+    /// Write the image to this file instead of loading it into the engine.
+    pub oci_archive: Option<PathBuf>,
+    /// Repository name of the tags (default: the service's name).
+    pub repo: Option<String>,
+    pub profile: compile::Profile,
+    /// Key files whose environments' values (and the keys) must not be in the image.
+    pub key_files: Vec<PathBuf>,
+    /// The image check's size budget in KiB (default: the contract's).
+    pub size_budget_kib: Option<usize>,
+    /// An environment file git ignores that ships all the same, and the one
+    /// tag the image then gets: `(file name, tag)` (the demo's own).
+    pub ignored_env: Option<(String, String)>,
+}
+
+/// What `image` made.
+#[derive(Debug)]
+pub struct Image {
+    /// `sha256:<hex>`.
+    pub id: String,
+    pub tags: Vec<String>,
+    /// Its blobs, byte for byte, for a registry.
+    pub blobs: assemble::Blobs,
+}
+
+/// The commit an image is built from.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub id: String,
+    /// Its first 12 hex digits, with `-dirty` for a work tree with changes:
+    /// the image's tag.
+    pub tag: String,
+    time: u64,
+    dirty: bool,
+}
+
+impl Commit {
+    /// The checkout's HEAD, and whether its work tree has changes.
+    pub fn of(sh: &Shell) -> anyhow::Result<Commit> {
+        let id = cmd!(sh, "git rev-parse HEAD")
+            .quiet()
+            .read()
+            .context("the image is built from a git checkout with at least one commit")?;
+        let time: u64 = cmd!(sh, "git log -1 --format=%ct").quiet().read()?.trim().parse()?;
+        let dirty = !cmd!(sh, "git status --porcelain --untracked-files=normal").quiet().read()?.trim().is_empty();
+        let tag = if dirty { format!("{}-dirty", &id[..12]) } else { id[..12].to_owned() };
+        Ok(Commit { id, tag, time, dirty })
+    }
+}
+
+/// Everything checked that needs no engine: an image can be built from it.
+#[derive(Debug)]
+pub struct Prepared {
+    service: Service,
+    options: Options,
+    commit: Commit,
+    root: PathBuf,
+    needles: Vec<check::Needle>,
+    public_keys: Vec<(String, PublicKey)>,
+    ca_bundle: Option<PathBuf>,
+    excluded: Vec<PathBuf>,
+    files: Vec<(String, u32, Vec<u8>)>,
+    env_files: Vec<(String, Vec<u8>)>,
+    oci_archive: Option<PathBuf>,
+}
+
+/// Checks what `service`'s image needs before any engine is asked: the
+/// environment files that would ship (each approved, each approving the
+/// service's run-time contract), the keys to search for, the extra files.
+pub fn prepare(sh: &Shell, ctx: &mut Context, service: &Service, options: &Options) -> anyhow::Result<Prepared> {
+    let commit = Commit::of(sh)?;
+    if commit.dirty {
+        eprintln!(
+            "warning: the work tree has uncommitted changes: the image is labelled dirty and is not reproducible"
+        );
+    }
+    let needles = needles(ctx, &options.key_files)?;
+    let public_keys = public_keys(ctx)?;
+    let ca_bundle = ca_bundle(ctx, options.ca_bundle.as_deref())?;
+    let excluded = excluded_from_build(ctx)?;
+    let files = extra_files(ctx, service)?;
+    let env_files = env_files(sh, ctx, options.ignored_env.as_ref().map(|(file, _)| file.as_str()))?;
+    refuse_bad_env_files(ctx, service, &env_files, &files)?;
+    Ok(Prepared {
+        service: service.clone(),
+        options: options.clone(),
+        commit,
+        root: ctx.root.clone(),
+        needles,
+        public_keys,
+        ca_bundle,
+        excluded,
+        files,
+        env_files,
+        oci_archive: options.oci_archive.as_deref().map(|p| ctx.user_path(p)),
+    })
+}
+
+/// [`prepare`], then [`Prepared::build`] on the local engine.
+pub fn build(sh: &Shell, ctx: &mut Context, service: &Service, options: &Options) -> anyhow::Result<Image> {
+    let prepared = prepare(sh, ctx, service, options)?;
+    let rt = crate::adapters::engine::runtime()?;
+    rt.block_on(async {
+        let docker = crate::adapters::engine::connect(None).await?;
+        prepared.build(sh, &docker).await
+    })
+}
+
+impl Prepared {
+    /// The commit the image is built from.
+    pub fn commit(&self) -> &Commit {
+        &self.commit
+    }
+
+    /// Compiles, writes the image, checks it, and loads it into `docker` (or
+    /// writes it out); prints its summary.
+    pub async fn build(&self, sh: &Shell, docker: &bollard::Docker) -> anyhow::Result<Image> {
+        let started = Instant::now();
+        let (service, options, commit) = (&self.service, &self.options, &self.commit);
+        let prefetch = compile::Prefetch::start(docker, &self.root).await;
+        let builder = base::ensure_builder(sh, docker, &self.root, self.ca_bundle.as_deref()).await?;
+        let binary =
+            compile::Binary { package: service.package.clone(), bin: service.bin.clone(), profile: options.profile };
+        let compiled = compile::compile(sh, docker, &self.root, &builder, &binary, &self.excluded, prefetch).await?;
+        eprintln!("binary: {} ({:.1} s)", compiled.how, compiled.took.as_secs_f64());
+        if let Err(why) = check::is_static(&compiled.binary) {
+            bail!("the compiled binary is not static: {why}; no image was built");
+        }
+        let probe = match service.health.needs_probe() {
+            true => Some(compile::probe(docker, &self.root, &builder).await?),
+            false => None,
+        };
+        let spec = assemble::Spec {
+            service: service.clone(),
+            binary: compiled.binary,
+            probe,
+            env_files: self.env_files.clone(),
+            files: self.files.clone(),
+            ca_bundle: compiled.ca_bundle,
+            epoch: epoch(commit.time)?,
+            revision: if commit.dirty { format!("{}-dirty", commit.id) } else { commit.id.clone() },
+            dirty: commit.dirty,
+            profile: options.profile,
+        };
+        let repo = options.repo.clone().unwrap_or_else(|| service.name.clone());
+        let tags = match &options.ignored_env {
+            Some((_, tag)) => vec![format!("{repo}:{tag}")],
+            None => vec![format!("{repo}:latest"), format!("{repo}:{}", commit.tag)],
+        };
+        let built = assemble::build(&spec, &tags)?;
+        let budget = options.size_budget_kib.unwrap_or(service.size_budget_kib);
+        let report = check::check_archive(&built.archive, &self.needles, &self.public_keys, budget * 1024)?;
+        check::enforce(&report)?;
+        match &self.oci_archive {
+            Some(path) => {
+                boxcar_secrets::write_atomic(path, &built.archive, Some(0o644))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("wrote {} (OCI layout and docker-archive; not loaded)", path.display());
+            }
+            None => {
+                load(docker, &built.archive).await?;
+                let loaded = docker.inspect_image(&tags[0]).await.with_context(|| format!("inspecting {}", tags[0]))?;
+                if loaded.id.as_deref() != Some(built.image_id.as_str()) {
+                    bail!(
+                        "the engine reports image ID {:?} for {}, not the built {}",
+                        loaded.id,
+                        tags[0],
+                        built.image_id
+                    );
+                }
+            }
+        }
+        print_table(&report, &built, &tags, spec.binary.len(), started);
+        Ok(Image { id: built.image_id, tags, blobs: built.blobs })
+    }
+}
+
+/// What the build must not see besides what git ignores: every service's
+/// environment files and boxcar.toml, which the image takes from the host
+/// (so sealing a value or changing a label recompiles nothing).
+fn excluded_from_build(ctx: &Context) -> anyhow::Result<Vec<PathBuf>> {
+    let mut dirs = vec![ctx.config_dir()];
+    if let Some(contract) = ctx.contract()? {
+        dirs.extend(contract.services().iter().map(|s| s.config_dir.clone()));
+    }
+    let mut out = vec![PathBuf::from(crate::vocab::contract::FILE)];
+    for dir in dirs {
+        if ctx.root.join(&dir).is_dir() {
+            for path in boxcar_secrets::env_files(&ctx.root.join(&dir))? {
+                out.extend(path.strip_prefix(&ctx.root).ok().map(Path::to_path_buf));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The contract's extra files, read now: each must exist in the workspace.
+fn extra_files(ctx: &Context, service: &Service) -> anyhow::Result<Vec<(String, u32, Vec<u8>)>> {
+    service
+        .files
+        .iter()
+        .map(|f| {
+            let data = std::fs::read(ctx.root.join(&f.from)).with_context(|| {
+                format!(
+                    "{}: service `{}`: files: from = `{}` cannot be read",
+                    crate::vocab::contract::FILE,
+                    service.name,
+                    ctx.show(&f.from)
+                )
+            })?;
+            Ok((f.to.clone(), f.mode, data))
+        })
+        .collect()
+}
+
+/// The CA bundle for the builder: `--ca-bundle`, else SSL_CERT_FILE when it
+/// names a file.
+fn ca_bundle(ctx: &Context, given: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
+    match given {
+        Some(path) => {
+            let path = ctx.user_path(path);
+            if !path.is_file() {
+                bail!("--ca-bundle {}: no such file", path.display());
+            }
+            Ok(Some(path))
+        }
+        None => Ok(std::env::var_os("SSL_CERT_FILE").map(|p| ctx.user_path(Path::new(&p))).filter(|p| p.is_file())),
+    }
+}
+
+async fn load(docker: &bollard::Docker, archive: &[u8]) -> anyhow::Result<()> {
+    let options = bollard::query_parameters::ImportImageOptionsBuilder::default().quiet(true).build();
+    let mut stream = docker.import_image(options, bollard::body_full(archive.to_vec().into()), None);
+    while let Some(item) = stream.next().await {
+        item.context("loading the image into the engine")?;
+    }
+    Ok(())
+}
+
+fn print_table(report: &check::Report, built: &assemble::Built, tags: &[String], binary: usize, started: Instant) {
+    let kib = |n: usize| format!("{:.1} KiB", n as f64 / 1024.0);
+    println!("image      {}", built.image_id);
+    println!("digest     {} (the manifest's: a registry serves the image under it)", built.blobs.manifest.digest);
+    println!("tags       {}", tags.join(", "));
+    println!("binary     {} (static)", kib(binary));
+    println!(
+        "image      {} in {} layer(s), {} files; {} besides the binary",
+        kib(report.image_size),
+        report.layers,
+        report.files,
+        kib(report.image_size.saturating_sub(binary))
+    );
+    println!("user       {}", report.user);
+    for (k, v) in &report.labels {
+        println!("label      {k}={v}");
+    }
+    println!("took       {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// SOURCE_DATE_EPOCH when set, else the commit time.
+fn epoch(commit_time: u64) -> anyhow::Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v.trim().parse().with_context(|| format!("SOURCE_DATE_EPOCH `{v}` is not a number of seconds")),
+        Err(_) => Ok(commit_time),
+    }
+}
+
+/// The public environment files for the image: those git tracks or would
+/// add, never one it ignores (the demo's, made on one machine with a key that
+/// exists there only), unless `ignored` names that one.
+fn env_files(sh: &Shell, ctx: &Context, ignored: Option<&str>) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let root = &ctx.root;
+    let dir = root.join(ctx.config_dir());
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let visible = crate::ops::leaks::tracked_files(sh, root)?;
+    let mut out = Vec::new();
+    for path in boxcar_secrets::env_files(&dir)? {
+        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let rel = path.strip_prefix(root).unwrap_or(&path);
+        let shipped = visible.iter().any(|v| v == rel) || ignored == Some(name.as_str());
+        if !shipped {
+            eprintln!("not in the image: {} (git ignores it)", ctx.show(rel));
+            continue;
+        }
+        out.push((name, std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?));
+    }
+    Ok(out)
+}
+
+/// The environment files that ship in the image: each must pass what
+/// `check` checks without a key (no plaintext under [secrets], every value
+/// sealed to its file's key), be approved, and approve what the contract
+/// gives the service at run time, before anything is built: an image that
+/// carries anything else would not start.
+fn refuse_bad_env_files(
+    ctx: &Context,
+    service: &Service,
+    env_files: &[(String, Vec<u8>)],
+    files: &[(String, u32, Vec<u8>)],
+) -> anyhow::Result<()> {
+    let runtime = service.runtime_with(files);
+    let mut problems = Vec::new();
+    for (name, bytes) in env_files {
+        let path = ctx.config_dir().join(name);
+        let shown = ctx.show(&path);
+        let text = String::from_utf8_lossy(bytes);
+        let file = match EnvFile::parse(&path, &text) {
+            Ok(file) => file.for_service(ctx.named_service()),
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
+        problems.extend(file.problems().iter().map(|p| format!("{shown}: {p}")));
+        if let Err(e) = file.approval() {
+            problems.push(format!("{e} (an image with it would not start)"));
+            continue;
+        }
+        let changed = match boxcar_secrets::runtime::approved_runtime(file.table(), &service.name) {
+            None => vec!["it approves none".to_owned()],
+            Some(approved) => boxcar_secrets::runtime::differences(approved, &runtime),
+        };
+        if !changed.is_empty() {
+            problems.push(format!(
+                "{shown}: boxcar.toml gives service `{}` at run time what environment `{}` did not approve ({}); \
+                 an image with it would not start: have a holder of its secret key review the change and approve it \
+                 (`cargo xtask approve {}--env {}`)",
+                service.name,
+                file.env(),
+                changed.join(", "),
+                ctx.service_arg(),
+                file.env()
+            ));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    for p in &problems {
+        eprintln!("error: {p}");
+    }
+    bail!(
+        "{} problem(s) in the environment files that would ship in the image; nothing was built \
+         (`cargo xtask check` lists them too)",
+        problems.len()
+    )
+}
+
+/// The environment files of the command's folder; none when it does not exist.
+fn config_files(ctx: &Context) -> anyhow::Result<Vec<PathBuf>> {
+    let dir = ctx.config_dir();
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    Ok(boxcar_secrets::env_files(&dir)?)
+}
+
+pub fn public_keys(ctx: &Context) -> anyhow::Result<Vec<(String, PublicKey)>> {
+    let mut out = Vec::new();
+    for path in config_files(ctx)? {
+        if let Ok(file) = EnvFile::load(&path) {
+            out.push((file.env().to_owned(), file.public_key().clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// What must not be in the image, from every key supplied: each opened value
+/// and the key itself (base64 and raw).
+pub fn needles(ctx: &mut Context, key_files: &[PathBuf]) -> anyhow::Result<Vec<check::Needle>> {
+    let mut intakes = Vec::new();
+    if let Some(intake) = std::mem::replace(&mut ctx.env_key, Ok(None))? {
+        intakes.push(intake);
+    }
+    for path in key_files {
+        intakes.push(boxcar_secrets::read_key_file(&ctx.user_path(path), "--key-file")?);
+    }
+    let mut files = Vec::new();
+    let mut unreadable = Vec::new();
+    for path in config_files(ctx)? {
+        match EnvFile::load(&path) {
+            Ok(file) => files.push(file),
+            Err(e) => unreadable.push(e.to_string()),
+        }
+    }
+    let mut needles = Vec::new();
+    for intake in intakes {
+        let key = intake.key;
+        let Some(file) = files.iter().find(|f| f.public_key() == key.public_key()) else {
+            let mut msg = format!(
+                "the key from {} (key id {}) belongs to no environment in {}/",
+                intake.source,
+                key.key_id(),
+                ctx.show(&ctx.config_dir())
+            );
+            for e in &unreadable {
+                msg.push_str(&format!("\n  (could not read: {e})"));
+            }
+            bail!("{msg}");
+        };
+        let secrets = file.open_approved(&key)?;
+        for (name, value) in secrets.iter() {
+            if value.len() < MIN_NEEDLE {
+                eprintln!(
+                    "image check: secrets.{name} of `{}` is shorter than {MIN_NEEDLE} bytes; not searched for",
+                    file.env()
+                );
+                continue;
+            }
+            needles.push(check::Needle {
+                what: format!("the plaintext of secrets.{name} of environment `{}`", file.env()),
+                bytes: Zeroizing::new(value.expose_bytes().to_vec()),
+            });
+        }
+        let b64 = key.to_base64();
+        let raw =
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64.as_bytes()).map(Zeroizing::new)?;
+        for bytes in [Zeroizing::new(b64.as_bytes().to_vec()), raw] {
+            needles.push(check::Needle { what: format!("the secret key of environment `{}`", file.env()), bytes });
+        }
+        eprintln!("image check: searching for {} value(s) and the key of `{}`", secrets.len(), file.env());
+    }
+    Ok(needles)
+}

@@ -1,0 +1,806 @@
+//! The service contract: `boxcar.toml` at the workspace root declares each
+//! service boxcar ships, and is everything the image and deploy machinery
+//! knows about it (the way ko and Jib read a few declared fields and nothing
+//! else). `docs/CONTRACT.md` documents every field.
+//!
+//! A file of its own rather than `[workspace.metadata]` in `Cargo.toml`: the
+//! build copies `Cargo.toml` into the builder and hashes it, so a changed port
+//! or label would recompile the service; `boxcar.toml` is left out of the
+//! build, and changing it only rewrites the image (milliseconds).
+//!
+//! The common case is three lines:
+//!
+//! ```toml
+//! [[service]]
+//! name = "hello"
+//! health.http = "/healthz"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+
+use crate::vocab::defaults;
+
+/// The contract's file name, at the workspace root.
+pub const FILE: &str = "boxcar.toml";
+
+/// Where the image puts the environment files (the library's convention).
+pub const IMAGE_CONFIG_DIR: &str = boxcar_secrets::IMAGE_CONFIG_DIR;
+
+/// Variables boxcar sets itself; a contract cannot set them.
+const RESERVED_ENV: &[&str] =
+    &["PATH", "SSL_CERT_FILE", boxcar_secrets::SECRET_KEY, boxcar_secrets::SECRET_KEY_FILE, boxcar_secrets::DEPLOY_ENV];
+
+/// Folders the image or the kernel fills, which a data volume must not hide.
+const SYSTEM_FOLDERS: &[&str] =
+    &["/tmp", "/etc", "/usr", "/proc", "/sys", "/dev", "/run", "/bin", "/sbin", "/lib", "/home"];
+
+/// Every service of a workspace.
+#[derive(Debug, Clone)]
+pub struct Contract {
+    services: Vec<Service>,
+    default: Option<String>,
+}
+
+/// One service, every field checked and defaulted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// `[a-z][a-z0-9-]*`: the image repository and the start of deployment names.
+    pub name: String,
+    /// The workspace package that holds the service.
+    pub package: String,
+    /// The binary target that is the service.
+    pub bin: String,
+    /// The port it listens on: published by `deploy`, checked by the health probe.
+    pub port: u16,
+    /// More ports it listens on (exposed, not published).
+    pub extra_ports: Vec<u16>,
+    /// Numeric user and group it runs as (never 0).
+    pub user: u32,
+    /// Absolute path of its data (a volume), if it keeps any.
+    pub data: Option<String>,
+    /// Folder of its environment files, relative to the workspace root.
+    pub config_dir: PathBuf,
+    /// Arguments after the binary (the image's CMD).
+    pub args: Vec<String>,
+    /// Variables baked into the image, placeholders expanded, sorted by name.
+    pub env: Vec<(String, String)>,
+    /// How its health is checked.
+    pub health: Health,
+    /// Whether several instances may run at once.
+    pub instances: Instances,
+    /// Its own check of an environment file (arguments to its binary, the
+    /// file's path appended), run by `check` and `deploy`.
+    pub check: Option<Vec<String>>,
+    /// Variables that make a probe instance harmless (`deploy`'s trial run).
+    pub probe_env: Vec<(String, String)>,
+    /// Image labels.
+    pub description: Option<String>,
+    pub source: Option<String>,
+    /// Extra files for the image.
+    pub files: Vec<ExtraFile>,
+    pub size_budget_kib: usize,
+    pub memory_mib: u64,
+    /// Ports a Kubernetes NetworkPolicy lets it reach, besides DNS.
+    pub egress_ports: Vec<u16>,
+    /// The package's version (from Cargo), once [`Contract::resolve`] ran.
+    pub version: String,
+}
+
+/// How a service's health is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// GET on the port answers 2xx.
+    pub http: Option<String>,
+    /// The image's HEALTHCHECK runs the service's binary with these arguments
+    /// instead of boxcar's probe.
+    pub command: Option<Vec<String>>,
+    /// Readiness (Kubernetes): this path answers 2xx. Default: `http`.
+    pub ready: Option<String>,
+}
+
+impl Health {
+    /// Whether the image carries boxcar's probe (no command of the service's own).
+    pub fn needs_probe(&self) -> bool {
+        self.command.is_none()
+    }
+}
+
+/// Whether several instances may run at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Instances {
+    /// One at a time: an update stops the old one first.
+    One,
+    /// Side by side: updates start the new one first.
+    Many,
+    /// The service decides from its environment file: its binary, run with
+    /// these arguments and the file, prints `one` or `many`.
+    Ask(Vec<String>),
+}
+
+/// A file of the workspace copied into the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraFile {
+    /// Relative to the workspace root.
+    pub from: PathBuf,
+    /// Absolute path in the image.
+    pub to: String,
+    pub mode: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContract {
+    default: Option<String>,
+    #[serde(default)]
+    service: Vec<RawService>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: String,
+    package: Option<String>,
+    bin: Option<String>,
+    port: Option<i64>,
+    #[serde(default)]
+    extra_ports: Vec<i64>,
+    user: Option<i64>,
+    data: Option<String>,
+    config_dir: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    health: Option<RawHealth>,
+    instances: Option<RawInstances>,
+    check: Option<Vec<String>>,
+    probe: Option<RawProbe>,
+    description: Option<String>,
+    source: Option<String>,
+    #[serde(default)]
+    files: Vec<RawFile>,
+    size_budget_kib: Option<i64>,
+    memory_mib: Option<i64>,
+    egress_ports: Option<Vec<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    http: Option<String>,
+    command: Option<Vec<String>>,
+    ready: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProbe {
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    from: String,
+    to: String,
+    mode: Option<u32>,
+}
+
+/// `"one"`, `"many"`, or a command: written by hand so a wrong value says
+/// which three shapes are allowed (serde's untagged enums cannot).
+#[derive(Debug)]
+enum RawInstances {
+    One,
+    Many,
+    Ask(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for RawInstances {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        const EXPECTED: &str = "`one`, `many`, or the service's command that decides, like [\"instances\"]";
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawInstances;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawInstances, E> {
+                match v {
+                    "one" => Ok(RawInstances::One),
+                    "many" => Ok(RawInstances::Many),
+                    other => Err(E::custom(format!("instances = `{other}`: expected {EXPECTED}"))),
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawInstances, A::Error> {
+                let mut args = Vec::new();
+                while let Some(a) = seq.next_element::<String>()? {
+                    args.push(a);
+                }
+                Ok(RawInstances::Ask(args))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl Contract {
+    /// Reads `boxcar.toml` in `root`; `None` when there is none.
+    pub fn load(root: &Path) -> anyhow::Result<Option<Contract>> {
+        let path = root.join(FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {FILE}")),
+        };
+        match Contract::parse(&text) {
+            Ok(c) => Ok(Some(c)),
+            Err(problems) => {
+                for p in &problems {
+                    eprintln!("error: {p}");
+                }
+                bail!("{FILE} has {} problem(s); docs/CONTRACT.md describes every field", problems.len())
+            }
+        }
+    }
+
+    /// Parses and checks a contract. Every problem is one line that names
+    /// the file, the service and the field, and says what to do.
+    pub fn parse(text: &str) -> Result<Contract, Vec<String>> {
+        let raw: RawContract = toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|span| {
+                    let before = &text[..span.start.min(text.len())];
+                    format!("line {}: ", before.matches('\n').count() + 1)
+                })
+                .unwrap_or_default();
+            let message = e.message().trim_end().replace('\n', "; ");
+            let hint = if message.starts_with("unknown field") { "; check the spelling" } else { "" };
+            vec![format!("{FILE}: {at}{message}{hint}")]
+        })?;
+        let mut problems = Vec::new();
+        let mut services: Vec<Service> = Vec::new();
+        for (i, raw) in raw.service.into_iter().enumerate() {
+            let at = format!("{FILE}: service `{}`", crate::vocab::show::escape(&raw.name));
+            let before = problems.len();
+            let service = check_service(raw, &at, &mut problems);
+            if problems.len() > before {
+                continue;
+            }
+            if services.iter().any(|s| s.name == service.name) {
+                problems.push(format!(
+                    "{at} (the {}th [[service]]) is declared twice; give each service its own name",
+                    i + 1
+                ));
+                continue;
+            }
+            services.push(service);
+        }
+        if let Some(d) = &raw.default
+            && !services.iter().any(|s| &s.name == d)
+            && problems.is_empty()
+        {
+            problems.push(format!(
+                "{FILE}: default = `{}` names no service; use one of: {}",
+                crate::vocab::show::escape(d),
+                names(&services)
+            ));
+        }
+        if services.is_empty() && problems.is_empty() {
+            problems.push(format!(
+                "{FILE} declares no service; add one:\n  [[service]]\n  name = \"my-service\"\n  health.http = \"/healthz\""
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Contract { services, default: raw.default })
+    }
+
+    /// Every service.
+    pub fn services(&self) -> &[Service] {
+        &self.services
+    }
+
+    /// The service `name`, else the default, else the only one.
+    pub fn pick(&self, name: Option<&str>) -> anyhow::Result<&Service> {
+        let wanted = name.or(self.default.as_deref());
+        match wanted {
+            Some(n) => self.services.iter().find(|s| s.name == n).with_context(|| {
+                format!(
+                    "--service {}: {FILE} has no such service; use one of: {}",
+                    crate::vocab::show::escape(n),
+                    names(&self.services)
+                )
+            }),
+            None if self.services.len() == 1 => Ok(&self.services[0]),
+            None => bail!(
+                "{FILE} declares {} services: pick one with --service ({}), or set `default = \"…\"` in {FILE}",
+                self.services.len(),
+                names(&self.services)
+            ),
+        }
+    }
+
+    /// Checks every service's package and binary against the workspace
+    /// (`cargo metadata`), and takes each package's version and repository.
+    pub fn resolve(&mut self, root: &Path) -> anyhow::Result<()> {
+        let metadata = workspace(root)?;
+        let mut problems = Vec::new();
+        for service in &mut self.services {
+            if let Err(p) = service.resolve(&metadata.packages) {
+                problems.push(p);
+            }
+        }
+        if !problems.is_empty() {
+            for p in &problems {
+                eprintln!("error: {p}");
+            }
+            bail!("{FILE} names {} package(s) or binary(ies) the workspace does not have", problems.len());
+        }
+        Ok(())
+    }
+}
+
+/// The workspace's members, as `cargo metadata --no-deps` (offline) reads them.
+pub fn workspace(root: &Path) -> anyhow::Result<cargo_metadata::Metadata> {
+    cargo_metadata::MetadataCommand::new()
+        .current_dir(root)
+        .no_deps()
+        .other_options(vec!["--offline".to_owned()])
+        .exec()
+        .context("reading the workspace with `cargo metadata`")
+}
+
+fn names(services: &[Service]) -> String {
+    services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+impl Service {
+    fn resolve(&mut self, packages: &[cargo_metadata::Package]) -> Result<(), String> {
+        let at = format!("{FILE}: service `{}`", self.name);
+        let Some(package) = packages.iter().find(|p| p.name.as_str() == self.package) else {
+            let mut known: Vec<&str> = packages.iter().map(|p| p.name.as_str()).collect();
+            known.sort();
+            return Err(format!(
+                "{at}: package = `{}` is not a package of this workspace; use one of: {}",
+                crate::vocab::show::escape(&self.package),
+                known.join(", ")
+            ));
+        };
+        let bins: Vec<&str> = package
+            .targets
+            .iter()
+            .filter(|t| t.kind.iter().any(|k| matches!(k, cargo_metadata::TargetKind::Bin)))
+            .map(|t| t.name.as_str())
+            .collect();
+        if self.bin.is_empty() {
+            self.bin = match bins.as_slice() {
+                [one] => (*one).to_owned(),
+                _ if bins.contains(&self.package.as_str()) => self.package.clone(),
+                [] => return Err(format!("{at}: package `{}` has no binary target; add src/main.rs", self.package)),
+                _ => {
+                    return Err(format!(
+                        "{at}: package `{}` has several binaries ({}); say which with bin = \"…\"",
+                        self.package,
+                        bins.join(", ")
+                    ));
+                }
+            };
+        } else if !bins.contains(&self.bin.as_str()) {
+            return Err(format!(
+                "{at}: bin = `{}` is not a binary target of package `{}` (its binaries: {})",
+                crate::vocab::show::escape(&self.bin),
+                self.package,
+                if bins.is_empty() { "none".to_owned() } else { bins.join(", ") }
+            ));
+        }
+        self.version = package.version.to_string();
+        if self.source.is_none() {
+            self.source.clone_from(&package.repository);
+        }
+        if self.description.is_none() {
+            self.description.clone_from(&package.description);
+        }
+        Ok(())
+    }
+
+    /// The binary's path in the image.
+    pub fn binary_path(&self) -> String {
+        format!("/usr/local/bin/{}", self.bin)
+    }
+
+    /// `<name>-<env>`, with `_` as `-`: the default deployment name.
+    pub fn deployment_name(&self, env: &str) -> String {
+        format!("{}-{}", self.name, env.replace('_', "-"))
+    }
+
+    /// `<config dir>/<env>.toml` in the image.
+    pub fn env_file_in_image(env: &str) -> String {
+        format!("{IMAGE_CONFIG_DIR}/{env}.toml")
+    }
+
+    /// What the contract gives the service at run time, with its extra
+    /// files read from the workspace at `root`: what the approval of each of
+    /// its environments covers (docs/CONTRACT.md, "What the approval covers").
+    pub fn runtime(&self, root: &Path) -> anyhow::Result<toml::Table> {
+        let mut files = Vec::new();
+        for f in &self.files {
+            let data = std::fs::read(root.join(&f.from)).with_context(|| {
+                format!(
+                    "{FILE}: service `{}`: files: from = `{}` cannot be read",
+                    self.name,
+                    crate::vocab::show::escape(&f.from.display().to_string())
+                )
+            })?;
+            files.push((f.to.clone(), f.mode, data));
+        }
+        Ok(self.runtime_with(&files))
+    }
+
+    /// [`Service::runtime`] with the extra files' `(to, mode, content)` given,
+    /// as `image` has them. Every field is always there (empty when the
+    /// contract sets nothing), so two spellings of one contract give one table.
+    pub fn runtime_with(&self, files: &[(String, u32, Vec<u8>)]) -> toml::Table {
+        use sha2::Digest as _;
+        let strings = |list: &[String]| toml::Value::Array(list.iter().map(|a| a.as_str().into()).collect());
+        let variables = |vars: &[(String, String)]| {
+            toml::Value::Table(vars.iter().map(|(k, v)| (k.clone(), v.as_str().into())).collect())
+        };
+        let files = files
+            .iter()
+            .map(|(to, mode, data)| {
+                let sha256: String = sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect();
+                let entry: toml::Table = [
+                    ("to".to_owned(), to.as_str().into()),
+                    ("mode".to_owned(), format!("{mode:04o}").into()),
+                    ("sha256".to_owned(), sha256.into()),
+                ]
+                .into_iter()
+                .collect();
+                toml::Value::Table(entry)
+            })
+            .collect();
+        [
+            ("bin", self.bin.as_str().into()),
+            ("config_dir", self.config_dir.display().to_string().into()),
+            ("args", strings(&self.args)),
+            ("env", variables(&self.env)),
+            ("health_command", strings(self.health.command.as_deref().unwrap_or_default())),
+            ("probe_env", variables(&self.probe_env)),
+            ("files", toml::Value::Array(files)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+}
+
+fn check_service(raw: RawService, at: &str, problems: &mut Vec<String>) -> Service {
+    let mut problem = |p: String| problems.push(format!("{at}: {p}"));
+    let name_ok = !raw.name.is_empty()
+        && raw.name.len() <= 24
+        && raw.name.starts_with(|c: char| c.is_ascii_lowercase())
+        && raw.name.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
+        && !raw.name.ends_with('-');
+    if !name_ok {
+        problem("name must be 1 to 24 characters of a-z, 0-9 and `-`, starting with a letter (it names images, containers and Kubernetes objects)".to_owned());
+    }
+    let port_of = |field: &str, v: i64, problem: &mut dyn FnMut(String)| -> u16 {
+        match u16::try_from(v) {
+            Ok(p) if p > 0 => p,
+            _ => {
+                problem(format!("{field} = {v} is not a port; use 1 to 65535"));
+                0
+            }
+        }
+    };
+    let port = raw.port.map_or(defaults::PORT, |p| port_of("port", p, &mut problem));
+    let extra_ports: Vec<u16> = raw.extra_ports.iter().map(|p| port_of("extra_ports", *p, &mut problem)).collect();
+    if extra_ports.contains(&port) {
+        problem(format!("extra_ports repeats port {port}; list only the other ports"));
+    }
+    let egress_ports = match &raw.egress_ports {
+        Some(list) => list.iter().map(|p| port_of("egress_ports", *p, &mut problem)).collect(),
+        None => defaults::EGRESS_PORTS.to_vec(),
+    };
+    let user = match raw.user {
+        None => defaults::USER,
+        Some(0) => {
+            problem(format!("user = 0 is root; give the numeric id of an unprivileged user, like {}", defaults::USER));
+            0
+        }
+        Some(u) => u32::try_from(u).unwrap_or_else(|_| {
+            problem(format!("user = {u} is not a user id; use 1 to 4294967295"));
+            0
+        }),
+    };
+    let data = raw.data.map(|d| {
+        if let Err(why) = absolute_path(&d) {
+            problem(format!("data = `{}` {why}", crate::vocab::show::escape(&d)));
+        } else if d == "/" || SYSTEM_FOLDERS.iter().any(|p| d == *p || d.starts_with(&format!("{p}/"))) {
+            problem(format!("data = `{d}` is a system folder; use a folder of its own, like /data"));
+        }
+        d.trim_end_matches('/').to_owned()
+    });
+    let config_dir = raw.config_dir.unwrap_or_else(|| defaults::CONFIG_DIR.to_owned());
+    let config_path = Path::new(&config_dir);
+    if config_dir.is_empty()
+        || config_path.is_absolute()
+        || config_path.components().any(|c| !matches!(c, Component::Normal(_)))
+    {
+        problem(format!(
+            "config_dir = `{}` must be a folder inside the workspace, relative to it, like \"deploy-config\"",
+            crate::vocab::show::escape(&config_dir)
+        ));
+    }
+    let health = match raw.health {
+        None => {
+            problem("has no health check; add health.http = \"/healthz\" (a path that answers 200) or health.command = [\"…\"] (a subcommand of the service that exits 0 when it is healthy)".to_owned());
+            Health { http: None, command: None, ready: None }
+        }
+        Some(h) => {
+            for (field, path) in [("health.http", &h.http), ("health.ready", &h.ready)] {
+                if let Some(p) = path
+                    && (!p.starts_with('/') || p.bytes().any(|b| b.is_ascii_control() || b == b' '))
+                {
+                    problem(format!(
+                        "{field} = `{}` must be a URL path with a leading `/`, like \"/healthz\"",
+                        crate::vocab::show::escape(p)
+                    ));
+                }
+            }
+            if h.http.is_none() && h.command.is_none() {
+                problem("health needs http = \"/path\" or command = [\"…\"]".to_owned());
+            }
+            if h.command.as_ref().is_some_and(Vec::is_empty) {
+                problem("health.command is empty; give the service's arguments, like [\"healthcheck\"]".to_owned());
+            }
+            Health { http: h.http, command: h.command, ready: h.ready }
+        }
+    };
+    let instances = match raw.instances {
+        None | Some(RawInstances::One) => Instances::One,
+        Some(RawInstances::Many) => Instances::Many,
+        Some(RawInstances::Ask(args)) if args.is_empty() => {
+            problem("instances = [] is empty; give the service's arguments, like [\"instances\"]".to_owned());
+            Instances::One
+        }
+        Some(RawInstances::Ask(args)) => Instances::Ask(args),
+    };
+    if raw.check.as_ref().is_some_and(Vec::is_empty) {
+        problem(
+            "check = [] is empty; give the service's arguments, like [\"check-config\"], or leave it out".to_owned(),
+        );
+    }
+    let placeholders =
+        [("{port}", Some(port.to_string())), ("{data}", data.clone()), ("{config}", Some(IMAGE_CONFIG_DIR.to_owned()))];
+    let variables = |table: BTreeMap<String, String>, field: &str, problem: &mut dyn FnMut(String)| {
+        let mut out = Vec::new();
+        for (name, value) in table {
+            let name_ok = !name.is_empty()
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !name.starts_with(|c: char| c.is_ascii_digit());
+            if !name_ok {
+                problem(format!(
+                    "{field}.{} is not a variable name (A-Z, 0-9, `_`)",
+                    crate::vocab::show::escape(&name)
+                ));
+                continue;
+            }
+            if RESERVED_ENV.contains(&name.as_str()) {
+                problem(format!("{field}.{name} is set by boxcar itself; leave it out"));
+                continue;
+            }
+            let mut value = value;
+            for (holder, with) in &placeholders {
+                if value.contains(holder) {
+                    match with {
+                        Some(w) => value = value.replace(holder, w),
+                        None => problem(format!("{field}.{name} uses {holder}, but the service has no `data` folder")),
+                    }
+                }
+            }
+            if value.bytes().any(|b| b.is_ascii_control()) {
+                problem(format!("{field}.{name} holds a control character"));
+            }
+            out.push((name, value));
+        }
+        out
+    };
+    let env = variables(raw.env, "env", &mut problem);
+    let probe_env = variables(raw.probe.map(|p| p.env).unwrap_or_default(), "probe.env", &mut problem);
+    let mut files = Vec::new();
+    for f in raw.files {
+        let from = PathBuf::from(&f.from);
+        if from.is_absolute() || from.components().any(|c| !matches!(c, Component::Normal(_))) {
+            problem(format!(
+                "files: from = `{}` must be a path inside the workspace, relative to it",
+                crate::vocab::show::escape(&f.from)
+            ));
+        }
+        if let Err(why) = absolute_path(&f.to) {
+            problem(format!("files: to = `{}` {why}", crate::vocab::show::escape(&f.to)));
+        } else if f.to == "/etc/passwd"
+            || f.to == "/etc/group"
+            || f.to.starts_with("/etc/boxcar/")
+            || f.to.starts_with("/usr/local/bin/")
+            || f.to.starts_with("/etc/ssl/")
+            || f.to.starts_with("/tmp/")
+            || data.as_ref().is_some_and(|d| f.to.starts_with(&format!("{d}/")))
+        {
+            problem(format!("files: to = `{}` is a place boxcar fills itself; choose another path", f.to));
+        }
+        let mode = f.mode.unwrap_or(0o444);
+        if mode > 0o777 || mode & 0o022 != 0 {
+            problem(format!(
+                "files: mode {mode:o} for `{}` must be at most 0o755 and not writable by group or others",
+                f.to
+            ));
+        }
+        files.push(ExtraFile { from, to: f.to, mode });
+    }
+    let size_budget_kib = match raw.size_budget_kib {
+        None => defaults::SIZE_BUDGET_KIB,
+        Some(k) => usize::try_from(k).ok().filter(|k| *k > 0).unwrap_or_else(|| {
+            problem(format!("size_budget_kib = {k} must be a positive number of KiB"));
+            0
+        }),
+    };
+    let memory_mib = match raw.memory_mib {
+        None => defaults::MEMORY_MIB,
+        Some(m) => u64::try_from(m).ok().filter(|m| *m >= 16).unwrap_or_else(|| {
+            problem(format!("memory_mib = {m}: give at least 16"));
+            0
+        }),
+    };
+    Service {
+        package: raw.package.unwrap_or_else(|| raw.name.clone()),
+        name: raw.name,
+        bin: raw.bin.unwrap_or_default(),
+        port,
+        extra_ports,
+        user,
+        data,
+        config_dir: PathBuf::from(config_dir),
+        args: raw.args,
+        env,
+        health,
+        instances,
+        check: raw.check,
+        probe_env,
+        description: raw.description,
+        source: raw.source,
+        files,
+        size_budget_kib,
+        memory_mib,
+        egress_ports,
+        version: String::new(),
+    }
+}
+
+/// An absolute path without `.`, `..` or a trailing `/` that means more.
+fn absolute_path(p: &str) -> Result<(), &'static str> {
+    let path = Path::new(p);
+    if !path.is_absolute() {
+        return Err("must be an absolute path, like /data");
+    }
+    if path.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) || p.contains("//") {
+        return Err("must not hold `.`, `..` or `//`");
+    }
+    if p.bytes().any(|b| b.is_ascii_control()) {
+        return Err("holds a control character");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A service with every default changed, for the other modules' tests.
+    pub(crate) fn service() -> Service {
+        let text = r#"
+            [[service]]
+            name = "svc"
+            bin = "svc"
+            port = 9000
+            user = 1000
+            data = "/var/lib/svc"
+            args = ["run"]
+            env.SVC_LISTEN = "0.0.0.0:{port}"
+            env.SVC_DATA = "{data}"
+            env.SVC_CONFIG = "{config}"
+            health.http = "/health"
+            probe.env.SVC_UPSTREAM = "http://127.0.0.1:9"
+            description = "a test service"
+            source = "https://example.invalid/svc"
+        "#;
+        let mut s = Contract::parse(text).unwrap().services[0].clone();
+        s.version = "1.2.3".to_owned();
+        s
+    }
+
+    #[test]
+    fn three_lines_are_enough() {
+        let c = Contract::parse("[[service]]\nname = \"hello\"\nhealth.http = \"/healthz\"\n").unwrap();
+        let s = c.pick(None).unwrap();
+        assert_eq!(s.package, "hello");
+        assert_eq!(s.port, defaults::PORT);
+        assert_eq!(s.user, defaults::USER);
+        assert_eq!(s.config_dir, Path::new(defaults::CONFIG_DIR));
+        assert_eq!(s.data, None);
+        assert_eq!(s.instances, Instances::One);
+        assert_eq!(s.size_budget_kib, defaults::SIZE_BUDGET_KIB);
+        assert_eq!(s.egress_ports, defaults::EGRESS_PORTS);
+        assert!(s.health.needs_probe());
+    }
+
+    #[test]
+    fn placeholders_expand_and_variables_sort() {
+        let s = service();
+        let env: Vec<String> = s.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(env, ["SVC_CONFIG=/etc/boxcar/deploy-config", "SVC_DATA=/var/lib/svc", "SVC_LISTEN=0.0.0.0:9000"]);
+        assert_eq!(s.probe_env, [("SVC_UPSTREAM".to_owned(), "http://127.0.0.1:9".to_owned())]);
+        assert_eq!(s.deployment_name("eu_west"), "svc-eu-west");
+    }
+
+    #[test]
+    fn several_services_need_a_choice() {
+        let two = "[[service]]\nname = \"a\"\nhealth.http = \"/\"\n[[service]]\nname = \"b\"\nhealth.http = \"/\"\n";
+        let c = Contract::parse(two).unwrap();
+        let err = c.pick(None).unwrap_err().to_string();
+        assert!(err.contains("declares 2 services: pick one with --service (a, b)"), "{err}");
+        assert_eq!(c.pick(Some("b")).unwrap().name, "b");
+        assert!(c.pick(Some("c")).unwrap_err().to_string().contains("has no such service; use one of: a, b"));
+        let c = Contract::parse(&format!("default = \"b\"\n{two}")).unwrap();
+        assert_eq!(c.pick(None).unwrap().name, "b");
+    }
+
+    /// Each bad contract gives one line that names the field and says what to do.
+    #[test]
+    fn bad_contracts_name_the_field() {
+        let base = "[[service]]\nname = \"hello\"\nhealth.http = \"/healthz\"\n";
+        let cases = [
+            ("port = 70000\n", "service `hello`: port = 70000 is not a port; use 1 to 65535"),
+            ("port = 0\n", "port = 0 is not a port"),
+            ("prot = 1\n", "unknown field `prot`"),
+            ("data = \"data\"\n", "data = `data` must be an absolute path"),
+            ("data = \"/srv/../etc\"\n", "must not hold `.`, `..`"),
+            ("data = \"/etc/svc\"\n", "is a system folder"),
+            ("data = \"/\"\n", "is a system folder"),
+            ("data = \"/run\"\n", "is a system folder"),
+            ("user = 0\n", "user = 0 is root"),
+            ("health.ready = \"ready\"\n", "health.ready = `ready` must be a URL path with a leading `/`"),
+            ("config_dir = \"../elsewhere\"\n", "config_dir = `../elsewhere` must be a folder inside the workspace"),
+            ("env.PATH = \"/bin\"\n", "env.PATH is set by boxcar itself"),
+            ("env.X = \"{data}\"\n", "env.X uses {data}, but the service has no `data` folder"),
+            ("instances = \"two\"\n", "instances = `two`: expected `one`, `many`"),
+            ("files = [{ from = \"a\", to = \"/etc/passwd\" }]\n", "is a place boxcar fills itself"),
+            ("files = [{ from = \"/abs\", to = \"/x\" }]\n", "must be a path inside the workspace"),
+            ("size_budget_kib = 0\n", "size_budget_kib = 0 must be a positive number"),
+        ];
+        for (extra, expected) in cases {
+            let problems = Contract::parse(&format!("{base}{extra}")).unwrap_err();
+            assert_eq!(problems.len(), 1, "{extra}: {problems:?}");
+            assert!(problems[0].starts_with("boxcar.toml: "), "{problems:?}");
+            assert!(problems[0].contains(expected), "{extra}: {problems:?}");
+        }
+        let no_health = Contract::parse("[[service]]\nname = \"hello\"\n").unwrap_err();
+        assert!(no_health[0].contains("has no health check; add health.http"), "{no_health:?}");
+        let twice = Contract::parse(&format!("{base}{base}")).unwrap_err();
+        assert!(twice[0].contains("service `hello` (the 2th [[service]]) is declared twice"), "{twice:?}");
+        let bad_name = Contract::parse("[[service]]\nname = \"Hello_1\"\nhealth.http = \"/\"\n").unwrap_err();
+        assert!(bad_name[0].contains("name must be 1 to 24 characters"), "{bad_name:?}");
+        let default = Contract::parse(&format!("default = \"nope\"\n{base}")).unwrap_err();
+        assert!(default[0].contains("default = `nope` names no service"), "{default:?}");
+        assert!(Contract::parse("").unwrap_err()[0].contains("declares no service"));
+        let hostile = Contract::parse("[[service]]\nname = \"a\\u001b[2J\"\nhealth.http = \"/\"\n").unwrap_err();
+        assert!(!hostile[0].contains('\u{1b}'), "a control character reached the terminal: {hostile:?}");
+    }
+}

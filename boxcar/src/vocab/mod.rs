@@ -1,0 +1,12 @@
+//! The vocabulary every layer above speaks: the service contract, the
+//! deployment's names and labels, the defaults, the project a command works
+//! in, the key folder, and how text from a file is shown. Nothing here talks
+//! to an engine or a registry.
+
+pub mod contract;
+pub mod defaults;
+pub mod entries;
+pub mod keys;
+pub mod plan;
+pub mod project;
+pub mod show;
