@@ -19,6 +19,10 @@ pub const DEPLOY_ENV: &str = "DEPLOY_ENV";
 /// Where a boxcar image holds the public environment files.
 pub const IMAGE_CONFIG_DIR: &str = "/etc/boxcar/deploy-config";
 
+/// The folder of environment files in a checkout, relative to the workspace
+/// root, when nothing names another.
+pub const DEFAULT_CONFIG_DIR: &str = "deploy-config";
+
 /// Why a service cannot start on its environment.
 ///
 /// `Config`: no usable environment file (unreadable, none for the key,
@@ -54,10 +58,10 @@ impl std::fmt::Display for StartupError {
 impl std::error::Error for StartupError {}
 
 /// The folder of environment files: [`IMAGE_CONFIG_DIR`] when it exists (in a
-/// boxcar image), else `deploy-config` in the working directory (a checkout).
+/// boxcar image), else [`DEFAULT_CONFIG_DIR`] in the working directory (a checkout).
 pub fn default_config_dir() -> PathBuf {
     let image = Path::new(IMAGE_CONFIG_DIR);
-    if image.is_dir() { image.to_owned() } else { PathBuf::from("deploy-config") }
+    if image.is_dir() { image.to_owned() } else { PathBuf::from(DEFAULT_CONFIG_DIR) }
 }
 
 /// Finds the environment in `dir` (`env`, else the one file whose public key

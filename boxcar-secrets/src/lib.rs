@@ -43,7 +43,9 @@ mod edit;
 
 pub use approval::{ApprovalError, ApprovalKey, Approved, KeyPair};
 pub use document::read_toml;
-pub use environment::{DEPLOY_ENV, IMAGE_CONFIG_DIR, StartupError, default_config_dir, open_environment};
+pub use environment::{
+    DEFAULT_CONFIG_DIR, DEPLOY_ENV, IMAGE_CONFIG_DIR, StartupError, default_config_dir, open_environment,
+};
 pub use error::{Error, IntakeError, KeyError, OpenError, ParseError, SecretFailure, SecretProblem};
 pub use file::{EnvFile, Secrets, env_file_path, env_files, env_of};
 pub use intake::{Intake, KeySource, SECRET_KEY, SECRET_KEY_FILE, proc_environ_contains, read_key_file, take_from_env};

@@ -44,7 +44,8 @@ health.http = "/healthz"
 description = "Telegram Bot API stand-in with a chat page, for boxcar's demo; not Telegram"
 "#;
 /// Label on the demo's network and stand-in container.
-const LABEL_DEMO: &str = "dev.boxcar.demo";
+static LABEL_DEMO: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{}demo", boxcar::vocab::labels::PREFIX));
 /// First line of the demo's environment file: how the demo knows it made it.
 const HEADER: &str = "# The demo environment of `cargo xtask demo`:";
 /// The stand-in's chat user (its `from.id`): an admin of the demo bot, so the
@@ -104,7 +105,7 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
         return down(&names);
     }
     boxcar::adapters::engine::ensure(sh)?;
-    let app = ctx.service(&boxcar::ServiceArg { service: Some(APP.to_owned()) })?;
+    let app = ctx.service(Some(APP))?;
     let key = demo_environment(sh, ctx)?;
     // Deployed the way `cargo xtask deploy` deploys, with every check it makes.
     let ask = Ask {
@@ -281,13 +282,13 @@ fn runtime_differs(ctx: &Context, file: &EnvFile) -> anyhow::Result<bool> {
 
 async fn ensure_network(docker: &Docker, name: &str) -> anyhow::Result<()> {
     match docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
-        Ok(n) if n.labels.as_ref().and_then(|l| l.get(LABEL_DEMO)).map(String::as_str) == Some(name) => Ok(()),
+        Ok(n) if n.labels.as_ref().and_then(|l| l.get(LABEL_DEMO.as_str())).map(String::as_str) == Some(name) => Ok(()),
         Ok(_) => Err(not_ours("network", name)),
         Err(e) if boxcar::adapters::engine::is_not_found(&e) => {
             let request = NetworkCreateRequest {
                 name: name.to_owned(),
                 driver: Some("bridge".to_owned()),
-                labels: Some([(LABEL_DEMO.to_owned(), name.to_owned())].into()),
+                labels: Some([(LABEL_DEMO.clone(), name.to_owned())].into()),
                 ..NetworkCreateRequest::default()
             };
             docker.create_network(request).await.with_context(|| format!("creating the network {name}"))?;
@@ -305,7 +306,7 @@ async fn ensure_standin(docker: &Docker, names: &Names, image: &str, port: u16) 
     match docker.inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>).await {
         Ok(info) => {
             let labels = info.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
-            if labels.get(LABEL_DEMO) != Some(&names.network) {
+            if labels.get(LABEL_DEMO.as_str()) != Some(&names.network) {
                 return Err(not_ours("container", name));
             }
             let same_image = info.config.as_ref().and_then(|c| c.image.as_deref()) == Some(image);
@@ -329,21 +330,18 @@ async fn ensure_standin(docker: &Docker, names: &Names, image: &str, port: u16) 
     let body = ContainerCreateBody {
         image: Some(image.to_owned()),
         user: Some("65532:65532".to_owned()),
-        labels: Some([(LABEL_DEMO.to_owned(), names.network.clone())].into()),
-        host_config: Some(HostConfig {
+        labels: Some([(LABEL_DEMO.clone(), names.network.clone())].into()),
+        host_config: Some(boxcar::ops::resources::hardened(HostConfig {
             network_mode: Some(names.network.clone()),
             port_bindings: Some([(format!("{STANDIN_PORT}/tcp"), Some(vec![binding]))].into()),
             restart_policy: Some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                 maximum_retry_count: None,
             }),
-            readonly_rootfs: Some(true),
-            cap_drop: Some(vec!["ALL".to_owned()]),
-            security_opt: Some(vec!["no-new-privileges".to_owned()]),
             memory: Some(64 * 1024 * 1024),
             pids_limit: Some(64),
             ..HostConfig::default()
-        }),
+        })),
         networking_config: Some(NetworkingConfig {
             endpoints_config: Some(
                 [(
@@ -417,7 +415,7 @@ fn down(names: &Names) -> anyhow::Result<()> {
         {
             Ok(info) => {
                 let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
-                if labels.get(LABEL_DEMO) != Some(&names.network) {
+                if labels.get(LABEL_DEMO.as_str()) != Some(&names.network) {
                     return Err(not_ours("container", &names.standin));
                 }
                 let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
@@ -429,7 +427,7 @@ fn down(names: &Names) -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         }
         match docker.inspect_network(&names.network, None::<bollard::query_parameters::InspectNetworkOptions>).await {
-            Ok(n) if n.labels.as_ref().and_then(|l| l.get(LABEL_DEMO)) == Some(&names.network) => {
+            Ok(n) if n.labels.as_ref().and_then(|l| l.get(LABEL_DEMO.as_str())) == Some(&names.network) => {
                 docker.remove_network(&names.network).await?;
                 println!("removed    network {}", names.network);
                 removed += 1;

@@ -10,8 +10,33 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use anyhow::Context as _;
+type Result<T, E = Error> = std::result::Result<T, E>;
+
 use xshell::{Shell, cmd};
+
+/// What goes wrong asking git.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A git command failed; `what` says what it was asked.
+    #[error("{what}")]
+    Git { what: String, source: xshell::Error },
+    #[error("reading git's list of shallow commits")]
+    Shallow(#[source] std::io::Error),
+    /// `git cat-file --batch` answered fewer objects than asked.
+    #[error("git cat-file answered {answered} of {asked} requests")]
+    Batch { answered: usize, asked: usize },
+}
+
+fn asking(what: impl Into<String>) -> impl FnOnce(xshell::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Git { what, source }
+}
+
+/// The first 12 hex digits of a commit id, as messages show it.
+pub fn short(commit: &str) -> String {
+    commit.chars().take(12).collect()
+}
 
 /// Whether the shell's folder is inside a git work tree.
 pub fn is_checkout(sh: &Shell) -> bool {
@@ -43,7 +68,7 @@ pub fn merge_base(sh: &Shell, a: &str, b: &str) -> Option<String> {
 /// The commits reachable from `head` and not from `base` (all of `head`'s
 /// history without one), every parent of every merge followed, parents
 /// before children: `(id, parent ids)`.
-pub fn range(sh: &Shell, base: Option<&str>, head: &str) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+pub fn range(sh: &Shell, base: Option<&str>, head: &str) -> Result<Vec<(String, Vec<String>)>> {
     let spec = match base {
         Some(base) => format!("{base}..{head}"),
         None => head.to_owned(),
@@ -51,7 +76,7 @@ pub fn range(sh: &Shell, base: Option<&str>, head: &str) -> anyhow::Result<Vec<(
     let out = cmd!(sh, "git rev-list --topo-order --reverse --parents {spec}")
         .quiet()
         .read()
-        .with_context(|| format!("listing the commits of {spec}"))?;
+        .map_err(asking(format!("listing the commits of {spec}")))?;
     Ok(out
         .lines()
         .filter_map(|line| {
@@ -64,7 +89,7 @@ pub fn range(sh: &Shell, base: Option<&str>, head: &str) -> anyhow::Result<Vec<(
 /// The commits of `range` (as for [`range`]) that change one of `paths`
 /// (files, or folders written with a trailing `/`) against one of their
 /// parents: the others hold there what their first parent holds.
-pub fn touching(sh: &Shell, base: Option<&str>, head: &str, paths: &[String]) -> anyhow::Result<BTreeSet<String>> {
+pub fn touching(sh: &Shell, base: Option<&str>, head: &str, paths: &[String]) -> Result<BTreeSet<String>> {
     let spec = match base {
         Some(base) => format!("{base}..{head}"),
         None => head.to_owned(),
@@ -75,18 +100,19 @@ pub fn touching(sh: &Shell, base: Option<&str>, head: &str, paths: &[String]) ->
     let out = cmd!(sh, "git log --full-history -m --format=%H {spec} -- {specs...}")
         .quiet()
         .read()
-        .with_context(|| format!("listing the commits of {spec} that change {}", paths.join(", ")))?;
+        .map_err(asking(format!("listing the commits of {spec} that change {}", paths.join(", "))))?;
     Ok(out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
 }
 
 /// The commits a shallow clone cut off from their parents (git's `shallow`
 /// file); empty in a whole clone.
-pub fn shallow_commits(sh: &Shell) -> anyhow::Result<BTreeSet<String>> {
-    let path = cmd!(sh, "git rev-parse --git-path shallow").quiet().read()?;
+pub fn shallow_commits(sh: &Shell) -> Result<BTreeSet<String>> {
+    let path =
+        cmd!(sh, "git rev-parse --git-path shallow").quiet().read().map_err(asking("finding git's shallow file"))?;
     match std::fs::read_to_string(sh.current_dir().join(path.trim())) {
         Ok(text) => Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
-        Err(e) => Err(e).context("reading git's list of shallow commits"),
+        Err(e) => Err(Error::Shallow(e)),
     }
 }
 
@@ -94,7 +120,7 @@ pub fn shallow_commits(sh: &Shell) -> anyhow::Result<BTreeSet<String>> {
 /// `commit`'s tree whose names end in `.toml`: `(path, object id)`. Folders
 /// and paths are relative to the shell's folder, which need not be the
 /// repository's top (a workspace in a folder of a larger repository).
-pub fn toml_files_in(sh: &Shell, commit: &str, folders: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, String)>> {
+pub fn toml_files_in(sh: &Shell, commit: &str, folders: &[PathBuf]) -> Result<Vec<(PathBuf, String)>> {
     if folders.is_empty() {
         return Ok(Vec::new());
     }
@@ -104,7 +130,7 @@ pub fn toml_files_in(sh: &Shell, commit: &str, folders: &[PathBuf]) -> anyhow::R
     let out = cmd!(sh, "git ls-tree -z {commit} -- {specs...}")
         .quiet()
         .read()
-        .with_context(|| format!("listing the environment folders of commit {commit}"))?;
+        .map_err(asking(format!("listing the environment folders of commit {commit}")))?;
     let mut files = Vec::new();
     for entry in out.split('\0').filter(|e| !e.is_empty()) {
         // `<mode> SP <type> SP <id> TAB <path>`
@@ -123,15 +149,16 @@ pub fn toml_files_in(sh: &Shell, commit: &str, folders: &[PathBuf]) -> anyhow::R
 /// The contents of the objects `requests` name (`<id>`, or `<commit>:./<path>`
 /// for a path relative to the shell's folder), in order, read by one
 /// `git cat-file --batch`: `None` for one that is missing.
-pub fn read_objects(sh: &Shell, requests: &[String]) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
+pub fn read_objects(sh: &Shell, requests: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
     if requests.is_empty() {
         return Ok(Vec::new());
     }
     let input: String = requests.iter().map(|r| format!("{r}\n")).collect();
-    let out = cmd!(sh, "git cat-file --batch").stdin(input).quiet().output().context("reading objects from git")?;
+    let out =
+        cmd!(sh, "git cat-file --batch").stdin(input).quiet().output().map_err(asking("reading objects from git"))?;
     let contents = batch_contents(&out.stdout);
     if contents.len() != requests.len() {
-        anyhow::bail!("git cat-file answered {} of {} requests", contents.len(), requests.len());
+        return Err(Error::Batch { answered: contents.len(), asked: requests.len() });
     }
     Ok(contents)
 }

@@ -15,7 +15,8 @@ use boxcar_secrets::approval::{self, ApprovalKey};
 use boxcar_secrets::{EnvDocument, EnvFile, SealedValue, SecretKey, Secrets};
 use xshell::Shell;
 
-use crate::vocab::project::{Context, OpenArgs};
+use crate::cli::args::OpenArgs;
+use crate::vocab::project::Context;
 use crate::vocab::show::escape;
 
 /// Approve an environment file's content with its secret key.
@@ -43,7 +44,7 @@ pub struct Args {
 const WIDTH: usize = 100;
 
 pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
-    let (file, key) = ctx.open(&args.open)?;
+    let (file, key) = args.open.open(ctx)?;
     let secrets = file.open_all(&key).context("nothing was approved")?;
     let shown = ctx.show(file.path());
     let runtimes = ctx.runtimes_in(&ctx.config_dir())?;

@@ -7,7 +7,7 @@ use anyhow::bail;
 use boxcar_secrets::EnvFile;
 use xshell::Shell;
 
-use crate::ops::history::BaseArg;
+use crate::cli::args::BaseArg;
 use crate::vocab::contract::Service;
 use crate::vocab::project::Context;
 

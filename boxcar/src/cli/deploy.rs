@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use xshell::Shell;
 
+use crate::cli::args::Target;
 use crate::ops::deploy::{Ask, Deploy};
-use crate::vocab::plan::{KeyDelivery, PublishMode, Target};
+use crate::vocab::plan::{KeyDelivery, PublishMode};
 use crate::vocab::project::Context;
 
 /// Deploy a service's image to a Docker engine or a Swarm cluster.
@@ -86,7 +87,7 @@ pub struct Args {
 }
 
 pub(crate) fn run(_sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
-    let service = ctx.service(&args.target.at.service)?;
+    let service = ctx.service(args.target.at.service.name())?;
     let ask = Ask {
         env: args.target.at.env.clone(),
         name: args.target.name.clone(),

@@ -12,9 +12,10 @@ use anyhow::{Context as _, bail};
 use notify::Watcher as _;
 use xshell::Shell;
 
+use crate::cli::args::EnvArg;
 use crate::ops::build::compile::Profile;
 use crate::ops::deploy::{Ask, Deploy};
-use crate::vocab::project::{Context, EnvArg};
+use crate::vocab::project::Context;
 
 /// How long a burst of changes (an editor saving several files) may last
 /// before a build starts.
@@ -52,7 +53,7 @@ pub struct Args {
 }
 
 pub fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
-    let service = ctx.service(&args.at.service)?;
+    let service = ctx.service(args.at.service.name())?;
     let file = ctx.load_env(&args.at.env)?;
     if crate::vocab::plan::is_production(&file)? {
         bail!(

@@ -6,8 +6,9 @@ use anyhow::{Context as _, bail};
 use boxcar_secrets::{EnvDocument, PublicKey};
 use zeroize::Zeroizing;
 
-use crate::ops::history::BaseArg;
-use crate::vocab::project::{Context, EnvArg};
+use crate::cli::args::BaseArg;
+use crate::cli::args::EnvArg;
+use crate::vocab::project::Context;
 
 /// Seal a secret value into deploy-config/<ENV>.toml.
 ///
@@ -39,7 +40,7 @@ pub struct Args {
 }
 
 pub(crate) fn run(sh: &xshell::Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
-    ctx.use_config_of(&args.at.service)?;
+    ctx.use_config_of(args.at.service.name())?;
     boxcar_secrets::check_secret_name(&args.name).map_err(|p| anyhow::anyhow!("secret name `{}` {p}", args.name))?;
     let file = ctx.load_env(&args.at.env)?;
     let key = file.public_key();

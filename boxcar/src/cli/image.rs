@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use xshell::Shell;
 
-use crate::ops::build::{self, check::CheckArgs, compile::Profile};
+use crate::cli::args::{CheckArgs, ServiceArg};
+use crate::ops::build::{self, compile::Profile};
 use crate::ops::publish;
-use crate::vocab::project::{Context, ServiceArg};
+use crate::vocab::project::Context;
 
 /// Build a service's runner image: static musl binary, public config, nothing else.
 ///
@@ -53,7 +54,7 @@ pub struct Args {
 }
 
 pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
-    let service = ctx.service(&args.service)?;
+    let service = ctx.service(args.service.name())?;
     let options = build::Options {
         ca_bundle: args.ca_bundle,
         oci_archive: args.oci_archive,

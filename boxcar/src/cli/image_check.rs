@@ -4,8 +4,9 @@
 use anyhow::Context as _;
 use futures::StreamExt as _;
 
+use crate::cli::args::ServiceArg;
 use crate::ops::build::{self, check};
-use crate::vocab::project::{Context, ServiceArg};
+use crate::vocab::project::Context;
 
 /// Check an image in the engine: static binaries, numeric non-root user, no
 /// secret plaintext or key material in any layer, config or history, size.
@@ -17,11 +18,11 @@ pub struct Args {
     #[arg(long)]
     image: Option<String>,
     #[command(flatten)]
-    check: check::CheckArgs,
+    check: crate::cli::args::CheckArgs,
 }
 
 pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
-    let service = ctx.service(&args.service)?;
+    let service = ctx.service(args.service.name())?;
     let image = args.image.unwrap_or_else(|| format!("{}:latest", service.name));
     let budget = args.check.size_budget_kib.unwrap_or(service.size_budget_kib);
     let needles = build::needles(ctx, &args.check.key_files)?;

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use boxcar_secrets::{EnvDocument, SecretKey};
 
+use crate::cli::args::EnvArg;
 use crate::vocab::keys;
-use crate::vocab::project::{Context, EnvArg};
+use crate::vocab::project::Context;
 
 /// Create a key pair for a deployment environment.
 ///
@@ -29,7 +30,7 @@ pub struct Args {
 }
 
 pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
-    ctx.use_config_of(&args.at.service)?;
+    ctx.use_config_of(args.at.service.name())?;
     boxcar_secrets::check_env_name(&args.at.env)
         .map_err(|p| anyhow::anyhow!("environment name `{}` {p}", args.at.env))?;
     let path = ctx.env_path(&args.at.env);

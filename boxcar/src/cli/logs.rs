@@ -1,6 +1,6 @@
 //! `cargo xtask logs`: a deployment's log lines.
 
-use crate::vocab::plan::Target;
+use crate::cli::args::Target;
 use crate::vocab::project::Context;
 
 /// Print the service's log lines (the last --tail, then new ones with --follow).

@@ -13,10 +13,15 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 use xshell::Shell;
 
+use crate::cli::args::EnvArg;
 use crate::ops::deploy::{Ask, Deploy};
 use crate::vocab::contract::{Instances, Service};
-use crate::vocab::plan::{Deployment, LABEL_DEPLOYMENT, LABEL_ENV, LABEL_KEY_ID, SWARM_KEY_FILE};
-use crate::vocab::project::{Context, EnvArg};
+use crate::vocab::labels::{
+    DEPLOYMENT as LABEL_DEPLOYMENT, ENV as LABEL_ENV, ENV_CHECKSUM_ANNOTATION, KEY_ID as LABEL_KEY_ID,
+};
+use crate::vocab::layout::{KEY_FILE_NAME, SECRETS_DIR, SWARM_KEY_FILE};
+use crate::vocab::plan::{Deployment, HARDENING};
+use crate::vocab::project::Context;
 
 const COMPOSE: &str = include_str!("../../templates/compose.yaml.j2");
 const KUBERNETES: &str = include_str!("../../templates/kubernetes.yaml.j2");
@@ -105,7 +110,7 @@ struct Spec {
 }
 
 pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
-    let service = ctx.service(&args.at.service)?;
+    let service = ctx.service(args.at.service.name())?;
     // The deployment's flags checked as `deploy` checks them, before the
     // service is built to answer its instance rule.
     let deploy = checked(&service, &args)?;
@@ -171,14 +176,14 @@ fn spec(service: &Service, file: &EnvFile, args: &Args, deployment: Deployment) 
             env.chars().last().unwrap_or('-')
         );
     }
-    let (key_dir, key_name) = SWARM_KEY_FILE.rsplit_once('/').context("the key file path has a folder")?;
+    let (key_dir, key_name) = (SECRETS_DIR, KEY_FILE_NAME);
     let key_id = deployment.key_id.to_string();
     // Of the parsed file, which is already at hand: what it says, not its
     // comments or layout.
     let env_checksum = {
         use sha2::Digest as _;
         let text = toml::to_string(file.table()).context("writing the environment file's settings back as TOML")?;
-        crate::ops::build::base::hex(&sha2::Sha256::digest(text.as_bytes()))
+        hex::encode(sha2::Sha256::digest(text.as_bytes()))
     };
     let mut health_command = vec![service.binary_path()];
     health_command.extend(service.health.command.iter().flatten().cloned());
@@ -242,7 +247,17 @@ fn render(format: Format, spec: &Spec) -> anyhow::Result<String> {
     };
     // Swarm's update and rollback order.
     let order = if spec.many { "start-first" } else { "stop-first" };
-    let ctx = minijinja::context! { labels => labels, order => order, memory => memory, ..Value::from_serialize(spec) };
+    // Compose writes the engine's option with its value.
+    let security_opt: Vec<String> = HARDENING.security_opt().iter().map(|o| format!("{o}:true")).collect();
+    let hardening = minijinja::context! {
+        read_only_root => HARDENING.read_only_root,
+        cap_drop => HARDENING.cap_drop,
+        no_new_privileges => HARDENING.no_new_privileges,
+    };
+    let ctx = minijinja::context! {
+        labels => labels, order => order, memory => memory, hardening => hardening, security_opt => security_opt,
+        checksum_annotation => ENV_CHECKSUM_ANNOTATION, ..Value::from_serialize(spec)
+    };
     env.get_template(template)?.render(ctx).with_context(|| format!("rendering templates/{template}"))
 }
 
@@ -291,7 +306,7 @@ mod tests {
 
     fn args(format: Format) -> Args {
         Args {
-            at: EnvArg { env: "staging".to_owned(), service: crate::vocab::project::ServiceArg::default() },
+            at: EnvArg { env: "staging".to_owned(), service: crate::cli::args::ServiceArg::default() },
             format,
             name: None,
             image: None,

@@ -3,6 +3,7 @@
 //! command imports another.
 
 pub mod approve;
+pub mod args;
 pub mod check;
 pub mod deploy;
 pub mod dev;

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use boxcar_secrets::{EnvDocument, EnvFile, KeyPair, SecretKey};
 
+use crate::cli::args::OpenArgs;
 use crate::vocab::keys;
-use crate::vocab::project::{Context, OpenArgs};
+use crate::vocab::project::Context;
 
 /// Replace an environment's key pair and re-seal every secret to the new key.
 ///
@@ -27,7 +28,7 @@ pub struct Args {
 }
 
 pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
-    let (file, old_key) = ctx.open(&args.open)?;
+    let (file, old_key) = args.open.open(ctx)?;
     let secrets = file.open_approved(&old_key).context("opening the current secrets (nothing was changed)")?;
 
     let new_key = SecretKey::generate();

@@ -1,6 +1,6 @@
 //! `cargo xtask status`: what is deployed under a deployment's name.
 
-use crate::vocab::plan::Target;
+use crate::cli::args::Target;
 use crate::vocab::project::Context;
 
 /// Show a deployment: container or service, image, health, key id, port.

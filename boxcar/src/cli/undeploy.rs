@@ -1,6 +1,6 @@
 //! `cargo xtask undeploy`: a deployment stopped and removed.
 
-use crate::vocab::plan::Target;
+use crate::cli::args::Target;
 use crate::vocab::project::Context;
 
 /// Stop and remove a deployment: its container or service and its key volumes

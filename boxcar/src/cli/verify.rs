@@ -4,7 +4,8 @@ use std::io::{IsTerminal as _, Write as _};
 
 use anyhow::{Context as _, bail};
 
-use crate::vocab::project::{Context, OpenArgs};
+use crate::cli::args::OpenArgs;
+use crate::vocab::project::Context;
 
 /// Open every secret of an environment, as the service will at startup.
 ///
@@ -22,7 +23,7 @@ pub struct Args {
 }
 
 pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
-    let (file, key) = ctx.open(&args.open)?;
+    let (file, key) = args.open.open(ctx)?;
     let secrets = file.open_approved(&key)?;
 
     let width = secrets.iter().map(|(n, _)| n.len()).max().unwrap_or(0);

@@ -31,18 +31,6 @@ pub enum Start {
     Everything,
 }
 
-/// `--base REF`, shared by the commands that follow an environment's history.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct BaseArg {
-    /// The commit to trust, whose environment files are the root of every key
-    /// chain and serial `check` follows: in a pull request's CI, the branch it
-    /// merges into (`--base origin/main`). It must be HEAD or one of its
-    /// ancestors. Default: the merge base of HEAD and origin/HEAD. After a
-    /// reviewed restart with a new key (`keygen --force`), the commit that made it.
-    #[arg(long, value_name = "REF")]
-    pub base: Option<String>,
-}
-
 /// Finds the base as docs/FORMAT.md says: `--base`, else the merge base with
 /// `origin/HEAD`; `Err` says why there is none and what to pass.
 pub fn start(sh: &Shell, given: Option<&str>) -> Result<Start, String> {
@@ -69,7 +57,7 @@ pub fn start(sh: &Shell, given: Option<&str>) -> Result<Start, String> {
                      branch's: check the merge of this branch into it (as CI does for a pull request), or pass their \
                      merge base (`--base $(git merge-base {} HEAD)`) to check this branch alone",
                     shown(rev),
-                    short(&commit),
+                    git::short(&commit),
                     shown(rev)
                 ));
             }
@@ -89,17 +77,12 @@ pub fn start(sh: &Shell, given: Option<&str>) -> Result<Start, String> {
                 format!(
                     "HEAD and origin/HEAD ({}) have no common history, so there is no trusted base: \
                      pass the commit to trust with --base",
-                    short(&origin)
+                    git::short(&origin)
                 )
             })?;
             Ok(Start::Base { commit, how: "the merge base of HEAD and origin/HEAD".to_owned() })
         }
     }
-}
-
-/// The first 12 hex digits of a commit id, as messages show it.
-pub fn short(commit: &str) -> String {
-    commit.chars().take(12).collect()
 }
 
 /// Reads every version from `start` to the work tree of the checkout the
@@ -124,7 +107,7 @@ pub fn read(sh: &Shell, start: &Start) -> anyhow::Result<History> {
         anyhow::bail!(
             "the history between the base and HEAD is cut at commit {} (a shallow clone): fetch it whole \
              (`git fetch --unshallow`, or `fetch-depth: 0` in CI)",
-            short(cut)
+            git::short(cut)
         );
     }
     // Each commit's contract: read for the base and every commit that changes
@@ -460,7 +443,10 @@ mod tests {
         assert_eq!(start(&r.sh, None), Ok(Start::Base { commit: a, how }));
         // --base must be an ancestor of HEAD.
         let err = start(&r.sh, Some("other")).unwrap_err();
-        assert!(err.starts_with(&format!("--base other ({}) is not HEAD or an ancestor of it", short(&c))), "{err}");
+        assert!(
+            err.starts_with(&format!("--base other ({}) is not HEAD or an ancestor of it", git::short(&c))),
+            "{err}"
+        );
         assert!(start(&r.sh, Some(&b)).is_ok());
         // No common history with origin/HEAD.
         r.git(&["checkout", "-q", "--orphan", "lone"]);
@@ -554,7 +540,9 @@ mod tests {
         let sh = Shell::new().unwrap();
         sh.change_dir(&to);
         let err = read(&sh, &Start::Everything).unwrap_err().to_string();
-        assert!(err.starts_with(&format!("the history between the base and HEAD is cut at commit {}", short(&merge))));
+        assert!(
+            err.starts_with(&format!("the history between the base and HEAD is cut at commit {}", git::short(&merge)))
+        );
     }
 
     #[test]

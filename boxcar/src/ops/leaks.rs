@@ -156,9 +156,7 @@ fn from_base64(engine: &GeneralPurpose, run: &[u8]) -> Option<PublicKey> {
 
 fn from_hex(run: &[u8]) -> Option<PublicKey> {
     let mut raw = Zeroizing::new([0u8; KEY_LEN]);
-    for (byte, pair) in raw.iter_mut().zip(run.chunks_exact(2)) {
-        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-    }
+    hex::decode_to_slice(run, &mut raw[..]).ok()?;
     Some(public_key_of(raw))
 }
 
@@ -585,10 +583,6 @@ mod tests {
         B64.decode(&*key.to_base64()).unwrap()
     }
 
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
     /// The one candidate of `text`, which must be `key`'s: (line, encoding).
     fn only(text: &str, key: &SecretKey) -> (usize, Encoding) {
         let found = candidates(text.as_bytes());
@@ -622,7 +616,7 @@ mod tests {
         }
 
         let key = SecretKey::generate();
-        let lower = hex(&raw(&key));
+        let lower = hex::encode(raw(&key));
         for text in [
             format!("{lower}\n"),
             format!("\"{}\"", lower.to_uppercase()),
@@ -643,7 +637,7 @@ mod tests {
             b64.trim_end_matches('=').to_owned(),
             format!("SECRET_KEY={b64}"),
             format!("SECRET_KEY={b64}\n"),
-            hex(&raw(&key)),
+            hex::encode(raw(&key)),
         ] {
             let text = format!("apiVersion: v1\nkind: Secret\ndata:\n  SECRET_KEY: {}\n", B64.encode(&inner));
             assert_eq!(only(&text, &key), (4, Encoding::InBase64), "{inner:?}");
@@ -659,7 +653,7 @@ mod tests {
         let b64 = |i: usize| keys[i].to_base64().to_string();
         let text = format!(
             "{}\n\r\nA: {}\nB: {}\n\n\n{} x {}\n",
-            hex(&raw(&keys[0])),
+            hex::encode(raw(&keys[0])),
             B64.encode(b64(1)),
             b64(2),
             b64(3),
@@ -680,7 +674,7 @@ mod tests {
         let key = SecretKey::generate();
         let b64 = key.to_base64().to_string();
         let bare = b64.trim_end_matches('=');
-        let lower = hex(&raw(&key));
+        let lower = hex::encode(raw(&key));
         let url = URL_SAFE_NO_PAD.encode(raw(&key));
         for text in [
             format!("{bare}A"),
@@ -706,7 +700,7 @@ mod tests {
         let text = format!(
             "public_key = \"{}\"\nchecksum = \"{}\"\nhash: {}\n",
             public.to_base64(),
-            hex(&hash),
+            hex::encode(hash),
             B64.encode(hash)
         );
         let found = candidates(text.as_bytes());
@@ -864,7 +858,7 @@ mod tests {
         let (current, retired, other) = (SecretKey::generate(), SecretKey::generate(), SecretKey::generate());
         let keys = [known("production", &current, false, &["token", "api_key"]), known("staging", &retired, true, &[])];
         std::fs::write(root.join("a.txt"), format!("x\nSECRET_KEY={}\n", &*current.to_base64())).unwrap();
-        std::fs::write(root.join("b.txt"), hex(&raw(&retired))).unwrap();
+        std::fs::write(root.join("b.txt"), hex::encode(raw(&retired))).unwrap();
         // Public keys, another key, a link inside: nothing to say.
         let text = format!(
             "{}\n{}\n{}",

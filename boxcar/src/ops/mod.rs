@@ -8,5 +8,6 @@ pub mod deploy;
 pub mod history;
 pub mod leaks;
 pub mod publish;
+pub mod resources;
 pub mod service_cmd;
 pub mod trust;

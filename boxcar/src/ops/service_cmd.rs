@@ -15,15 +15,41 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::query_parameters::LogsOptionsBuilder;
 use futures::StreamExt as _;
 use xshell::{Shell, cmd};
 
-use crate::vocab::contract::Service;
-use crate::vocab::plan::{LABEL_DEPLOYMENT, LABEL_ROLE};
+use crate::ops::resources::{self, api};
+use crate::vocab::contract::{self, Service};
+use crate::vocab::labels;
+
+/// What goes wrong running a service's own command.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("building `{package}` on this machine to run its own commands")]
+    Build { package: String, source: xshell::Error },
+    #[error(transparent)]
+    Contract(#[from] contract::Error),
+    #[error("running {}", .binary.display())]
+    Run { binary: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Engine(#[from] resources::Error),
+    /// The command failed to run in the image (`command` as messages show it).
+    #[error("running `{command}` in {image}")]
+    InImage { command: String, image: String, source: Box<Error> },
+    #[error("it did not finish within 60 s")]
+    Timeout,
+    #[error("the container vanished")]
+    Vanished,
+    #[error("reading {path} from the image")]
+    Read { path: String, source: std::io::Error },
+    /// `instances` printed something other than `one` or `many`.
+    #[error("`{command}` should print `one` or `many`; it said (exit {code}):\n  {}", .lines.join("\n  "))]
+    Answer { command: String, code: i64, lines: Vec<String> },
+}
 
 /// What a service's command said.
 #[derive(Debug)]
@@ -54,17 +80,17 @@ pub fn describe(service: &Service, args: &[String]) -> String {
 
 /// Builds the service on the host (debug, as the tests do); returns its
 /// binary, for [`native`] to run as often as needed.
-pub fn build_native(sh: &Shell, root: &Path, service: &Service) -> anyhow::Result<PathBuf> {
+pub fn build_native(sh: &Shell, root: &Path, service: &Service) -> Result<PathBuf, Error> {
     let (package, bin) = (&service.package, &service.bin);
     cmd!(sh, "cargo build --quiet --locked -p {package} --bin {bin}")
         .run()
-        .with_context(|| format!("building `{package}` on this machine to run its own commands"))?;
-    let metadata = crate::vocab::contract::workspace(root)?;
+        .map_err(|source| Error::Build { package: package.clone(), source })?;
+    let metadata = contract::workspace(root)?;
     Ok(metadata.target_directory.as_std_path().join("debug").join(bin))
 }
 
 /// Runs the service's `binary` (from [`build_native`]) with `args` and `file`.
-pub fn native(binary: &Path, args: &[String], file: &Path) -> anyhow::Result<Answer> {
+pub fn native(binary: &Path, args: &[String], file: &Path) -> Result<Answer, Error> {
     let output = std::process::Command::new(binary)
         .args(args)
         .arg(file)
@@ -72,7 +98,7 @@ pub fn native(binary: &Path, args: &[String], file: &Path) -> anyhow::Result<Ans
         .env_remove(boxcar_secrets::SECRET_KEY_FILE)
         .stdin(std::process::Stdio::null())
         .output()
-        .with_context(|| format!("running {}", binary.display()))?;
+        .map_err(|source| Error::Run { binary: binary.to_owned(), source })?;
     Ok(Answer {
         code: i64::from(output.status.code().unwrap_or(-1)),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -90,7 +116,7 @@ pub async fn in_image(
     service: &Service,
     args: &[String],
     file: &str,
-) -> anyhow::Result<Answer> {
+) -> Result<Answer, Error> {
     let name = format!("{deployment}-check-{:08x}", fastrand::u32(..));
     let mut cmd = args.to_vec();
     cmd.push(file.to_owned());
@@ -99,15 +125,10 @@ pub async fn in_image(
         cmd: Some(cmd),
         user: Some(format!("{0}:{0}", service.user)),
         network_disabled: Some(true),
-        labels: Some(
-            [(LABEL_DEPLOYMENT.to_owned(), deployment.to_owned()), (LABEL_ROLE.to_owned(), "check".to_owned())].into(),
-        ),
+        labels: Some(role_labels(deployment, "check")),
         // Without a healthcheck: the image's would only slow the removal.
         healthcheck: Some(bollard::models::HealthConfig { test: Some(vec!["NONE".to_owned()]), ..Default::default() }),
-        host_config: Some(HostConfig {
-            readonly_rootfs: Some(true),
-            cap_drop: Some(vec!["ALL".to_owned()]),
-            security_opt: Some(vec!["no-new-privileges".to_owned()]),
+        host_config: Some(resources::hardened(HostConfig {
             memory: Some(128 * 1024 * 1024),
             // The data folder too: the image declares it a volume, and a
             // check needs no volume, not even an anonymous one.
@@ -118,19 +139,25 @@ pub async fn in_image(
                     .collect(),
             ),
             ..HostConfig::default()
-        }),
+        })),
         ..ContainerCreateBody::default()
     };
+    let command = describe(service, args);
     docker
-        .create_container(Some(CreateContainerOptionsBuilder::default().name(&name).build()), body)
+        .create_container(
+            Some(bollard::query_parameters::CreateContainerOptionsBuilder::default().name(&name).build()),
+            body,
+        )
         .await
-        .with_context(|| format!("creating the container {name} to run `{}`", describe(service, args)))?;
+        .map_err(api(format!("creating the container {name} to run `{command}`")))?;
     let result = run_to_end(docker, &name).await;
-    // `v`: an anonymous volume, should the image declare one the contract does not name.
-    let _ = docker
-        .remove_container(&name, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()))
-        .await;
-    result.with_context(|| format!("running `{}` in {image}", describe(service, args)))
+    resources::remove(docker, &name).await;
+    result.map_err(|e| Error::InImage { command, image: image.to_owned(), source: Box::new(e) })
+}
+
+/// The labels of a container boxcar runs for `deployment` in `role`.
+fn role_labels(deployment: &str, role: &str) -> std::collections::HashMap<String, String> {
+    [(labels::DEPLOYMENT.to_owned(), deployment.to_owned()), (labels::ROLE.to_owned(), role.to_owned())].into()
 }
 
 /// The files at `paths` (absolute) in `image`, read from a container that is
@@ -141,20 +168,21 @@ pub async fn files_in_image(
     image: &str,
     deployment: &str,
     paths: &[&str],
-) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
+) -> Result<Vec<Option<Vec<u8>>>, Error> {
     let name = format!("{deployment}-read-{:08x}", fastrand::u32(..));
     let body = ContainerCreateBody {
         image: Some(image.to_owned()),
         network_disabled: Some(true),
-        labels: Some(
-            [(LABEL_DEPLOYMENT.to_owned(), deployment.to_owned()), (LABEL_ROLE.to_owned(), "read".to_owned())].into(),
-        ),
+        labels: Some(role_labels(deployment, "read")),
         ..ContainerCreateBody::default()
     };
     docker
-        .create_container(Some(CreateContainerOptionsBuilder::default().name(&name).build()), body)
+        .create_container(
+            Some(bollard::query_parameters::CreateContainerOptionsBuilder::default().name(&name).build()),
+            body,
+        )
         .await
-        .with_context(|| format!("creating the container {name} to read files of {image}"))?;
+        .map_err(api(format!("creating the container {name} to read files of {image}")))?;
     let mut out = Vec::new();
     let mut result = Ok(());
     for path in paths {
@@ -166,14 +194,12 @@ pub async fn files_in_image(
             }
         }
     }
-    let _ = docker
-        .remove_container(&name, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()))
-        .await;
+    resources::remove(docker, &name).await;
     result.map(|()| out)
 }
 
 /// One file of a created container, through the archive API.
-async fn read_from(docker: &Docker, container: &str, path: &str) -> anyhow::Result<Option<Vec<u8>>> {
+async fn read_from(docker: &Docker, container: &str, path: &str) -> Result<Option<Vec<u8>>, Error> {
     let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default().path(path).build();
     let mut stream = docker.download_from_container(container, Some(options));
     let mut archive = Vec::new();
@@ -181,36 +207,40 @@ async fn read_from(docker: &Docker, container: &str, path: &str) -> anyhow::Resu
         match chunk {
             Ok(bytes) => archive.extend_from_slice(&bytes),
             Err(e) if crate::adapters::engine::is_not_found(&e) => return Ok(None),
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {path} from the image"))),
+            Err(e) => return Err(api(format!("reading {path} from the image"))(e).into()),
         }
     }
+    let read = |source| Error::Read { path: path.to_owned(), source };
     let mut tar = tar::Archive::new(&archive[..]);
-    for entry in tar.entries().with_context(|| format!("reading {path} from the image"))? {
-        let mut entry = entry?;
+    for entry in tar.entries().map_err(read)? {
+        let mut entry = entry.map_err(read)?;
         if entry.header().entry_type().is_file() {
             let mut data = Vec::new();
-            std::io::Read::read_to_end(&mut entry, &mut data)?;
+            std::io::Read::read_to_end(&mut entry, &mut data).map_err(read)?;
             return Ok(Some(data));
         }
     }
     Ok(None)
 }
 
-async fn run_to_end(docker: &Docker, name: &str) -> anyhow::Result<Answer> {
-    docker.start_container(name, None::<bollard::query_parameters::StartContainerOptions>).await?;
+async fn run_to_end(docker: &Docker, name: &str) -> Result<Answer, Error> {
+    docker
+        .start_container(name, None::<bollard::query_parameters::StartContainerOptions>)
+        .await
+        .map_err(api(format!("starting the container {name}")))?;
     let mut wait = docker.wait_container(name, None::<bollard::query_parameters::WaitContainerOptions>);
     let code = match tokio::time::timeout(Duration::from_secs(60), wait.next()).await {
-        Err(_) => bail!("it did not finish within 60 s"),
+        Err(_) => return Err(Error::Timeout),
         Ok(Some(Ok(r))) => r.status_code,
         // bollard reports a non-zero exit as an error carrying the code.
         Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => code,
-        Ok(Some(Err(e))) => return Err(e.into()),
-        Ok(None) => bail!("the container vanished"),
+        Ok(Some(Err(e))) => return Err(api(format!("waiting for the container {name}"))(e).into()),
+        Ok(None) => return Err(Error::Vanished),
     };
     let mut logs = docker.logs(name, Some(LogsOptionsBuilder::default().stdout(true).stderr(true).build()));
     let (mut stdout, mut stderr) = (String::new(), String::new());
     while let Some(item) = logs.next().await {
-        match item? {
+        match item.map_err(api(format!("reading the output of the container {name}")))? {
             bollard::container::LogOutput::StdErr { message } => stderr.push_str(&String::from_utf8_lossy(&message)),
             other => stdout.push_str(&String::from_utf8_lossy(&other.into_bytes())),
         }
@@ -219,15 +249,10 @@ async fn run_to_end(docker: &Docker, name: &str) -> anyhow::Result<Answer> {
 }
 
 /// The service's answer to `instances`: true for `many`.
-pub fn many_from(service: &Service, args: &[String], answer: &Answer) -> anyhow::Result<bool> {
+pub fn many_from(service: &Service, args: &[String], answer: &Answer) -> Result<bool, Error> {
     match (answer.code, answer.stdout.trim()) {
         (0, "many") => Ok(true),
         (0, "one") => Ok(false),
-        _ => bail!(
-            "`{}` should print `one` or `many`; it said (exit {}):\n  {}",
-            describe(service, args),
-            answer.code,
-            answer.lines().join("\n  ")
-        ),
+        _ => Err(Error::Answer { command: describe(service, args), code: answer.code, lines: answer.lines() }),
     }
 }

@@ -34,7 +34,7 @@ impl At {
     /// `commit 1a2b3c4d5e6f` or `the work tree`.
     pub fn describe(&self) -> String {
         match self {
-            At::Commit(id) => format!("commit {}", crate::ops::history::short(id)),
+            At::Commit(id) => format!("commit {}", crate::adapters::git::short(id)),
             At::WorkTree => "the work tree".to_owned(),
         }
     }
@@ -289,7 +289,7 @@ enum Origin {
 /// `--service` its hints name (none for the contract's default service).
 pub fn evaluate(history: &History, hint_service: &dyn Fn(&Version) -> Option<String>) -> Verdict {
     let mut found = Found::default();
-    let base_short = history.base.as_ref().map(|b| crate::ops::history::short(&b.commit)).unwrap_or_default();
+    let base_short = history.base.as_ref().map(|b| crate::adapters::git::short(&b.commit)).unwrap_or_default();
     let base_reads: Vec<Read<'_>> = history.base.iter().flat_map(|b| &b.versions).map(|v| Read::of(v, None)).collect();
     let reads: Vec<Read<'_>> = history
         .nodes
@@ -351,7 +351,7 @@ pub fn evaluate(history: &History, hint_service: &dyn Fn(&Version) -> Option<Str
                     Parent::Outside(p) => {
                         let at = match &history.base {
                             Some(base) if base.commit == history.outside[p].0 => format!("the base ({base_short})"),
-                            _ => format!("commit {}", crate::ops::history::short(&history.outside[p].0)),
+                            _ => format!("commit {}", crate::adapters::git::short(&history.outside[p].0)),
                         };
                         for (r, _) in outside[p].iter().filter(|(_, about)| about.contains(&e)) {
                             approval(r, &mut floor, at.clone());
@@ -523,7 +523,7 @@ pub fn evaluate(history: &History, hint_service: &dyn Fn(&Version) -> Option<Str
             (Some(base), Some(&e)) => summary.push_str(&format!(
                 "; {} key(s) endorsed from the base ({}, {}), followed through {commits} commit(s)",
                 envs[e].trust.pairs.len().max(1),
-                crate::ops::history::short(&base.commit),
+                crate::adapters::git::short(&base.commit),
                 base.how
             )),
             (Some(_), None) => summary.push_str(&format!("; new since the base ({base_short})")),

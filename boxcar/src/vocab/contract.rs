@@ -19,24 +19,40 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
 use crate::vocab::defaults;
+use crate::vocab::layout::{self, RESERVED_ENV, SYSTEM_FOLDERS};
+use crate::vocab::show::{escape, lines};
+
+/// What is wrong with `boxcar.toml`, or with what it names.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("reading {FILE}")]
+    Read(#[source] std::io::Error),
+    /// Every problem is one line that names the file, the service and the
+    /// field, and says what to do.
+    #[error("{FILE} has {} problem(s); docs/CONTRACT.md describes every field:{}", .problems.len(), lines(.problems))]
+    Invalid { problems: Vec<String> },
+    /// Packages or binaries the workspace does not have, one line each.
+    #[error("{FILE} names {} package(s) or binary(ies) the workspace does not have:{}", .problems.len(), lines(.problems))]
+    Unresolved { problems: Vec<String> },
+    #[error("reading the workspace with `cargo metadata`")]
+    Metadata(#[source] cargo_metadata::Error),
+    /// `--service NAME` names no service.
+    #[error("--service {}: {FILE} has no such service; use one of: {known}", escape(.name))]
+    NoSuchService { name: String, known: String },
+    /// Several services, no `--service` and no `default`.
+    #[error("{FILE} declares {count} services: pick one with --service ({known}), or set `default = \"…\"` in {FILE}")]
+    Ambiguous { count: usize, known: String },
+    /// An extra file the contract names cannot be read.
+    #[error("{FILE}: service `{service}`: files: from = `{}` cannot be read", escape(&.from.display().to_string()))]
+    ExtraFile { service: String, from: PathBuf, source: std::io::Error },
+}
 
 /// The contract's file name, at the workspace root.
 pub const FILE: &str = "boxcar.toml";
-
-/// Where the image puts the environment files (the library's convention).
-pub const IMAGE_CONFIG_DIR: &str = boxcar_secrets::IMAGE_CONFIG_DIR;
-
-/// Variables boxcar sets itself; a contract cannot set them.
-const RESERVED_ENV: &[&str] =
-    &["PATH", "SSL_CERT_FILE", boxcar_secrets::SECRET_KEY, boxcar_secrets::SECRET_KEY_FILE, boxcar_secrets::DEPLOY_ENV];
-
-/// Folders the image or the kernel fills, which a data volume must not hide.
-const SYSTEM_FOLDERS: &[&str] =
-    &["/tmp", "/etc", "/usr", "/proc", "/sys", "/dev", "/run", "/bin", "/sbin", "/lib", "/home"];
 
 /// Every service of a workspace.
 #[derive(Debug, Clone)]
@@ -230,22 +246,14 @@ impl<'de> Deserialize<'de> for RawInstances {
 
 impl Contract {
     /// Reads `boxcar.toml` in `root`; `None` when there is none.
-    pub fn load(root: &Path) -> anyhow::Result<Option<Contract>> {
+    pub fn load(root: &Path) -> Result<Option<Contract>, Error> {
         let path = root.join(FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("reading {FILE}")),
+            Err(e) => return Err(Error::Read(e)),
         };
-        match Contract::parse(&text) {
-            Ok(c) => Ok(Some(c)),
-            Err(problems) => {
-                for p in &problems {
-                    eprintln!("error: {p}");
-                }
-                bail!("{FILE} has {} problem(s); docs/CONTRACT.md describes every field", problems.len())
-            }
-        }
+        Contract::parse(&text).map(Some).map_err(|problems| Error::Invalid { problems })
     }
 
     /// Parses and checks a contract. Every problem is one line that names
@@ -266,7 +274,7 @@ impl Contract {
         let mut problems = Vec::new();
         let mut services: Vec<Service> = Vec::new();
         for (i, raw) in raw.service.into_iter().enumerate() {
-            let at = format!("{FILE}: service `{}`", crate::vocab::show::escape(&raw.name));
+            let at = format!("{FILE}: service `{}`", escape(&raw.name));
             let before = problems.len();
             let service = check_service(raw, &at, &mut problems);
             if problems.len() > before {
@@ -287,7 +295,7 @@ impl Contract {
         {
             problems.push(format!(
                 "{FILE}: default = `{}` names no service; use one of: {}",
-                crate::vocab::show::escape(d),
+                escape(d),
                 names(&services)
             ));
         }
@@ -308,28 +316,22 @@ impl Contract {
     }
 
     /// The service `name`, else the default, else the only one.
-    pub fn pick(&self, name: Option<&str>) -> anyhow::Result<&Service> {
+    pub fn pick(&self, name: Option<&str>) -> Result<&Service, Error> {
         let wanted = name.or(self.default.as_deref());
         match wanted {
-            Some(n) => self.services.iter().find(|s| s.name == n).with_context(|| {
-                format!(
-                    "--service {}: {FILE} has no such service; use one of: {}",
-                    crate::vocab::show::escape(n),
-                    names(&self.services)
-                )
-            }),
+            Some(n) => self
+                .services
+                .iter()
+                .find(|s| s.name == n)
+                .ok_or_else(|| Error::NoSuchService { name: n.to_owned(), known: names(&self.services) }),
             None if self.services.len() == 1 => Ok(&self.services[0]),
-            None => bail!(
-                "{FILE} declares {} services: pick one with --service ({}), or set `default = \"…\"` in {FILE}",
-                self.services.len(),
-                names(&self.services)
-            ),
+            None => Err(Error::Ambiguous { count: self.services.len(), known: names(&self.services) }),
         }
     }
 
     /// Checks every service's package and binary against the workspace
     /// (`cargo metadata`), and takes each package's version and repository.
-    pub fn resolve(&mut self, root: &Path) -> anyhow::Result<()> {
+    pub fn resolve(&mut self, root: &Path) -> Result<(), Error> {
         let metadata = workspace(root)?;
         let mut problems = Vec::new();
         for service in &mut self.services {
@@ -338,23 +340,20 @@ impl Contract {
             }
         }
         if !problems.is_empty() {
-            for p in &problems {
-                eprintln!("error: {p}");
-            }
-            bail!("{FILE} names {} package(s) or binary(ies) the workspace does not have", problems.len());
+            return Err(Error::Unresolved { problems });
         }
         Ok(())
     }
 }
 
 /// The workspace's members, as `cargo metadata --no-deps` (offline) reads them.
-pub fn workspace(root: &Path) -> anyhow::Result<cargo_metadata::Metadata> {
+pub fn workspace(root: &Path) -> Result<cargo_metadata::Metadata, Error> {
     cargo_metadata::MetadataCommand::new()
         .current_dir(root)
         .no_deps()
         .other_options(vec!["--offline".to_owned()])
         .exec()
-        .context("reading the workspace with `cargo metadata`")
+        .map_err(Error::Metadata)
 }
 
 fn names(services: &[Service]) -> String {
@@ -369,7 +368,7 @@ impl Service {
             known.sort();
             return Err(format!(
                 "{at}: package = `{}` is not a package of this workspace; use one of: {}",
-                crate::vocab::show::escape(&self.package),
+                escape(&self.package),
                 known.join(", ")
             ));
         };
@@ -395,7 +394,7 @@ impl Service {
         } else if !bins.contains(&self.bin.as_str()) {
             return Err(format!(
                 "{at}: bin = `{}` is not a binary target of package `{}` (its binaries: {})",
-                crate::vocab::show::escape(&self.bin),
+                escape(&self.bin),
                 self.package,
                 if bins.is_empty() { "none".to_owned() } else { bins.join(", ") }
             ));
@@ -412,7 +411,7 @@ impl Service {
 
     /// The binary's path in the image.
     pub fn binary_path(&self) -> String {
-        format!("/usr/local/bin/{}", self.bin)
+        format!("{}/{}", layout::BIN_DIR, self.bin)
     }
 
     /// `<name>-<env>`, with `_` as `-`: the default deployment name.
@@ -422,21 +421,19 @@ impl Service {
 
     /// `<config dir>/<env>.toml` in the image.
     pub fn env_file_in_image(env: &str) -> String {
-        format!("{IMAGE_CONFIG_DIR}/{env}.toml")
+        format!("{}/{env}.toml", layout::CONFIG_DIR)
     }
 
     /// What the contract gives the service at run time, with its extra
     /// files read from the workspace at `root`: what the approval of each of
     /// its environments covers (docs/CONTRACT.md, "What the approval covers").
-    pub fn runtime(&self, root: &Path) -> anyhow::Result<toml::Table> {
+    pub fn runtime(&self, root: &Path) -> Result<toml::Table, Error> {
         let mut files = Vec::new();
         for f in &self.files {
-            let data = std::fs::read(root.join(&f.from)).with_context(|| {
-                format!(
-                    "{FILE}: service `{}`: files: from = `{}` cannot be read",
-                    self.name,
-                    crate::vocab::show::escape(&f.from.display().to_string())
-                )
+            let data = std::fs::read(root.join(&f.from)).map_err(|source| Error::ExtraFile {
+                service: self.name.clone(),
+                from: f.from.clone(),
+                source,
             })?;
             files.push((f.to.clone(), f.mode, data));
         }
@@ -455,7 +452,7 @@ impl Service {
         let files = files
             .iter()
             .map(|(to, mode, data)| {
-                let sha256: String = sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect();
+                let sha256 = hex::encode(sha2::Sha256::digest(data));
                 let entry: toml::Table = [
                     ("to".to_owned(), to.as_str().into()),
                     ("mode".to_owned(), format!("{mode:04o}").into()),
@@ -522,7 +519,7 @@ fn check_service(raw: RawService, at: &str, problems: &mut Vec<String>) -> Servi
     };
     let data = raw.data.map(|d| {
         if let Err(why) = absolute_path(&d) {
-            problem(format!("data = `{}` {why}", crate::vocab::show::escape(&d)));
+            problem(format!("data = `{}` {why}", escape(&d)));
         } else if d == "/" || SYSTEM_FOLDERS.iter().any(|p| d == *p || d.starts_with(&format!("{p}/"))) {
             problem(format!("data = `{d}` is a system folder; use a folder of its own, like /data"));
         }
@@ -536,7 +533,7 @@ fn check_service(raw: RawService, at: &str, problems: &mut Vec<String>) -> Servi
     {
         problem(format!(
             "config_dir = `{}` must be a folder inside the workspace, relative to it, like \"deploy-config\"",
-            crate::vocab::show::escape(&config_dir)
+            escape(&config_dir)
         ));
     }
     let health = match raw.health {
@@ -551,7 +548,7 @@ fn check_service(raw: RawService, at: &str, problems: &mut Vec<String>) -> Servi
                 {
                     problem(format!(
                         "{field} = `{}` must be a URL path with a leading `/`, like \"/healthz\"",
-                        crate::vocab::show::escape(p)
+                        escape(p)
                     ));
                 }
             }
@@ -578,8 +575,11 @@ fn check_service(raw: RawService, at: &str, problems: &mut Vec<String>) -> Servi
             "check = [] is empty; give the service's arguments, like [\"check-config\"], or leave it out".to_owned(),
         );
     }
-    let placeholders =
-        [("{port}", Some(port.to_string())), ("{data}", data.clone()), ("{config}", Some(IMAGE_CONFIG_DIR.to_owned()))];
+    let placeholders = [
+        ("{port}", Some(port.to_string())),
+        ("{data}", data.clone()),
+        ("{config}", Some(layout::CONFIG_DIR.to_owned())),
+    ];
     let variables = |table: BTreeMap<String, String>, field: &str, problem: &mut dyn FnMut(String)| {
         let mut out = Vec::new();
         for (name, value) in table {
@@ -587,10 +587,7 @@ fn check_service(raw: RawService, at: &str, problems: &mut Vec<String>) -> Servi
                 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                 && !name.starts_with(|c: char| c.is_ascii_digit());
             if !name_ok {
-                problem(format!(
-                    "{field}.{} is not a variable name (A-Z, 0-9, `_`)",
-                    crate::vocab::show::escape(&name)
-                ));
+                problem(format!("{field}.{} is not a variable name (A-Z, 0-9, `_`)", escape(&name)));
                 continue;
             }
             if RESERVED_ENV.contains(&name.as_str()) {
@@ -619,21 +616,11 @@ fn check_service(raw: RawService, at: &str, problems: &mut Vec<String>) -> Servi
     for f in raw.files {
         let from = PathBuf::from(&f.from);
         if from.is_absolute() || from.components().any(|c| !matches!(c, Component::Normal(_))) {
-            problem(format!(
-                "files: from = `{}` must be a path inside the workspace, relative to it",
-                crate::vocab::show::escape(&f.from)
-            ));
+            problem(format!("files: from = `{}` must be a path inside the workspace, relative to it", escape(&f.from)));
         }
         if let Err(why) = absolute_path(&f.to) {
-            problem(format!("files: to = `{}` {why}", crate::vocab::show::escape(&f.to)));
-        } else if f.to == "/etc/passwd"
-            || f.to == "/etc/group"
-            || f.to.starts_with("/etc/boxcar/")
-            || f.to.starts_with("/usr/local/bin/")
-            || f.to.starts_with("/etc/ssl/")
-            || f.to.starts_with("/tmp/")
-            || data.as_ref().is_some_and(|d| f.to.starts_with(&format!("{d}/")))
-        {
+            problem(format!("files: to = `{}` {why}", escape(&f.to)));
+        } else if layout::is_filled(&f.to, data.as_deref()) {
             problem(format!("files: to = `{}` is a place boxcar fills itself; choose another path", f.to));
         }
         let mode = f.mode.unwrap_or(0o444);

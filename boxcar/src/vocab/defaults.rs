@@ -10,8 +10,10 @@
 pub const PORT: u16 = 8080;
 /// Numeric user and group the service runs as: distroless's `nonroot`.
 pub const USER: u32 = 65532;
-/// Folder of a service's environment files, relative to the workspace root.
-pub const CONFIG_DIR: &str = "deploy-config";
+/// Folder of a service's environment files, relative to the workspace root
+/// (the secrets library's default, which a service opens when it runs from
+/// a checkout).
+pub const CONFIG_DIR: &str = boxcar_secrets::DEFAULT_CONFIG_DIR;
 /// Size budget of an image (all layers, uncompressed), in KiB.
 pub const SIZE_BUDGET_KIB: usize = 32 * 1024;
 /// Memory limit of a deployed container or task, in MiB.

@@ -4,15 +4,38 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
 use boxcar_secrets::{KeyId, SecretKey};
+
+/// What goes wrong finding a place for a key or writing one.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("cannot find a place for key files: set BOXCAR_KEY_DIR or HOME, or pass --out")]
+    NoKeyDir,
+    #[error(
+        "refusing to write a secret key inside the work tree ({}): it could be committed; choose a path outside {}",
+        .path.display(),
+        .root.display()
+    )]
+    InsideWorkTree { path: PathBuf, root: PathBuf },
+    #[error("{} already exists; choose another --out or remove it first", .path.display())]
+    KeyFileExists { path: PathBuf, source: std::io::Error },
+    /// Reading, creating or writing a file or folder (`doing` says which).
+    #[error("{doing} {}", .path.display())]
+    Io { doing: &'static str, path: PathBuf, source: std::io::Error },
+}
+
+fn io(doing: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_owned();
+    move |source| Error::Io { doing, path, source }
+}
 
 /// The folder for secret key files: `BOXCAR_KEY_DIR`, else
 /// `$XDG_CONFIG_HOME/boxcar/keys`, else `~/.config/boxcar/keys`.
 ///
 /// Written out rather than taken from the `dirs` crate: the rule is three lines
 /// and xtask's dependency list is kept short on purpose.
-pub fn key_dir() -> anyhow::Result<PathBuf> {
+pub fn key_dir() -> Result<PathBuf, Error> {
     if let Some(dir) = std::env::var_os("BOXCAR_KEY_DIR").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir));
     }
@@ -21,20 +44,20 @@ pub fn key_dir() -> anyhow::Result<PathBuf> {
     }
     match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
         Some(home) => Ok(PathBuf::from(home).join(".config/boxcar/keys")),
-        None => bail!("cannot find a place for key files: set BOXCAR_KEY_DIR or HOME, or pass --out"),
+        None => Err(Error::NoKeyDir),
     }
 }
 
 /// `<key dir>/<env>-<key id>.key`: one file per key, so rotating never
 /// overwrites the key that running deployments still use.
-pub fn default_key_path(env: &str, id: KeyId) -> anyhow::Result<PathBuf> {
+pub fn default_key_path(env: &str, id: KeyId) -> Result<PathBuf, Error> {
     Ok(key_dir()?.join(format!("{env}-{id}.key")))
 }
 
 /// Refuses a key path (absolute, or relative to `root`) inside the project's work tree, where `git add -A`
 /// would pick it up.
-pub fn ensure_outside_work_tree(root: &Path, path: &Path) -> anyhow::Result<()> {
-    let root = root.canonicalize().with_context(|| format!("resolving {}", root.display()))?;
+pub fn ensure_outside_work_tree(root: &Path, path: &Path) -> Result<(), Error> {
+    let root = root.canonicalize().map_err(io("resolving", root))?;
     let absolute = root.join(path);
     // Walk the path as the kernel would: each part that exists is resolved
     // (symlinks followed) before a later `..` takes a step back, so
@@ -57,32 +80,23 @@ pub fn ensure_outside_work_tree(root: &Path, path: &Path) -> anyhow::Result<()> 
         }
     }
     if resolved.starts_with(&root) {
-        bail!(
-            "refusing to write a secret key inside the work tree ({}): it could be committed; \
-             choose a path outside {}",
-            resolved.display(),
-            root.display()
-        );
+        return Err(Error::InsideWorkTree { path: resolved, root });
     }
     Ok(())
 }
 
 /// Writes a key file with mode 0600, creating its folder with mode 0700.
 /// Never replaces an existing file.
-pub fn write_key_file(path: &Path, key: &SecretKey) -> anyhow::Result<()> {
+pub fn write_key_file(path: &Path, key: &SecretKey) -> Result<(), Error> {
     use std::os::unix::fs::DirBuilderExt as _;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io("creating", dir))?;
     }
-    boxcar_secrets::write_key_file(path, key).with_context(|| {
+    boxcar_secrets::write_key_file(path, key).map_err(|source| {
         if path.exists() {
-            format!("{} already exists; choose another --out or remove it first", path.display())
+            Error::KeyFileExists { path: path.to_owned(), source }
         } else {
-            format!("writing the key file {}", path.display())
+            Error::Io { doing: "writing the key file", path: path.to_owned(), source }
         }
     })
 }
@@ -136,22 +150,23 @@ impl KnownKeys {
         root: &std::path::Path,
         env: &str,
         key: &boxcar_secrets::PublicKey,
-    ) -> anyhow::Result<()> {
-        let Some(path) = self.path.take() else { anyhow::bail!("no key folder") };
+    ) -> Result<(), Error> {
+        let Some(path) = self.path.take() else { return Err(Error::NoKeyDir) };
         let repo = self.table.entry(KnownKeys::repo(root)).or_insert_with(|| toml::Table::new().into());
         if let Some(t) = repo.as_table_mut() {
             t.insert(env.to_owned(), key.to_base64().into());
         }
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
         }
+        // A table of tables of strings: always serializable, and written
+        // whole (`Display` of a `toml::Table` is its TOML document).
         let text = format!(
             "# Public keys `cargo xtask encrypt-secret` sealed to, per repository and environment;\n\
              # a changed one is refused without --accept-new-key.\n{}",
-            toml::to_string(&self.table)?
+            self.table
         );
-        boxcar_secrets::write_atomic(&path, text.as_bytes(), Some(0o600))?;
-        Ok(())
+        boxcar_secrets::write_atomic(&path, text.as_bytes(), Some(0o600)).map_err(io("writing", &path))
     }
 }
 

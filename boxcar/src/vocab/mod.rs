@@ -7,6 +7,8 @@ pub mod contract;
 pub mod defaults;
 pub mod entries;
 pub mod keys;
+pub mod labels;
+pub mod layout;
 pub mod plan;
 pub mod project;
 pub mod show;

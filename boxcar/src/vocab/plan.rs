@@ -6,84 +6,93 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
 use boxcar_secrets::{KeyId, SecretKey};
 
 use crate::vocab::contract::Service;
-use crate::vocab::project::EnvArg;
+use crate::vocab::labels;
+use crate::vocab::project::{BadEnvName, check_env_name};
+use crate::vocab::show::escape;
 
-/// Label on everything boxcar creates: the deployment's name.
-pub const LABEL_DEPLOYMENT: &str = "dev.boxcar.deployment";
-/// Label: the environment deployed.
-pub const LABEL_ENV: &str = "dev.boxcar.env";
-/// Label: the key id of the secret key the deployment holds.
-pub const LABEL_KEY_ID: &str = "dev.boxcar.key-id";
-/// Label: what a resource is for (`app`, `key`, `data`, `probe`, `loader`, `check`).
-pub const LABEL_ROLE: &str = "dev.boxcar.role";
-/// Label: hash of the settings a deploy applied, so a second identical deploy
-/// changes nothing.
-pub const LABEL_SPEC: &str = "dev.boxcar.spec";
-/// Label: the image a Swarm service runs (tags move; IDs and digests do not).
-pub const LABEL_IMAGE_ID: &str = "dev.boxcar.image-id";
-
-/// Where the Swarm secret (or Kubernetes Secret) with the key is mounted as a file.
-pub const SWARM_KEY_FILE: &str = "/run/secrets/boxcar-key";
-/// On a standalone engine the key lives in its own volume, mounted read-only here.
-pub const VOLUME_KEY_DIR: &str = "/run/secrets/boxcar";
-
-/// Which deployment a command is about.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Target {
-    #[command(flatten)]
-    pub at: EnvArg,
-    /// Docker engine to talk to (default: DOCKER_HOST, else the local socket).
-    #[arg(long, value_name = "DOCKER_HOST")]
-    pub host: Option<String>,
-    /// Name of the container or service (default: <service>-<ENV>). Volumes and
-    /// secrets are named after it.
-    #[arg(long, value_name = "NAME")]
-    pub name: Option<String>,
+/// What is wrong with a deployment's request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    EnvName(#[from] BadEnvName),
+    #[error(
+        "deployment name `{}` must be 1 to 40 characters of a-z, 0-9 and `-`, not starting or ending with `-`",
+        escape(.name)
+    )]
+    Name { name: String },
+    /// A deploy names its stopped old container and its probe with these endings.
+    #[error("deployment name `{name}` must not end in `-previous` or `-next`: deploys use those for a while")]
+    NameReserved { name: String },
+    #[error("--publish `{}`: expected [ADDRESS:]PORT, like 127.0.0.1:9000 or 9000", escape(.text))]
+    Publish { text: String },
+    #[error("--publish `{}`: `{}` is not an IP address", escape(.text), escape(.address))]
+    PublishAddress { text: String, address: String },
+    #[error("--replicas must be at least 1; `cargo xtask undeploy` stops a deployment")]
+    NoReplicas,
+    /// More than one replica of a service that runs one instance at a time.
+    #[error(
+        "--replicas {replicas}: service `{service}` runs one instance at a time in environment `{env}` ({}); use one replica",
+        if *.asked { "its own `instances` answer says so" } else { "boxcar.toml says instances = \"one\"" }
+    )]
+    OneInstance { replicas: u64, service: String, env: String, asked: bool },
+    #[error("--memory-mib {mib}: give at least 16")]
+    Memory { mib: u64 },
+    /// `[boxcar] production` is not a boolean.
+    #[error("{}: [boxcar] production must be true or false", escape(&.path.display().to_string()))]
+    Production { path: std::path::PathBuf },
 }
 
-impl Target {
-    /// The deployment's name: `--name`, else `<service>-<env>` with `_` as `-`
-    /// (service and Kubernetes names allow neither `_` nor capitals).
-    pub fn name(&self, service: &Service) -> anyhow::Result<String> {
-        deployment_name(service, &self.at.env, self.name.as_deref())
+/// How every container boxcar runs is confined, on every target (a
+/// standalone engine, a Swarm, Compose, Kubernetes) and for every role (the
+/// service, its probe, its own commands): a read-only root file system, no
+/// capabilities, no new privileges.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Hardening {
+    pub read_only_root: bool,
+    pub cap_drop: &'static [&'static str],
+    pub no_new_privileges: bool,
+}
+
+/// The one hardening set.
+pub const HARDENING: Hardening = Hardening { read_only_root: true, cap_drop: &["ALL"], no_new_privileges: true };
+
+impl Hardening {
+    /// The capabilities to drop, as the engine takes them.
+    pub fn cap_drop(&self) -> Vec<String> {
+        self.cap_drop.iter().map(|c| (*c).to_owned()).collect()
     }
 
-    /// The deployment's name, its service taken from the project's contract.
-    pub fn resolve(&self, ctx: &mut crate::vocab::project::Context) -> anyhow::Result<String> {
-        let service = ctx.service(&self.at.service)?;
-        self.name(&service)
+    /// The engine's security options that say it (`no-new-privileges`).
+    pub fn security_opt(&self) -> Vec<String> {
+        if self.no_new_privileges { vec!["no-new-privileges".to_owned()] } else { Vec::new() }
     }
 }
 
 /// `name`, else `<service>-<env>`, checked.
-pub fn deployment_name(service: &Service, env: &str, name: Option<&str>) -> anyhow::Result<String> {
-    boxcar_secrets::check_env_name(env)
-        .map_err(|p| anyhow::anyhow!("environment name `{}` {p}", crate::vocab::show::escape(env)))?;
+pub fn deployment_name(service: &Service, env: &str, name: Option<&str>) -> Result<String, Error> {
+    check_env_name(env)?;
     let name = name.map_or_else(|| service.deployment_name(env), ToOwned::to_owned);
     check_name(&name)?;
     Ok(name)
 }
 
 /// A name every engine and Kubernetes accepts, with room for `-key-<16 hex>`.
-pub fn check_name(name: &str) -> anyhow::Result<()> {
+pub fn check_name(name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 40
         && name.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
         && !name.starts_with('-')
         && !name.ends_with('-');
     if !ok {
-        bail!(
-            "deployment name `{}` must be 1 to 40 characters of a-z, 0-9 and `-`, not starting or ending with `-`",
-            crate::vocab::show::escape(name)
-        );
+        return Err(Error::Name { name: name.to_owned() });
     }
     // A deploy names its stopped old container and its probe this way.
     if name.ends_with("-previous") || name.ends_with("-next") {
-        bail!("deployment name `{name}` must not end in `-previous` or `-next`: deploys use those for a while");
+        return Err(Error::NameReserved { name: name.to_owned() });
     }
     Ok(())
 }
@@ -110,18 +119,16 @@ pub struct Publish {
 }
 
 impl Publish {
-    pub fn parse(text: &str) -> anyhow::Result<Publish> {
+    pub fn parse(text: &str) -> Result<Publish, Error> {
         let (address, port) = match text.rsplit_once(':') {
             Some((a, p)) => (Some(a.trim_start_matches('[').trim_end_matches(']').to_owned()), p),
             None => (None, text),
         };
-        let port = port
-            .parse::<u16>()
-            .map_err(|_| anyhow::anyhow!("--publish `{text}`: expected [ADDRESS:]PORT, like 127.0.0.1:9000 or 9000"))?;
+        let port = port.parse::<u16>().map_err(|_| Error::Publish { text: text.to_owned() })?;
         if let Some(a) = &address
             && a.parse::<std::net::IpAddr>().is_err()
         {
-            bail!("--publish `{text}`: `{a}` is not an IP address");
+            return Err(Error::PublishAddress { text: text.to_owned(), address: a.clone() });
         }
         Ok(Publish { address, port })
     }
@@ -159,36 +166,32 @@ impl Request {
     /// Checks every rule of `request` against `service`: the name, the
     /// replicas against the instance rule, the memory limit. Returns the
     /// name and the limit in bytes.
-    pub fn check(&self, service: &Service) -> anyhow::Result<(String, i64)> {
+    pub fn check(&self, service: &Service) -> Result<(String, i64), Error> {
         let name = deployment_name(service, &self.env, self.name.as_deref())?;
         if self.replicas == 0 {
-            bail!("--replicas must be at least 1; `cargo xtask undeploy` stops a deployment");
+            return Err(Error::NoReplicas);
         }
         if self.replicas > 1 && !self.many {
-            bail!(
-                "--replicas {}: service `{}` runs one instance at a time in environment `{}` ({}); use one replica",
-                self.replicas,
-                service.name,
-                self.env,
-                match service.instances {
-                    crate::vocab::contract::Instances::Ask(_) => "its own `instances` answer says so",
-                    _ => "boxcar.toml says instances = \"one\"",
-                }
-            );
+            return Err(Error::OneInstance {
+                replicas: self.replicas,
+                service: service.name.clone(),
+                env: self.env.clone(),
+                asked: matches!(service.instances, crate::vocab::contract::Instances::Ask(_)),
+            });
         }
         let memory_mib = self.memory_mib.unwrap_or(service.memory_mib);
         let memory_bytes = i64::try_from(memory_mib)
             .ok()
             .and_then(|m| m.checked_mul(1024 * 1024))
             .filter(|m| *m >= 16 * 1024 * 1024)
-            .with_context(|| format!("--memory-mib {memory_mib}: give at least 16"))?;
+            .ok_or(Error::Memory { mib: memory_mib })?;
         Ok((name, memory_bytes))
     }
 }
 
 impl Deployment {
     /// Checks `request` against `service` ([`Request::check`]), for the key `key_id`.
-    pub fn new(service: &Service, request: Request, key_id: KeyId) -> anyhow::Result<Deployment> {
+    pub fn new(service: &Service, request: Request, key_id: KeyId) -> Result<Deployment, Error> {
         let (name, memory_bytes) = request.check(service)?;
         Ok(Deployment {
             service: service.clone(),
@@ -206,10 +209,10 @@ impl Deployment {
     /// Labels common to everything this deployment creates.
     pub fn labels(&self, role: &str) -> HashMap<String, String> {
         [
-            (LABEL_DEPLOYMENT, self.name.as_str()),
-            (LABEL_ENV, self.env.as_str()),
-            (LABEL_ROLE, role),
-            (LABEL_KEY_ID, &self.key_id.to_string()),
+            (labels::DEPLOYMENT, self.name.as_str()),
+            (labels::ENV, self.env.as_str()),
+            (labels::ROLE, role),
+            (labels::KEY_ID, &self.key_id.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -236,15 +239,12 @@ impl Deployment {
 /// Whether an environment is production, where only release builds may run:
 /// `[boxcar] production = true` in its file, or, when the file does not say,
 /// an environment named `production` or `prod`.
-pub fn is_production(file: &boxcar_secrets::EnvFile) -> anyhow::Result<bool> {
+pub fn is_production(file: &boxcar_secrets::EnvFile) -> Result<bool, Error> {
     let said = file.table().get("boxcar").and_then(|b| b.get("production"));
     match said {
         None => Ok(matches!(file.env(), "production" | "prod")),
         Some(toml::Value::Boolean(b)) => Ok(*b),
-        Some(_) => bail!(
-            "{}: [boxcar] production must be true or false",
-            crate::vocab::show::escape(&file.path().display().to_string())
-        ),
+        Some(_) => Err(Error::Production { path: file.path().to_owned() }),
     }
 }
 
@@ -284,32 +284,19 @@ impl std::ops::Deref for Plan {
 impl Plan {
     /// The key file's bytes, as `cargo xtask keygen` writes them.
     pub fn key_file_bytes(&self) -> zeroize::Zeroizing<Vec<u8>> {
-        let text = self.key.to_base64();
-        let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(text.len() + 1));
-        bytes.extend_from_slice(text.as_bytes());
-        bytes.push(b'\n');
-        bytes
+        zeroize::Zeroizing::new(self.key.to_key_file_text().to_vec())
     }
-}
-
-/// The error for a resource that has the deployment's name but not boxcar's label.
-pub fn not_ours(kind: &str, name: &str) -> anyhow::Error {
-    anyhow::anyhow!(
-        "a {kind} named `{name}` exists and boxcar did not create it; nothing was changed\n\
-         hint: remove or rename it, or deploy under another name with --name"
-    )
 }
 
 /// Filters for the resources of one deployment.
 pub fn filters(name: &str) -> HashMap<String, Vec<String>> {
-    [("label".to_owned(), vec![format!("{LABEL_DEPLOYMENT}={name}")])].into()
+    [("label".to_owned(), vec![format!("{}={name}", labels::DEPLOYMENT)])].into()
 }
 
 /// A short hash of a JSON value, for the spec label.
 pub fn spec_hash(value: &serde_json::Value) -> String {
     use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(value.to_string().as_bytes());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&sha2::Sha256::digest(value.to_string().as_bytes())[..8])
 }
 
 #[cfg(test)]
@@ -381,6 +368,6 @@ mod tests {
         let d = Deployment::new(&s, request(1, false), SecretKey::generate().key_id()).unwrap();
         assert_eq!(d.key_resource(), format!("svc-prod-key-{}", d.key_id));
         assert_eq!(d.data_volume(), "svc-prod-data");
-        assert_eq!(d.labels("app")[LABEL_DEPLOYMENT], "svc-prod");
+        assert_eq!(d.labels("app")[labels::DEPLOYMENT], "svc-prod");
     }
 }

@@ -4,8 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::bail;
-use boxcar_secrets::{EnvFile, Intake, IntakeError, SecretKey};
+use boxcar_secrets::{EnvFile, Intake, IntakeError, KeyId, SecretKey};
 
 use crate::vocab::contract::{self, Contract, Service};
 use crate::vocab::defaults;
@@ -13,34 +12,54 @@ use crate::vocab::defaults;
 /// What `main` took out of the environment before anything else ran.
 pub type EnvKey = Result<Option<Intake>, IntakeError>;
 
-/// `--service`, for every command about one service.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct ServiceArg {
-    /// Which service of boxcar.toml (default: its `default`, or its only service).
-    #[arg(long, value_name = "NAME")]
-    pub service: Option<String>,
+/// What goes wrong finding the project's contract, an environment file or
+/// its key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(
+        "this project has no {}: declare the service to ship, for example\n  [[service]]\n  name = \"my-service\"\n  \
+         health.http = \"/healthz\"\n(README, \"Ship your own service\"; docs/CONTRACT.md has every field)",
+        contract::FILE
+    )]
+    NoContract,
+    #[error("--service needs a {} that declares it; this project has none", contract::FILE)]
+    ServiceWithoutContract,
+    #[error(transparent)]
+    Contract(#[from] contract::Error),
+    #[error(transparent)]
+    EnvName(#[from] BadEnvName),
+    /// The environment's file does not exist (`shown`: its path as messages show it).
+    #[error("{shown} does not exist; create the environment with `cargo xtask keygen --env {env}`")]
+    NoEnvFile { env: String, shown: String },
+    #[error(transparent)]
+    Secrets(#[from] boxcar_secrets::Error),
+    #[error(transparent)]
+    Intake(#[from] IntakeError),
+    /// `--key-file` and `SECRET_KEY_FILE` or `SECRET_KEY` were both given.
+    #[error("both --key-file and {var} are set; give the key one way only")]
+    KeyTwice { var: &'static str },
+    #[error(
+        "no secret key for environment `{env}` (key id {key_id}): pass --key-file, set SECRET_KEY_FILE, or put the \
+         key at {}",
+        .path.display()
+    )]
+    NoKey { env: String, key_id: KeyId, path: PathBuf },
+    #[error(transparent)]
+    Keys(#[from] crate::vocab::keys::Error),
 }
 
-/// `--env` and `--service`: one environment of one service.
-#[derive(Debug, Clone, clap::Args)]
-pub struct EnvArg {
-    /// Deployment environment (<config dir>/<ENV>.toml; a-z, 0-9, `_`, `-`, starting with a letter).
-    #[arg(long, value_name = "ENV")]
+/// An environment name that breaks the rules of docs/FORMAT.md.
+#[derive(Debug, thiserror::Error)]
+#[error("environment name `{}` {problem}", crate::vocab::show::escape(.env))]
+pub struct BadEnvName {
     pub env: String,
-    #[command(flatten)]
-    pub service: ServiceArg,
+    pub problem: String,
 }
 
-/// The environment to open and where its secret key is, for commands that
-/// open values.
-#[derive(Debug, clap::Args)]
-pub(crate) struct OpenArgs {
-    #[command(flatten)]
-    pub(crate) at: EnvArg,
-    /// File holding the environment's current secret key (default: SECRET_KEY_FILE,
-    /// SECRET_KEY, then the key folder's file for the environment's key id).
-    #[arg(long, value_name = "PATH")]
-    pub(crate) key_file: Option<PathBuf>,
+/// Checks an environment name.
+pub fn check_env_name(env: &str) -> Result<(), BadEnvName> {
+    boxcar_secrets::check_env_name(env).map_err(|problem| BadEnvName { env: env.to_owned(), problem })
 }
 
 /// What every command gets.
@@ -66,19 +85,15 @@ impl Context {
     }
 
     /// The service contract, checked; `None` when the project has no boxcar.toml.
-    pub fn contract(&self) -> anyhow::Result<Option<Contract>> {
-        Contract::load(&self.root)
+    pub fn contract(&self) -> Result<Option<Contract>, Error> {
+        Ok(Contract::load(&self.root)?)
     }
 
     /// The contract with every package and binary checked against the
     /// workspace: what building and deploying need.
-    pub fn resolved_contract(&self) -> anyhow::Result<Contract> {
+    pub fn resolved_contract(&self) -> Result<Contract, Error> {
         let Some(mut contract) = self.contract()? else {
-            bail!(
-                "this project has no {}: declare the service to ship, for example\n  [[service]]\n  name = \"my-service\"\n  \
-                 health.http = \"/healthz\"\n(README, \"Ship your own service\"; docs/CONTRACT.md has every field)",
-                contract::FILE
-            );
+            return Err(Error::NoContract);
         };
         contract.resolve(&self.root)?;
         Ok(contract)
@@ -86,9 +101,9 @@ impl Context {
 
     /// The service a command is about, resolved, and its folder of
     /// environment files as the command's.
-    pub fn service(&mut self, arg: &ServiceArg) -> anyhow::Result<Service> {
+    pub fn service(&mut self, name: Option<&str>) -> Result<Service, Error> {
         let contract = self.resolved_contract()?;
-        let service = contract.pick(arg.service.as_deref())?.clone();
+        let service = contract.pick(name)?.clone();
         self.config_dir.clone_from(&service.config_dir);
         self.named_service = Context::unless_default(&contract, &service.name);
         Ok(service)
@@ -96,16 +111,14 @@ impl Context {
 
     /// For the secrets commands: the chosen service's folder of environment
     /// files, or `deploy-config` in a project without boxcar.toml.
-    pub(crate) fn use_config_of(&mut self, arg: &ServiceArg) -> anyhow::Result<()> {
+    pub fn use_config_of(&mut self, name: Option<&str>) -> Result<(), Error> {
         match self.contract()? {
             Some(contract) => {
-                let service = contract.pick(arg.service.as_deref())?;
+                let service = contract.pick(name)?;
                 self.config_dir.clone_from(&service.config_dir);
                 self.named_service = Context::unless_default(&contract, &service.name);
             }
-            None if arg.service.is_some() => {
-                bail!("--service needs a {} that declares it; this project has none", contract::FILE)
-            }
+            None if name.is_some() => return Err(Error::ServiceWithoutContract),
             None => {}
         }
         Ok(())
@@ -114,7 +127,7 @@ impl Context {
     /// What boxcar.toml gives each service whose folder of environment files
     /// is `dir` at run time, `(service, run-time contract)`: what the approval
     /// of every environment in `dir` covers. None in a project without boxcar.toml.
-    pub fn runtimes_in(&self, dir: &Path) -> anyhow::Result<Vec<(String, toml::Table)>> {
+    pub fn runtimes_in(&self, dir: &Path) -> Result<Vec<(String, toml::Table)>, Error> {
         let Some(mut contract) = self.contract()? else { return Ok(Vec::new()) };
         contract.resolve(&self.root)?;
         contract
@@ -163,12 +176,11 @@ impl Context {
     }
 
     /// Loads `<config dir>/<env>.toml`, with a hint when it does not exist.
-    pub fn load_env(&self, env: &str) -> anyhow::Result<EnvFile> {
-        boxcar_secrets::check_env_name(env)
-            .map_err(|p| anyhow::anyhow!("environment name `{}` {p}", crate::vocab::show::escape(env)))?;
+    pub fn load_env(&self, env: &str) -> Result<EnvFile, Error> {
+        check_env_name(env)?;
         let path = self.env_path(env);
         if !path.exists() {
-            bail!("{} does not exist; create the environment with `cargo xtask keygen --env {env}`", self.show(&path));
+            return Err(Error::NoEnvFile { env: env.to_owned(), shown: self.show(&path) });
         }
         Ok(EnvFile::load(&path)?.for_service(self.named_service.as_deref()))
     }
@@ -176,24 +188,17 @@ impl Context {
     /// Finds the secret key for `file`'s environment, in this order: `--key-file`,
     /// `SECRET_KEY_FILE` or `SECRET_KEY`, then the default key file for the
     /// environment's key id. Says on stderr which one it used.
-    pub fn secret_key(&mut self, file: &EnvFile, key_file: Option<&Path>) -> anyhow::Result<SecretKey> {
+    pub fn secret_key(&mut self, file: &EnvFile, key_file: Option<&Path>) -> Result<SecretKey, Error> {
         let from_env = std::mem::replace(&mut self.env_key, Ok(None))?;
         let intake = match (key_file, from_env) {
-            (Some(_), Some(env)) => {
-                bail!("both --key-file and {} are set; give the key one way only", env_var_name(&env))
-            }
+            (Some(_), Some(env)) => return Err(Error::KeyTwice { var: env_var_name(&env) }),
             (Some(path), None) => boxcar_secrets::read_key_file(&self.user_path(path), "--key-file")?,
             (None, Some(env)) => env,
             (None, None) => {
                 let path = crate::vocab::keys::default_key_path(file.env(), file.public_key().key_id())?;
                 if !path.exists() {
-                    bail!(
-                        "no secret key for environment `{}` (key id {}): pass --key-file, set SECRET_KEY_FILE, \
-                         or put the key at {}",
-                        file.env(),
-                        file.public_key().key_id(),
-                        path.display()
-                    );
+                    let (env, key_id) = (file.env().to_owned(), file.public_key().key_id());
+                    return Err(Error::NoKey { env, key_id, path });
                 }
                 boxcar_secrets::read_key_file(&path, "the default key location")?
             }
@@ -203,14 +208,6 @@ impl Context {
         }
         eprintln!("using the secret key from {}", intake.source);
         Ok(intake.key)
-    }
-
-    /// Loads the environment file and its secret key, as `args` say.
-    pub(crate) fn open(&mut self, args: &OpenArgs) -> anyhow::Result<(EnvFile, SecretKey)> {
-        self.use_config_of(&args.at.service)?;
-        let file = self.load_env(&args.at.env)?;
-        let key = self.secret_key(&file, args.key_file.as_deref())?;
-        Ok((file, key))
     }
 }
 

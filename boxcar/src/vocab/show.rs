@@ -13,6 +13,12 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
     }
 }
 
+/// Problems found in one pass, each on its own indented line: what an error
+/// that lists them shows after its summary.
+pub fn lines(problems: &[String]) -> String {
+    problems.iter().map(|p| format!("\n  {p}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,12 +12,9 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use crate::vocab::contract::{IMAGE_CONFIG_DIR, Service};
-
-/// Where the probe lives in the image, when the service has no check command.
-pub const PROBE_PATH: &str = "/usr/local/bin/boxcar-probe";
-/// The CA bundle the image carries (Debian's, from the builder).
-const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+use crate::vocab::contract::Service;
+use crate::vocab::labels;
+use crate::vocab::layout::{self, CA_BUNDLE, PROBE_PATH};
 
 /// What goes into the runner image.
 #[derive(Debug, Clone)]
@@ -39,10 +36,6 @@ pub struct Spec {
     /// The build profile; anything but `release` is labelled.
     pub profile: super::compile::Profile,
 }
-
-/// Label: the build profile of an image that is not a release build (a
-/// release build carries none, as every image did before profiles existed).
-pub const LABEL_PROFILE: &str = "dev.boxcar.profile";
 
 /// A built archive.
 #[derive(Debug)]
@@ -131,14 +124,13 @@ pub fn layer(spec: &Spec) -> anyhow::Result<Vec<u8>> {
     let uid = u64::from(service.user);
     let mut entries = Entries::default();
     entries.dir("etc", 0o755, 0);
-    entries.dir(IMAGE_CONFIG_DIR, 0o755, 0);
-    entries.file("etc/group", 0o444, group(service.user).into());
-    entries.file("etc/passwd", 0o444, passwd(service.user).into());
-    entries.dir("etc/ssl/certs", 0o755, 0);
+    entries.dir(layout::CONFIG_DIR, 0o755, 0);
+    entries.file(layout::GROUP, 0o444, group(service.user).into());
+    entries.file(layout::PASSWD, 0o444, passwd(service.user).into());
     entries.file(CA_BUNDLE, 0o444, spec.ca_bundle.clone());
-    entries.dir("home/nonroot", 0o700, uid);
-    entries.dir("tmp", 0o1777, 0);
-    entries.dir("usr/local/bin", 0o755, 0);
+    entries.dir(layout::HOME, 0o700, uid);
+    entries.dir(layout::TMP, 0o1777, 0);
+    entries.dir(layout::BIN_DIR, 0o755, 0);
     entries.file(&service.binary_path(), 0o555, spec.binary.clone());
     if let Some(probe) = &spec.probe {
         entries.file(PROBE_PATH, 0o555, probe.clone());
@@ -150,13 +142,13 @@ pub fn layer(spec: &Spec) -> anyhow::Result<Vec<u8>> {
         entries.file(to, *mode, data.clone());
     }
     for (name, data) in &spec.env_files {
-        entries.file(&format!("{IMAGE_CONFIG_DIR}/{name}"), 0o444, data.clone());
+        entries.file(&format!("{}/{name}", layout::CONFIG_DIR), 0o444, data.clone());
     }
     // What the contract gives the service at run time, as this image was
     // built: the service starts only on an environment that approves it.
     let runtime = service.runtime_with(&spec.files);
     let service_file = boxcar_secrets::ServiceFile::render(&service.name, &runtime);
-    entries.file(boxcar_secrets::IMAGE_SERVICE_FILE, 0o444, service_file.into_bytes());
+    entries.file(layout::SERVICE_FILE, 0o444, service_file.into_bytes());
     tar_of(entries, spec.epoch)
 }
 
@@ -188,7 +180,7 @@ fn tar_of(entries: Entries, epoch: u64) -> anyhow::Result<Vec<u8>> {
 }
 
 fn sha256(data: &[u8]) -> String {
-    super::base::hex(&Sha256::digest(data))
+    hex::encode(Sha256::digest(data))
 }
 
 fn rfc3339(epoch: u64) -> String {
@@ -228,14 +220,14 @@ pub fn config(spec: &Spec, diff_id: &str) -> Value {
         labels.insert("org.opencontainers.image.source", s.clone());
     }
     if spec.profile != super::compile::Profile::Release {
-        labels.insert(LABEL_PROFILE, spec.profile.cargo_name().to_owned());
+        labels.insert(labels::PROFILE, spec.profile.cargo_name().to_owned());
     }
     if spec.dirty {
-        labels.insert("dev.boxcar.dirty", "true: built from uncommitted changes, not reproducible".to_owned());
+        labels.insert(labels::DIRTY, "true: built from uncommitted changes, not reproducible".to_owned());
     }
-    let mut env = vec!["PATH=/usr/local/bin".to_owned()];
+    let mut env = vec![format!("{}={}", layout::PATH_VAR, layout::BIN_DIR)];
     env.extend(service.env.iter().map(|(k, v)| format!("{k}={v}")));
-    env.push(format!("SSL_CERT_FILE={CA_BUNDLE}"));
+    env.push(format!("{}={CA_BUNDLE}", layout::CA_BUNDLE_VAR));
     let mut ports = serde_json::Map::new();
     for port in std::iter::once(&service.port).chain(&service.extra_ports) {
         ports.insert(format!("{port}/tcp"), json!({}));
@@ -424,6 +416,33 @@ pub(crate) mod tests {
         assert_eq!(index["manifests"][0]["digest"], blobs.manifest.digest);
     }
 
+    /// What the assembly writes is what the contract's check keeps extra
+    /// files away from (`layout::FILLED`): every file of a layer without the
+    /// contract's files and data is a filled path, and every filled path is
+    /// written. (Folders above them are made as they are needed.)
+    #[test]
+    fn the_assembly_fills_the_paths_the_contract_reserves() {
+        let mut bare = spec();
+        bare.files.clear();
+        bare.service.data = None;
+        bare.service.files.clear();
+        let layer = layer(&bare).unwrap();
+        let mut written = Vec::new();
+        for e in tar::Archive::new(&layer[..]).entries().unwrap() {
+            let e = e.unwrap();
+            let path = format!("/{}", e.path().unwrap().display());
+            if e.header().entry_type().is_file() {
+                assert!(layout::is_filled(&path, None), "{path} is written but a contract's file may take it");
+            }
+            written.push(path);
+        }
+        for filled in layout::FILLED {
+            assert!(written.iter().any(|w| w.starts_with(filled)), "{filled} is reserved but never written");
+        }
+        // A contract's file in a free place is written where it asks.
+        assert!(!layout::is_filled("/usr/share/svc/motd", None));
+    }
+
     #[test]
     fn layer_is_sorted_with_fixed_owners_and_modes() {
         let layer = layer(&spec()).unwrap();
@@ -503,10 +522,10 @@ pub(crate) mod tests {
         assert_eq!(c["Labels"]["org.opencontainers.image.title"], "svc");
         assert_eq!(c["Labels"]["org.opencontainers.image.version"], "1.2.3");
         assert_eq!(c["Labels"]["org.opencontainers.image.source"], "https://example.invalid/svc");
-        assert!(c["Labels"].get(LABEL_PROFILE).is_none(), "a release build is not labelled");
+        assert!(c["Labels"].get(labels::PROFILE).is_none(), "a release build is not labelled");
         let mut fast = spec();
         fast.profile = super::super::compile::Profile::Fast;
-        assert_eq!(config(&fast, "00")["config"]["Labels"][LABEL_PROFILE], "boxcar-fast");
+        assert_eq!(config(&fast, "00")["config"]["Labels"][labels::PROFILE], "boxcar-fast");
 
         // A service with its own check command and no data, no arguments.
         let mut own = spec();

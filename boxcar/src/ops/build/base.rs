@@ -124,7 +124,7 @@ pub async fn ensure_builder(
         hash.update(part);
     }
     let digest = hash.finalize();
-    let tag = format!("boxcar/builder:{}", hex(&digest[..6]));
+    let tag = format!("boxcar/builder:{}", hex::encode(&digest[..6]));
     if docker.inspect_image(&tag).await.is_ok() {
         eprintln!("builder image {tag} is up to date");
         return Ok(tag);
@@ -209,8 +209,4 @@ pub(crate) fn lock(name: &str, waiting_for: &str) -> anyhow::Result<std::fs::Fil
         }
     }
     Ok(file)
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -3,19 +3,6 @@
 //! Runs at the end of every `image` (before anything is loaded) and as
 //! `cargo xtask image-check` on an image in the engine.
 
-/// Options of the image check, shared by `image` and `image-check`.
-#[derive(Debug, Default, clap::Args)]
-pub struct CheckArgs {
-    /// Secret key file(s): open every value of the matching environment and make
-    /// sure no plaintext is in the image (SECRET_KEY_FILE or SECRET_KEY also count).
-    #[arg(long = "key-file", value_name = "PATH")]
-    pub key_files: Vec<std::path::PathBuf>,
-    /// Fail when the image is larger than this many KiB, all layers
-    /// uncompressed (default: the contract's size_budget_kib).
-    #[arg(long, value_name = "KIB")]
-    pub size_budget_kib: Option<usize>,
-}
-
 use std::collections::BTreeMap;
 use std::io::Read as _;
 

@@ -275,11 +275,11 @@ fn read_sources(trees: &[Tree]) -> anyhow::Result<(Vec<Source>, String)> {
             hash.update((data.len() as u64).to_le_bytes());
             hash.update(&data);
             let meta = std::fs::symlink_metadata(&full).with_context(|| format!("reading {}", full.display()))?;
-            let file_hash = super::base::hex(&Sha256::digest(&data));
+            let file_hash = hex::encode(Sha256::digest(&data));
             sources.push(Source { name, full, meta, data, hash: file_hash });
         }
     }
-    Ok((sources, super::base::hex(&hash.finalize())))
+    Ok((sources, hex::encode(hash.finalize())))
 }
 
 /// Where the target volume records the content of every source file its
@@ -600,7 +600,7 @@ fn seed(root: &Path, cargo_home: &Path) -> anyhow::Result<Seed> {
             }
             let file = format!("{name}-{version}.crate");
             let Ok(data) = std::fs::read(cache.path().join(&file)) else { continue };
-            if super::base::hex(&Sha256::digest(&data)) != checksum {
+            if hex::encode(Sha256::digest(&data)) != checksum {
                 continue;
             }
             append(format!("{REGISTRY_IN_BUILDER}/cache/{dir}/{file}"), &data)?;
@@ -635,7 +635,7 @@ const PROBE_SOURCE: &str = include_str!("../../../probe/boxcar-probe.rs");
 /// project. Cached in `target/boxcar-image/` by builder and source.
 pub async fn probe(docker: &Docker, root: &Path, builder: &str) -> anyhow::Result<Vec<u8>> {
     let builder_id = builder.rsplit(':').next().unwrap_or(builder);
-    let hash = super::base::hex(&Sha256::digest(PROBE_SOURCE.as_bytes()));
+    let hash = hex::encode(Sha256::digest(PROBE_SOURCE.as_bytes()));
     let cached = root.join("target/boxcar-image").join(format!("boxcar-probe-{builder_id}-{}", &hash[..16]));
     if let Ok(binary) = std::fs::read(&cached) {
         return Ok(binary);
@@ -803,7 +803,7 @@ mod tests {
         std::fs::create_dir_all(home.join("registry/cache/other-0123")).unwrap();
         std::fs::write(home.join("registry/cache/other-0123/serde-1.0.0.crate"), b"x").unwrap();
         std::fs::write(index.join("config.json"), b"{}").unwrap();
-        let sum = |data: &[u8]| super::super::base::hex(&Sha256::digest(data));
+        let sum = |data: &[u8]| hex::encode(Sha256::digest(data));
         std::fs::write(cache.join("serde-1.0.0.crate"), b"serde").unwrap();
         std::fs::write(index.join(".cache/se/rd/serde"), b"serde entry").unwrap();
         std::fs::write(cache.join("abc-0.1.0.crate"), b"tampered").unwrap();
@@ -868,7 +868,7 @@ mod tests {
         let files = ["src/added.rs", "src/edited.rs", "src/same.rs"].map(PathBuf::from).to_vec();
         let trees = [Tree { host, builder: PathBuf::from("/src"), files }];
         let (sources, _) = read_sources(&trees).unwrap();
-        let sum = |text: &str| super::super::base::hex(&Sha256::digest(text.as_bytes()));
+        let sum = |text: &str| hex::encode(Sha256::digest(text.as_bytes()));
         let record: std::collections::BTreeMap<String, String> = [
             ("src/src/same.rs".to_owned(), sum("same")),
             ("src/src/edited.rs".to_owned(), sum("old text")),

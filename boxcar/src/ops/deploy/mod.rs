@@ -127,7 +127,7 @@ impl Deploy {
     /// The deployment this asks for, with `many` instances allowed or not
     /// (the contract's rule, or the service's answer) and the key `key_id`.
     pub fn deployment(&self, many: bool, key_id: boxcar_secrets::KeyId) -> anyhow::Result<Deployment> {
-        Deployment::new(&self.service, Request { many, ..self.request.clone() }, key_id)
+        Ok(Deployment::new(&self.service, Request { many, ..self.request.clone() }, key_id)?)
     }
 
     /// With the environment's `file` and its secret `key`: the key must be
@@ -217,7 +217,7 @@ impl Keyed {
             .config
             .as_ref()
             .and_then(|c| c.labels.as_ref())
-            .and_then(|l| l.get(crate::ops::build::assemble::LABEL_PROFILE));
+            .and_then(|l| l.get(crate::vocab::labels::PROFILE));
         if let Some(profile) = profile
             && self.production
             && !ask.allow_non_release
@@ -401,7 +401,7 @@ async fn service_answers(
         Instances::Many => Ok(true),
         Instances::Ask(args) => {
             let answer = service_cmd::in_image(docker, image_id, name, service, args, &file).await?;
-            service_cmd::many_from(service, args, &answer)
+            Ok(service_cmd::many_from(service, args, &answer)?)
         }
     }
 }
@@ -422,7 +422,7 @@ pub async fn logs(docker: &Docker, name: &str, follow: bool, tail: u64) -> anyho
     use futures::StreamExt as _;
     use std::io::Write as _;
     let swarm = swarm::service_here(docker, name).await?;
-    if !swarm && standalone::managed_container(docker, name, name).await?.is_none() {
+    if !swarm && crate::ops::resources::managed_container(docker, name, name).await?.is_none() {
         bail!("nothing named `{name}` is deployed on this engine");
     }
     let options = bollard::query_parameters::LogsOptionsBuilder::default()
@@ -455,44 +455,4 @@ pub async fn undeploy(docker: &Docker, name: &str, purge: bool) -> anyhow::Resul
         bail!("nothing named `{name}` is deployed on this engine");
     }
     Ok(())
-}
-
-/// The last lines of a container's log, for failure reports.
-pub async fn last_log_lines(docker: &Docker, container: &str, n: usize) -> String {
-    read_log(docker.logs(container, Some(tail_options(n)))).await
-}
-
-/// Both streams of a log, its last `n` lines.
-pub(crate) fn tail_options(n: usize) -> bollard::query_parameters::LogsOptions {
-    bollard::query_parameters::LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&n.to_string()).build()
-}
-
-/// A log stream read to its end, each line escaped and indented.
-pub(crate) async fn read_log(
-    stream: impl futures::Stream<Item = Result<bollard::container::LogOutput, bollard::errors::Error>>,
-) -> String {
-    use futures::StreamExt as _;
-    let mut stream = std::pin::pin!(stream);
-    let mut out = String::new();
-    while let Some(Ok(item)) = stream.next().await {
-        out.push_str(&String::from_utf8_lossy(&item.into_bytes()));
-    }
-    let lines: Vec<String> = out.lines().map(|l| crate::vocab::show::escape(l).into_owned()).collect();
-    indent(&lines.join("\n"))
-}
-
-pub fn indent(text: &str) -> String {
-    let lines: Vec<String> = text.lines().map(|l| format!("  | {l}")).collect();
-    if lines.is_empty() { "  | (no output)".to_owned() } else { lines.join("\n") }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn logs_are_indented_and_an_empty_one_says_so() {
-        assert_eq!(indent("a\nb"), "  | a\n  | b");
-        assert_eq!(indent(""), "  | (no output)");
-    }
 }

@@ -33,12 +33,16 @@ use bollard::query_parameters::{
 use futures::StreamExt as _;
 
 use crate::adapters::engine::is_not_found;
-use crate::vocab::plan::{
-    KeyDelivery, LABEL_DEPLOYMENT, LABEL_KEY_ID, LABEL_ROLE, LABEL_SPEC, Plan, VOLUME_KEY_DIR, filters, not_ours,
+use crate::ops::resources::{self, engine_message, label, managed_container, remove};
+use crate::vocab::labels::{
+    DATA as LABEL_DATA, DEPLOYMENT as LABEL_DEPLOYMENT, KEY_ID as LABEL_KEY_ID, ROLE as LABEL_ROLE, SPEC as LABEL_SPEC,
 };
+use crate::vocab::layout::{VOLUME_KEY_DIR, VOLUME_KEY_FILE, VOLUME_KEY_FILE_NAME};
+use crate::vocab::plan::{KeyDelivery, Plan, filters};
 
-/// Label on the service's container: the volume that holds its data.
-const LABEL_DATA: &str = "dev.boxcar.data";
+fn not_ours(kind: &'static str, name: &str) -> anyhow::Error {
+    resources::Error::NotOurs { kind, name: name.to_owned() }.into()
+}
 /// Seconds the engine waits after SIGTERM before SIGKILL: a service's graceful stop.
 const STOP_SECONDS: i32 = 10;
 /// Healthcheck period of the deployed container. The image says 10 s; a
@@ -59,7 +63,7 @@ impl KeyMount {
     fn describe(&self) -> String {
         match self {
             KeyMount::Volume(v) => format!(
-                "as a file: SECRET_KEY_FILE={VOLUME_KEY_DIR}/key from the read-only volume {v}; \
+                "as a file: SECRET_KEY_FILE={VOLUME_KEY_FILE} from the read-only volume {v}; \
                  not in the container's environment"
             ),
             KeyMount::Env => "as SECRET_KEY in the container's environment: `docker inspect` shows it".to_owned(),
@@ -144,7 +148,7 @@ pub async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyhow::Res
             Ok(()) => start_and_wait(docker, &probe, plan.timeout).await,
             Err(e) => Err(format!("{e:#}")),
         };
-        let logs = super::last_log_lines(docker, &probe, 30).await;
+        let logs = resources::last_log_lines(docker, &probe, 30).await;
         remove(docker, &probe).await;
         if let Err(why) = result {
             created.undo().await;
@@ -174,7 +178,7 @@ pub async fn deploy(docker: &Docker, plan: &Plan, image_id: &str) -> anyhow::Res
     let result = swap_in(docker, plan, &spec, &key, &previous, current.is_some(), &mut created).await;
     let healthy_after = started.elapsed();
     if let Err(why) = result {
-        let logs = super::last_log_lines(docker, name, 30).await;
+        let logs = resources::last_log_lines(docker, name, 30).await;
         remove(docker, name).await;
         created.undo().await;
         if current.is_some() {
@@ -394,7 +398,7 @@ fn body(plan: &Plan, spec: &str, key: &KeyMount, role: Role, data: Option<&str>)
     }
     match key {
         KeyMount::Volume(volume) => {
-            env.push(format!("SECRET_KEY_FILE={VOLUME_KEY_DIR}/key"));
+            env.push(format!("SECRET_KEY_FILE={VOLUME_KEY_FILE}"));
             mounts.push(Mount {
                 typ: Some(MountType::VOLUME),
                 source: Some(volume.clone()),
@@ -436,11 +440,8 @@ fn body(plan: &Plan, spec: &str, key: &KeyMount, role: Role, data: Option<&str>)
             start_period: Some(nanos(Duration::from_secs(10))),
             start_interval: None,
         }),
-        host_config: Some(HostConfig {
+        host_config: Some(resources::hardened(HostConfig {
             restart_policy: Some(RestartPolicy { name: Some(restart), maximum_retry_count: None }),
-            readonly_rootfs: Some(true),
-            cap_drop: Some(vec!["ALL".to_owned()]),
-            security_opt: Some(vec!["no-new-privileges".to_owned()]),
             tmpfs: Some(tmpfs),
             mounts: Some(mounts),
             memory: Some(plan.memory_bytes),
@@ -456,31 +457,9 @@ fn body(plan: &Plan, spec: &str, key: &KeyMount, role: Role, data: Option<&str>)
                 ])),
             }),
             ..HostConfig::default()
-        }),
+        })),
         ..ContainerCreateBody::default()
     }
-}
-
-/// The container `name`, if there is one and boxcar made it for
-/// `deployment`; an error if there is one that boxcar did not make.
-pub(crate) async fn managed_container(
-    docker: &Docker,
-    name: &str,
-    deployment: &str,
-) -> anyhow::Result<Option<ContainerInspectResponse>> {
-    let info = match docker.inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>).await {
-        Ok(info) => info,
-        Err(e) if is_not_found(&e) => return Ok(None),
-        Err(e) => return Err(anyhow::Error::new(e).context(format!("inspecting the container {name}"))),
-    };
-    if label(&info, LABEL_DEPLOYMENT) != Some(deployment) {
-        return Err(not_ours("container", name));
-    }
-    Ok(Some(info))
-}
-
-fn label<'a>(info: &'a ContainerInspectResponse, key: &str) -> Option<&'a str> {
-    info.config.as_ref()?.labels.as_ref()?.get(key).map(String::as_str)
 }
 
 fn health(info: &ContainerInspectResponse) -> Option<HealthStatusEnum> {
@@ -522,19 +501,6 @@ async fn rename(docker: &Docker, from: &str, to: &str) -> anyhow::Result<()> {
         .with_context(|| format!("renaming the container {from} to {to}"))
 }
 
-/// Stops and removes a container; failures are reported, not returned: this
-/// runs on paths that are already reporting something more important.
-async fn remove(docker: &Docker, name: &str) {
-    // `v`: also the anonymous volume the image's `/data` gives a container
-    // that does not mount one (the key loader); named volumes stay.
-    let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
-    if let Err(e) = docker.remove_container(name, Some(options)).await
-        && !is_not_found(&e)
-    {
-        eprintln!("warning: could not remove the container {name}: {e}");
-    }
-}
-
 /// Starts a container and waits until the engine reports it healthy.
 async fn start_and_wait(docker: &Docker, name: &str, timeout: Duration) -> Result<(), String> {
     let started = Instant::now();
@@ -569,14 +535,6 @@ async fn start_and_wait(docker: &Docker, name: &str, timeout: Duration) -> Resul
             return Err(format!("it was not healthy after {}", humantime::format_duration(timeout)));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The engine's own message, without bollard's wrapping.
-fn engine_message(e: &bollard::errors::Error) -> String {
-    match e {
-        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
-        other => other.to_string(),
     }
 }
 
@@ -629,7 +587,7 @@ async fn fill_key_volume(
         header.set_uid(u64::from(plan.service.user));
         header.set_gid(u64::from(plan.service.user));
         header.set_mtime(0);
-        archive.append_data(&mut header, "key", &bytes[..]).context("packing the key")?;
+        archive.append_data(&mut header, VOLUME_KEY_FILE_NAME, &bytes[..]).context("packing the key")?;
         // Moved, not copied, into the request body: bollard takes ownership
         // and cannot wipe it, so a wiped copy here would only add one more.
         let tar = archive.into_inner().context("packing the key")?;

@@ -23,9 +23,16 @@ use bollard::models::{
 use bollard::query_parameters::{ListSecretsOptionsBuilder, ListTasksOptionsBuilder, UpdateServiceOptions};
 
 use crate::adapters::engine::is_not_found;
-use crate::vocab::plan::{
-    LABEL_DEPLOYMENT, LABEL_IMAGE_ID, LABEL_KEY_ID, LABEL_SPEC, Plan, PublishMode, SWARM_KEY_FILE, filters, not_ours,
+use crate::ops::resources;
+use crate::vocab::labels::{
+    DEPLOYMENT as LABEL_DEPLOYMENT, IMAGE_ID as LABEL_IMAGE_ID, KEY_ID as LABEL_KEY_ID, SPEC as LABEL_SPEC,
 };
+use crate::vocab::layout::{KEY_FILE_NAME, SWARM_KEY_FILE};
+use crate::vocab::plan::{HARDENING, Plan, PublishMode, filters};
+
+fn not_ours(kind: &'static str, name: &str) -> anyhow::Error {
+    resources::Error::NotOurs { kind, name: name.to_owned() }.into()
+}
 
 /// Healthcheck of the service's tasks: Swarm counts a task as running only
 /// once it passes, and replaces (or rolls back) one that turns unhealthy.
@@ -157,7 +164,7 @@ pub async fn deploy(
     let started = Instant::now();
     let name = &plan.name;
     let existing = managed_service(docker, name).await?;
-    if super::standalone::managed_container(docker, name, name).await?.is_some() {
+    if resources::managed_container(docker, name, name).await?.is_some() {
         bail!(
             "`{name}` runs as a standalone container on this engine; `cargo xtask undeploy --env {}` it first \
              (the data volume stays), or deploy under another name with --name",
@@ -302,7 +309,7 @@ fn service_spec(
     } else {
         (ServiceSpecUpdateConfigOrderEnum::STOP_FIRST, ServiceSpecRollbackConfigOrderEnum::STOP_FIRST)
     };
-    let file_name = SWARM_KEY_FILE.rsplit('/').next().unwrap_or("boxcar-key");
+    let file_name = KEY_FILE_NAME;
     let container = TaskSpecContainerSpec {
         image: Some(reference.to_owned()),
         // The spec label on the task makes every change a rolling update.
@@ -312,9 +319,9 @@ fn service_spec(
             format!("SECRET_KEY_FILE={SWARM_KEY_FILE}"),
         ]),
         user: Some(format!("{0}:{0}", plan.service.user)),
-        read_only: Some(true),
-        capability_drop: Some(vec!["ALL".to_owned()]),
-        privileges: no_new_privileges
+        read_only: Some(HARDENING.read_only_root),
+        capability_drop: Some(HARDENING.cap_drop()),
+        privileges: (no_new_privileges && HARDENING.no_new_privileges)
             .then(|| TaskSpecContainerSpecPrivileges { no_new_privileges: Some(true), ..Default::default() }),
         mounts: Some(mounts(plan)),
         stop_grace_period: Some(nanos(Duration::from_secs(10))),
@@ -720,7 +727,7 @@ async fn node_names(docker: &Docker) -> HashMap<String, String> {
 
 /// The last lines of a task's log, from whichever node ran it.
 async fn task_log_lines(docker: &Docker, task: &str, n: usize) -> String {
-    super::read_log(docker.task_logs(task, Some(super::tail_options(n)))).await
+    resources::read_log(docker.task_logs(task, Some(resources::tail_options(n)))).await
 }
 
 async fn remove_service(docker: &Docker, name: &str) {
