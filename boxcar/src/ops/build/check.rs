@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::Read as _;
 
-use anyhow::{Context as _, bail};
+use super::error::{Error, Result};
 use boxcar_secrets::PublicKey;
 use serde_json::Value;
 use zeroize::Zeroizing;
@@ -41,7 +41,7 @@ pub fn check_archive(
     needles: &[Needle],
     public_keys: &[(String, PublicKey)],
     budget: usize,
-) -> anyhow::Result<Report> {
+) -> Result<Report> {
     let mut blobs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for entry in tar::Archive::new(archive).entries()? {
         let mut entry = entry?;
@@ -52,11 +52,12 @@ pub fn check_archive(
             blobs.insert(path, data);
         }
     }
-    let manifest: Value =
-        serde_json::from_slice(blobs.get("manifest.json").context("the archive has no manifest.json")?)?;
+    let manifest: Value = serde_json::from_slice(
+        blobs.get("manifest.json").ok_or_else(|| malformed("the archive has no manifest.json"))?,
+    )?;
     let item = &manifest[0];
-    let config_path = item["Config"].as_str().context("manifest.json names no config")?;
-    let config_bytes = blobs.get(config_path).context("the archive lacks its config")?;
+    let config_path = item["Config"].as_str().ok_or_else(|| malformed("manifest.json names no config"))?;
+    let config_bytes = blobs.get(config_path).ok_or_else(|| malformed("the archive lacks its config"))?;
     let config: Value = serde_json::from_slice(config_bytes)?;
     let mut report =
         Report { user: config["config"]["User"].as_str().unwrap_or_default().to_owned(), ..Report::default() };
@@ -90,7 +91,7 @@ pub fn check_archive(
     report.layers = layers.len();
     let mut binary = None;
     for layer_path in layers {
-        let layer = blobs.get(layer_path).with_context(|| format!("the archive lacks layer {layer_path}"))?;
+        let layer = blobs.get(layer_path).ok_or_else(|| malformed(&format!("the archive lacks layer {layer_path}")))?;
         report.image_size += layer.len();
         for entry in tar::Archive::new(&layer[..]).entries()? {
             let mut entry = entry?;
@@ -169,15 +170,16 @@ pub fn is_static(data: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+fn malformed(problem: &str) -> Error {
+    Error::Archive { problem: problem.to_owned() }
+}
+
 /// Fails with every problem, one per line.
-pub fn enforce(report: &Report) -> anyhow::Result<()> {
+pub fn enforce(report: &Report) -> Result<()> {
     if report.problems.is_empty() {
         return Ok(());
     }
-    for p in &report.problems {
-        eprintln!("image check: {p}");
-    }
-    bail!("the image check found {} problem(s); nothing was tagged or written", report.problems.len())
+    Err(Error::CheckFailed { problems: report.problems.clone() })
 }
 
 #[cfg(test)]

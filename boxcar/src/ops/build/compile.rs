@@ -6,7 +6,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use super::error::{Error, Result, on_engine, on_file};
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
 use bollard::query_parameters::{
@@ -121,14 +121,14 @@ struct Tree {
 /// Path dependencies outside the workspace (a boxcar checkout beside it, say)
 /// come along: the work tree that holds each is copied to where the
 /// dependency's relative path leads from `/src` in the builder.
-fn source_trees(sh: &xshell::Shell, root: &Path, excluded: &[PathBuf]) -> anyhow::Result<Vec<Tree>> {
+fn source_trees(sh: &xshell::Shell, root: &Path, excluded: &[PathBuf]) -> Result<Vec<Tree>> {
     let keep = |p: &PathBuf| !p.starts_with("target") && p.extension().is_none_or(|e| e != "key");
-    let mut files = crate::ops::leaks::tracked_files(sh, root)?;
+    let mut files = crate::adapters::git::tracked_files(sh, root)?;
     files.retain(|p| keep(p) && !excluded.contains(p));
     let mut trees = vec![Tree { host: root.to_owned(), builder: PathBuf::from(SRC), files }];
     for (host, builder) in outside_trees(root)? {
         let _dir = sh.push_dir(&host);
-        let mut files = crate::ops::leaks::tracked_files(sh, &host)?;
+        let mut files = crate::adapters::git::tracked_files(sh, &host)?;
         files.retain(keep);
         eprintln!(
             "the build also needs {} (a path dependency outside the workspace): in the builder at {}",
@@ -144,8 +144,8 @@ fn source_trees(sh: &xshell::Shell, root: &Path, excluded: &[PathBuf]) -> anyhow
 /// that lie outside `root`, read from every workspace member's manifest, and
 /// where each goes in the builder: where cargo there follows the relative
 /// path as written (so `..` is taken as written, not through symlinks).
-fn outside_trees(root: &Path) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
-    let canonical_root = root.canonicalize().with_context(|| format!("resolving {}", root.display()))?;
+fn outside_trees(root: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let canonical_root = root.canonicalize().map_err(on_file(format!("resolving {}", root.display())))?;
     let metadata = crate::vocab::contract::workspace(root)?;
     let mut manifests: Vec<PathBuf> = metadata
         .packages
@@ -261,7 +261,7 @@ struct Source {
 }
 
 /// The files of the source trees, and a hash of their names and contents.
-fn read_sources(trees: &[Tree]) -> anyhow::Result<(Vec<Source>, String)> {
+fn read_sources(trees: &[Tree]) -> Result<(Vec<Source>, String)> {
     let mut sources = Vec::new();
     let mut hash = Sha256::new();
     for tree in trees {
@@ -269,12 +269,12 @@ fn read_sources(trees: &[Tree]) -> anyhow::Result<(Vec<Source>, String)> {
         for file in &tree.files {
             let full = tree.host.join(file);
             let name = base.join(file);
-            let data = std::fs::read(&full).with_context(|| format!("reading {}", full.display()))?;
+            let data = std::fs::read(&full).map_err(on_file(format!("reading {}", full.display())))?;
             hash.update((name.as_os_str().len() as u64).to_le_bytes());
             hash.update(name.as_os_str().as_encoded_bytes());
             hash.update((data.len() as u64).to_le_bytes());
             hash.update(&data);
-            let meta = std::fs::symlink_metadata(&full).with_context(|| format!("reading {}", full.display()))?;
+            let meta = std::fs::symlink_metadata(&full).map_err(on_file(format!("reading {}", full.display())))?;
             let file_hash = hex::encode(Sha256::digest(&data));
             sources.push(Source { name, full, meta, data, hash: file_hash });
         }
@@ -304,17 +304,17 @@ fn source_tar(
     sources: &[Source],
     mut record: std::collections::BTreeMap<String, String>,
     bump_to: u64,
-) -> anyhow::Result<(Vec<u8>, usize)> {
+) -> Result<(Vec<u8>, usize)> {
     let mut tar = tar::Builder::new(Vec::new());
     tar.follow_symlinks(false);
     let mut bumped = 0;
     for source in sources {
         let key = source.name.to_string_lossy().into_owned();
         let meta =
-            std::fs::symlink_metadata(&source.full).with_context(|| format!("reading {}", source.full.display()))?;
+            std::fs::symlink_metadata(&source.full).map_err(on_file(format!("reading {}", source.full.display())))?;
         if meta.file_type().is_symlink() {
             tar.append_path_with_name(&source.full, &source.name)
-                .with_context(|| format!("archiving {}", source.full.display()))?;
+                .map_err(on_file(format!("archiving {}", source.full.display())))?;
         } else {
             let mut header = tar::Header::new_gnu();
             header.set_metadata(&source.meta);
@@ -324,7 +324,7 @@ fn source_tar(
             }
             header.set_cksum();
             tar.append_data(&mut header, &source.name, &source.data[..])
-                .with_context(|| format!("archiving {}", source.full.display()))?;
+                .map_err(on_file(format!("archiving {}", source.full.display())))?;
         }
         record.insert(key, source.hash.clone());
     }
@@ -356,7 +356,7 @@ pub async fn compile(
     what: &Binary,
     excluded: &[PathBuf],
     prefetch: Option<Prefetch>,
-) -> anyhow::Result<Compiled> {
+) -> Result<Compiled> {
     let start = Instant::now();
     let profile = what.profile;
     let bin = what.bin.as_str();
@@ -426,7 +426,7 @@ pub async fn compile(
     docker
         .create_container(Some(CreateContainerOptionsBuilder::default().name(&name).build()), body)
         .await
-        .context("creating the build container")?;
+        .map_err(on_engine("creating the build container"))?;
     let output = format!("/target/{TARGET}/{}/{bin}", profile.cargo_name());
     let result = async {
         if let Some(seed) = seed {
@@ -442,7 +442,7 @@ pub async fn compile(
                     bollard::body_full(seed.tar.into()),
                 )
                 .await
-                .context("copying the host's crates into the builder's registry volume")?;
+                .map_err(on_engine("copying the host's crates into the builder's registry volume"))?;
         }
         let record = sources_record(docker, &name).await;
         // A second past now: later than the start of every compile before.
@@ -459,7 +459,7 @@ pub async fn compile(
         .await;
     let (binary, ca_bundle, compiled) = result?;
 
-    std::fs::create_dir_all(&cache_dir).with_context(|| format!("creating {}", cache_dir.display()))?;
+    std::fs::create_dir_all(&cache_dir).map_err(on_file(format!("creating {}", cache_dir.display())))?;
     // Keep one cached binary per builder: the newest.
     if let Ok(entries) = std::fs::read_dir(&cache_dir) {
         for e in entries.flatten() {
@@ -470,9 +470,9 @@ pub async fn compile(
         }
     }
     boxcar_secrets::write_atomic(&cached_bin, &binary, Some(0o755))
-        .with_context(|| format!("writing {}", cached_bin.display()))?;
+        .map_err(on_file(format!("writing {}", cached_bin.display())))?;
     boxcar_secrets::write_atomic(&cached_ca, &ca_bundle, Some(0o644))
-        .with_context(|| format!("writing {}", cached_ca.display()))?;
+        .map_err(on_file(format!("writing {}", cached_ca.display())))?;
     // The volume says whether anything was built before, not for which
     // profile: cargo's own count says how much compiled this time.
     let how = cold_reason.unwrap_or_else(|| {
@@ -557,10 +557,11 @@ struct Seed {
 /// By hand rather than with a crate: the layout is cargo's own (the same
 /// cargo version on both sides, pinned by the toolchain file), and an entry
 /// cargo does not find where it looks only costs a download.
-fn seed(root: &Path, cargo_home: &Path) -> anyhow::Result<Seed> {
+fn seed(root: &Path, cargo_home: &Path) -> Result<Seed> {
     let lock = root.join("Cargo.lock");
-    let text = std::fs::read_to_string(&lock).with_context(|| format!("reading {}", lock.display()))?;
-    let table: toml::Table = text.parse().with_context(|| format!("reading {}", lock.display()))?;
+    let text = std::fs::read_to_string(&lock).map_err(on_file(format!("reading {}", lock.display())))?;
+    let table: toml::Table =
+        text.parse().map_err(|source| Error::LockFile { path: lock.display().to_string(), source })?;
     let packages = table.get("package").and_then(toml::Value::as_array).map(Vec::as_slice).unwrap_or_default();
     let str_of = |p: &toml::Value, key: &str| p.get(key).and_then(toml::Value::as_str).map(ToOwned::to_owned);
     let mut tar = tar::Builder::new(Vec::new());
@@ -576,7 +577,7 @@ fn seed(root: &Path, cargo_home: &Path) -> anyhow::Result<Seed> {
     };
     let mut crates = 0;
     let caches = std::fs::read_dir(cargo_home.join("registry/cache"))
-        .with_context(|| format!("reading {}", cargo_home.join("registry/cache").display()))?;
+        .map_err(on_file(format!("reading {}", cargo_home.join("registry/cache").display())))?;
     for cache in caches.flatten() {
         let dir = cache.file_name().to_string_lossy().into_owned();
         if !dir.starts_with("index.crates.io-") {
@@ -633,7 +634,7 @@ const PROBE_SOURCE: &str = include_str!("../../../probe/boxcar-probe.rs");
 /// carries when its service has no check command of its own: one file, the
 /// builder's rustc, no crate and no workspace, so it builds the same in any
 /// project. Cached in `target/boxcar-image/` by builder and source.
-pub async fn probe(docker: &Docker, root: &Path, builder: &str) -> anyhow::Result<Vec<u8>> {
+pub async fn probe(docker: &Docker, root: &Path, builder: &str) -> Result<Vec<u8>> {
     let builder_id = builder.rsplit(':').next().unwrap_or(builder);
     let hash = hex::encode(Sha256::digest(PROBE_SOURCE.as_bytes()));
     let cached = root.join("target/boxcar-image").join(format!("boxcar-probe-{builder_id}-{}", &hash[..16]));
@@ -667,7 +668,7 @@ pub async fn probe(docker: &Docker, root: &Path, builder: &str) -> anyhow::Resul
     docker
         .create_container(Some(CreateContainerOptionsBuilder::default().name(&name).build()), body)
         .await
-        .context("creating the probe's build container")?;
+        .map_err(on_engine("creating the probe's build container"))?;
     let mut tar = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
     header.set_size(PROBE_SOURCE.len() as u64);
@@ -679,12 +680,12 @@ pub async fn probe(docker: &Docker, root: &Path, builder: &str) -> anyhow::Resul
     let _ = docker
         .remove_container(&name, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()))
         .await;
-    let (binary, _, _) = result.context("compiling boxcar-probe")?;
+    let (binary, _, _) = result.map_err(|e| Error::Probe { source: Box::new(e) })?;
     if let Some(dir) = cached.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(on_file(format!("creating {}", dir.display())))?;
     }
     boxcar_secrets::write_atomic(&cached, &binary, Some(0o755))
-        .with_context(|| format!("writing {}", cached.display()))?;
+        .map_err(on_file(format!("writing {}", cached.display())))?;
     Ok(binary)
 }
 
@@ -694,7 +695,7 @@ async fn run_build(
     context: Vec<u8>,
     files: usize,
     output: &str,
-) -> anyhow::Result<(Vec<u8>, Vec<u8>, usize)> {
+) -> Result<(Vec<u8>, Vec<u8>, usize)> {
     eprintln!("copying {files} source files into {name}");
     docker
         .upload_to_container(
@@ -703,14 +704,14 @@ async fn run_build(
             bollard::body_full(context.into()),
         )
         .await
-        .context("copying the sources into the build container")?;
+        .map_err(on_engine("copying the sources into the build container"))?;
     docker.start_container(name, None::<bollard::query_parameters::StartContainerOptions>).await?;
     let mut logs =
         docker.logs(name, Some(LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).build()));
     let mut tail = std::collections::VecDeque::new();
     let mut compiled = 0;
     while let Some(item) = logs.next().await {
-        let text = item.context("reading the build output")?.to_string();
+        let text = item.map_err(on_engine("reading the build output"))?.to_string();
         eprint!("  | {text}");
         for line in text.lines() {
             compiled += usize::from(line.trim_start().starts_with("Compiling "));
@@ -725,14 +726,11 @@ async fn run_build(
         Some(Ok(r)) => r.status_code,
         // bollard reports a non-zero exit as an error carrying the code.
         Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-        Some(Err(e)) => return Err(e).context("waiting for the build"),
-        None => bail!("the build container vanished"),
+        Some(Err(e)) => return Err(on_engine("waiting for the build")(e)),
+        None => return Err(Error::Vanished),
     };
     if code != 0 {
-        bail!(
-            "the build failed (exit {code}); no image was built. The compiler said:\n{}",
-            tail.iter().cloned().collect::<Vec<_>>().join("\n")
-        );
+        return Err(Error::Compile { code, said: tail.iter().cloned().collect::<Vec<_>>().join("\n") });
     }
     let binary = download(docker, name, output).await?;
     let ca = download(docker, name, "/etc/ssl/certs/ca-certificates.crt").await?;
@@ -740,12 +738,12 @@ async fn run_build(
 }
 
 /// Copies one file out of a container.
-async fn download(docker: &Docker, name: &str, path: &str) -> anyhow::Result<Vec<u8>> {
+async fn download(docker: &Docker, name: &str, path: &str) -> Result<Vec<u8>> {
     let mut stream =
         docker.download_from_container(name, Some(DownloadFromContainerOptionsBuilder::default().path(path).build()));
     let mut archive = Vec::new();
     while let Some(chunk) = stream.next().await {
-        archive.extend_from_slice(&chunk.with_context(|| format!("copying {path} out of the build container"))?);
+        archive.extend_from_slice(&chunk.map_err(on_engine(format!("copying {path} out of the build container")))?);
     }
     let mut tar = tar::Archive::new(&archive[..]);
     for entry in tar.entries()? {
@@ -756,10 +754,10 @@ async fn download(docker: &Docker, name: &str, path: &str) -> anyhow::Result<Vec
             return Ok(out);
         }
         if entry.header().entry_type().is_symlink() {
-            bail!("{path} in the builder is a symlink; expected a file");
+            return Err(Error::Symlink { path: path.to_owned() });
         }
     }
-    bail!("{path} is not in the build container")
+    Err(Error::NotInContainer { path: path.to_owned() })
 }
 
 #[cfg(test)]

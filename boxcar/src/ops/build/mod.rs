@@ -10,11 +10,13 @@ pub mod assemble;
 pub mod base;
 pub mod check;
 pub mod compile;
+mod error;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context as _, bail};
+pub use self::error::Error;
+use self::error::{Result, on_engine, on_file};
 use boxcar_secrets::{EnvFile, PublicKey};
 use futures::StreamExt as _;
 use xshell::{Shell, cmd};
@@ -69,11 +71,8 @@ pub struct Commit {
 
 impl Commit {
     /// The checkout's HEAD, and whether its work tree has changes.
-    pub fn of(sh: &Shell) -> anyhow::Result<Commit> {
-        let id = cmd!(sh, "git rev-parse HEAD")
-            .quiet()
-            .read()
-            .context("the image is built from a git checkout with at least one commit")?;
+    pub fn of(sh: &Shell) -> Result<Commit> {
+        let id = cmd!(sh, "git rev-parse HEAD").quiet().read().map_err(|source| Error::NoCommit { source })?;
         let time: u64 = cmd!(sh, "git log -1 --format=%ct").quiet().read()?.trim().parse()?;
         let dirty = !cmd!(sh, "git status --porcelain --untracked-files=normal").quiet().read()?.trim().is_empty();
         let tag = if dirty { format!("{}-dirty", &id[..12]) } else { id[..12].to_owned() };
@@ -100,7 +99,7 @@ pub struct Prepared {
 /// Checks what `service`'s image needs before any engine is asked: the
 /// environment files that would ship (each approved, each approving the
 /// service's run-time contract), the keys to search for, the extra files.
-pub fn prepare(sh: &Shell, ctx: &mut Context, service: &Service, options: &Options) -> anyhow::Result<Prepared> {
+pub fn prepare(sh: &Shell, ctx: &mut Context, service: &Service, options: &Options) -> Result<Prepared> {
     let commit = Commit::of(sh)?;
     if commit.dirty {
         eprintln!(
@@ -130,7 +129,7 @@ pub fn prepare(sh: &Shell, ctx: &mut Context, service: &Service, options: &Optio
 }
 
 /// [`prepare`], then [`Prepared::build`] on the local engine.
-pub fn build(sh: &Shell, ctx: &mut Context, service: &Service, options: &Options) -> anyhow::Result<Image> {
+pub fn build(sh: &Shell, ctx: &mut Context, service: &Service, options: &Options) -> Result<Image> {
     let prepared = prepare(sh, ctx, service, options)?;
     let rt = crate::adapters::engine::runtime()?;
     rt.block_on(async {
@@ -147,7 +146,7 @@ impl Prepared {
 
     /// Compiles, writes the image, checks it, and loads it into `docker` (or
     /// writes it out); prints its summary.
-    pub async fn build(&self, sh: &Shell, docker: &bollard::Docker) -> anyhow::Result<Image> {
+    pub async fn build(&self, sh: &Shell, docker: &bollard::Docker) -> Result<Image> {
         let started = Instant::now();
         let (service, options, commit) = (&self.service, &self.options, &self.commit);
         let prefetch = compile::Prefetch::start(docker, &self.root).await;
@@ -157,7 +156,7 @@ impl Prepared {
         let compiled = compile::compile(sh, docker, &self.root, &builder, &binary, &self.excluded, prefetch).await?;
         eprintln!("binary: {} ({:.1} s)", compiled.how, compiled.took.as_secs_f64());
         if let Err(why) = check::is_static(&compiled.binary) {
-            bail!("the compiled binary is not static: {why}; no image was built");
+            return Err(Error::NotStatic { why });
         }
         let probe = match service.health.needs_probe() {
             true => Some(compile::probe(docker, &self.root, &builder).await?),
@@ -187,19 +186,19 @@ impl Prepared {
         match &self.oci_archive {
             Some(path) => {
                 boxcar_secrets::write_atomic(path, &built.archive, Some(0o644))
-                    .with_context(|| format!("writing {}", path.display()))?;
+                    .map_err(on_file(format!("writing {}", path.display())))?;
                 eprintln!("wrote {} (OCI layout and docker-archive; not loaded)", path.display());
             }
             None => {
                 load(docker, &built.archive).await?;
-                let loaded = docker.inspect_image(&tags[0]).await.with_context(|| format!("inspecting {}", tags[0]))?;
+                let loaded =
+                    docker.inspect_image(&tags[0]).await.map_err(on_engine(format!("inspecting {}", tags[0])))?;
                 if loaded.id.as_deref() != Some(built.image_id.as_str()) {
-                    bail!(
-                        "the engine reports image ID {:?} for {}, not the built {}",
-                        loaded.id,
-                        tags[0],
-                        built.image_id
-                    );
+                    return Err(Error::LoadedOther {
+                        reported: loaded.id,
+                        tag: tags[0].clone(),
+                        built: built.image_id.clone(),
+                    });
                 }
             }
         }
@@ -211,7 +210,7 @@ impl Prepared {
 /// What the build must not see besides what git ignores: every service's
 /// environment files and boxcar.toml, which the image takes from the host
 /// (so sealing a value or changing a label recompiles nothing).
-fn excluded_from_build(ctx: &Context) -> anyhow::Result<Vec<PathBuf>> {
+fn excluded_from_build(ctx: &Context) -> Result<Vec<PathBuf>> {
     let mut dirs = vec![ctx.config_dir()];
     if let Some(contract) = ctx.contract()? {
         dirs.extend(contract.services().iter().map(|s| s.config_dir.clone()));
@@ -228,18 +227,15 @@ fn excluded_from_build(ctx: &Context) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// The contract's extra files, read now: each must exist in the workspace.
-fn extra_files(ctx: &Context, service: &Service) -> anyhow::Result<Vec<(String, u32, Vec<u8>)>> {
+fn extra_files(ctx: &Context, service: &Service) -> Result<Vec<(String, u32, Vec<u8>)>> {
     service
         .files
         .iter()
         .map(|f| {
-            let data = std::fs::read(ctx.root.join(&f.from)).with_context(|| {
-                format!(
-                    "{}: service `{}`: files: from = `{}` cannot be read",
-                    crate::vocab::contract::FILE,
-                    service.name,
-                    ctx.show(&f.from)
-                )
+            let data = std::fs::read(ctx.root.join(&f.from)).map_err(|source| Error::ExtraFile {
+                service: service.name.clone(),
+                from: ctx.show(&f.from),
+                source,
             })?;
             Ok((f.to.clone(), f.mode, data))
         })
@@ -248,12 +244,12 @@ fn extra_files(ctx: &Context, service: &Service) -> anyhow::Result<Vec<(String, 
 
 /// The CA bundle for the builder: `--ca-bundle`, else SSL_CERT_FILE when it
 /// names a file.
-fn ca_bundle(ctx: &Context, given: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
+fn ca_bundle(ctx: &Context, given: Option<&Path>) -> Result<Option<PathBuf>> {
     match given {
         Some(path) => {
             let path = ctx.user_path(path);
             if !path.is_file() {
-                bail!("--ca-bundle {}: no such file", path.display());
+                return Err(Error::CaBundleMissing { path: path.display().to_string() });
             }
             Ok(Some(path))
         }
@@ -261,11 +257,11 @@ fn ca_bundle(ctx: &Context, given: Option<&Path>) -> anyhow::Result<Option<PathB
     }
 }
 
-async fn load(docker: &bollard::Docker, archive: &[u8]) -> anyhow::Result<()> {
+async fn load(docker: &bollard::Docker, archive: &[u8]) -> Result<()> {
     let options = bollard::query_parameters::ImportImageOptionsBuilder::default().quiet(true).build();
     let mut stream = docker.import_image(options, bollard::body_full(archive.to_vec().into()), None);
     while let Some(item) = stream.next().await {
-        item.context("loading the image into the engine")?;
+        item.map_err(on_engine("loading the image into the engine"))?;
     }
     Ok(())
 }
@@ -291,9 +287,9 @@ fn print_table(report: &check::Report, built: &assemble::Built, tags: &[String],
 }
 
 /// SOURCE_DATE_EPOCH when set, else the commit time.
-fn epoch(commit_time: u64) -> anyhow::Result<u64> {
+fn epoch(commit_time: u64) -> Result<u64> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => v.trim().parse().with_context(|| format!("SOURCE_DATE_EPOCH `{v}` is not a number of seconds")),
+        Ok(v) => v.trim().parse().map_err(|source| Error::Epoch { value: v.clone(), source }),
         Err(_) => Ok(commit_time),
     }
 }
@@ -301,13 +297,13 @@ fn epoch(commit_time: u64) -> anyhow::Result<u64> {
 /// The public environment files for the image: those git tracks or would
 /// add, never one it ignores (the demo's, made on one machine with a key that
 /// exists there only), unless `ignored` names that one.
-fn env_files(sh: &Shell, ctx: &Context, ignored: Option<&str>) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+fn env_files(sh: &Shell, ctx: &Context, ignored: Option<&str>) -> Result<Vec<(String, Vec<u8>)>> {
     let root = &ctx.root;
     let dir = root.join(ctx.config_dir());
     if !dir.is_dir() {
         return Ok(Vec::new());
     }
-    let visible = crate::ops::leaks::tracked_files(sh, root)?;
+    let visible = crate::adapters::git::tracked_files(sh, root)?;
     let mut out = Vec::new();
     for path in boxcar_secrets::env_files(&dir)? {
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
@@ -317,7 +313,7 @@ fn env_files(sh: &Shell, ctx: &Context, ignored: Option<&str>) -> anyhow::Result
             eprintln!("not in the image: {} (git ignores it)", ctx.show(rel));
             continue;
         }
-        out.push((name, std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?));
+        out.push((name, std::fs::read(&path).map_err(on_file(format!("reading {}", path.display())))?));
     }
     Ok(out)
 }
@@ -332,7 +328,7 @@ fn refuse_bad_env_files(
     service: &Service,
     env_files: &[(String, Vec<u8>)],
     files: &[(String, u32, Vec<u8>)],
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let runtime = service.runtime_with(files);
     let mut problems = Vec::new();
     for (name, bytes) in env_files {
@@ -368,21 +364,14 @@ fn refuse_bad_env_files(
             ));
         }
     }
-    if problems.is_empty() {
-        return Ok(());
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(Error::EnvFiles { problems }),
     }
-    for p in &problems {
-        eprintln!("error: {p}");
-    }
-    bail!(
-        "{} problem(s) in the environment files that would ship in the image; nothing was built \
-         (`cargo xtask check` lists them too)",
-        problems.len()
-    )
 }
 
 /// The environment files of the command's folder; none when it does not exist.
-fn config_files(ctx: &Context) -> anyhow::Result<Vec<PathBuf>> {
+fn config_files(ctx: &Context) -> Result<Vec<PathBuf>> {
     let dir = ctx.config_dir();
     if !dir.is_dir() {
         return Ok(Vec::new());
@@ -390,7 +379,7 @@ fn config_files(ctx: &Context) -> anyhow::Result<Vec<PathBuf>> {
     Ok(boxcar_secrets::env_files(&dir)?)
 }
 
-pub fn public_keys(ctx: &Context) -> anyhow::Result<Vec<(String, PublicKey)>> {
+pub fn public_keys(ctx: &Context) -> Result<Vec<(String, PublicKey)>> {
     let mut out = Vec::new();
     for path in config_files(ctx)? {
         if let Ok(file) = EnvFile::load(&path) {
@@ -402,7 +391,7 @@ pub fn public_keys(ctx: &Context) -> anyhow::Result<Vec<(String, PublicKey)>> {
 
 /// What must not be in the image, from every key supplied: each opened value
 /// and the key itself (base64 and raw).
-pub fn needles(ctx: &mut Context, key_files: &[PathBuf]) -> anyhow::Result<Vec<check::Needle>> {
+pub fn needles(ctx: &mut Context, key_files: &[PathBuf]) -> Result<Vec<check::Needle>> {
     let mut intakes = Vec::new();
     if let Some(intake) = std::mem::replace(&mut ctx.env_key, Ok(None))? {
         intakes.push(intake);
@@ -422,16 +411,12 @@ pub fn needles(ctx: &mut Context, key_files: &[PathBuf]) -> anyhow::Result<Vec<c
     for intake in intakes {
         let key = intake.key;
         let Some(file) = files.iter().find(|f| f.public_key() == key.public_key()) else {
-            let mut msg = format!(
-                "the key from {} (key id {}) belongs to no environment in {}/",
-                intake.source,
-                key.key_id(),
-                ctx.show(&ctx.config_dir())
-            );
-            for e in &unreadable {
-                msg.push_str(&format!("\n  (could not read: {e})"));
-            }
-            bail!("{msg}");
+            return Err(Error::KeyOfNoEnvironment {
+                from: intake.source.to_string(),
+                key_id: key.key_id().to_string(),
+                dir: ctx.show(&ctx.config_dir()),
+                unreadable,
+            });
         };
         let secrets = file.open_approved(&key)?;
         for (name, value) in secrets.iter() {
