@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 use std::io::Read as _;
 
 use super::error::{Error, Result};
-use boxcar_secrets::PublicKey;
+use std::path::PathBuf;
+
+use crate::vocab::project::Context;
+use boxcar_secrets::{EnvFile, PublicKey};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
@@ -180,6 +183,83 @@ pub fn enforce(report: &Report) -> Result<()> {
         return Ok(());
     }
     Err(Error::CheckFailed { problems: report.problems.clone() })
+}
+
+/// Secret values shorter than this are not searched for: they would match
+/// by chance. The check says which it skipped.
+const MIN_NEEDLE: usize = 6;
+
+/// The environment files of the command's folder; none when it does not exist.
+fn config_files(ctx: &Context) -> Result<Vec<PathBuf>> {
+    let dir = ctx.config_dir();
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    Ok(boxcar_secrets::env_files(&dir)?)
+}
+
+pub fn public_keys(ctx: &Context) -> Result<Vec<(String, PublicKey)>> {
+    let mut out = Vec::new();
+    for path in config_files(ctx)? {
+        if let Ok(file) = EnvFile::load(&path) {
+            out.push((file.env().to_owned(), file.public_key().clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// What must not be in the image, from every key supplied: each opened value
+/// and the key itself (base64 and raw).
+pub fn needles(ctx: &mut Context, key_files: &[PathBuf]) -> Result<Vec<Needle>> {
+    let mut intakes = Vec::new();
+    if let Some(intake) = std::mem::replace(&mut ctx.env_key, Ok(None))? {
+        intakes.push(intake);
+    }
+    for path in key_files {
+        intakes.push(boxcar_secrets::read_key_file(&ctx.user_path(path), "--key-file")?);
+    }
+    let mut files = Vec::new();
+    let mut unreadable = Vec::new();
+    for path in config_files(ctx)? {
+        match EnvFile::load(&path) {
+            Ok(file) => files.push(file),
+            Err(e) => unreadable.push(e.to_string()),
+        }
+    }
+    let mut needles = Vec::new();
+    for intake in intakes {
+        let key = intake.key;
+        let Some(file) = files.iter().find(|f| f.public_key() == key.public_key()) else {
+            return Err(Error::KeyOfNoEnvironment {
+                from: intake.source.to_string(),
+                key_id: key.key_id().to_string(),
+                dir: ctx.show(&ctx.config_dir()),
+                unreadable,
+            });
+        };
+        let secrets = file.open_approved(&key)?;
+        for (name, value) in secrets.iter() {
+            if value.len() < MIN_NEEDLE {
+                eprintln!(
+                    "image check: secrets.{name} of `{}` is shorter than {MIN_NEEDLE} bytes; not searched for",
+                    file.env()
+                );
+                continue;
+            }
+            needles.push(Needle {
+                what: format!("the plaintext of secrets.{name} of environment `{}`", file.env()),
+                bytes: Zeroizing::new(value.expose_bytes().to_vec()),
+            });
+        }
+        let b64 = key.to_base64();
+        let raw =
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64.as_bytes()).map(Zeroizing::new)?;
+        for bytes in [Zeroizing::new(b64.as_bytes().to_vec()), raw] {
+            needles.push(Needle { what: format!("the secret key of environment `{}`", file.env()), bytes });
+        }
+        eprintln!("image check: searching for {} value(s) and the key of `{}`", secrets.len(), file.env());
+    }
+    Ok(needles)
 }
 
 #[cfg(test)]
