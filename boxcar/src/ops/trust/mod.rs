@@ -12,13 +12,21 @@
 //! holds endorse its key. It can merge histories and move files, so every
 //! parent of every merge is followed, and an environment is followed by name
 //! and folder, service and key, not by path.
+//!
+//! [`evaluate`] runs the rules as named steps over a [`Walk`]; the keys an
+//! environment trusts are in `keys`, which environment a version belongs to
+//! in `environments`, and R3's memory of serials in `floor`.
+
+mod environments;
+mod floor;
+mod keys;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use boxcar_secrets::approval::{self, APPROVAL_KEY, Approved, KeyPair};
-use boxcar_secrets::{ApprovalError, PublicKey};
-
+use self::environments::{Environment, Origin, Read, base_environment, continues, membership};
+use self::floor::{Floor, Seen, changed_since, serial_problem};
+use self::keys::Edge;
 use crate::vocab::show::escape;
 
 /// Where a version is: a commit, or the work tree.
@@ -148,148 +156,10 @@ pub struct FileVerdict {
     pub new: bool,
 }
 
-/// An endorsement: in environment `.0`, pair `.1` endorsed pair `.2`.
-type Edge = (String, KeyPair, KeyPair);
-
-/// The keys an environment trusts: pairs, and for a base version from before
-/// approvals, a public key that any approval key may stand beside.
-#[derive(Debug, Clone, Default)]
-struct Trust {
-    pairs: Vec<KeyPair>,
-    legacy: Option<PublicKey>,
-}
-
-impl Trust {
-    fn trusts(&self, pair: &KeyPair) -> bool {
-        self.pairs.contains(pair) || self.legacy.as_ref() == Some(&pair.public_key)
-    }
-
-    /// A pair a version names: one without a usable approval key is trusted
-    /// only where a public key alone is (a base version from before approvals).
-    fn trusts_named(&self, named: &Named) -> bool {
-        match &named.approval_key {
-            Some(approval_key) => {
-                self.trusts(&KeyPair { public_key: named.public_key.clone(), approval_key: *approval_key })
-            }
-            None => self.legacy.as_ref() == Some(&named.public_key),
-        }
-    }
-
-    /// Adds every pair a trusted pair endorsed for environment `env`, until
-    /// nothing changes (an endorsement names its environment). Pairs trusted
-    /// through a public key alone endorse nothing: nothing proves that their
-    /// approval key is the key holder's.
-    fn close_over(&mut self, env: &str, edges: &[Edge]) {
-        loop {
-            let before = self.pairs.len();
-            for (_, old, new) in edges.iter().filter(|(e, _, _)| e == env) {
-                if self.pairs.contains(old) && !self.pairs.contains(new) {
-                    self.pairs.push(new.clone());
-                }
-            }
-            if self.pairs.len() == before {
-                break;
-            }
-        }
-    }
-}
-
-/// The highest approval serial seen so far on the way to a commit, with the
-/// signatures that approved it and where each was first seen.
-#[derive(Debug, Clone, Default, PartialEq)]
-struct Floor {
-    top: Option<(u64, BTreeMap<String, Seen>)>,
-}
-
-/// Where an approval was seen, and the version, to say what changed since.
-#[derive(Debug, Clone, PartialEq)]
-struct Seen {
-    at: String,
-    table: toml::Table,
-}
-
-impl Floor {
-    fn merge(&mut self, other: &Floor) {
-        let Some((serial, sigs)) = &other.top else { return };
-        match &mut self.top {
-            Some((mine, own)) if *mine == *serial => {
-                for (sig, seen) in sigs {
-                    own.entry(sig.clone()).or_insert_with(|| seen.clone());
-                }
-            }
-            Some((mine, _)) if *mine > *serial => {}
-            _ => self.top = other.top.clone(),
-        }
-    }
-
-    fn add(&mut self, serial: u64, signature: &str, seen: Seen) {
-        let mut one = BTreeMap::new();
-        one.insert(signature.to_owned(), seen);
-        self.merge(&Floor { top: Some((serial, one)) });
-    }
-}
-
-/// A version with what can be read from it without a key.
-struct Read<'a> {
-    v: &'a Version,
-    node: Option<usize>,
-    /// The approval, when A1, A2 and A4 to A9 hold.
-    approved: Result<Approved, ApprovalError>,
-    /// The key chain, when A8 and A9 hold.
-    chain: Option<Vec<KeyPair>>,
-    /// The pairs it names, whether or not their endorsements verify.
-    named: Vec<Named>,
-    signature: Option<String>,
-}
-
-impl<'a> Read<'a> {
-    fn of(v: &'a Version, node: Option<usize>) -> Read<'a> {
-        let (approved, chain, named, signature) = match &v.content {
-            Ok(t) => (
-                approval::verify(&v.env, t),
-                approval::key_chain(&v.env, t).ok(),
-                named_pairs(t),
-                t.get(approval::APPROVAL_TABLE)
-                    .and_then(|a| a.get("signature"))
-                    .and_then(|s| s.as_str())
-                    .map(str::to_owned),
-            ),
-            Err(why) => (
-                Err(ApprovalError::Malformed { field: "the file".to_owned(), why: why.clone() }),
-                None,
-                Vec::new(),
-                None,
-            ),
-        };
-        Read { v, node, approved, chain, named, signature }
-    }
-}
-
-/// An environment the rules follow: one of the base's, or a new one.
-struct Environment {
-    env: String,
-    /// The base's version (a base environment), or the first version seen.
-    path: PathBuf,
-    services: Vec<String>,
-    trust: Trust,
-    /// Where it comes from, for messages.
-    origin: Origin,
-}
-
-enum Origin {
-    Base,
-    /// A new environment: its first key and where that was first approved
-    /// (boxed: a key pair is large beside nothing).
-    New {
-        first: Option<Box<(KeyPair, String)>>,
-    },
-}
-
 /// Applies R0 to R5 to `history`. `hint_service` gives, for a version, the
 /// `--service` its hints name (none for the contract's default service).
 pub fn evaluate(history: &History, hint_service: &dyn Fn(&Version) -> Option<String>) -> Verdict {
     let mut found = Found::default();
-    let base_short = history.base.as_ref().map(|b| crate::adapters::git::short(&b.commit)).unwrap_or_default();
     let base_reads: Vec<Read<'_>> = history.base.iter().flat_map(|b| &b.versions).map(|v| Read::of(v, None)).collect();
     let reads: Vec<Read<'_>> = history
         .nodes
@@ -298,240 +168,313 @@ pub fn evaluate(history: &History, hint_service: &dyn Fn(&Version) -> Option<Str
         .flat_map(|(i, n)| n.versions.iter().map(move |v| (i, v)))
         .map(|(i, v)| Read::of(v, Some(i)))
         .collect();
-
-    // Every endorsement a readable chain holds, at the base or in the range.
-    let edges: Vec<Edge> = base_reads
-        .iter()
-        .chain(&reads)
-        .filter_map(|r| r.chain.as_ref().map(|c| (&r.v.env, c)))
-        .flat_map(|(env, c)| c.windows(2).map(|w| (env.clone(), w[0].clone(), w[1].clone())))
-        .collect();
-
+    let edges = endorsements(&base_reads, &reads);
     let mut envs: Vec<Environment> =
         base_reads.iter().enumerate().map(|(e, r)| base_environment(r, e, &edges, &mut found)).collect();
     let base_count = envs.len();
     let belongs = membership(&reads, &mut envs, &edges);
-    let envs = envs;
+    let base_short = history.base.as_ref().map(|b| crate::adapters::git::short(&b.commit)).unwrap_or_default();
+    let walk = Walk { history, reads, belongs, envs, base_count, base_short, hint_service };
 
-    // The versions of parents outside the range, each with the base
-    // environments it continues: what the range's approvals sit on.
-    let outside: Vec<Vec<(Read<'_>, Vec<usize>)>> = history
-        .outside
+    let last = walk.serials(&mut found);
+    walk.approvals_and_keys(&last, &mut found);
+    let mut notes = walk.gone_and_moved(&mut found);
+    notes.extend(walk.new_environments());
+    notes.extend(unrelated_roots(history));
+    let files = walk.files(&found);
+    Verdict { problems: found.problems.into_iter().map(|(p, _)| p).collect(), notes, files }
+}
+
+/// Every endorsement a readable chain holds, at the base or in the range.
+fn endorsements(base_reads: &[Read<'_>], reads: &[Read<'_>]) -> Vec<Edge> {
+    base_reads
         .iter()
-        .map(|(_, versions)| {
-            versions
-                .iter()
-                .map(|v| {
-                    let r = Read::of(v, None);
-                    let about = (0..base_count).filter(|&e| continues(&r, &envs[e])).collect();
-                    (r, about)
-                })
-                .collect()
-        })
-        .collect();
+        .chain(reads)
+        .filter_map(|r| r.chain.as_ref().map(|c| (&r.v.env, c)))
+        .flat_map(|(env, c)| c.windows(2).map(|w| (env.clone(), w[0].clone(), w[1].clone())))
+        .collect()
+}
 
-    // The approvals on every path to each commit, environment by environment;
-    // at the work tree, what R3 holds its versions to and what R1 says
-    // changed since.
-    let mut last: Vec<Floor> = vec![Floor::default(); envs.len()];
-    for (e, env) in envs.iter().enumerate() {
-        let approval = |r: &Read<'_>, floor: &mut Floor, at: String| {
-            if let (Ok(approved), Some(sig), Ok(table)) = (&r.approved, &r.signature, &r.v.content)
-                && env.trust.trusts(approved.current())
-            {
-                floor.add(approved.serial, sig, Seen { at, table: table.clone() });
-            }
-        };
-        let mut out: Vec<Floor> = Vec::with_capacity(history.nodes.len());
-        for (n, node) in history.nodes.iter().enumerate() {
-            let mut floor = Floor::default();
-            for parent in &node.parents {
-                match *parent {
-                    Parent::Range(p) => floor.merge(&out[p]),
-                    Parent::Outside(p) => {
-                        let at = match &history.base {
-                            Some(base) if base.commit == history.outside[p].0 => format!("the base ({base_short})"),
-                            _ => format!("commit {}", crate::adapters::git::short(&history.outside[p].0)),
-                        };
-                        for (r, _) in outside[p].iter().filter(|(_, about)| about.contains(&e)) {
-                            approval(r, &mut floor, at.clone());
+/// The versions of the range read, each with the environments it belongs
+/// to (the base's first, `base_count` of them, then the new ones).
+struct Walk<'a> {
+    history: &'a History,
+    reads: Vec<Read<'a>>,
+    belongs: Vec<Vec<usize>>,
+    envs: Vec<Environment>,
+    base_count: usize,
+    /// The base's short commit id, for messages.
+    base_short: String,
+    hint_service: &'a dyn Fn(&Version) -> Option<String>,
+}
+
+impl Walk<'_> {
+    /// The versions of parents outside the range, each with the base
+    /// environments it continues: what the range's approvals sit on.
+    fn outside(&self) -> Vec<Vec<(Read<'_>, Vec<usize>)>> {
+        self.history
+            .outside
+            .iter()
+            .map(|(_, versions)| {
+                versions
+                    .iter()
+                    .map(|v| {
+                        let r = Read::of(v, None);
+                        let about = (0..self.base_count).filter(|&e| continues(&r, &self.envs[e])).collect();
+                        (r, about)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The approvals on every path to each commit, environment by
+    /// environment, and R3 for the work tree's versions against them.
+    /// Returns, per environment, what the work tree's versions sit on (what
+    /// R1 says changed since).
+    fn serials(&self, found: &mut Found) -> Vec<Floor> {
+        let (history, reads, belongs) = (self.history, &self.reads, &self.belongs);
+        let outside = self.outside();
+        let mut last: Vec<Floor> = vec![Floor::default(); self.envs.len()];
+        for (e, env) in self.envs.iter().enumerate() {
+            let approval = |r: &Read<'_>, floor: &mut Floor, at: String| {
+                if let (Ok(approved), Some(sig), Ok(table)) = (&r.approved, &r.signature, &r.v.content)
+                    && env.trust.trusts(approved.current())
+                {
+                    floor.add(approved.serial, sig, Seen { at, table: table.clone() });
+                }
+            };
+            let mut out: Vec<Floor> = Vec::with_capacity(history.nodes.len());
+            for (n, node) in history.nodes.iter().enumerate() {
+                let mut floor = Floor::default();
+                for parent in &node.parents {
+                    match *parent {
+                        Parent::Range(p) => floor.merge(&out[p]),
+                        Parent::Outside(p) => {
+                            let at = match &history.base {
+                                Some(base) if base.commit == history.outside[p].0 => {
+                                    format!("the base ({})", self.base_short)
+                                }
+                                _ => format!("commit {}", crate::adapters::git::short(&history.outside[p].0)),
+                            };
+                            for (r, _) in outside[p].iter().filter(|(_, about)| about.contains(&e)) {
+                                approval(r, &mut floor, at.clone());
+                            }
                         }
                     }
                 }
+                if node.at == At::WorkTree {
+                    last[e] = floor.clone();
+                }
+                for (_, r) in reads.iter().enumerate().filter(|(i, r)| r.node == Some(n) && belongs[*i].contains(&e)) {
+                    approval(r, &mut floor, r.v.at.describe());
+                }
+                out.push(floor);
             }
-            if node.at == At::WorkTree {
-                last[e] = floor.clone();
+            // R3: the work tree's versions against every approval before them.
+            for (i, r) in reads.iter().enumerate().filter(|(i, r)| r.v.at == At::WorkTree && belongs[*i].contains(&e)) {
+                let (Ok(approved), Some(sig)) = (&r.approved, &r.signature) else { continue };
+                if !env.trust.trusts(approved.current()) {
+                    continue;
+                }
+                if let Some(message) = serial_problem(&last[e], approved.serial, sig, r.v, (self.hint_service)(r.v)) {
+                    found.add(Rule::R3, r.v, message, &belongs[i]);
+                }
             }
-            for (_, r) in reads.iter().enumerate().filter(|(i, r)| r.node == Some(n) && belongs[*i].contains(&e)) {
-                approval(r, &mut floor, r.v.at.describe());
-            }
-            out.push(floor);
         }
-        // R3: the work tree's versions against every approval before them.
-        for (i, r) in reads.iter().enumerate().filter(|(i, r)| r.v.at == At::WorkTree && belongs[*i].contains(&e)) {
-            let (Ok(approved), Some(sig)) = (&r.approved, &r.signature) else { continue };
-            if !env.trust.trusts(approved.current()) {
-                continue;
-            }
-            if let Some(message) = serial_problem(&last[e], approved.serial, sig, r.v, hint_service(r.v)) {
-                found.add(Rule::R3, r.v, message, &belongs[i]);
-            }
-        }
+        last
     }
 
-    // R1 and R2, version by version.
-    for (i, r) in reads.iter().enumerate() {
-        let work_tree = r.v.at == At::WorkTree;
-        // A file that cannot be read is reported as such by its reader.
-        if work_tree
-            && r.v.content.is_ok()
-            && let Err(e) = &r.approved
-        {
-            let newest = belongs[i].iter().filter_map(|&e| last[e].top.as_ref()).max_by_key(|(serial, _)| *serial);
-            let since = newest
-                .and_then(|(_, sigs)| sigs.values().next())
-                .map(|seen| changed_since(r.v, seen))
-                .unwrap_or_default();
-            let message =
-                format!("{e}; {}{since} [ApprovalError::{}]", e.hint(&r.v.env, hint_service(r.v).as_deref()), e.name());
-            found.add(Rule::R1, r.v, message, &belongs[i]);
-        }
-        if !(work_tree || r.approved.is_ok()) {
-            continue;
-        }
-        for &e in &belongs[i] {
-            let env = &envs[e];
-            if matches!(env.origin, Origin::New { first: None }) {
-                continue;
-            }
-            for pair in r.named.iter().filter(|p| !env.trust.trusts_named(p)) {
-                let by = match &env.origin {
-                    Origin::Base => format!(
-                        "the keys environment `{}` holds in the base ({}, {base_short})",
-                        escape(&env.env),
-                        escape(&env.path.display().to_string()),
-                    ),
-                    Origin::New { first } => format!(
-                        "key {}, the first key of environment `{}` (new since the base, first approved in {})",
-                        first.as_ref().map(|f| f.0.public_key.key_id().to_string()).unwrap_or_default(),
-                        escape(&env.env),
-                        first.as_ref().map(|f| f.1.as_str()).unwrap_or_default()
-                    ),
-                };
-                let approval_key = match &pair.approval_key {
-                    Some(key) => format!("approval key {}", key.key_id()),
-                    None => "no usable approval key".to_owned(),
-                };
+    /// R1 and R2, version by version: the work tree approved (saying what
+    /// changed since the last approval under `last`), and every pair a
+    /// version names trusted by each environment it belongs to.
+    fn approvals_and_keys(&self, last: &[Floor], found: &mut Found) {
+        for (i, r) in self.reads.iter().enumerate() {
+            let work_tree = r.v.at == At::WorkTree;
+            // A file that cannot be read is reported as such by its reader.
+            if work_tree
+                && r.v.content.is_ok()
+                && let Err(e) = &r.approved
+            {
+                let newest =
+                    self.belongs[i].iter().filter_map(|&e| last[e].top.as_ref()).max_by_key(|(serial, _)| *serial);
+                let since = newest
+                    .and_then(|(_, sigs)| sigs.values().next())
+                    .map(|seen| changed_since(r.v, seen))
+                    .unwrap_or_default();
                 let message = format!(
-                    "key {} ({approval_key}) is not endorsed by {by}: only `rotate-key`, which needs the old key, \
-                     may bring in a key, and this is what a replaced key looks like; restore the file from a trusted \
-                     commit",
-                    pair.public_key.key_id(),
+                    "{e}; {}{since} [ApprovalError::{}]",
+                    e.hint(&r.v.env, (self.hint_service)(r.v).as_deref()),
+                    e.name()
                 );
-                found.add(Rule::R2, r.v, message, &[e]);
+                found.add(Rule::R1, r.v, message, &self.belongs[i]);
+            }
+            if !(work_tree || r.approved.is_ok()) {
+                continue;
+            }
+            for &e in &self.belongs[i] {
+                self.keys_of(r, e, found);
             }
         }
     }
 
-    // R4 and R5, against the work tree.
-    let work: Vec<usize> = (0..reads.len()).filter(|&i| reads[i].v.at == At::WorkTree).collect();
-    let mut notes = Vec::new();
-    for (e, env) in envs.iter().enumerate().take(base_count) {
-        let here: Vec<usize> = work.iter().copied().filter(|&i| belongs[i].contains(&e)).collect();
-        if here.is_empty() {
-            let opened = match env.services.as_slice() {
-                [] => String::new(),
-                services => format!(", opened by service {},", list(services)),
-            };
-            let message = format!(
-                "environment `{}`{opened} is gone from the work tree: a service deployed to it will not find it. \
-                 Restore it, or, if removing it is meant, have the removal reviewed and merged; checks from a later \
-                 base (--base) no longer see it",
-                escape(&env.env)
-            );
-            let at = history.base.as_ref().map_or(At::WorkTree, |b| At::Commit(b.commit.clone()));
-            found.problems.push((Problem { rule: Rule::R4, path: env.path.clone(), at, message }, vec![e]));
+    /// R2 for version `r` in environment `e`.
+    fn keys_of(&self, r: &Read<'_>, e: usize, found: &mut Found) {
+        let env = &self.envs[e];
+        if matches!(env.origin, Origin::New { first: None }) {
+            return;
         }
-        for v in here.iter().map(|&i| reads[i].v) {
-            if v.path != env.path {
-                notes.push(format!(
-                    "environment `{}` moved: {} in the base ({base_short}), {} now; its keys and serials carry over",
+        for pair in r.named.iter().filter(|p| !env.trust.trusts_named(p)) {
+            let by = match &env.origin {
+                Origin::Base => format!(
+                    "the keys environment `{}` holds in the base ({}, {})",
                     escape(&env.env),
                     escape(&env.path.display().to_string()),
-                    escape(&v.path.display().to_string())
-                ));
-            }
-            if v.services != env.services {
-                notes.push(format!(
-                    "environment `{}` ({}) is opened by {} now, by {} in the base ({base_short})",
+                    self.base_short,
+                ),
+                Origin::New { first } => format!(
+                    "key {}, the first key of environment `{}` (new since the base, first approved in {})",
+                    first.as_ref().map(|f| f.0.public_key.key_id().to_string()).unwrap_or_default(),
                     escape(&env.env),
-                    escape(&v.path.display().to_string()),
-                    list(&v.services),
-                    list(&env.services)
-                ));
-            }
-        }
-    }
-    for (e, env) in envs.iter().enumerate().skip(base_count) {
-        if let Origin::New { first: Some(first) } = &env.origin
-            && let (key, at) = (&first.0, &first.1)
-            && work.iter().any(|&i| belongs[i].contains(&e))
-        {
-            let since = match &history.base {
-                Some(_) => format!("not in the base ({base_short})"),
-                None => "there is no history before it".to_owned(),
+                    first.as_ref().map(|f| f.1.as_str()).unwrap_or_default()
+                ),
             };
-            notes.push(format!(
-                "environment `{}` ({}) is new ({since}): its first key is {}, first approved in {at}; make sure it is \
-                 its key holder's",
-                escape(&env.env),
-                escape(&env.path.display().to_string()),
-                key.public_key.key_id()
-            ));
+            let approval_key = match &pair.approval_key {
+                Some(key) => format!("approval key {}", key.key_id()),
+                None => "no usable approval key".to_owned(),
+            };
+            let message = format!(
+                "key {} ({approval_key}) is not endorsed by {by}: only `rotate-key`, which needs the old key, \
+                 may bring in a key, and this is what a replaced key looks like; restore the file from a trusted \
+                 commit",
+                pair.public_key.key_id(),
+            );
+            found.add(Rule::R2, r.v, message, &[e]);
         }
     }
 
-    // Histories merged in from elsewhere: checked like the rest, and said.
+    /// The indices of the work tree's versions.
+    fn work(&self) -> Vec<usize> {
+        (0..self.reads.len()).filter(|&i| self.reads[i].v.at == At::WorkTree).collect()
+    }
+
+    /// R4 and R5, against the work tree: an environment of the base gone (a
+    /// problem), moved or opened by other services (notes).
+    fn gone_and_moved(&self, found: &mut Found) -> Vec<String> {
+        let (work, base_short) = (self.work(), &self.base_short);
+        let mut notes = Vec::new();
+        for (e, env) in self.envs.iter().enumerate().take(self.base_count) {
+            let here: Vec<usize> = work.iter().copied().filter(|&i| self.belongs[i].contains(&e)).collect();
+            if here.is_empty() {
+                let opened = match env.services.as_slice() {
+                    [] => String::new(),
+                    services => format!(", opened by service {},", list(services)),
+                };
+                let message = format!(
+                    "environment `{}`{opened} is gone from the work tree: a service deployed to it will not find it. \
+                     Restore it, or, if removing it is meant, have the removal reviewed and merged; checks from a \
+                     later base (--base) no longer see it",
+                    escape(&env.env)
+                );
+                let at = self.history.base.as_ref().map_or(At::WorkTree, |b| At::Commit(b.commit.clone()));
+                found.problems.push((Problem { rule: Rule::R4, path: env.path.clone(), at, message }, vec![e]));
+            }
+            for v in here.iter().map(|&i| self.reads[i].v) {
+                if v.path != env.path {
+                    notes.push(format!(
+                        "environment `{}` moved: {} in the base ({base_short}), {} now; its keys and serials carry over",
+                        escape(&env.env),
+                        escape(&env.path.display().to_string()),
+                        escape(&v.path.display().to_string())
+                    ));
+                }
+                if v.services != env.services {
+                    notes.push(format!(
+                        "environment `{}` ({}) is opened by {} now, by {} in the base ({base_short})",
+                        escape(&env.env),
+                        escape(&v.path.display().to_string()),
+                        list(&v.services),
+                        list(&env.services)
+                    ));
+                }
+            }
+        }
+        notes
+    }
+
+    /// A note for each new environment of the work tree: its first key, for a
+    /// reviewer to confirm (nothing in git can tell it from an attacker's).
+    fn new_environments(&self) -> Vec<String> {
+        let work = self.work();
+        let mut notes = Vec::new();
+        for (e, env) in self.envs.iter().enumerate().skip(self.base_count) {
+            if let Origin::New { first: Some(first) } = &env.origin
+                && let (key, at) = (&first.0, &first.1)
+                && work.iter().any(|&i| self.belongs[i].contains(&e))
+            {
+                let since = match &self.history.base {
+                    Some(_) => format!("not in the base ({})", self.base_short),
+                    None => "there is no history before it".to_owned(),
+                };
+                notes.push(format!(
+                    "environment `{}` ({}) is new ({since}): its first key is {}, first approved in {at}; make sure \
+                     it is its key holder's",
+                    escape(&env.env),
+                    escape(&env.path.display().to_string()),
+                    key.public_key.key_id()
+                ));
+            }
+        }
+        notes
+    }
+
+    /// What was followed, file by file of the work tree.
+    fn files(&self, found: &Found) -> BTreeMap<PathBuf, FileVerdict> {
+        let commits = self.history.nodes.len().saturating_sub(1);
+        let mut files = BTreeMap::new();
+        for i in self.work() {
+            let r = &self.reads[i];
+            let belongs = &self.belongs[i];
+            let troubled = found.problems.iter().any(|(_, about)| about.iter().any(|e| belongs.contains(e)));
+            let mut summary = match &r.approved {
+                Ok(a) => format!("approved (serial {})", a.serial),
+                Err(_) => "not approved".to_owned(),
+            };
+            let continued = belongs.iter().find(|&&e| e < self.base_count);
+            match (&self.history.base, continued) {
+                (Some(base), Some(&e)) => summary.push_str(&format!(
+                    "; {} key(s) endorsed from the base ({}, {}), followed through {commits} commit(s)",
+                    self.envs[e].trust.pairs.len().max(1),
+                    crate::adapters::git::short(&base.commit),
+                    base.how
+                )),
+                (Some(_), None) => summary.push_str(&format!("; new since the base ({})", self.base_short)),
+                (None, _) => summary.push_str("; no history before it"),
+            }
+            files.insert(r.v.path.clone(), FileVerdict { summary, troubled, new: continued.is_none() });
+        }
+        files
+    }
+}
+
+/// Histories merged in from elsewhere: checked like the rest, and said.
+fn unrelated_roots(history: &History) -> Option<String> {
     let roots: Vec<String> = history
         .nodes
         .iter()
         .filter(|n| n.parents.is_empty() && n.at != At::WorkTree)
         .map(|n| n.at.describe())
         .collect();
-    if !roots.is_empty() {
-        notes.push(format!(
-            "{} since the base {} no parent ({}): a history merged in with --allow-unrelated-histories; every \
-             environment file in it was followed like the rest",
-            if roots.len() == 1 { "1 commit".to_owned() } else { format!("{} commits", roots.len()) },
-            if roots.len() == 1 { "has" } else { "have" },
-            roots.join(", ")
-        ));
+    if roots.is_empty() {
+        return None;
     }
-
-    // What was followed, file by file.
-    let commits = history.nodes.len().saturating_sub(1);
-    let mut files = BTreeMap::new();
-    for &i in &work {
-        let r = &reads[i];
-        let troubled = found.problems.iter().any(|(_, about)| about.iter().any(|e| belongs[i].contains(e)));
-        let mut summary = match &r.approved {
-            Ok(a) => format!("approved (serial {})", a.serial),
-            Err(_) => "not approved".to_owned(),
-        };
-        let continued = belongs[i].iter().find(|&&e| e < base_count);
-        match (&history.base, continued) {
-            (Some(base), Some(&e)) => summary.push_str(&format!(
-                "; {} key(s) endorsed from the base ({}, {}), followed through {commits} commit(s)",
-                envs[e].trust.pairs.len().max(1),
-                crate::adapters::git::short(&base.commit),
-                base.how
-            )),
-            (Some(_), None) => summary.push_str(&format!("; new since the base ({base_short})")),
-            (None, _) => summary.push_str("; no history before it"),
-        }
-        files.insert(r.v.path.clone(), FileVerdict { summary, troubled, new: continued.is_none() });
-    }
-    Verdict { problems: found.problems.into_iter().map(|(p, _)| p).collect(), notes, files }
+    Some(format!(
+        "{} since the base {} no parent ({}): a history merged in with --allow-unrelated-histories; every \
+         environment file in it was followed like the rest",
+        if roots.len() == 1 { "1 commit".to_owned() } else { format!("{} commits", roots.len()) },
+        if roots.len() == 1 { "has" } else { "have" },
+        roots.join(", ")
+    ))
 }
 
 /// Problems, each with the environments it concerns.
@@ -549,98 +492,6 @@ impl Found {
     }
 }
 
-/// The environment version `r` of the base is (R0 when it cannot be followed).
-fn base_environment(r: &Read<'_>, e: usize, edges: &[Edge], found: &mut Found) -> Environment {
-    let mut trust = Trust::default();
-    let cannot = |why: String| format!("{why}: nothing can be followed from it; check from another base (--base)");
-    match &r.v.content {
-        Err(why) => found.add(Rule::R0, r.v, cannot(why.clone()), &[e]),
-        Ok(table) if !table.contains_key(APPROVAL_KEY) => match public_key(table) {
-            Some(key) => trust.legacy = Some(key),
-            None => found.add(Rule::R0, r.v, cannot("it has no valid `public_key`".to_owned()), &[e]),
-        },
-        Ok(table) => match approval::key_chain(&r.v.env, table) {
-            Ok(chain) => trust.pairs = chain,
-            Err(err) => found.add(Rule::R0, r.v, cannot(format!("its key chain does not verify ({err})")), &[e]),
-        },
-    }
-    trust.close_over(&r.v.env, edges);
-    Environment {
-        env: r.v.env.clone(),
-        path: r.v.path.clone(),
-        services: r.v.services.clone(),
-        trust,
-        origin: Origin::Base,
-    }
-}
-
-/// Whether version `r` continues environment `e`: the same name, and the
-/// same path, a service in common, or a pair `e` trusts.
-fn continues(r: &Read<'_>, e: &Environment) -> bool {
-    r.v.env == e.env
-        && (r.v.path == e.path
-            || r.v.services.iter().any(|s| e.services.contains(s))
-            || r.named.iter().any(|p| e.trust.trusts_named(p)))
-}
-
-/// The environments each version of the range belongs to: the base's it
-/// continues, else a new one (same name, and a path, a service or a named
-/// pair in common with another of its versions, transitively), which trusts
-/// the chain of its first approved version. New environments are added to `envs`.
-fn membership(reads: &[Read<'_>], envs: &mut Vec<Environment>, edges: &[Edge]) -> Vec<Vec<usize>> {
-    let base_count = envs.len();
-    let mut belongs: Vec<Vec<usize>> =
-        reads.iter().map(|r| (0..base_count).filter(|&e| continues(r, &envs[e])).collect()).collect();
-    let loose: Vec<usize> = (0..reads.len()).filter(|&i| belongs[i].is_empty()).collect();
-    // Union-find over the loose versions, each pointing at the lowest index
-    // of its group.
-    let mut leader: BTreeMap<usize, usize> = loose.iter().map(|&i| (i, i)).collect();
-    let find = |leader: &BTreeMap<usize, usize>, mut i: usize| {
-        while leader[&i] != i {
-            i = leader[&i];
-        }
-        i
-    };
-    for (a, &i) in loose.iter().enumerate() {
-        for &j in &loose[a + 1..] {
-            let (x, y) = (&reads[i], &reads[j]);
-            let related = x.v.env == y.v.env
-                && (x.v.path == y.v.path
-                    || x.v.services.iter().any(|s| y.v.services.contains(s))
-                    || x.named.iter().any(|p| y.named.contains(p)));
-            if related {
-                let (li, lj) = (find(&leader, i), find(&leader, j));
-                leader.insert(li.max(lj), li.min(lj));
-            }
-        }
-    }
-    let mut index: BTreeMap<usize, usize> = BTreeMap::new();
-    for &i in &loose {
-        let l = find(&leader, i);
-        let e = *index.entry(l).or_insert_with(|| {
-            envs.push(Environment {
-                env: reads[l].v.env.clone(),
-                path: reads[l].v.path.clone(),
-                services: reads[l].v.services.clone(),
-                trust: Trust::default(),
-                origin: Origin::New { first: None },
-            });
-            envs.len() - 1
-        });
-        belongs[i].push(e);
-    }
-    for (e, env) in envs.iter_mut().enumerate().skip(base_count) {
-        let first = (0..reads.len()).find(|&i| belongs[i].contains(&e) && reads[i].approved.is_ok());
-        if let Some(chain) = first.and_then(|i| reads[i].chain.clone()) {
-            let at = first.map(|i| reads[i].v.at.describe()).unwrap_or_default();
-            env.origin = Origin::New { first: Some(Box::new((chain[0].clone(), at))) };
-            env.trust.pairs = chain;
-            env.trust.close_over(&env.env.clone(), edges);
-        }
-    }
-    belongs
-}
-
 fn list(services: &[String]) -> String {
     if services.is_empty() {
         return "no service".to_owned();
@@ -648,79 +499,13 @@ fn list(services: &[String]) -> String {
     services.iter().map(|s| escape(s).into_owned()).collect::<Vec<_>>().join(", ")
 }
 
-/// R3 for an approval at `serial` with `sig`, given the floor before it.
-fn serial_problem(before: &Floor, serial: u64, sig: &str, v: &Version, service: Option<String>) -> Option<String> {
-    let (top, sigs) = before.top.as_ref()?;
-    if serial > *top || (serial == *top && sigs.len() == 1 && sigs.contains_key(sig)) {
-        return None;
-    }
-    let approve = format!(
-        "`cargo xtask approve {}--env {}`",
-        service.map(|s| format!("--service {} ", escape(&s))).unwrap_or_default(),
-        escape(&v.env)
-    );
-    let at = sigs.iter().find(|(s, _)| s.as_str() != sig).map(|(_, seen)| seen.at.clone()).unwrap_or_default();
-    Some(if serial < *top {
-        format!(
-            "approval serial {serial} is lower than serial {top}, approved before it in {at}: an older approved \
-             version was brought back (a replayed value or setting); if that is meant, approve it again with {approve}"
-        )
-    } else {
-        format!(
-            "approval serial {serial} was also given to other content, in {at}: two approvals met in a merge; \
-             approve the merged file again with {approve}"
-        )
-    })
-}
-
-/// `; changed since the version approved at X: a, b (new)`, or nothing.
-fn changed_since(v: &Version, seen: &Seen) -> String {
-    let Ok(now) = &v.content else { return String::new() };
-    let changed = crate::vocab::entries::changes(&seen.table, now);
-    if changed.is_empty() {
-        return String::new();
-    }
-    format!("; changed since the version approved in {}: {}", seen.at, changed.join(", "))
-}
-
-fn public_key(table: &toml::Table) -> Option<PublicKey> {
-    PublicKey::from_base64(table.get("public_key")?.as_str()?).ok()
-}
-
-/// A key pair as a version names it: a public key, and its approval key when
-/// the version gives a usable one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Named {
-    public_key: PublicKey,
-    approval_key: Option<boxcar_secrets::ApprovalKey>,
-}
-
-/// The key pairs a version names: its current pair and every earlier one in
-/// `[[previous_keys]]`, whether or not their endorsements verify.
-fn named_pairs(table: &toml::Table) -> Vec<Named> {
-    let pair = |t: &toml::Table| {
-        let public_key = PublicKey::from_base64(t.get("public_key")?.as_str()?).ok()?;
-        let approval_key = t
-            .get(APPROVAL_KEY)
-            .and_then(toml::Value::as_str)
-            .and_then(|text| boxcar_secrets::ApprovalKey::from_base64(text).ok());
-        Some(Named { public_key, approval_key })
-    };
-    let mut out: Vec<Named> = table
-        .get(approval::PREVIOUS_KEYS)
-        .and_then(toml::Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.as_table().and_then(pair))
-        .collect();
-    out.extend(pair(table));
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use boxcar_secrets::{EnvDocument, SecretKey};
 
+    use boxcar_secrets::approval::KeyPair;
+
+    use super::keys::{Named, Trust};
     use super::*;
 
     const P: &str = "deploy-config/prod.toml";
