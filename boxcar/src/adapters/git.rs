@@ -1,6 +1,7 @@
 //! The few questions boxcar asks git, each one `git` command: which commit
 //! a name is, whether one commit is an ancestor of another, the commits
-//! between two, what a tree holds, and the objects themselves in one batch.
+//! between two, what a tree holds, the objects themselves in one batch, and
+//! which files of a checkout git would commit.
 //!
 //! The git CLI rather than a library (gitoxide, libgit2): every machine that
 //! has a checkout has git, the questions are few, and a git library would
@@ -8,7 +9,7 @@
 //! boxcar before its first command).
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -26,6 +27,9 @@ pub enum Error {
     /// `git cat-file --batch` answered fewer objects than asked.
     #[error("git cat-file answered {answered} of {asked} requests")]
     Batch { answered: usize, asked: usize },
+    /// A folder of a project that is not a git checkout could not be listed.
+    #[error("reading {path}")]
+    Read { path: String, source: std::io::Error },
 }
 
 fn asking(what: impl Into<String>) -> impl FnOnce(xshell::Error) -> Error {
@@ -189,6 +193,61 @@ pub fn batch_contents(out: &[u8]) -> Vec<Option<Vec<u8>>> {
     contents
 }
 
+/// Files git tracks (plus new files not ignored), or every file when the
+/// project is not a git checkout. Whatever is listed is there to be scanned:
+/// a path that is not a regular file is listed too, and `check` says why it
+/// cannot scan it.
+pub fn tracked_files(sh: &Shell, root: &Path) -> Result<Vec<PathBuf>> {
+    if !is_checkout(sh) {
+        let mut out = Vec::new();
+        walk(root, root, &mut out)?;
+        return Ok(out);
+    }
+    // A submodule (mode 160000) is a repository of its own, checked there;
+    // the rest of each line is `<mode> <id> <stage>\t<path>`.
+    let staged = cmd!(sh, "git ls-files -z --stage").quiet().read().map_err(asking("listing the files git tracks"))?;
+    let mut files: Vec<PathBuf> = staged
+        .split('\0')
+        .filter_map(|line| line.split_once('\t'))
+        .filter(|(meta, _)| !meta.starts_with("160000 "))
+        .map(|(_, path)| PathBuf::from(path))
+        .collect();
+    // `--others --exclude-standard` adds files about to be committed with
+    // `git add -A`; a folder listed there (`name/`) is another repository,
+    // which `git add` would record as a submodule.
+    let others = cmd!(sh, "git ls-files -z --others --exclude-standard")
+        .quiet()
+        .read()
+        .map_err(asking("listing the files git would add"))?;
+    files.extend(others.split('\0').filter(|p| !p.is_empty() && !p.ends_with('/')).map(PathBuf::from));
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let reading = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| Error::Read { path, source }
+    };
+    for entry in std::fs::read_dir(dir).map_err(reading(dir))? {
+        let entry = entry.map_err(reading(dir))?;
+        let path = entry.path();
+        let name = entry.file_name();
+        if name == "target" || name == ".git" {
+            continue;
+        }
+        // The entry's own type: a symlink to a folder is listed, not entered.
+        let is_dir = entry.file_type().map_err(reading(&path))?.is_dir();
+        if is_dir {
+            walk(root, &path, out)?;
+        } else {
+            out.push(path.strip_prefix(root).unwrap_or(&path).to_owned());
+        }
+    }
+    Ok(())
+}
+
 /// A scratch git repository for tests, with a shell in it.
 #[cfg(test)]
 pub(crate) mod scratch {
@@ -330,5 +389,72 @@ mod tests {
             vec![Some(b"x\ny".to_vec()), None, Some(Vec::new()), Some(b"\n\n".to_vec()), None, Some(b"x\ny".to_vec())]
         );
         assert!(batch_contents(b"").is_empty());
+    }
+
+    #[test]
+    fn tracked_files_are_what_git_would_commit() {
+        let tree = tempfile::tempdir().unwrap();
+        let root = tree.path();
+        git(root, &["init", "-q"]);
+        std::fs::write(root.join("committed"), "x").unwrap();
+        std::fs::write(root.join(".gitignore"), "ignored\n").unwrap();
+        std::fs::write(root.join("ignored"), "x").unwrap();
+        std::fs::write(root.join("new"), "x").unwrap();
+        std::fs::write(root.join("gone"), "x").unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
+        git(root, &["add", "committed", "gone"]);
+        git(root, &["commit", "-qm", "first"]);
+        std::fs::remove_file(root.join("gone")).unwrap();
+        // Repositories of their own: a submodule, and one `git add` would record as one.
+        let other = tempfile::tempdir().unwrap();
+        git(other.path(), &["init", "-q"]);
+        std::fs::write(other.path().join("file"), "x").unwrap();
+        git(other.path(), &["add", "file"]);
+        git(other.path(), &["commit", "-qm", "other"]);
+        git(root, &["submodule", "add", "-q", other.path().to_str().unwrap(), "sub"]);
+        std::fs::create_dir(root.join("nested")).unwrap();
+        git(&root.join("nested"), &["init", "-q"]);
+        std::fs::write(root.join("nested/file"), "x").unwrap();
+
+        let files = tracked_files(&shell(root), root).unwrap();
+        let expect = [".gitignore", ".gitmodules", "committed", "gone", "link", "new"].map(PathBuf::from);
+        assert_eq!(files, expect);
+    }
+
+    #[test]
+    fn without_git_every_file_is_listed_but_build_output() {
+        let tree = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = tree.path();
+        for dir in ["a/b", "target", ".git", "a/target"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        for file in ["top", "a/b/deep", "target/out", ".git/config", "a/target/out"] {
+            std::fs::write(root.join(file), "x").unwrap();
+        }
+        std::fs::write(outside.path().join("file"), "x").unwrap();
+        // A link to a folder is listed, not entered.
+        std::os::unix::fs::symlink(outside.path(), root.join("a/out")).unwrap();
+        let mut files = tracked_files(&shell(root), root).unwrap();
+        files.sort();
+        assert_eq!(files, ["a/b/deep", "a/out", "top"].map(PathBuf::from));
+    }
+
+    /// `git` in `dir`, with an identity of its own; its output.
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=test", "-c", "user.email=test@example.invalid", "-c", "protocol.file.allow=always"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn shell(dir: &Path) -> Shell {
+        let sh = Shell::new().unwrap();
+        sh.change_dir(dir);
+        sh
     }
 }

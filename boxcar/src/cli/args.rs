@@ -109,3 +109,59 @@ pub struct CheckArgs {
     #[arg(long, value_name = "KIB")]
     pub size_budget_kib: Option<usize>,
 }
+
+/// clap's names for the choices the vocabulary and the operations define,
+/// written here so that only the command layer knows clap (a tidy test holds
+/// it). Each list is every variant, so a new one fails to compile here.
+mod choices {
+    use clap::ValueEnum;
+    use clap::builder::PossibleValue;
+
+    use crate::ops::build::compile::Profile;
+    use crate::vocab::plan::{KeyDelivery, PublishMode};
+
+    impl ValueEnum for Profile {
+        fn value_variants<'a>() -> &'a [Self] {
+            &[Profile::Release, Profile::Fast]
+        }
+
+        fn to_possible_value(&self) -> Option<PossibleValue> {
+            Some(match self {
+                Profile::Release => {
+                    PossibleValue::new("release").help("The workspace's `release` profile: what production runs")
+                }
+                Profile::Fast => PossibleValue::new("fast").help(
+                    "`release` without LTO, with 16 codegen units, incremental, at opt-level 1: a changed line \
+                     relinks in seconds. Never for production",
+                ),
+            })
+        }
+    }
+
+    impl ValueEnum for PublishMode {
+        fn value_variants<'a>() -> &'a [Self] {
+            &[PublishMode::Ingress, PublishMode::Host]
+        }
+
+        fn to_possible_value(&self) -> Option<PossibleValue> {
+            Some(PossibleValue::new(match self {
+                PublishMode::Ingress => "ingress",
+                PublishMode::Host => "host",
+            }))
+        }
+    }
+
+    impl ValueEnum for KeyDelivery {
+        fn value_variants<'a>() -> &'a [Self] {
+            &[KeyDelivery::Auto, KeyDelivery::File, KeyDelivery::Env]
+        }
+
+        fn to_possible_value(&self) -> Option<PossibleValue> {
+            Some(PossibleValue::new(match self {
+                KeyDelivery::Auto => "auto",
+                KeyDelivery::File => "file",
+                KeyDelivery::Env => "env",
+            }))
+        }
+    }
+}

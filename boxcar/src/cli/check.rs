@@ -65,7 +65,7 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
     // Every environment through its history (R0 to R5).
     let verdict = match crate::ops::history::start(sh, args.base.base.as_deref()) {
         Err(why) => {
-            problems.push(why);
+            problems.push(why.to_string());
             None
         }
         Ok(start) => {
@@ -83,7 +83,7 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
                     Some(crate::ops::trust::evaluate(&history, &hint))
                 }
                 Err(why) => {
-                    problems.push(format!("{why:#}"));
+                    problems.push(format!("{:#}", anyhow::Error::from(why)));
                     None
                 }
             }
@@ -219,5 +219,4 @@ fn runtime_problems(
     Ok(out)
 }
 
-// What `check` scans; `image` asks it too.
-pub use crate::ops::leaks::tracked_files;
+use crate::adapters::git::tracked_files;

@@ -171,7 +171,7 @@ fn what_history_says(
     let start = match crate::ops::history::start(sh, args.base.base.as_deref()) {
         Ok(start @ crate::ops::history::Start::Base { .. }) => start,
         Ok(_) => return Ok(History::None),
-        Err(why) => return Ok(History::CannotTell(why)),
+        Err(why) => return Ok(History::CannotTell(why.to_string())),
     };
     let path = file.path().strip_prefix(&ctx.root).unwrap_or(file.path()).to_owned();
     let verdict = crate::ops::trust::evaluate(&crate::ops::history::read(sh, &start)?, &|_| None);

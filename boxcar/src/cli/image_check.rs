@@ -25,8 +25,8 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     let service = ctx.service(args.service.name())?;
     let image = args.image.unwrap_or_else(|| format!("{}:latest", service.name));
     let budget = args.check.size_budget_kib.unwrap_or(service.size_budget_kib);
-    let needles = build::needles(ctx, &args.check.key_files)?;
-    let public_keys = build::public_keys(ctx)?;
+    let needles = build::check::needles(ctx, &args.check.key_files)?;
+    let public_keys = build::check::public_keys(ctx)?;
     let rt = crate::adapters::engine::runtime()?;
     rt.block_on(async {
         let docker = crate::adapters::engine::connect(None).await?;

@@ -12,6 +12,8 @@ use xshell::Shell;
 use crate::adapters::git;
 use crate::ops::trust::{At, Base, History, Node, Parent, Version};
 
+type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// Largest environment file read, as `boxcar_secrets` reads one.
 const MAX_FILE_LEN: usize = 4 * 1024 * 1024;
 
@@ -31,55 +33,77 @@ pub enum Start {
     Everything,
 }
 
+/// Why history cannot be read, or there is no base to read it from.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("--base: this is not a git checkout")]
+    BaseNotGit,
+    #[error("--base: this repository has no commit yet, so there is nothing to start from")]
+    BaseNoCommit,
+    /// `--base REV` names no commit.
+    #[error("--base {rev}: no such commit here")]
+    NoSuchBase { rev: String },
+    /// `--base REV` is not HEAD or an ancestor of it.
+    #[error(
+        "--base {rev} ({commit}) is not HEAD or an ancestor of it, so the history between them is not this \
+         branch's: check the merge of this branch into it (as CI does for a pull request), or pass their \
+         merge base (`--base $(git merge-base {rev} HEAD)`) to check this branch alone"
+    )]
+    NotAncestor { rev: String, commit: String },
+    #[error(
+        "no trusted base to check the history from: this checkout has no origin/HEAD (the remote's \
+         default branch). Pass the commit to trust: in CI, the branch a pull request merges into \
+         (`--base origin/main`); on your machine, the branch you trust (`--base main`). \
+         `git remote set-head origin --auto` sets origin/HEAD"
+    )]
+    NoOriginHead,
+    /// HEAD and `origin/HEAD` share no commit.
+    #[error(
+        "HEAD and origin/HEAD ({origin}) have no common history, so there is no trusted base: \
+         pass the commit to trust with --base"
+    )]
+    Unrelated { origin: String },
+    /// A commit of the range has its parents cut off.
+    #[error(
+        "the history between the base and HEAD is cut at commit {commit} (a shallow clone): fetch it whole \
+         (`git fetch --unshallow`, or `fetch-depth: 0` in CI)"
+    )]
+    Shallow { commit: String },
+    #[error(transparent)]
+    Git(#[from] git::Error),
+    #[error(transparent)]
+    Secrets(#[from] boxcar_secrets::Error),
+}
+
 /// Finds the base as docs/FORMAT.md says: `--base`, else the merge base with
 /// `origin/HEAD`; `Err` says why there is none and what to pass.
-pub fn start(sh: &Shell, given: Option<&str>) -> Result<Start, String> {
+pub fn start(sh: &Shell, given: Option<&str>) -> Result<Start, Error> {
     if !git::is_checkout(sh) {
         return match given {
-            Some(_) => Err("--base: this is not a git checkout".to_owned()),
+            Some(_) => Err(Error::BaseNotGit),
             None => Ok(Start::NotGit),
         };
     }
     let Some(head) = git::commit_of(sh, "HEAD") else {
         return match given {
-            Some(_) => Err("--base: this repository has no commit yet, so there is nothing to start from".to_owned()),
+            Some(_) => Err(Error::BaseNoCommit),
             None => Ok(Start::NoCommit),
         };
     };
     let shown = |r: &str| crate::vocab::show::escape(r).into_owned();
     match given {
         Some(rev) => {
-            let commit =
-                git::commit_of(sh, rev).ok_or_else(|| format!("--base {}: no such commit here", shown(rev)))?;
+            let commit = git::commit_of(sh, rev).ok_or_else(|| Error::NoSuchBase { rev: shown(rev) })?;
             if !git::is_ancestor(sh, &commit, &head) {
-                return Err(format!(
-                    "--base {} ({}) is not HEAD or an ancestor of it, so the history between them is not this \
-                     branch's: check the merge of this branch into it (as CI does for a pull request), or pass their \
-                     merge base (`--base $(git merge-base {} HEAD)`) to check this branch alone",
-                    shown(rev),
-                    git::short(&commit),
-                    shown(rev)
-                ));
+                return Err(Error::NotAncestor { rev: shown(rev), commit: git::short(&commit) });
             }
             Ok(Start::Base { commit, how: format!("--base {}", shown(rev)) })
         }
         None => {
-            let Some(origin) = git::commit_of(sh, "refs/remotes/origin/HEAD") else {
-                return Err(
-                    "no trusted base to check the history from: this checkout has no origin/HEAD (the remote's \
-                            default branch). Pass the commit to trust: in CI, the branch a pull request merges into \
-                            (`--base origin/main`); on your machine, the branch you trust (`--base main`). \
-                            `git remote set-head origin --auto` sets origin/HEAD"
-                        .to_owned(),
-                );
-            };
-            let commit = git::merge_base(sh, &head, &origin).ok_or_else(|| {
-                format!(
-                    "HEAD and origin/HEAD ({}) have no common history, so there is no trusted base: \
-                     pass the commit to trust with --base",
-                    git::short(&origin)
-                )
-            })?;
+            let origin = git::commit_of(sh, "refs/remotes/origin/HEAD").ok_or(Error::NoOriginHead)?;
+            let commit =
+                git::merge_base(sh, &head, &origin).ok_or_else(|| Error::Unrelated { origin: git::short(&origin) })?;
             Ok(Start::Base { commit, how: "the merge base of HEAD and origin/HEAD".to_owned() })
         }
     }
@@ -87,7 +111,7 @@ pub fn start(sh: &Shell, given: Option<&str>) -> Result<Start, String> {
 
 /// Reads every version from `start` to the work tree of the checkout the
 /// shell is in (its root).
-pub fn read(sh: &Shell, start: &Start) -> anyhow::Result<History> {
+pub fn read(sh: &Shell, start: &Start) -> Result<History> {
     let work_contract = std::fs::read(sh.current_dir().join(crate::vocab::contract::FILE)).ok();
     let work_services = services_of(work_contract.as_deref());
     let (base_commit, how) = match start {
@@ -104,11 +128,7 @@ pub fn read(sh: &Shell, start: &Start) -> anyhow::Result<History> {
     let commits = git::range(sh, base_commit.as_deref(), "HEAD")?;
     let shallow = git::shallow_commits(sh)?;
     if let Some((cut, _)) = commits.iter().find(|(id, _)| shallow.contains(id)) {
-        anyhow::bail!(
-            "the history between the base and HEAD is cut at commit {} (a shallow clone): fetch it whole \
-             (`git fetch --unshallow`, or `fetch-depth: 0` in CI)",
-            git::short(cut)
-        );
+        return Err(Error::Shallow { commit: git::short(cut) });
     }
     // Each commit's contract: read for the base and every commit that changes
     // boxcar.toml; the others have their first parent's (read, when that
@@ -203,14 +223,15 @@ pub fn read(sh: &Shell, start: &Start) -> anyhow::Result<History> {
 
 /// Every folder any version of boxcar.toml in the repository (on any branch
 /// or tag) named, with `deploy-config`: where environment files have lived.
-pub fn folders_ever(sh: &Shell) -> anyhow::Result<Vec<PathBuf>> {
+pub fn folders_ever(sh: &Shell) -> Result<Vec<PathBuf>> {
     if !git::is_checkout(sh) {
         return Ok(vec![PathBuf::from(crate::vocab::defaults::CONFIG_DIR)]);
     }
     let file = crate::vocab::contract::FILE;
     let raw = xshell::cmd!(sh, "git log --all --no-renames --raw --no-abbrev -m --relative -z --format= -- {file}")
         .quiet()
-        .read()?;
+        .read()
+        .map_err(|source| git::Error::Git { what: format!("reading the history of {file}"), source })?;
     // `:<old mode> <new mode> <old id> <new id> <status>`, then the path.
     let ids: BTreeSet<String> = raw
         .split('\0')
@@ -227,7 +248,7 @@ pub fn folders_ever(sh: &Shell) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// The services of `commit`'s own contract.
-fn contract_of(sh: &Shell, commit: &str) -> anyhow::Result<Vec<(Option<String>, PathBuf)>> {
+fn contract_of(sh: &Shell, commit: &str) -> Result<Vec<(Option<String>, PathBuf)>> {
     let text = git::read_objects(sh, &[format!("{commit}:./{}", crate::vocab::contract::FILE)])?;
     Ok(services_of(text.first().and_then(Option::as_deref)))
 }
@@ -289,7 +310,7 @@ fn commit_versions(
     folders: &[PathBuf],
     services: &[(Option<String>, PathBuf)],
     reader: &mut BlobReader,
-) -> anyhow::Result<Vec<Version>> {
+) -> Result<Vec<Version>> {
     let files: Vec<(PathBuf, String, String)> = git::toml_files_in(sh, commit, folders)?
         .into_iter()
         .filter_map(|(path, id)| env_of(&path).map(|env| (path, env, id)))
@@ -316,11 +337,7 @@ fn commit_versions(
         .collect())
 }
 
-fn work_tree_versions(
-    sh: &Shell,
-    folders: &[PathBuf],
-    services: &[(Option<String>, PathBuf)],
-) -> anyhow::Result<Vec<Version>> {
+fn work_tree_versions(sh: &Shell, folders: &[PathBuf], services: &[(Option<String>, PathBuf)]) -> Result<Vec<Version>> {
     let mut out = Vec::new();
     for folder in folders {
         let dir = sh.current_dir().join(folder);
@@ -420,29 +437,29 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         let sh = Shell::new().unwrap();
         sh.change_dir(outside.path());
-        assert_eq!(start(&sh, None), Ok(Start::NotGit));
-        assert!(start(&sh, Some("main")).unwrap_err().contains("not a git checkout"));
+        assert_eq!(start(&sh, None).unwrap(), Start::NotGit);
+        assert!(start(&sh, Some("main")).unwrap_err().to_string().contains("not a git checkout"));
 
         let r = crate::adapters::git::scratch::Repo::new();
-        assert_eq!(start(&r.sh, None), Ok(Start::NoCommit));
-        assert!(start(&r.sh, Some("main")).unwrap_err().contains("no commit yet"));
+        assert_eq!(start(&r.sh, None).unwrap(), Start::NoCommit);
+        assert!(start(&r.sh, Some("main")).unwrap_err().to_string().contains("no commit yet"));
         let a = r.commit("a");
         let b = r.commit("b");
-        assert!(start(&r.sh, None).unwrap_err().starts_with("no trusted base to check the history from"));
-        assert_eq!(start(&r.sh, Some(&a)), Ok(Start::Base { commit: a.clone(), how: format!("--base {a}") }));
-        assert!(start(&r.sh, Some("nope")).unwrap_err().starts_with("--base nope: no such commit here"));
+        assert!(start(&r.sh, None).unwrap_err().to_string().starts_with("no trusted base to check the history from"));
+        assert_eq!(start(&r.sh, Some(&a)).unwrap(), Start::Base { commit: a.clone(), how: format!("--base {a}") });
+        assert!(start(&r.sh, Some("nope")).unwrap_err().to_string().starts_with("--base nope: no such commit here"));
         // origin/HEAD: the merge base with HEAD.
         r.git(&["update-ref", "refs/remotes/origin/main", &a]);
         r.git(&["symbolic-ref", "refs/remotes/origin/HEAD", "refs/remotes/origin/main"]);
         let how = "the merge base of HEAD and origin/HEAD".to_owned();
-        assert_eq!(start(&r.sh, None), Ok(Start::Base { commit: a.clone(), how: how.clone() }));
+        assert_eq!(start(&r.sh, None).unwrap(), Start::Base { commit: a.clone(), how: how.clone() });
         r.git(&["checkout", "-q", "-b", "other", &a]);
         let c = r.commit("c");
         r.git(&["update-ref", "refs/remotes/origin/main", &c]);
         r.git(&["checkout", "-q", "main"]);
-        assert_eq!(start(&r.sh, None), Ok(Start::Base { commit: a, how }));
+        assert_eq!(start(&r.sh, None).unwrap(), Start::Base { commit: a, how });
         // --base must be an ancestor of HEAD.
-        let err = start(&r.sh, Some("other")).unwrap_err();
+        let err = start(&r.sh, Some("other")).unwrap_err().to_string();
         assert!(
             err.starts_with(&format!("--base other ({}) is not HEAD or an ancestor of it", git::short(&c))),
             "{err}"
@@ -453,7 +470,7 @@ mod tests {
         let lone = r.commit("lone");
         r.git(&["update-ref", "refs/remotes/origin/main", &lone]);
         r.git(&["checkout", "-q", "main"]);
-        assert!(start(&r.sh, None).unwrap_err().starts_with("HEAD and origin/HEAD ("));
+        assert!(start(&r.sh, None).unwrap_err().to_string().starts_with("HEAD and origin/HEAD ("));
     }
 
     #[test]

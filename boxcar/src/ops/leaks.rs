@@ -10,11 +10,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
-use anyhow::Context as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use boxcar_secrets::{KEY_LEN, KeyId, PublicKey, SealedValue, SecretKey};
 use xshell::{Shell, cmd};
 use zeroize::Zeroizing;
+
+use crate::adapters::git;
 
 /// How a key was written where it was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -277,55 +278,6 @@ fn lexical(path: &Path) -> PathBuf {
     out
 }
 
-/// Files git tracks (plus new files not ignored), or every file when the
-/// project is not a git checkout. Whatever is listed is there to be scanned:
-/// a path that is not a regular file is listed too, and `check` says why it
-/// cannot scan it.
-pub fn tracked_files(sh: &Shell, root: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let is_git = cmd!(sh, "git rev-parse --is-inside-work-tree").quiet().ignore_stderr().read().is_ok();
-    if !is_git {
-        let mut out = Vec::new();
-        walk(root, root, &mut out)?;
-        return Ok(out);
-    }
-    // A submodule (mode 160000) is a repository of its own, checked there;
-    // the rest of each line is `<mode> <id> <stage>\t<path>`.
-    let staged = cmd!(sh, "git ls-files -z --stage").quiet().read()?;
-    let mut files: Vec<PathBuf> = staged
-        .split('\0')
-        .filter_map(|line| line.split_once('\t'))
-        .filter(|(meta, _)| !meta.starts_with("160000 "))
-        .map(|(_, path)| PathBuf::from(path))
-        .collect();
-    // `--others --exclude-standard` adds files about to be committed with
-    // `git add -A`; a folder listed there (`name/`) is another repository,
-    // which `git add` would record as a submodule.
-    let others = cmd!(sh, "git ls-files -z --others --exclude-standard").quiet().read()?;
-    files.extend(others.split('\0').filter(|p| !p.is_empty() && !p.ends_with('/')).map(PathBuf::from));
-    files.sort();
-    files.dedup();
-    Ok(files)
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
-        let path = entry.path();
-        let name = entry.file_name();
-        if name == "target" || name == ".git" {
-            continue;
-        }
-        // The entry's own type: a symlink to a folder is listed, not entered.
-        let is_dir = entry.file_type().with_context(|| format!("reading {}", path.display()))?.is_dir();
-        if is_dir {
-            walk(root, &path, out)?;
-        } else {
-            out.push(path.strip_prefix(root).unwrap_or(&path).to_owned());
-        }
-    }
-    Ok(())
-}
-
 /// Every secret key of `keys` in `path` (relative to `root`), however it is
 /// written, one problem each; or why the file could not be scanned, since
 /// passing it would say it holds no key without having read it.
@@ -421,7 +373,7 @@ pub fn watch_list(
     root: &Path,
     dirs: &[PathBuf],
     current: impl IntoIterator<Item = (String, PublicKey)>,
-) -> anyhow::Result<WatchList> {
+) -> Result<WatchList, crate::ops::history::Error> {
     let mut keys = Keys::default();
     for (env, key) in current {
         keys.add(&env, key, false);
@@ -449,7 +401,11 @@ pub fn watch_list(
             shown.join(", ")
         ));
     } else {
-        if cmd!(sh, "git rev-parse --is-shallow-repository").quiet().read()?.trim() == "true" {
+        let shallow = cmd!(sh, "git rev-parse --is-shallow-repository")
+            .quiet()
+            .read()
+            .map_err(|source| git::Error::Git { what: "asking git whether the clone is shallow".to_owned(), source })?;
+        if shallow.trim() == "true" {
             list.problems.push(format!(
                 "the history of {} cannot be read in a shallow clone; fetch the full history (fetch-depth: 0) \
                  so check can look for the secret keys of the public keys these files had before",
@@ -518,7 +474,7 @@ fn public_key(value: &toml::Value) -> Option<PublicKey> {
 /// of `dirs` and of every folder a version of boxcar.toml named (an
 /// environment that moved had its earlier keys in its earlier folder), once
 /// each: (environment, content).
-fn history(sh: &Shell, dirs: &[PathBuf]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+fn history(sh: &Shell, dirs: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>, crate::ops::history::Error> {
     let mut dirs = dirs.to_vec();
     for dir in crate::ops::history::folders_ever(sh)? {
         if !dirs.contains(&dir) {
@@ -530,10 +486,14 @@ fn history(sh: &Shell, dirs: &[PathBuf]) -> anyhow::Result<Vec<(String, Vec<u8>)
     let specs = &dirs;
     let raw = cmd!(sh, "git log --all --no-renames --raw --no-abbrev -m --relative -z --format= -- {specs...}")
         .quiet()
-        .output()?;
+        .output()
+        .map_err(|source| git::Error::Git {
+            what: "reading the history of the environment files".to_owned(),
+            source,
+        })?;
     let blobs = env_blobs(&String::from_utf8_lossy(&raw.stdout), &dirs);
     let ids: Vec<String> = blobs.iter().map(|(_, id)| id.clone()).collect();
-    let contents = crate::adapters::git::read_objects(sh, &ids)?;
+    let contents = git::read_objects(sh, &ids)?;
     Ok(blobs.into_iter().map(|(env, _)| env).zip(contents.into_iter().map(Option::unwrap_or_default)).collect())
 }
 
@@ -915,55 +875,6 @@ mod tests {
             list.summary(7),
             "no secret key of any environment in 7 tracked file(s) (3 current and 2 retired key(s) looked for)"
         );
-    }
-
-    #[test]
-    fn tracked_files_are_what_git_would_commit() {
-        let tree = tempfile::tempdir().unwrap();
-        let root = tree.path();
-        git(root, &["init", "-q"]);
-        std::fs::write(root.join("committed"), "x").unwrap();
-        std::fs::write(root.join(".gitignore"), "ignored\n").unwrap();
-        std::fs::write(root.join("ignored"), "x").unwrap();
-        std::fs::write(root.join("new"), "x").unwrap();
-        std::fs::write(root.join("gone"), "x").unwrap();
-        std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
-        git(root, &["add", "committed", "gone"]);
-        git(root, &["commit", "-qm", "first"]);
-        std::fs::remove_file(root.join("gone")).unwrap();
-        // Repositories of their own: a submodule, and one `git add` would record as one.
-        let other = tempfile::tempdir().unwrap();
-        git(other.path(), &["init", "-q"]);
-        std::fs::write(other.path().join("file"), "x").unwrap();
-        git(other.path(), &["add", "file"]);
-        git(other.path(), &["commit", "-qm", "other"]);
-        git(root, &["submodule", "add", "-q", other.path().to_str().unwrap(), "sub"]);
-        std::fs::create_dir(root.join("nested")).unwrap();
-        git(&root.join("nested"), &["init", "-q"]);
-        std::fs::write(root.join("nested/file"), "x").unwrap();
-
-        let files = tracked_files(&shell(root), root).unwrap();
-        let expect = [".gitignore", ".gitmodules", "committed", "gone", "link", "new"].map(PathBuf::from);
-        assert_eq!(files, expect);
-    }
-
-    #[test]
-    fn without_git_every_file_is_listed_but_build_output() {
-        let tree = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        let root = tree.path();
-        for dir in ["a/b", "target", ".git", "a/target"] {
-            std::fs::create_dir_all(root.join(dir)).unwrap();
-        }
-        for file in ["top", "a/b/deep", "target/out", ".git/config", "a/target/out"] {
-            std::fs::write(root.join(file), "x").unwrap();
-        }
-        std::fs::write(outside.path().join("file"), "x").unwrap();
-        // A link to a folder is listed, not entered.
-        std::os::unix::fs::symlink(outside.path(), root.join("a/out")).unwrap();
-        let mut files = tracked_files(&shell(root), root).unwrap();
-        files.sort();
-        assert_eq!(files, ["a/b/deep", "a/out", "top"].map(PathBuf::from));
     }
 
     /// An environment file: `public_key`, `[[previous_keys]]`, one sealed value per name.

@@ -97,13 +97,13 @@ pub fn check_name(name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublishMode {
     Ingress,
     Host,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyDelivery {
     Auto,
     File,

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
+use super::error::Result;
 use crate::vocab::contract::Service;
 use crate::vocab::labels;
 use crate::vocab::layout::{self, CA_BUNDLE, PROBE_PATH};
@@ -119,7 +120,7 @@ fn group(uid: u32) -> String {
 }
 
 /// The single layer's tar.
-pub fn layer(spec: &Spec) -> anyhow::Result<Vec<u8>> {
+pub fn layer(spec: &Spec) -> Result<Vec<u8>> {
     let service = &spec.service;
     let uid = u64::from(service.user);
     let mut entries = Entries::default();
@@ -153,7 +154,7 @@ pub fn layer(spec: &Spec) -> anyhow::Result<Vec<u8>> {
 }
 
 /// A layer tar of `entries`, sorted, every time `epoch`.
-fn tar_of(entries: Entries, epoch: u64) -> anyhow::Result<Vec<u8>> {
+fn tar_of(entries: Entries, epoch: u64) -> Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
     for (path, e) in &entries.0 {
         let mut header = tar::Header::new_ustar();
@@ -267,14 +268,14 @@ pub fn config(spec: &Spec, diff_id: &str) -> Value {
 }
 
 /// Builds the archive for `tags` (e.g. `hello:latest`, `hello:<sha>`).
-pub fn build(spec: &Spec, tags: &[String]) -> anyhow::Result<Built> {
+pub fn build(spec: &Spec, tags: &[String]) -> Result<Built> {
     let layer = layer(spec)?;
     let config = config(spec, &sha256(&layer));
     archive(layer, &config, spec.epoch, tags)
 }
 
 /// The docker-archive and OCI layout of a one-layer image.
-fn archive(layer: Vec<u8>, config: &Value, epoch: u64, tags: &[String]) -> anyhow::Result<Built> {
+fn archive(layer: Vec<u8>, config: &Value, epoch: u64, tags: &[String]) -> Result<Built> {
     let layer_digest = sha256(&layer);
     let config_bytes = serde_json::to_vec(config)?;
     let config_digest = sha256(&config_bytes);

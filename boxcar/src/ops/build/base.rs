@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context as _, bail};
+use super::error::{Error, Result, on_engine, on_file};
 use bollard::Docker;
 use bollard::query_parameters::{BuildImageOptionsBuilder, CreateImageOptionsBuilder};
 use futures::StreamExt as _;
@@ -17,7 +17,7 @@ pub(crate) const BASE: &str = "boxcar/debian:bookworm";
 const UPSTREAM: &str = "debian:bookworm-slim";
 
 /// Makes sure the base image exists: present, pulled, or bootstrapped.
-pub(crate) async fn ensure_base(sh: &Shell, docker: &Docker) -> anyhow::Result<String> {
+pub(crate) async fn ensure_base(sh: &Shell, docker: &Docker) -> Result<String> {
     if let Ok(image) = docker.inspect_image(BASE).await {
         return Ok(image.id.unwrap_or_default());
     }
@@ -47,27 +47,23 @@ pub(crate) async fn ensure_base(sh: &Shell, docker: &Docker) -> anyhow::Result<S
     } else {
         bootstrap(sh, docker).await?;
     }
-    let image = docker.inspect_image(BASE).await.context("inspecting the base image")?;
+    let image = docker.inspect_image(BASE).await.map_err(on_engine("inspecting the base image"))?;
     Ok(image.id.unwrap_or_default())
 }
 
 /// debootstrap of Debian bookworm (minbase) into a folder, then an import into the engine.
-async fn bootstrap(sh: &Shell, docker: &Docker) -> anyhow::Result<()> {
+async fn bootstrap(sh: &Shell, docker: &Docker) -> Result<()> {
     if cmd!(sh, "which debootstrap").quiet().ignore_stdout().ignore_stderr().run().is_err() {
-        bail!(
-            "no registry is reachable and debootstrap is not installed\n\
-             hint: on Debian, `apt-get install debootstrap` (as root), then run this again"
-        );
+        return Err(Error::NoDebootstrap);
     }
     let uid = cmd!(sh, "id -u").quiet().read()?;
     if uid.trim() != "0" {
-        bail!(
-            "bootstrapping a Debian base needs root (debootstrap creates device nodes and owners); run this once as root"
-        );
+        return Err(Error::BootstrapNeedsRoot);
     }
     let mirror = std::env::var("BOXCAR_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".to_owned());
     // mkdtemp (0700): a predictable name could be prepared by another user.
-    let work_dir = tempfile::Builder::new().prefix("boxcar-bootstrap-").tempdir().context("creating a work folder")?;
+    let work_dir =
+        tempfile::Builder::new().prefix("boxcar-bootstrap-").tempdir().map_err(on_file("creating a work folder"))?;
     let work = work_dir.path().to_owned();
     let rootfs = work.join("rootfs");
     let archive = work.join("rootfs.tar");
@@ -75,13 +71,16 @@ async fn bootstrap(sh: &Shell, docker: &Docker) -> anyhow::Result<()> {
     let result = async {
         cmd!(sh, "debootstrap --variant=minbase bookworm {rootfs} {mirror}")
             .run()
-            .with_context(|| format!("debootstrap from {mirror} failed; is the Debian archive reachable? (set BOXCAR_DEBIAN_MIRROR for another mirror)"))?;
+            .map_err(|source| Error::Debootstrap { mirror: mirror.clone(), source })?;
         // Device nodes and kernel file systems are the engine's to provide.
-        cmd!(sh, "tar --numeric-owner --exclude=./dev/* --exclude=./proc/* --exclude=./sys/* -C {rootfs} -cf {archive} .")
-            .quiet()
-            .run()?;
+        cmd!(
+            sh,
+            "tar --numeric-owner --exclude=./dev/* --exclude=./proc/* --exclude=./sys/* -C {rootfs} -cf {archive} ."
+        )
+        .quiet()
+        .run()?;
         eprintln!("importing the bootstrapped file system as {BASE}");
-        let bytes = std::fs::read(&archive).with_context(|| format!("reading {}", archive.display()))?;
+        let bytes = std::fs::read(&archive).map_err(on_file(format!("reading {}", archive.display())))?;
         let options = CreateImageOptionsBuilder::default()
             .from_src("-")
             .repo("boxcar/debian")
@@ -90,9 +89,9 @@ async fn bootstrap(sh: &Shell, docker: &Docker) -> anyhow::Result<()> {
             .build();
         let mut stream = docker.create_image(Some(options), Some(bollard::body_full(bytes.into())), None);
         while let Some(item) = stream.next().await {
-            item.context("importing the base image")?;
+            item.map_err(on_engine("importing the base image"))?;
         }
-        anyhow::Ok(())
+        Ok::<(), Error>(())
     }
     .await;
     drop(work_dir);
@@ -101,12 +100,7 @@ async fn bootstrap(sh: &Shell, docker: &Docker) -> anyhow::Result<()> {
 
 /// The builder image for this checkout, built if its tag does not exist yet.
 /// Returns its tag.
-pub async fn ensure_builder(
-    sh: &Shell,
-    docker: &Docker,
-    root: &Path,
-    ca_bundle: Option<&Path>,
-) -> anyhow::Result<String> {
+pub async fn ensure_builder(sh: &Shell, docker: &Docker, root: &Path, ca_bundle: Option<&Path>) -> Result<String> {
     // Several builds may start at once (the test suite runs three): one
     // bootstraps the base and builds the builder, the others wait and then
     // find both made, instead of each bootstrapping its own.
@@ -115,7 +109,7 @@ pub async fn ensure_builder(
     let dockerfile = BUILDER_DOCKERFILE.as_bytes().to_vec();
     let toolchain = toolchain_file(sh, root)?;
     let ca = match ca_bundle {
-        Some(path) => std::fs::read(path).with_context(|| format!("reading the CA bundle {}", path.display()))?,
+        Some(path) => std::fs::read(path).map_err(on_file(format!("reading the CA bundle {}", path.display())))?,
         None => Vec::new(),
     };
     let mut hash = Sha256::new();
@@ -151,7 +145,7 @@ pub async fn ensure_builder(
     let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
     let mut last = std::collections::VecDeque::new();
     while let Some(item) = stream.next().await {
-        let info = item.with_context(|| format!("building {tag}"))?;
+        let info = item.map_err(on_engine(format!("building {tag}")))?;
         if let Some(text) = info.stream {
             eprint!("{text}");
             last.push_back(text);
@@ -160,11 +154,11 @@ pub async fn ensure_builder(
             }
         }
         if let Some(err) = info.error_detail.and_then(|d| d.message) {
-            bail!("building {tag} failed: {err}");
+            return Err(Error::Builder { tag, said: err });
         }
     }
     if docker.inspect_image(&tag).await.is_err() {
-        bail!("building {tag} ended without an image");
+        return Err(Error::NoBuilder { tag });
     }
     Ok(tag)
 }
@@ -176,36 +170,39 @@ const BUILDER_DOCKERFILE: &str = include_str!("../../../builder.Dockerfile");
 /// The project's rust-toolchain.toml, which pins the builder's toolchain;
 /// where a project has none, one that pins the host's `rustc`, so the
 /// builder compiles with what the project compiles with here.
-fn toolchain_file(sh: &Shell, root: &Path) -> anyhow::Result<Vec<u8>> {
+fn toolchain_file(sh: &Shell, root: &Path) -> Result<Vec<u8>> {
     match std::fs::read(root.join("rust-toolchain.toml")) {
         Ok(bytes) => Ok(bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let version = cmd!(sh, "rustc --version").quiet().read().context("asking the host's rustc its version")?;
-            let channel = version.split_whitespace().nth(1).context("`rustc --version` said no version")?;
+            let version = cmd!(sh, "rustc --version")
+                .quiet()
+                .read()
+                .map_err(|source| Error::Command { doing: "asking the host's rustc its version".to_owned(), source })?;
+            let channel = version.split_whitespace().nth(1).ok_or(Error::RustcVersion)?;
             Ok(format!("[toolchain]\nchannel = \"{channel}\"\n").into_bytes())
         }
-        Err(e) => Err(e).context("reading rust-toolchain.toml"),
+        Err(e) => Err(on_file("reading rust-toolchain.toml")(e)),
     }
 }
 
 /// An exclusive lock on a file in the temporary folder, held until dropped;
 /// says so when it has to wait.
-pub(crate) fn lock(name: &str, waiting_for: &str) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock(name: &str, waiting_for: &str) -> Result<std::fs::File> {
     let path = std::env::temp_dir().join(name);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+        .map_err(on_file(format!("opening {}", path.display())))?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             eprintln!("waiting for {waiting_for} ({})", path.display());
-            file.lock().with_context(|| format!("locking {}", path.display()))?;
+            file.lock().map_err(on_file(format!("locking {}", path.display())))?;
         }
         Err(std::fs::TryLockError::Error(e)) => {
-            return Err(e).with_context(|| format!("locking {}", path.display()));
+            return Err(on_file(format!("locking {}", path.display()))(e));
         }
     }
     Ok(file)

@@ -6,8 +6,11 @@
 use std::collections::BTreeMap;
 use std::io::Read as _;
 
-use anyhow::{Context as _, bail};
-use boxcar_secrets::PublicKey;
+use super::error::{Error, Result};
+use std::path::PathBuf;
+
+use crate::vocab::project::Context;
+use boxcar_secrets::{EnvFile, PublicKey};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
@@ -41,7 +44,7 @@ pub fn check_archive(
     needles: &[Needle],
     public_keys: &[(String, PublicKey)],
     budget: usize,
-) -> anyhow::Result<Report> {
+) -> Result<Report> {
     let mut blobs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for entry in tar::Archive::new(archive).entries()? {
         let mut entry = entry?;
@@ -52,11 +55,12 @@ pub fn check_archive(
             blobs.insert(path, data);
         }
     }
-    let manifest: Value =
-        serde_json::from_slice(blobs.get("manifest.json").context("the archive has no manifest.json")?)?;
+    let manifest: Value = serde_json::from_slice(
+        blobs.get("manifest.json").ok_or_else(|| malformed("the archive has no manifest.json"))?,
+    )?;
     let item = &manifest[0];
-    let config_path = item["Config"].as_str().context("manifest.json names no config")?;
-    let config_bytes = blobs.get(config_path).context("the archive lacks its config")?;
+    let config_path = item["Config"].as_str().ok_or_else(|| malformed("manifest.json names no config"))?;
+    let config_bytes = blobs.get(config_path).ok_or_else(|| malformed("the archive lacks its config"))?;
     let config: Value = serde_json::from_slice(config_bytes)?;
     let mut report =
         Report { user: config["config"]["User"].as_str().unwrap_or_default().to_owned(), ..Report::default() };
@@ -90,7 +94,7 @@ pub fn check_archive(
     report.layers = layers.len();
     let mut binary = None;
     for layer_path in layers {
-        let layer = blobs.get(layer_path).with_context(|| format!("the archive lacks layer {layer_path}"))?;
+        let layer = blobs.get(layer_path).ok_or_else(|| malformed(&format!("the archive lacks layer {layer_path}")))?;
         report.image_size += layer.len();
         for entry in tar::Archive::new(&layer[..]).entries()? {
             let mut entry = entry?;
@@ -169,15 +173,93 @@ pub fn is_static(data: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+fn malformed(problem: &str) -> Error {
+    Error::Archive { problem: problem.to_owned() }
+}
+
 /// Fails with every problem, one per line.
-pub fn enforce(report: &Report) -> anyhow::Result<()> {
+pub fn enforce(report: &Report) -> Result<()> {
     if report.problems.is_empty() {
         return Ok(());
     }
-    for p in &report.problems {
-        eprintln!("image check: {p}");
+    Err(Error::CheckFailed { problems: report.problems.clone() })
+}
+
+/// Secret values shorter than this are not searched for: they would match
+/// by chance. The check says which it skipped.
+const MIN_NEEDLE: usize = 6;
+
+/// The environment files of the command's folder; none when it does not exist.
+fn config_files(ctx: &Context) -> Result<Vec<PathBuf>> {
+    let dir = ctx.config_dir();
+    if !dir.is_dir() {
+        return Ok(Vec::new());
     }
-    bail!("the image check found {} problem(s); nothing was tagged or written", report.problems.len())
+    Ok(boxcar_secrets::env_files(&dir)?)
+}
+
+pub fn public_keys(ctx: &Context) -> Result<Vec<(String, PublicKey)>> {
+    let mut out = Vec::new();
+    for path in config_files(ctx)? {
+        if let Ok(file) = EnvFile::load(&path) {
+            out.push((file.env().to_owned(), file.public_key().clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// What must not be in the image, from every key supplied: each opened value
+/// and the key itself (base64 and raw).
+pub fn needles(ctx: &mut Context, key_files: &[PathBuf]) -> Result<Vec<Needle>> {
+    let mut intakes = Vec::new();
+    if let Some(intake) = std::mem::replace(&mut ctx.env_key, Ok(None))? {
+        intakes.push(intake);
+    }
+    for path in key_files {
+        intakes.push(boxcar_secrets::read_key_file(&ctx.user_path(path), "--key-file")?);
+    }
+    let mut files = Vec::new();
+    let mut unreadable = Vec::new();
+    for path in config_files(ctx)? {
+        match EnvFile::load(&path) {
+            Ok(file) => files.push(file),
+            Err(e) => unreadable.push(e.to_string()),
+        }
+    }
+    let mut needles = Vec::new();
+    for intake in intakes {
+        let key = intake.key;
+        let Some(file) = files.iter().find(|f| f.public_key() == key.public_key()) else {
+            return Err(Error::KeyOfNoEnvironment {
+                from: intake.source.to_string(),
+                key_id: key.key_id().to_string(),
+                dir: ctx.show(&ctx.config_dir()),
+                unreadable,
+            });
+        };
+        let secrets = file.open_approved(&key)?;
+        for (name, value) in secrets.iter() {
+            if value.len() < MIN_NEEDLE {
+                eprintln!(
+                    "image check: secrets.{name} of `{}` is shorter than {MIN_NEEDLE} bytes; not searched for",
+                    file.env()
+                );
+                continue;
+            }
+            needles.push(Needle {
+                what: format!("the plaintext of secrets.{name} of environment `{}`", file.env()),
+                bytes: Zeroizing::new(value.expose_bytes().to_vec()),
+            });
+        }
+        let b64 = key.to_base64();
+        let raw =
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64.as_bytes()).map(Zeroizing::new)?;
+        for bytes in [Zeroizing::new(b64.as_bytes().to_vec()), raw] {
+            needles.push(Needle { what: format!("the secret key of environment `{}`", file.env()), bytes });
+        }
+        eprintln!("image check: searching for {} value(s) and the key of `{}`", secrets.len(), file.env());
+    }
+    Ok(needles)
 }
 
 #[cfg(test)]

@@ -10,22 +10,22 @@ pub mod assemble;
 pub mod base;
 pub mod check;
 pub mod compile;
+mod error;
+mod inputs;
+pub mod prefetch;
+mod sources;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context as _, bail};
-use boxcar_secrets::{EnvFile, PublicKey};
+pub use self::error::Error;
+use self::error::{Result, on_engine, on_file};
+use boxcar_secrets::PublicKey;
 use futures::StreamExt as _;
 use xshell::{Shell, cmd};
-use zeroize::Zeroizing;
 
 use crate::vocab::contract::Service;
 use crate::vocab::project::Context;
-
-/// Secret values shorter than this are not searched for: they would match
-/// by chance. The check says which it skipped.
-const MIN_NEEDLE: usize = 6;
 
 /// How to build: what `cargo xtask image` takes, without its command line.
 #[derive(Debug, Clone, Default)]
@@ -69,11 +69,8 @@ pub struct Commit {
 
 impl Commit {
     /// The checkout's HEAD, and whether its work tree has changes.
-    pub fn of(sh: &Shell) -> anyhow::Result<Commit> {
-        let id = cmd!(sh, "git rev-parse HEAD")
-            .quiet()
-            .read()
-            .context("the image is built from a git checkout with at least one commit")?;
+    pub fn of(sh: &Shell) -> Result<Commit> {
+        let id = cmd!(sh, "git rev-parse HEAD").quiet().read().map_err(|source| Error::NoCommit { source })?;
         let time: u64 = cmd!(sh, "git log -1 --format=%ct").quiet().read()?.trim().parse()?;
         let dirty = !cmd!(sh, "git status --porcelain --untracked-files=normal").quiet().read()?.trim().is_empty();
         let tag = if dirty { format!("{}-dirty", &id[..12]) } else { id[..12].to_owned() };
@@ -100,20 +97,20 @@ pub struct Prepared {
 /// Checks what `service`'s image needs before any engine is asked: the
 /// environment files that would ship (each approved, each approving the
 /// service's run-time contract), the keys to search for, the extra files.
-pub fn prepare(sh: &Shell, ctx: &mut Context, service: &Service, options: &Options) -> anyhow::Result<Prepared> {
+pub fn prepare(sh: &Shell, ctx: &mut Context, service: &Service, options: &Options) -> Result<Prepared> {
     let commit = Commit::of(sh)?;
     if commit.dirty {
         eprintln!(
             "warning: the work tree has uncommitted changes: the image is labelled dirty and is not reproducible"
         );
     }
-    let needles = needles(ctx, &options.key_files)?;
-    let public_keys = public_keys(ctx)?;
-    let ca_bundle = ca_bundle(ctx, options.ca_bundle.as_deref())?;
-    let excluded = excluded_from_build(ctx)?;
-    let files = extra_files(ctx, service)?;
-    let env_files = env_files(sh, ctx, options.ignored_env.as_ref().map(|(file, _)| file.as_str()))?;
-    refuse_bad_env_files(ctx, service, &env_files, &files)?;
+    let needles = check::needles(ctx, &options.key_files)?;
+    let public_keys = check::public_keys(ctx)?;
+    let ca_bundle = inputs::ca_bundle(ctx, options.ca_bundle.as_deref())?;
+    let excluded = inputs::excluded_from_build(ctx)?;
+    let files = inputs::extra_files(ctx, service)?;
+    let env_files = inputs::env_files(sh, ctx, options.ignored_env.as_ref().map(|(file, _)| file.as_str()))?;
+    inputs::refuse_bad_env_files(ctx, service, &env_files, &files)?;
     Ok(Prepared {
         service: service.clone(),
         options: options.clone(),
@@ -130,7 +127,7 @@ pub fn prepare(sh: &Shell, ctx: &mut Context, service: &Service, options: &Optio
 }
 
 /// [`prepare`], then [`Prepared::build`] on the local engine.
-pub fn build(sh: &Shell, ctx: &mut Context, service: &Service, options: &Options) -> anyhow::Result<Image> {
+pub fn build(sh: &Shell, ctx: &mut Context, service: &Service, options: &Options) -> Result<Image> {
     let prepared = prepare(sh, ctx, service, options)?;
     let rt = crate::adapters::engine::runtime()?;
     rt.block_on(async {
@@ -147,17 +144,17 @@ impl Prepared {
 
     /// Compiles, writes the image, checks it, and loads it into `docker` (or
     /// writes it out); prints its summary.
-    pub async fn build(&self, sh: &Shell, docker: &bollard::Docker) -> anyhow::Result<Image> {
+    pub async fn build(&self, sh: &Shell, docker: &bollard::Docker) -> Result<Image> {
         let started = Instant::now();
         let (service, options, commit) = (&self.service, &self.options, &self.commit);
-        let prefetch = compile::Prefetch::start(docker, &self.root).await;
+        let prefetch = prefetch::Prefetch::start(docker, &self.root).await;
         let builder = base::ensure_builder(sh, docker, &self.root, self.ca_bundle.as_deref()).await?;
         let binary =
             compile::Binary { package: service.package.clone(), bin: service.bin.clone(), profile: options.profile };
         let compiled = compile::compile(sh, docker, &self.root, &builder, &binary, &self.excluded, prefetch).await?;
         eprintln!("binary: {} ({:.1} s)", compiled.how, compiled.took.as_secs_f64());
         if let Err(why) = check::is_static(&compiled.binary) {
-            bail!("the compiled binary is not static: {why}; no image was built");
+            return Err(Error::NotStatic { why });
         }
         let probe = match service.health.needs_probe() {
             true => Some(compile::probe(docker, &self.root, &builder).await?),
@@ -170,7 +167,7 @@ impl Prepared {
             env_files: self.env_files.clone(),
             files: self.files.clone(),
             ca_bundle: compiled.ca_bundle,
-            epoch: epoch(commit.time)?,
+            epoch: inputs::epoch(commit.time)?,
             revision: if commit.dirty { format!("{}-dirty", commit.id) } else { commit.id.clone() },
             dirty: commit.dirty,
             profile: options.profile,
@@ -187,19 +184,19 @@ impl Prepared {
         match &self.oci_archive {
             Some(path) => {
                 boxcar_secrets::write_atomic(path, &built.archive, Some(0o644))
-                    .with_context(|| format!("writing {}", path.display()))?;
+                    .map_err(on_file(format!("writing {}", path.display())))?;
                 eprintln!("wrote {} (OCI layout and docker-archive; not loaded)", path.display());
             }
             None => {
                 load(docker, &built.archive).await?;
-                let loaded = docker.inspect_image(&tags[0]).await.with_context(|| format!("inspecting {}", tags[0]))?;
+                let loaded =
+                    docker.inspect_image(&tags[0]).await.map_err(on_engine(format!("inspecting {}", tags[0])))?;
                 if loaded.id.as_deref() != Some(built.image_id.as_str()) {
-                    bail!(
-                        "the engine reports image ID {:?} for {}, not the built {}",
-                        loaded.id,
-                        tags[0],
-                        built.image_id
-                    );
+                    return Err(Error::LoadedOther {
+                        reported: loaded.id,
+                        tag: tags[0].clone(),
+                        built: built.image_id.clone(),
+                    });
                 }
             }
         }
@@ -208,64 +205,11 @@ impl Prepared {
     }
 }
 
-/// What the build must not see besides what git ignores: every service's
-/// environment files and boxcar.toml, which the image takes from the host
-/// (so sealing a value or changing a label recompiles nothing).
-fn excluded_from_build(ctx: &Context) -> anyhow::Result<Vec<PathBuf>> {
-    let mut dirs = vec![ctx.config_dir()];
-    if let Some(contract) = ctx.contract()? {
-        dirs.extend(contract.services().iter().map(|s| s.config_dir.clone()));
-    }
-    let mut out = vec![PathBuf::from(crate::vocab::contract::FILE)];
-    for dir in dirs {
-        if ctx.root.join(&dir).is_dir() {
-            for path in boxcar_secrets::env_files(&ctx.root.join(&dir))? {
-                out.extend(path.strip_prefix(&ctx.root).ok().map(Path::to_path_buf));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The contract's extra files, read now: each must exist in the workspace.
-fn extra_files(ctx: &Context, service: &Service) -> anyhow::Result<Vec<(String, u32, Vec<u8>)>> {
-    service
-        .files
-        .iter()
-        .map(|f| {
-            let data = std::fs::read(ctx.root.join(&f.from)).with_context(|| {
-                format!(
-                    "{}: service `{}`: files: from = `{}` cannot be read",
-                    crate::vocab::contract::FILE,
-                    service.name,
-                    ctx.show(&f.from)
-                )
-            })?;
-            Ok((f.to.clone(), f.mode, data))
-        })
-        .collect()
-}
-
-/// The CA bundle for the builder: `--ca-bundle`, else SSL_CERT_FILE when it
-/// names a file.
-fn ca_bundle(ctx: &Context, given: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
-    match given {
-        Some(path) => {
-            let path = ctx.user_path(path);
-            if !path.is_file() {
-                bail!("--ca-bundle {}: no such file", path.display());
-            }
-            Ok(Some(path))
-        }
-        None => Ok(std::env::var_os("SSL_CERT_FILE").map(|p| ctx.user_path(Path::new(&p))).filter(|p| p.is_file())),
-    }
-}
-
-async fn load(docker: &bollard::Docker, archive: &[u8]) -> anyhow::Result<()> {
+async fn load(docker: &bollard::Docker, archive: &[u8]) -> Result<()> {
     let options = bollard::query_parameters::ImportImageOptionsBuilder::default().quiet(true).build();
     let mut stream = docker.import_image(options, bollard::body_full(archive.to_vec().into()), None);
     while let Some(item) = stream.next().await {
-        item.context("loading the image into the engine")?;
+        item.map_err(on_engine("loading the image into the engine"))?;
     }
     Ok(())
 }
@@ -288,172 +232,4 @@ fn print_table(report: &check::Report, built: &assemble::Built, tags: &[String],
         println!("label      {k}={v}");
     }
     println!("took       {:.1} s", started.elapsed().as_secs_f64());
-}
-
-/// SOURCE_DATE_EPOCH when set, else the commit time.
-fn epoch(commit_time: u64) -> anyhow::Result<u64> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => v.trim().parse().with_context(|| format!("SOURCE_DATE_EPOCH `{v}` is not a number of seconds")),
-        Err(_) => Ok(commit_time),
-    }
-}
-
-/// The public environment files for the image: those git tracks or would
-/// add, never one it ignores (the demo's, made on one machine with a key that
-/// exists there only), unless `ignored` names that one.
-fn env_files(sh: &Shell, ctx: &Context, ignored: Option<&str>) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    let root = &ctx.root;
-    let dir = root.join(ctx.config_dir());
-    if !dir.is_dir() {
-        return Ok(Vec::new());
-    }
-    let visible = crate::ops::leaks::tracked_files(sh, root)?;
-    let mut out = Vec::new();
-    for path in boxcar_secrets::env_files(&dir)? {
-        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        let rel = path.strip_prefix(root).unwrap_or(&path);
-        let shipped = visible.iter().any(|v| v == rel) || ignored == Some(name.as_str());
-        if !shipped {
-            eprintln!("not in the image: {} (git ignores it)", ctx.show(rel));
-            continue;
-        }
-        out.push((name, std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?));
-    }
-    Ok(out)
-}
-
-/// The environment files that ship in the image: each must pass what
-/// `check` checks without a key (no plaintext under [secrets], every value
-/// sealed to its file's key), be approved, and approve what the contract
-/// gives the service at run time, before anything is built: an image that
-/// carries anything else would not start.
-fn refuse_bad_env_files(
-    ctx: &Context,
-    service: &Service,
-    env_files: &[(String, Vec<u8>)],
-    files: &[(String, u32, Vec<u8>)],
-) -> anyhow::Result<()> {
-    let runtime = service.runtime_with(files);
-    let mut problems = Vec::new();
-    for (name, bytes) in env_files {
-        let path = ctx.config_dir().join(name);
-        let shown = ctx.show(&path);
-        let text = String::from_utf8_lossy(bytes);
-        let file = match EnvFile::parse(&path, &text) {
-            Ok(file) => file.for_service(ctx.named_service()),
-            Err(e) => {
-                problems.push(e.to_string());
-                continue;
-            }
-        };
-        problems.extend(file.problems().iter().map(|p| format!("{shown}: {p}")));
-        if let Err(e) = file.approval() {
-            problems.push(format!("{e} (an image with it would not start)"));
-            continue;
-        }
-        let changed = match boxcar_secrets::runtime::approved_runtime(file.table(), &service.name) {
-            None => vec!["it approves none".to_owned()],
-            Some(approved) => boxcar_secrets::runtime::differences(approved, &runtime),
-        };
-        if !changed.is_empty() {
-            problems.push(format!(
-                "{shown}: boxcar.toml gives service `{}` at run time what environment `{}` did not approve ({}); \
-                 an image with it would not start: have a holder of its secret key review the change and approve it \
-                 (`cargo xtask approve {}--env {}`)",
-                service.name,
-                file.env(),
-                changed.join(", "),
-                ctx.service_arg(),
-                file.env()
-            ));
-        }
-    }
-    if problems.is_empty() {
-        return Ok(());
-    }
-    for p in &problems {
-        eprintln!("error: {p}");
-    }
-    bail!(
-        "{} problem(s) in the environment files that would ship in the image; nothing was built \
-         (`cargo xtask check` lists them too)",
-        problems.len()
-    )
-}
-
-/// The environment files of the command's folder; none when it does not exist.
-fn config_files(ctx: &Context) -> anyhow::Result<Vec<PathBuf>> {
-    let dir = ctx.config_dir();
-    if !dir.is_dir() {
-        return Ok(Vec::new());
-    }
-    Ok(boxcar_secrets::env_files(&dir)?)
-}
-
-pub fn public_keys(ctx: &Context) -> anyhow::Result<Vec<(String, PublicKey)>> {
-    let mut out = Vec::new();
-    for path in config_files(ctx)? {
-        if let Ok(file) = EnvFile::load(&path) {
-            out.push((file.env().to_owned(), file.public_key().clone()));
-        }
-    }
-    Ok(out)
-}
-
-/// What must not be in the image, from every key supplied: each opened value
-/// and the key itself (base64 and raw).
-pub fn needles(ctx: &mut Context, key_files: &[PathBuf]) -> anyhow::Result<Vec<check::Needle>> {
-    let mut intakes = Vec::new();
-    if let Some(intake) = std::mem::replace(&mut ctx.env_key, Ok(None))? {
-        intakes.push(intake);
-    }
-    for path in key_files {
-        intakes.push(boxcar_secrets::read_key_file(&ctx.user_path(path), "--key-file")?);
-    }
-    let mut files = Vec::new();
-    let mut unreadable = Vec::new();
-    for path in config_files(ctx)? {
-        match EnvFile::load(&path) {
-            Ok(file) => files.push(file),
-            Err(e) => unreadable.push(e.to_string()),
-        }
-    }
-    let mut needles = Vec::new();
-    for intake in intakes {
-        let key = intake.key;
-        let Some(file) = files.iter().find(|f| f.public_key() == key.public_key()) else {
-            let mut msg = format!(
-                "the key from {} (key id {}) belongs to no environment in {}/",
-                intake.source,
-                key.key_id(),
-                ctx.show(&ctx.config_dir())
-            );
-            for e in &unreadable {
-                msg.push_str(&format!("\n  (could not read: {e})"));
-            }
-            bail!("{msg}");
-        };
-        let secrets = file.open_approved(&key)?;
-        for (name, value) in secrets.iter() {
-            if value.len() < MIN_NEEDLE {
-                eprintln!(
-                    "image check: secrets.{name} of `{}` is shorter than {MIN_NEEDLE} bytes; not searched for",
-                    file.env()
-                );
-                continue;
-            }
-            needles.push(check::Needle {
-                what: format!("the plaintext of secrets.{name} of environment `{}`", file.env()),
-                bytes: Zeroizing::new(value.expose_bytes().to_vec()),
-            });
-        }
-        let b64 = key.to_base64();
-        let raw =
-            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64.as_bytes()).map(Zeroizing::new)?;
-        for bytes in [Zeroizing::new(b64.as_bytes().to_vec()), raw] {
-            needles.push(check::Needle { what: format!("the secret key of environment `{}`", file.env()), bytes });
-        }
-        eprintln!("image check: searching for {} value(s) and the key of `{}`", secrets.len(), file.env());
-    }
-    Ok(needles)
 }
