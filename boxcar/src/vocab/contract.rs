@@ -532,8 +532,9 @@ fn check_service(raw: RawService, at: &str, problems: &mut Vec<String>) -> Servi
         || config_path.components().any(|c| !matches!(c, Component::Normal(_)))
     {
         problem(format!(
-            "config_dir = `{}` must be a folder inside the workspace, relative to it, like \"deploy-config\"",
-            escape(&config_dir)
+            "config_dir = `{}` must be a folder inside the workspace, relative to it, like \"{}\"",
+            escape(&config_dir),
+            crate::vocab::defaults::CONFIG_DIR
         ));
     }
     let health = match raw.health {

@@ -262,7 +262,12 @@ pub fn config(spec: &Spec, diff_id: &str) -> Value {
         "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{diff_id}")] },
         "history": [{
             "created": created,
-            "created_by": "cargo xtask image: static musl binary, public deploy-config, CA bundle, passwd/group",
+            // The words of the first images, which their IDs depend on (the
+            // folder named is the default one, whatever the contract says).
+            "created_by": format!(
+                "cargo xtask image: static musl binary, public {}, CA bundle, passwd/group",
+                crate::vocab::defaults::CONFIG_DIR
+            ),
         }],
     })
 }

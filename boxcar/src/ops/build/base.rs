@@ -16,6 +16,18 @@ pub(crate) const BASE: &str = "boxcar/debian:bookworm";
 /// What a registry would have: tried first, when one is reachable.
 const UPSTREAM: &str = "debian:bookworm-slim";
 
+/// The registry volume the builds share; `BOXCAR_REGISTRY_VOLUME` names
+/// another (the image benchmark measures a first run without emptying the
+/// shared one).
+pub(super) fn registry_volume() -> String {
+    std::env::var("BOXCAR_REGISTRY_VOLUME")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "boxcar-cargo-registry".to_owned())
+}
+/// The target the builder compiles for.
+pub(super) const TARGET: &str = "x86_64-unknown-linux-musl";
+
 /// Makes sure the base image exists: present, pulled, or bootstrapped.
 pub(crate) async fn ensure_base(sh: &Shell, docker: &Docker) -> Result<String> {
     if let Ok(image) = docker.inspect_image(BASE).await {

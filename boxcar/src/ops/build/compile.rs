@@ -6,6 +6,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::base::{TARGET, registry_volume};
 use super::error::{Error, Result, on_engine, on_file};
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
@@ -16,17 +17,6 @@ use bollard::query_parameters::{
 use futures::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 
-/// The registry volume the builds share; `BOXCAR_REGISTRY_VOLUME` names
-/// another (the image benchmark measures a first run without emptying the
-/// shared one).
-pub(super) fn registry_volume() -> String {
-    std::env::var("BOXCAR_REGISTRY_VOLUME")
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "boxcar-cargo-registry".to_owned())
-}
-/// The target the builder compiles for.
-pub(super) const TARGET: &str = "x86_64-unknown-linux-musl";
 const GIT_VOLUME: &str = "boxcar-cargo-git";
 /// The target volume; `BOXCAR_TARGET_VOLUME` names another (the image
 /// benchmark measures cold builds without emptying the shared one).
@@ -193,7 +183,7 @@ pub async fn compile(
                 .await
                 .map_err(on_engine("copying the host's crates into the builder's registry volume"))?;
         }
-        let record = super::sources::record(docker, &name).await;
+        let record = sources_record(docker, &name).await;
         // A second past now: later than the start of every compile before.
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
         let (context, bumped) = super::sources::tar(&sources, record, now + 1)?;
@@ -336,7 +326,7 @@ async fn run_build(
         return Err(Error::Compile { code, said: tail.iter().cloned().collect::<Vec<_>>().join("\n") });
     }
     let binary = download(docker, name, output).await?;
-    let ca = download(docker, name, "/etc/ssl/certs/ca-certificates.crt").await?;
+    let ca = download(docker, name, crate::vocab::layout::CA_BUNDLE).await?;
     Ok((binary, ca, compiled))
 }
 
@@ -361,6 +351,15 @@ pub(super) async fn download(docker: &Docker, name: &str, path: &str) -> Result<
         }
     }
     Err(Error::NotInContainer { path: path.to_owned() })
+}
+
+/// The target volume's record of the sources it was given (empty when it
+/// has none or it cannot be read: every file then counts as changed).
+async fn sources_record(docker: &Docker, container: &str) -> std::collections::BTreeMap<String, String> {
+    match download(docker, container, &format!("/{}", super::sources::SOURCES_RECORD)).await {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+        Err(_) => Default::default(),
+    }
 }
 
 #[cfg(test)]

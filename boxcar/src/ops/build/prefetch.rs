@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use bollard::Docker;
 use sha2::{Digest as _, Sha256};
 
-use super::compile::{TARGET, registry_volume};
+use super::base::{TARGET, registry_volume};
 use super::error::{Error, Result, on_file};
 
 /// Where the registry volume is in the builder (its `CARGO_HOME` is

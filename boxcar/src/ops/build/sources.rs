@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use bollard::Docker;
 use sha2::{Digest as _, Sha256};
 
 use super::error::{Result, on_file};
@@ -195,7 +194,7 @@ pub(super) fn read(trees: &[Tree]) -> Result<(Vec<Source>, String)> {
 /// Where the target volume records the content of every source file its
 /// builds were given (builder path → SHA-256), as a path in a tar unpacked
 /// at `/`.
-const SOURCES_RECORD: &str = "target/.boxcar-sources.json";
+pub(super) const SOURCES_RECORD: &str = "target/.boxcar-sources.json";
 
 /// A tar of the sources, to unpack at `/` in the builder, with the volume's
 /// updated record of them.
@@ -246,15 +245,6 @@ pub(super) fn tar(
     header.set_cksum();
     tar.append_data(&mut header, SOURCES_RECORD, &json[..])?;
     Ok((tar.into_inner()?, bumped))
-}
-
-/// The target volume's record of the sources it was given (empty when it
-/// has none or it cannot be read: every file then counts as changed).
-pub(super) async fn record(docker: &Docker, container: &str) -> std::collections::BTreeMap<String, String> {
-    match super::compile::download(docker, container, &format!("/{SOURCES_RECORD}")).await {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
-        Err(_) => Default::default(),
-    }
 }
 
 #[cfg(test)]
