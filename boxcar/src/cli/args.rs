@@ -118,6 +118,7 @@ mod choices {
     use clap::builder::PossibleValue;
 
     use crate::ops::build::compile::Profile;
+    use crate::ops::manifests::Format;
     use crate::vocab::plan::{KeyDelivery, PublishMode};
 
     impl ValueEnum for Profile {
@@ -162,6 +163,23 @@ mod choices {
                 KeyDelivery::File => "file",
                 KeyDelivery::Env => "env",
             }))
+        }
+    }
+
+    impl ValueEnum for Format {
+        fn value_variants<'a>() -> &'a [Self] {
+            &[Format::Compose, Format::Kubernetes]
+        }
+
+        fn to_possible_value(&self) -> Option<PossibleValue> {
+            Some(match self {
+                Format::Compose => {
+                    PossibleValue::new("compose").help("A Compose file (schema 3.8) for `docker stack deploy`")
+                }
+                Format::Kubernetes => PossibleValue::new("kubernetes").help(
+                    "A Deployment, its PersistentVolumeClaim, a Service and a NetworkPolicy, for `kubectl apply`",
+                ),
+            })
         }
     }
 }

@@ -7,24 +7,13 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use boxcar_secrets::EnvFile;
-use minijinja::value::{Kwargs, Value};
-use minijinja::{Environment, UndefinedBehavior};
-use serde::Serialize;
 use xshell::Shell;
 
 use crate::cli::args::EnvArg;
 use crate::ops::deploy::{Ask, Deploy};
+use crate::ops::manifests::{Format, render, spec};
 use crate::vocab::contract::{Instances, Service};
-use crate::vocab::labels::{
-    DEPLOYMENT as LABEL_DEPLOYMENT, ENV as LABEL_ENV, ENV_CHECKSUM_ANNOTATION, KEY_ID as LABEL_KEY_ID,
-};
-use crate::vocab::layout::{KEY_FILE_NAME, SECRETS_DIR, SWARM_KEY_FILE};
-use crate::vocab::plan::{Deployment, HARDENING};
 use crate::vocab::project::Context;
-
-const COMPOSE: &str = include_str!("../../templates/compose.yaml.j2");
-const KUBERNETES: &str = include_str!("../../templates/kubernetes.yaml.j2");
 
 /// Print deployment manifests of a service's image: a Compose file or Kubernetes objects.
 ///
@@ -65,50 +54,6 @@ pub struct Args {
     out: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Format {
-    /// A Compose file (schema 3.8) for `docker stack deploy`.
-    Compose,
-    /// A Deployment, its PersistentVolumeClaim, a Service and a NetworkPolicy, for `kubectl apply`.
-    Kubernetes,
-}
-
-/// What the templates are rendered from, every value checked.
-#[derive(Debug, Serialize)]
-struct Spec {
-    service: String,
-    env: String,
-    name: String,
-    image: String,
-    replicas: u64,
-    memory_mib: u64,
-    publish: u16,
-    port: u16,
-    extra_ports: Vec<u16>,
-    user: u32,
-    user_group: String,
-    data: Option<String>,
-    storage: &'static str,
-    health_http: Option<String>,
-    health_command: Vec<String>,
-    health_test: Vec<String>,
-    ready: Option<String>,
-    egress_ports: Vec<u16>,
-    /// `<name>-key-<key id>`, the name `cargo xtask deploy --swarm` gives the secret too.
-    secret: String,
-    /// `<env>-<key id>.key`, the key file's name in the key folder.
-    key_file_name: String,
-    data_volume: String,
-    many: bool,
-    /// Where the key is mounted as a file ([`SWARM_KEY_FILE`]): its folder and name.
-    key_file: &'static str,
-    key_dir: &'static str,
-    key_name: &'static str,
-    key_id: String,
-    /// SHA-256 of the environment file's bytes, for the pod template.
-    env_checksum: String,
-}
-
 pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     let service = ctx.service(args.at.service.name())?;
     // The deployment's flags checked as `deploy` checks them, before the
@@ -129,7 +74,7 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
         }
     };
     let deployment = deploy.deployment(many, file.public_key().key_id())?;
-    let spec = spec(&service, &file, &args, deployment)?;
+    let spec = spec(&service, &file, args.format, args.image.as_deref(), deployment)?;
     let text = render(args.format, &spec)?;
     match &args.out {
         Some(path) => {
@@ -167,135 +112,23 @@ fn checked(service: &Service, args: &Args) -> anyhow::Result<Deploy> {
     Deploy::new(service, ask)
 }
 
-fn spec(service: &Service, file: &EnvFile, args: &Args, deployment: Deployment) -> anyhow::Result<Spec> {
-    let env = file.env().to_owned();
-    if args.format == Format::Kubernetes && !env.ends_with(|c: char| c.is_ascii_alphanumeric()) {
-        // Kubernetes label values end with a letter or digit; the env is one.
-        anyhow::bail!(
-            "environment `{env}` ends with `{}`, which a Kubernetes label value cannot",
-            env.chars().last().unwrap_or('-')
-        );
-    }
-    let (key_dir, key_name) = (SECRETS_DIR, KEY_FILE_NAME);
-    let key_id = deployment.key_id.to_string();
-    // Of the parsed file, which is already at hand: what it says, not its
-    // comments or layout.
-    let env_checksum = {
-        use sha2::Digest as _;
-        let text = toml::to_string(file.table()).context("writing the environment file's settings back as TOML")?;
-        hex::encode(sha2::Sha256::digest(text.as_bytes()))
-    };
-    let mut health_command = vec![service.binary_path()];
-    health_command.extend(service.health.command.iter().flatten().cloned());
-    Ok(Spec {
-        service: service.name.clone(),
-        secret: deployment.key_resource(),
-        key_file_name: format!("{env}-{key_id}.key"),
-        data_volume: deployment.data_volume(),
-        many: deployment.many,
-        image: args.image.clone().unwrap_or_else(|| format!("{}:latest", service.name)),
-        replicas: deployment.replicas,
-        memory_mib: u64::try_from(deployment.memory_bytes / (1024 * 1024)).unwrap_or(0),
-        publish: deployment.publish.port,
-        port: service.port,
-        extra_ports: service.extra_ports.clone(),
-        user: service.user,
-        user_group: format!("{0}:{0}", service.user),
-        data: service.data.clone(),
-        storage: crate::vocab::defaults::STORAGE,
-        health_http: service.health.http.clone(),
-        health_command,
-        health_test: crate::ops::build::assemble::health_test(service),
-        ready: service.health.ready.clone().or_else(|| service.health.http.clone()),
-        egress_ports: service.egress_ports.clone(),
-        key_file: SWARM_KEY_FILE,
-        key_dir,
-        key_name,
-        key_id,
-        env_checksum,
-        env,
-        name: deployment.name,
-    })
-}
-
-fn render(format: Format, spec: &Spec) -> anyhow::Result<String> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_trim_blocks(true);
-    env.set_lstrip_blocks(true);
-    env.set_keep_trailing_newline(true);
-    env.add_filter("tojson", tojson);
-    // The names end in `.yaml.j2`, so minijinja also escapes any value printed
-    // without `tojson` as JSON.
-    let (template, source) = match format {
-        Format::Compose => ("compose.yaml.j2", COMPOSE),
-        Format::Kubernetes => ("kubernetes.yaml.j2", KUBERNETES),
-    };
-    env.add_template(template, source).with_context(|| format!("parsing templates/{template}"))?;
-    let mut labels = Vec::new();
-    if format == Format::Kubernetes {
-        labels.push(("app.kubernetes.io/name", spec.name.clone()));
-    }
-    labels.extend([
-        (LABEL_DEPLOYMENT, spec.name.clone()),
-        (LABEL_ENV, spec.env.clone()),
-        (LABEL_KEY_ID, spec.key_id.clone()),
-    ]);
-    let memory = match format {
-        Format::Compose => format!("{}M", spec.memory_mib),
-        Format::Kubernetes => format!("{}Mi", spec.memory_mib),
-    };
-    // Swarm's update and rollback order.
-    let order = if spec.many { "start-first" } else { "stop-first" };
-    // Compose writes the engine's option with its value.
-    let security_opt: Vec<String> = HARDENING.security_opt().iter().map(|o| format!("{o}:true")).collect();
-    let hardening = minijinja::context! {
-        read_only_root => HARDENING.read_only_root,
-        cap_drop => HARDENING.cap_drop,
-        no_new_privileges => HARDENING.no_new_privileges,
-    };
-    let ctx = minijinja::context! {
-        labels => labels, order => order, memory => memory, hardening => hardening, security_opt => security_opt,
-        checksum_annotation => ENV_CHECKSUM_ANNOTATION, ..Value::from_serialize(spec)
-    };
-    env.get_template(template)?.render(ctx).with_context(|| format!("rendering templates/{template}"))
-}
-
-/// minijinja's `tojson`, then `\uXXXX` for what JSON leaves raw but YAML
-/// cannot hold raw: DEL and the C1 controls (of which U+0085 is a line break
-/// to YAML 1.1, Docker's parser), U+2028 and U+2029 (line breaks to YAML 1.1),
-/// the byte-order mark and the non-characters U+FFFE and U+FFFF. All are in the
-/// Basic Multilingual Plane, so one `\u` escape is the same character to both
-/// languages; anything else (YAML has no `\u` surrogate pairs) stays as it is.
-fn tojson(value: &Value) -> Result<Value, minijinja::Error> {
-    let json = minijinja::filters::tojson(value, None, Kwargs::from_iter(std::iter::empty::<(&str, Value)>()))?;
-    let json = json.as_str().unwrap_or_default();
-    let mut out = String::with_capacity(json.len());
-    for c in json.chars() {
-        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}') {
-            out.push_str(&format!("\\u{:04x}", u32::from(c)));
-        } else {
-            out.push(c);
-        }
-    }
-    Ok(Value::from_safe_string(out))
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
     use std::path::Path;
 
-    use boxcar_secrets::SecretKey;
+    use boxcar_secrets::{EnvFile, SecretKey};
     use serde::Deserialize as _;
     use serde_norway::Value as Yaml;
 
     use super::*;
+    use crate::ops::manifests::Spec;
+    use crate::vocab::labels::{DEPLOYMENT as LABEL_DEPLOYMENT, ENV as LABEL_ENV, KEY_ID as LABEL_KEY_ID};
 
     /// `checked`, the deployment with `many`, and `spec`: what `run` does.
     fn spec_of(s: &Service, file: &EnvFile, args: &Args, many: bool) -> anyhow::Result<Spec> {
         let deployment = checked(s, args)?.deployment(many, file.public_key().key_id())?;
-        spec(s, file, args, deployment)
+        Ok(spec(s, file, args.format, args.image.as_deref(), deployment)?)
     }
     use crate::vocab::contract::tests::service;
 

@@ -7,6 +7,7 @@ pub mod build;
 pub mod deploy;
 pub mod history;
 pub mod leaks;
+pub mod manifests;
 pub mod publish;
 pub mod resources;
 pub mod service_cmd;
