@@ -164,7 +164,7 @@ fn checked(service: &Service, args: &Args) -> anyhow::Result<Deploy> {
         memory_mib: args.memory_mib,
         ..Ask::standalone(&args.at.env)
     };
-    Deploy::new(service, ask)
+    Ok(Deploy::new(service, ask)?)
 }
 
 fn spec(service: &Service, file: &EnvFile, args: &Args, deployment: Deployment) -> anyhow::Result<Spec> {
