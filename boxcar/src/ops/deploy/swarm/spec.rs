@@ -5,6 +5,7 @@
 //! the update order when the running service holds a host port
 //! (`stop_first_if_port_held`).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::models::{
@@ -108,44 +109,7 @@ pub(super) fn service_spec(
     } else {
         (ServiceSpecUpdateConfigOrderEnum::STOP_FIRST, ServiceSpecRollbackConfigOrderEnum::STOP_FIRST)
     };
-    let file_name = KEY_FILE_NAME;
-    let container = TaskSpecContainerSpec {
-        image: Some(reference.to_owned()),
-        // The spec label on the task makes every change a rolling update.
-        labels: Some(labels.clone()),
-        env: Some(vec![
-            format!("{}={}", boxcar_secrets::DEPLOY_ENV, plan.env),
-            format!("{SECRET_KEY_FILE}={SWARM_KEY_FILE}"),
-        ]),
-        user: Some(format!("{0}:{0}", plan.service.user)),
-        read_only: Some(HARDENING.read_only_root),
-        capability_drop: Some(HARDENING.cap_drop()),
-        privileges: (no_new_privileges && HARDENING.no_new_privileges)
-            .then(|| TaskSpecContainerSpecPrivileges { no_new_privileges: Some(true), ..Default::default() }),
-        mounts: Some(mounts(plan)),
-        stop_grace_period: Some(nanos(Duration::from_secs(10))),
-        health_check: Some(HealthConfig {
-            // No test: the engine keeps the image's HEALTHCHECK command and
-            // takes only the timing from here.
-            test: None,
-            interval: Some(nanos(HEALTH_INTERVAL)),
-            timeout: Some(nanos(Duration::from_secs(3))),
-            retries: Some(3),
-            start_period: Some(nanos(HEALTH_START)),
-            start_interval: None,
-        }),
-        secrets: Some(vec![TaskSpecContainerSpecSecrets {
-            file: Some(TaskSpecContainerSpecFile {
-                name: Some(file_name.to_owned()),
-                uid: Some(plan.service.user.to_string()),
-                gid: Some(plan.service.user.to_string()),
-                mode: Some(0o400),
-            }),
-            secret_id: Some(secret_id.to_owned()),
-            secret_name: Some(secret_name.to_owned()),
-        }]),
-        ..TaskSpecContainerSpec::default()
-    };
+    let container = container_spec(plan, reference, labels.clone(), (secret_id, secret_name), no_new_privileges);
     ServiceSpec {
         name: Some(plan.name.clone()),
         labels: Some(labels),
@@ -201,6 +165,56 @@ pub(super) fn service_spec(
             ..EndpointSpec::default()
         }),
         ..ServiceSpec::default()
+    }
+}
+
+/// The tasks' container: the image by `reference`, hardened (no new
+/// privileges only where the engine's API can say so), the key secret
+/// mounted as a file of the service's user, the image's own health check.
+fn container_spec(
+    plan: &Plan,
+    reference: &str,
+    labels: HashMap<String, String>,
+    (secret_id, secret_name): (&str, &str),
+    no_new_privileges: bool,
+) -> TaskSpecContainerSpec {
+    let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    TaskSpecContainerSpec {
+        image: Some(reference.to_owned()),
+        // The spec label on the task makes every change a rolling update.
+        labels: Some(labels),
+        env: Some(vec![
+            format!("{}={}", boxcar_secrets::DEPLOY_ENV, plan.env),
+            format!("{SECRET_KEY_FILE}={SWARM_KEY_FILE}"),
+        ]),
+        user: Some(format!("{0}:{0}", plan.service.user)),
+        read_only: Some(HARDENING.read_only_root),
+        capability_drop: Some(HARDENING.cap_drop()),
+        privileges: (no_new_privileges && HARDENING.no_new_privileges)
+            .then(|| TaskSpecContainerSpecPrivileges { no_new_privileges: Some(true), ..Default::default() }),
+        mounts: Some(mounts(plan)),
+        stop_grace_period: Some(nanos(Duration::from_secs(10))),
+        health_check: Some(HealthConfig {
+            // No test: the engine keeps the image's HEALTHCHECK command and
+            // takes only the timing from here.
+            test: None,
+            interval: Some(nanos(HEALTH_INTERVAL)),
+            timeout: Some(nanos(Duration::from_secs(3))),
+            retries: Some(3),
+            start_period: Some(nanos(HEALTH_START)),
+            start_interval: None,
+        }),
+        secrets: Some(vec![TaskSpecContainerSpecSecrets {
+            file: Some(TaskSpecContainerSpecFile {
+                name: Some(KEY_FILE_NAME.to_owned()),
+                uid: Some(plan.service.user.to_string()),
+                gid: Some(plan.service.user.to_string()),
+                mode: Some(0o400),
+            }),
+            secret_id: Some(secret_id.to_owned()),
+            secret_name: Some(secret_name.to_owned()),
+        }]),
+        ..TaskSpecContainerSpec::default()
     }
 }
 
