@@ -4,6 +4,10 @@
 //! applied (`Keyed::apply`) as one container (`standalone`) or a Swarm
 //! service (`swarm`). `deploy`, `dev` and a project's own commands (the demo)
 //! all go this one way; `manifests` shares the first step.
+//!
+//! Beside it: the checks of the image before anything changes (`image`), a
+//! deployment's `status`, `logs` and `undeploy` (`manage`), and the one
+//! `Error` all of them end in (`error`).
 
 mod error;
 mod image;
