@@ -111,32 +111,6 @@ pub(crate) fn run(_sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<
     let rt = crate::adapters::engine::runtime()?;
     rt.block_on(async {
         let docker = crate::adapters::engine::connect(args.target.host.as_deref()).await?;
-        keyed.apply(&docker, None).await
+        Ok(keyed.apply(&docker, None).await?)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::ops::deploy::pull_hint;
-
-    #[test]
-    fn pull_errors_get_what_to_do() {
-        let hint = |why: &str, login: bool| pull_hint(why, "reg.io:5000", login);
-        let denied = "Head https://reg.io:5000/v2/x/manifests/sha256:1: no basic auth credentials";
-        assert!(hint(denied, false).contains("`docker login reg.io:5000`"), "{}", hint(denied, false));
-        for why in ["unauthorized: authentication required", "denied: requested access to the resource is denied"] {
-            assert!(hint(why, true).contains("refused the login"), "{}", hint(why, true));
-            assert!(hint(why, false).contains("wants a login"), "{}", hint(why, false));
-        }
-        let x509 = "Get https://reg.io:5000/v2/: x509: certificate signed by unknown authority";
-        assert!(hint(x509, true).contains("/etc/docker/certs.d/reg.io:5000/ca.crt"), "{}", hint(x509, true));
-        assert!(hint("manifest unknown: manifest unknown", true).contains("has no such image"));
-        let refused = "dial tcp 10.0.0.1:5000: connect: connection refused";
-        assert!(hint(refused, true).contains("cannot reach reg.io:5000"), "{}", hint(refused, true));
-        assert!(hint("i/o timeout", true).contains("cannot reach"));
-        assert!(hint("lookup reg.io: no such host", true).contains("cannot reach"));
-        assert_eq!(hint("something else", true), "check the reference and the registry");
-        // A registry name is escaped before it reaches a terminal.
-        assert!(!pull_hint("connect: refused", "reg\u{1b}[2J.io", true).contains('\u{1b}'));
-    }
 }

@@ -108,7 +108,8 @@ pub fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
             Ok(image) => {
                 let built = started.elapsed();
                 let deployed = Instant::now();
-                match rt.block_on(keyed.apply(&docker, Some(&image.tags[0]))) {
+                // Into anyhow for the report: it shows the error with its causes.
+                match rt.block_on(keyed.apply(&docker, Some(&image.tags[0]))).map_err(anyhow::Error::from) {
                     Ok(()) => eprintln!(
                         "dev: round {round}: `{}` runs the change: build {:.1} s, deploy {:.1} s; edit to healthy {:.1} s",
                         keyed.name(),

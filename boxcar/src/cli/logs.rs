@@ -21,6 +21,6 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     let rt = crate::adapters::engine::runtime()?;
     rt.block_on(async {
         let docker = crate::adapters::engine::connect(args.target.host.as_deref()).await?;
-        crate::ops::deploy::logs(&docker, &name, args.follow, args.tail).await
+        Ok(crate::ops::deploy::logs(&docker, &name, args.follow, args.tail).await?)
     })
 }

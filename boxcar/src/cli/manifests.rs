@@ -109,7 +109,7 @@ fn checked(service: &Service, args: &Args) -> anyhow::Result<Deploy> {
         memory_mib: args.memory_mib,
         ..Ask::standalone(&args.at.env)
     };
-    Deploy::new(service, ask)
+    Ok(Deploy::new(service, ask)?)
 }
 
 #[cfg(test)]

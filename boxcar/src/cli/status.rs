@@ -15,6 +15,6 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     let rt = crate::adapters::engine::runtime()?;
     rt.block_on(async {
         let docker = crate::adapters::engine::connect(args.target.host.as_deref()).await?;
-        crate::ops::deploy::status(&docker, &name, &args.target.at.env).await
+        Ok(crate::ops::deploy::status(&docker, &name, &args.target.at.env).await?)
     })
 }

@@ -19,6 +19,6 @@ pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     let rt = crate::adapters::engine::runtime()?;
     rt.block_on(async {
         let docker = crate::adapters::engine::connect(args.target.host.as_deref()).await?;
-        crate::ops::deploy::undeploy(&docker, &name, args.purge).await
+        Ok(crate::ops::deploy::undeploy(&docker, &name, args.purge).await?)
     })
 }
