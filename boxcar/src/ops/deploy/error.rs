@@ -49,7 +49,7 @@ pub enum Error {
     NotOpened { source: Box<boxcar_secrets::Error> },
     /// Docker's login for the image's registry could not be read.
     #[error(transparent)]
-    Login(Box<dyn std::error::Error + Send + Sync>),
+    Login(#[from] crate::ops::publish::Error),
 
     // The image.
     #[error(

@@ -18,9 +18,7 @@ use crate::vocab::show::escape;
 /// pulls with it, and a Swarm manager hands it to the nodes.
 pub(super) fn login(image: &str) -> Result<Option<DockerCredentials>, Error> {
     match publish::registry_of(image) {
-        Some(registry) => {
-            Ok(publish::credentials(&registry).map_err(|e| Error::Login(e.into()))?.map(|c| c.for_engine(&registry)))
-        }
+        Some(registry) => Ok(publish::credentials(&registry).map_err(Error::Login)?.map(|c| c.for_engine(&registry))),
         None => Ok(None),
     }
 }

@@ -97,9 +97,10 @@ pub async fn deploy(
     );
     if !no_new_privileges {
         eprintln!(
-            "note: this engine's API ({}) cannot set no-new-privileges on a service; the image has no \
+            "note: this engine's API ({}) cannot set {} on a service; the image has no \
              set-user-ID file and every capability is dropped",
-            docker.client_version()
+            docker.client_version(),
+            crate::vocab::plan::HARDENING.security_opt().join(", ")
         );
     }
     let spec = service_spec(plan, &reference, &spec_label, &secret_id, &secret_name, no_new_privileges);
