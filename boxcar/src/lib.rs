@@ -29,7 +29,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 pub use cli::Command;
-pub use cli::args::ServiceArg;
 pub use vocab::project::{Context, EnvKey};
 
 /// boxcar: ship a Rust service with its credentials sealed in git.

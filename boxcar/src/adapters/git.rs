@@ -38,17 +38,17 @@ fn asking(what: impl Into<String>) -> impl FnOnce(xshell::Error) -> Error {
 }
 
 /// The first 12 hex digits of a commit id, as messages show it.
-pub fn short(commit: &str) -> String {
+pub(crate) fn short(commit: &str) -> String {
     commit.chars().take(12).collect()
 }
 
 /// Whether the shell's folder is inside a git work tree.
-pub fn is_checkout(sh: &Shell) -> bool {
+pub(crate) fn is_checkout(sh: &Shell) -> bool {
     cmd!(sh, "git rev-parse --is-inside-work-tree").quiet().ignore_stderr().read().is_ok()
 }
 
 /// The full id of the commit `rev` names, if it names one.
-pub fn commit_of(sh: &Shell, rev: &str) -> Option<String> {
+pub(crate) fn commit_of(sh: &Shell, rev: &str) -> Option<String> {
     let spec = format!("{rev}^{{commit}}");
     cmd!(sh, "git rev-parse --verify --quiet --end-of-options {spec}")
         .quiet()
@@ -60,19 +60,19 @@ pub fn commit_of(sh: &Shell, rev: &str) -> Option<String> {
 }
 
 /// Whether `ancestor` is `descendant` or one of its ancestors.
-pub fn is_ancestor(sh: &Shell, ancestor: &str, descendant: &str) -> bool {
+pub(crate) fn is_ancestor(sh: &Shell, ancestor: &str, descendant: &str) -> bool {
     cmd!(sh, "git merge-base --is-ancestor {ancestor} {descendant}").quiet().ignore_stderr().run().is_ok()
 }
 
 /// The merge base of two commits, if they have one.
-pub fn merge_base(sh: &Shell, a: &str, b: &str) -> Option<String> {
+pub(crate) fn merge_base(sh: &Shell, a: &str, b: &str) -> Option<String> {
     cmd!(sh, "git merge-base {a} {b}").quiet().ignore_stderr().read().ok().map(|id| id.trim().to_owned())
 }
 
 /// The commits reachable from `head` and not from `base` (all of `head`'s
 /// history without one), every parent of every merge followed, parents
 /// before children: `(id, parent ids)`.
-pub fn range(sh: &Shell, base: Option<&str>, head: &str) -> Result<Vec<(String, Vec<String>)>> {
+pub(crate) fn range(sh: &Shell, base: Option<&str>, head: &str) -> Result<Vec<(String, Vec<String>)>> {
     let spec = match base {
         Some(base) => format!("{base}..{head}"),
         None => head.to_owned(),
@@ -93,7 +93,7 @@ pub fn range(sh: &Shell, base: Option<&str>, head: &str) -> Result<Vec<(String, 
 /// The commits of `range` (as for [`range`]) that change one of `paths`
 /// (files, or folders written with a trailing `/`) against one of their
 /// parents: the others hold there what their first parent holds.
-pub fn touching(sh: &Shell, base: Option<&str>, head: &str, paths: &[String]) -> Result<BTreeSet<String>> {
+pub(crate) fn touching(sh: &Shell, base: Option<&str>, head: &str, paths: &[String]) -> Result<BTreeSet<String>> {
     let spec = match base {
         Some(base) => format!("{base}..{head}"),
         None => head.to_owned(),
@@ -110,7 +110,7 @@ pub fn touching(sh: &Shell, base: Option<&str>, head: &str, paths: &[String]) ->
 
 /// The commits a shallow clone cut off from their parents (git's `shallow`
 /// file); empty in a whole clone.
-pub fn shallow_commits(sh: &Shell) -> Result<BTreeSet<String>> {
+pub(crate) fn shallow_commits(sh: &Shell) -> Result<BTreeSet<String>> {
     let path =
         cmd!(sh, "git rev-parse --git-path shallow").quiet().read().map_err(asking("finding git's shallow file"))?;
     match std::fs::read_to_string(sh.current_dir().join(path.trim())) {
@@ -124,7 +124,7 @@ pub fn shallow_commits(sh: &Shell) -> Result<BTreeSet<String>> {
 /// `commit`'s tree whose names end in `.toml`: `(path, object id)`. Folders
 /// and paths are relative to the shell's folder, which need not be the
 /// repository's top (a workspace in a folder of a larger repository).
-pub fn toml_files_in(sh: &Shell, commit: &str, folders: &[PathBuf]) -> Result<Vec<(PathBuf, String)>> {
+pub(crate) fn toml_files_in(sh: &Shell, commit: &str, folders: &[PathBuf]) -> Result<Vec<(PathBuf, String)>> {
     if folders.is_empty() {
         return Ok(Vec::new());
     }
@@ -153,7 +153,7 @@ pub fn toml_files_in(sh: &Shell, commit: &str, folders: &[PathBuf]) -> Result<Ve
 /// The contents of the objects `requests` name (`<id>`, or `<commit>:./<path>`
 /// for a path relative to the shell's folder), in order, read by one
 /// `git cat-file --batch`: `None` for one that is missing.
-pub fn read_objects(sh: &Shell, requests: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+pub(crate) fn read_objects(sh: &Shell, requests: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
     if requests.is_empty() {
         return Ok(Vec::new());
     }
@@ -169,7 +169,7 @@ pub fn read_objects(sh: &Shell, requests: &[String]) -> Result<Vec<Option<Vec<u8
 
 /// The contents `git cat-file --batch` printed, in order: `None` for an
 /// object it reported missing (or ambiguous).
-pub fn batch_contents(out: &[u8]) -> Vec<Option<Vec<u8>>> {
+pub(crate) fn batch_contents(out: &[u8]) -> Vec<Option<Vec<u8>>> {
     let mut contents = Vec::new();
     let mut rest = out;
     while let Some(end) = rest.iter().position(|b| *b == b'\n') {
@@ -197,7 +197,7 @@ pub fn batch_contents(out: &[u8]) -> Vec<Option<Vec<u8>>> {
 /// project is not a git checkout. Whatever is listed is there to be scanned:
 /// a path that is not a regular file is listed too, and `check` says why it
 /// cannot scan it.
-pub fn tracked_files(sh: &Shell, root: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn tracked_files(sh: &Shell, root: &Path) -> Result<Vec<PathBuf>> {
     if !is_checkout(sh) {
         let mut out = Vec::new();
         walk(root, root, &mut out)?;

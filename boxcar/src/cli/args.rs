@@ -38,7 +38,7 @@ pub struct EnvArg {
 /// The environment to open and where its secret key is, for commands that
 /// open values.
 #[derive(Debug, clap::Args)]
-pub struct OpenArgs {
+pub(super) struct OpenArgs {
     #[command(flatten)]
     pub at: EnvArg,
     /// File holding the environment's current secret key (default: SECRET_KEY_FILE,
@@ -49,7 +49,7 @@ pub struct OpenArgs {
 
 impl OpenArgs {
     /// Loads the environment file and its secret key, as the arguments say.
-    pub fn open(&self, ctx: &mut Context) -> anyhow::Result<(EnvFile, SecretKey)> {
+    pub(super) fn open(&self, ctx: &mut Context) -> anyhow::Result<(EnvFile, SecretKey)> {
         ctx.use_config_of(self.at.service.name())?;
         let file = ctx.load_env(&self.at.env)?;
         let key = ctx.secret_key(&file, self.key_file.as_deref())?;
@@ -87,7 +87,7 @@ impl Target {
 
 /// `--base REF`, shared by the commands that follow an environment's history.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct BaseArg {
+pub(super) struct BaseArg {
     /// The commit to trust, whose environment files are the root of every key
     /// chain and serial `check` follows: in a pull request's CI, the branch it
     /// merges into (`--base origin/main`). It must be HEAD or one of its

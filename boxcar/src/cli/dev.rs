@@ -52,7 +52,7 @@ pub struct Args {
     rounds: Option<u32>,
 }
 
-pub fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
+pub(super) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     let service = ctx.service(args.at.service.name())?;
     let file = ctx.load_env(&args.at.env)?;
     if crate::vocab::plan::is_production(&file)? {

@@ -2,21 +2,21 @@
 //! its `run`). A command calls operations and speaks the vocabulary; no
 //! command imports another.
 
-pub mod approve;
-pub mod args;
-pub mod check;
-pub mod deploy;
-pub mod dev;
-pub mod encrypt_secret;
-pub mod image;
-pub mod image_check;
-pub mod keygen;
-pub mod logs;
-pub mod manifests;
-pub mod rotate_key;
-pub mod status;
-pub mod undeploy;
-pub mod verify;
+mod approve;
+mod args;
+mod check;
+mod deploy;
+mod dev;
+mod encrypt_secret;
+mod image;
+mod image_check;
+mod keygen;
+mod logs;
+mod manifests;
+mod rotate_key;
+mod status;
+mod undeploy;
+mod verify;
 
 use crate::vocab::project::Context;
 

@@ -20,7 +20,7 @@ const MAX_FILE_LEN: usize = 4 * 1024 * 1024;
 /// Where the history starts: a commit the change under review cannot have
 /// written, or nothing at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Start {
+pub(crate) enum Start {
     /// The base commit, and how it was chosen (for messages).
     Base { commit: String, how: String },
     /// A repository without a commit: every environment is new.
@@ -36,7 +36,7 @@ pub enum Start {
 /// Why history cannot be read, or there is no base to read it from.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub(crate) enum Error {
     #[error("--base: this is not a git checkout")]
     BaseNotGit,
     #[error("--base: this repository has no commit yet, so there is nothing to start from")]
@@ -78,7 +78,7 @@ pub enum Error {
 
 /// Finds the base as docs/FORMAT.md says: `--base`, else the merge base with
 /// `origin/HEAD`; `Err` says why there is none and what to pass.
-pub fn start(sh: &Shell, given: Option<&str>) -> Result<Start, Error> {
+pub(crate) fn start(sh: &Shell, given: Option<&str>) -> Result<Start, Error> {
     if !git::is_checkout(sh) {
         return match given {
             Some(_) => Err(Error::BaseNotGit),
@@ -111,7 +111,7 @@ pub fn start(sh: &Shell, given: Option<&str>) -> Result<Start, Error> {
 
 /// Reads every version from `start` to the work tree of the checkout the
 /// shell is in (its root).
-pub fn read(sh: &Shell, start: &Start) -> Result<History> {
+pub(crate) fn read(sh: &Shell, start: &Start) -> Result<History> {
     let work_contract = std::fs::read(sh.current_dir().join(crate::vocab::contract::FILE)).ok();
     let work_services = services_of(work_contract.as_deref());
     let (base_commit, how) = match start {
@@ -223,7 +223,7 @@ pub fn read(sh: &Shell, start: &Start) -> Result<History> {
 
 /// Every folder any version of boxcar.toml in the repository (on any branch
 /// or tag) named, with `deploy-config`: where environment files have lived.
-pub fn folders_ever(sh: &Shell) -> Result<Vec<PathBuf>> {
+pub(crate) fn folders_ever(sh: &Shell) -> Result<Vec<PathBuf>> {
     if !git::is_checkout(sh) {
         return Ok(vec![PathBuf::from(crate::vocab::defaults::CONFIG_DIR)]);
     }

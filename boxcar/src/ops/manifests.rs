@@ -21,7 +21,7 @@ const KUBERNETES: &str = include_str!("../../templates/kubernetes.yaml.j2");
 /// What manifests can end in.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub(crate) enum Error {
     /// Kubernetes label values end with a letter or digit; the env is one.
     #[error("environment `{env}` ends with `{last}`, which a Kubernetes label value cannot")]
     KubernetesLabel { env: String, last: char },
@@ -34,7 +34,7 @@ pub enum Error {
 
 /// Which manifests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// A Compose file (schema 3.8) for `docker stack deploy`.
     Compose,
     /// A Deployment, its PersistentVolumeClaim, a Service and a NetworkPolicy, for `kubectl apply`.
@@ -43,7 +43,7 @@ pub enum Format {
 
 /// What the templates are rendered from, every value checked.
 #[derive(Debug, Serialize)]
-pub struct Spec {
+pub(crate) struct Spec {
     pub service: String,
     pub env: String,
     pub name: String,
@@ -79,7 +79,7 @@ pub struct Spec {
 
 /// The values of `deployment`'s manifests in `format`, running `image`
 /// (default: `<service>:latest`).
-pub fn spec(
+pub(crate) fn spec(
     service: &Service,
     file: &EnvFile,
     format: Format,
@@ -133,7 +133,7 @@ pub fn spec(
 }
 
 /// `spec` rendered as `format`.
-pub fn render(format: Format, spec: &Spec) -> Result<String, Error> {
+pub(crate) fn render(format: Format, spec: &Spec) -> Result<String, Error> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_trim_blocks(true);

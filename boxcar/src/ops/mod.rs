@@ -5,10 +5,10 @@
 
 pub mod build;
 pub mod deploy;
-pub mod history;
-pub mod leaks;
-pub mod manifests;
-pub mod publish;
+pub(crate) mod history;
+pub(crate) mod leaks;
+pub(crate) mod manifests;
+pub(crate) mod publish;
 pub mod resources;
 pub mod service_cmd;
-pub mod trust;
+pub(crate) mod trust;

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use boxcar_secrets::approval::APPROVAL_TABLE;
 
 /// Every entry of `table`'s content (all of it but `[approval]`), by name.
-pub fn flatten(table: &toml::Table) -> BTreeMap<String, toml::Value> {
+pub(crate) fn flatten(table: &toml::Table) -> BTreeMap<String, toml::Value> {
     let mut out = BTreeMap::new();
     for (key, value) in table.iter().filter(|(k, _)| *k != APPROVAL_TABLE) {
         walk(&name(key), value, &mut out);
@@ -37,14 +37,14 @@ fn walk(at: &str, value: &toml::Value, out: &mut BTreeMap<String, toml::Value>) 
 }
 
 /// A key as TOML writes it: bare when it can be, quoted otherwise.
-pub fn name(key: &str) -> String {
+pub(crate) fn name(key: &str) -> String {
     let bare = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if bare { key.to_owned() } else { toml::Value::String(key.to_owned()).to_string() }
 }
 
 /// The entries that differ between `before` and `after`, each escaped for a
 /// terminal and marked `(new)` or `(removed)` when only one side has it.
-pub fn changes(before: &toml::Table, after: &toml::Table) -> Vec<String> {
+pub(crate) fn changes(before: &toml::Table, after: &toml::Table) -> Vec<String> {
     let (before, after) = (flatten(before), flatten(after));
     let names: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
     names

@@ -22,59 +22,59 @@ macro_rules! secrets_dir {
 /// Where Debian keeps its CA bundle: on the host (`image --push` trusts it),
 /// in the builder (the runner image's copy comes from there), and where the
 /// runner image carries it.
-pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+pub(crate) const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// The folder of the service's binary (and the probe): the image's PATH.
-pub const BIN_DIR: &str = bin_dir!();
+pub(crate) const BIN_DIR: &str = bin_dir!();
 /// Where the probe lives in the image, when the service has no check command.
-pub const PROBE_PATH: &str = concat!(bin_dir!(), "/boxcar-probe");
+pub(crate) const PROBE_PATH: &str = concat!(bin_dir!(), "/boxcar-probe");
 /// The image's users and groups: root and the service's numeric user.
-pub const PASSWD: &str = "/etc/passwd";
-pub const GROUP: &str = "/etc/group";
+pub(crate) const PASSWD: &str = "/etc/passwd";
+pub(crate) const GROUP: &str = "/etc/group";
 /// The service user's home folder.
-pub const HOME: &str = "/home/nonroot";
+pub(crate) const HOME: &str = "/home/nonroot";
 /// The writable temporary folder (mode 1777).
-pub const TMP: &str = "/tmp";
+pub(crate) const TMP: &str = "/tmp";
 /// Where the image holds the environment files (the secrets library's convention).
-pub const CONFIG_DIR: &str = boxcar_secrets::IMAGE_CONFIG_DIR;
+pub(crate) const CONFIG_DIR: &str = boxcar_secrets::IMAGE_CONFIG_DIR;
 /// The run-time contract the image was built with (the secrets library's convention).
-pub const SERVICE_FILE: &str = boxcar_secrets::IMAGE_SERVICE_FILE;
+pub(crate) const SERVICE_FILE: &str = boxcar_secrets::IMAGE_SERVICE_FILE;
 
 /// Files and folders (ending in `/`) the assembly fills: a contract's extra
 /// file may not go there.
-pub const FILLED: &[&str] = &[PASSWD, GROUP, "/etc/boxcar/", concat!(bin_dir!(), "/"), "/etc/ssl/", "/tmp/"];
+pub(crate) const FILLED: &[&str] = &[PASSWD, GROUP, "/etc/boxcar/", concat!(bin_dir!(), "/"), "/etc/ssl/", "/tmp/"];
 
 /// Folders the image or the kernel fills, which a data volume must not hide.
-pub const SYSTEM_FOLDERS: &[&str] =
+pub(crate) const SYSTEM_FOLDERS: &[&str] =
     &["/tmp", "/etc", "/usr", "/proc", "/sys", "/dev", "/run", "/bin", "/sbin", "/lib", "/home"];
 
 /// Whether an extra file at `path` would land where the assembly writes, or
 /// inside the service's `data` folder (a volume hides it).
-pub fn is_filled(path: &str, data: Option<&str>) -> bool {
+pub(crate) fn is_filled(path: &str, data: Option<&str>) -> bool {
     FILLED.iter().any(|f| if f.ends_with('/') { path.starts_with(f) } else { path == *f })
         || data.is_some_and(|d| path.starts_with(&format!("{d}/")))
 }
 
 /// Variables the image sets for `PATH` and the CA bundle.
-pub const PATH_VAR: &str = "PATH";
-pub const CA_BUNDLE_VAR: &str = "SSL_CERT_FILE";
+pub(crate) const PATH_VAR: &str = "PATH";
+pub(crate) const CA_BUNDLE_VAR: &str = "SSL_CERT_FILE";
 
 /// Variables boxcar sets itself (the image, or a deployment for the key and
 /// the environment); a contract cannot set them.
-pub const RESERVED_ENV: &[&str] =
+pub(crate) const RESERVED_ENV: &[&str] =
     &[PATH_VAR, CA_BUNDLE_VAR, boxcar_secrets::SECRET_KEY, boxcar_secrets::SECRET_KEY_FILE, boxcar_secrets::DEPLOY_ENV];
 
 /// The folder a Swarm secret or a Kubernetes Secret is mounted in.
-pub const SECRETS_DIR: &str = secrets_dir!();
+pub(crate) const SECRETS_DIR: &str = secrets_dir!();
 /// The key's file name inside it (and the Secret's key).
-pub const KEY_FILE_NAME: &str = "boxcar-key";
+pub(crate) const KEY_FILE_NAME: &str = "boxcar-key";
 /// Where the Swarm secret (or Kubernetes Secret) with the key is mounted as a file.
-pub const SWARM_KEY_FILE: &str = concat!(secrets_dir!(), "/boxcar-key");
+pub(crate) const SWARM_KEY_FILE: &str = concat!(secrets_dir!(), "/boxcar-key");
 /// On a standalone engine the key lives in its own volume, mounted read-only here.
-pub const VOLUME_KEY_DIR: &str = concat!(secrets_dir!(), "/boxcar");
+pub(crate) const VOLUME_KEY_DIR: &str = concat!(secrets_dir!(), "/boxcar");
 /// The key's file in that volume.
-pub const VOLUME_KEY_FILE: &str = concat!(secrets_dir!(), "/boxcar/key");
+pub(crate) const VOLUME_KEY_FILE: &str = concat!(secrets_dir!(), "/boxcar/key");
 /// Its name.
-pub const VOLUME_KEY_FILE_NAME: &str = "key";
+pub(crate) const VOLUME_KEY_FILE_NAME: &str = "key";
 
 #[cfg(test)]
 mod tests {

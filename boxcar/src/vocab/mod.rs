@@ -5,10 +5,10 @@
 
 pub mod contract;
 pub mod defaults;
-pub mod entries;
+pub(crate) mod entries;
 pub mod keys;
 pub mod labels;
-pub mod layout;
+pub(crate) mod layout;
 pub mod plan;
 pub mod project;
-pub mod show;
+pub(crate) mod show;

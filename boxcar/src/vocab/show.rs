@@ -2,11 +2,11 @@
 //! for a terminal: control characters become visible escapes, so a hostile
 //! file cannot move the cursor, clear the screen or hide a line.
 
-pub use boxcar_secrets::escape;
+pub(crate) use boxcar_secrets::escape;
 
 /// Bytes for a terminal: UTF-8 text as [`escape`] shows it; anything else
 /// with every byte outside printable ASCII written `\xNN`.
-pub fn escape_bytes(bytes: &[u8]) -> String {
+pub(crate) fn escape_bytes(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
         Ok(text) => escape(text).into_owned(),
         Err(_) => bytes.escape_ascii().to_string(),
@@ -15,7 +15,7 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
 
 /// Problems found in one pass, each on its own indented line: what an error
 /// that lists them shows after its summary.
-pub fn lines(problems: &[String]) -> String {
+pub(crate) fn lines(problems: &[String]) -> String {
     problems.iter().map(|p| format!("\n  {p}")).collect()
 }
 

@@ -112,7 +112,12 @@ async fn bootstrap(sh: &Shell, docker: &Docker) -> Result<()> {
 
 /// The builder image for this checkout, built if its tag does not exist yet.
 /// Returns its tag.
-pub async fn ensure_builder(sh: &Shell, docker: &Docker, root: &Path, ca_bundle: Option<&Path>) -> Result<String> {
+pub(crate) async fn ensure_builder(
+    sh: &Shell,
+    docker: &Docker,
+    root: &Path,
+    ca_bundle: Option<&Path>,
+) -> Result<String> {
     // Several builds may start at once (the test suite runs three): one
     // bootstraps the base and builds the builder, the others wait and then
     // find both made, instead of each bootstrapping its own.

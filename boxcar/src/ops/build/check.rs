@@ -15,7 +15,7 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 /// A byte string that must not appear in the image, and what it is.
-pub struct Needle {
+pub(crate) struct Needle {
     pub what: String,
     pub bytes: Zeroizing<Vec<u8>>,
 }
@@ -28,7 +28,7 @@ impl std::fmt::Debug for Needle {
 
 /// What the check found.
 #[derive(Debug, Default)]
-pub struct Report {
+pub(crate) struct Report {
     pub problems: Vec<String>,
     pub binary_size: usize,
     pub image_size: usize,
@@ -39,7 +39,7 @@ pub struct Report {
 }
 
 /// Checks a docker-archive (what `docker save` writes, and what `image` builds).
-pub fn check_archive(
+pub(crate) fn check_archive(
     archive: &[u8],
     needles: &[Needle],
     public_keys: &[(String, PublicKey)],
@@ -155,7 +155,7 @@ fn scan(place: &str, data: &[u8], needles: &[Needle], public_keys: &[(String, Pu
 }
 
 /// A static ELF executable: no program interpreter, no shared libraries.
-pub fn is_static(data: &[u8]) -> Result<(), String> {
+pub(crate) fn is_static(data: &[u8]) -> Result<(), String> {
     use object::read::elf::{Dyn as _, ElfFile64, FileHeader as _, ProgramHeader as _};
     let elf = ElfFile64::<object::Endianness>::parse(data).map_err(|e| format!("not an ELF executable ({e})"))?;
     let endian = elf.endian();
@@ -178,7 +178,7 @@ fn malformed(problem: &str) -> Error {
 }
 
 /// Fails with every problem, one per line.
-pub fn enforce(report: &Report) -> Result<()> {
+pub(crate) fn enforce(report: &Report) -> Result<()> {
     if report.problems.is_empty() {
         return Ok(());
     }
@@ -198,7 +198,7 @@ fn config_files(ctx: &Context) -> Result<Vec<PathBuf>> {
     Ok(boxcar_secrets::env_files(&dir)?)
 }
 
-pub fn public_keys(ctx: &Context) -> Result<Vec<(String, PublicKey)>> {
+pub(crate) fn public_keys(ctx: &Context) -> Result<Vec<(String, PublicKey)>> {
     let mut out = Vec::new();
     for path in config_files(ctx)? {
         if let Ok(file) = EnvFile::load(&path) {
@@ -210,7 +210,7 @@ pub fn public_keys(ctx: &Context) -> Result<Vec<(String, PublicKey)>> {
 
 /// What must not be in the image, from every key supplied: each opened value
 /// and the key itself (base64 and raw).
-pub fn needles(ctx: &mut Context, key_files: &[PathBuf]) -> Result<Vec<Needle>> {
+pub(crate) fn needles(ctx: &mut Context, key_files: &[PathBuf]) -> Result<Vec<Needle>> {
     let mut intakes = Vec::new();
     if let Some(intake) = std::mem::replace(&mut ctx.env_key, Ok(None))? {
         intakes.push(intake);

@@ -7,12 +7,12 @@
 //! `Prepared::build` compiles, writes, checks and loads. `build` does both.
 
 pub mod assemble;
-pub mod base;
-pub mod check;
+pub(crate) mod base;
+pub(crate) mod check;
 pub mod compile;
 mod error;
 mod inputs;
-pub mod prefetch;
+pub(crate) mod prefetch;
 mod sources;
 
 use std::path::PathBuf;

@@ -13,7 +13,7 @@ mod error;
 mod image;
 mod manage;
 pub mod standalone;
-pub mod swarm;
+pub(crate) mod swarm;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,11 +7,11 @@ use std::path::{Component, Path, PathBuf};
 
 /// Largest file scanned, in bytes. GitHub refuses files over 100 MiB, so no
 /// file of a repository pushed there is larger; a file is read whole, once.
-pub const MAX_SCANNED: u64 = 100 * 1024 * 1024;
+pub(super) const MAX_SCANNED: u64 = 100 * 1024 * 1024;
 
 /// Why a listed file was not scanned; shown with what to do about it.
 #[derive(Debug)]
-pub enum Unscannable {
+pub(crate) enum Unscannable {
     TooLarge { len: u64 },
     Gone,
     Unreadable(std::io::Error),
@@ -57,7 +57,7 @@ impl std::fmt::Display for Unscannable {
 /// The content of `path` (relative to `work_tree`) to scan: `None` for a
 /// symlink that stays inside the work tree, whose target, when git holds it, is
 /// scanned under its own path (git stores only the link's text).
-pub fn read(work_tree: &Path, path: &Path) -> Result<Option<Vec<u8>>, Unscannable> {
+pub(crate) fn read(work_tree: &Path, path: &Path) -> Result<Option<Vec<u8>>, Unscannable> {
     use std::io::Read as _;
     let full = work_tree.join(path);
     let meta = std::fs::symlink_metadata(&full).map_err(unreadable)?;

@@ -19,14 +19,14 @@ use std::path::{Path, PathBuf};
 use boxcar_secrets::{KeyId, PublicKey, SealedValue};
 use xshell::{Shell, cmd};
 
-pub use self::files::{MAX_SCANNED, Unscannable, read};
-pub use self::scan::{Encoding, Found, candidates};
+pub(crate) use self::files::read;
+pub(crate) use self::scan::{Encoding, candidates};
 use crate::adapters::git;
 
 /// Every secret key of `keys` in `path` (relative to `root`), however it is
 /// written, one problem each; or why the file could not be scanned, since
 /// passing it would say it holds no key without having read it.
-pub fn committed_keys(root: &Path, path: &Path, keys: &[Known]) -> Vec<String> {
+pub(crate) fn committed_keys(root: &Path, path: &Path, keys: &[Known]) -> Vec<String> {
     let shown = crate::vocab::show::escape(&path.display().to_string()).into_owned();
     let bytes = match read(root, path) {
         Ok(Some(bytes)) => bytes,
@@ -44,7 +44,7 @@ pub fn committed_keys(root: &Path, path: &Path, keys: &[Known]) -> Vec<String> {
 
 /// A public key whose secret key must not be in any tracked file.
 #[derive(Debug)]
-pub struct Known {
+pub(crate) struct Known {
     pub env: String,
     pub key: PublicKey,
     /// No longer the environment's `public_key`: found in an earlier committed
@@ -60,7 +60,7 @@ impl Known {
     /// it. Rotating seals the same credentials again, and git keeps the old
     /// sealed values: only a new credential, issued where the old one was, is
     /// out of the leaked key's reach.
-    pub fn leak(&self, encoding: Encoding) -> String {
+    pub(crate) fn leak(&self, encoding: Encoding) -> String {
         let env = &self.env;
         let id = self.key.key_id();
         let names: Vec<String> = self.names.iter().map(|n| format!("`{}`", crate::vocab::show::escape(n))).collect();
@@ -89,7 +89,7 @@ impl Known {
 
 /// What `check` looks for, and what it could not learn.
 #[derive(Debug, Default)]
-pub struct WatchList {
+pub(crate) struct WatchList {
     /// Sorted by key id.
     pub keys: Vec<Known>,
     pub problems: Vec<String>,
@@ -99,7 +99,7 @@ pub struct WatchList {
 
 impl WatchList {
     /// The line that says no key was found in `files` files.
-    pub fn summary(&self, files: usize) -> String {
+    pub(crate) fn summary(&self, files: usize) -> String {
         let retired = self.keys.iter().filter(|k| k.retired).count();
         format!(
             "no secret key of any environment in {files} tracked file(s) ({} current and {retired} retired key(s) \
@@ -113,7 +113,7 @@ impl WatchList {
 /// `public_key` of every committed version of every environment file in
 /// `dirs` (relative to `root`, the shell's folder) that git holds, and every
 /// `public_key` under `[[previous_keys]]` of the current files.
-pub fn watch_list(
+pub(crate) fn watch_list(
     sh: &Shell,
     root: &Path,
     dirs: &[PathBuf],
@@ -269,6 +269,7 @@ fn env_blobs(raw: &str, dirs: &[PathBuf]) -> Vec<(String, String)> {
 mod tests {
     use boxcar_secrets::SecretKey;
 
+    use super::files::Unscannable;
     use super::scan::tests::raw;
     use super::*;
 

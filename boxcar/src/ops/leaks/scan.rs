@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 /// How a key was written where it was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Encoding {
+pub(crate) enum Encoding {
     /// Standard base64, padded or not: what a key file holds.
     Base64,
     /// URL-safe base64 (`-` and `_`), padded or not.
@@ -34,7 +34,7 @@ impl std::fmt::Display for Encoding {
 
 /// A 32-byte value found in a file, which would be a secret key.
 #[derive(Debug)]
-pub struct Found {
+pub(crate) struct Found {
     /// The line it starts on, from 1.
     pub line: usize,
     pub encoding: Encoding,
@@ -70,7 +70,7 @@ const URL_SAFE: GeneralPurpose = GeneralPurpose::new(
 /// (each costs an X25519 scalar multiplication) are at most a few per 44
 /// bytes. Every longer run of standard base64 is decoded once and its text
 /// searched the same way, one level deep. The work is linear in `data`.
-pub fn candidates(data: &[u8]) -> Vec<Found> {
+pub(crate) fn candidates(data: &[u8]) -> Vec<Found> {
     let mut found: Vec<(usize, Encoding, PublicKey)> = Vec::new();
     plain(data, &mut |at, encoding, key| found.push((at, encoding, key)));
     for (at, run) in runs(data, is_base64) {

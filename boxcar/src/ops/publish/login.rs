@@ -11,7 +11,7 @@ use super::Error;
 use crate::vocab::show::escape;
 
 /// A registry login, from Docker's config or a credential helper.
-pub struct Credentials {
+pub(crate) struct Credentials {
     pub(super) user: String,
     pub(super) secret: Zeroizing<String>,
     /// An identity token rather than a password.
@@ -36,7 +36,7 @@ impl Credentials {
 
     /// The same login for the engine (`X-Registry-Auth`): it pulls with it,
     /// and a Swarm manager hands it to the nodes that run the tasks.
-    pub fn for_engine(&self, registry: &str) -> bollard::auth::DockerCredentials {
+    pub(crate) fn for_engine(&self, registry: &str) -> bollard::auth::DockerCredentials {
         let mut c = bollard::auth::DockerCredentials { serveraddress: Some(registry.to_owned()), ..Default::default() };
         match self.token {
             true => c.identitytoken = Some(self.secret.to_string()),
@@ -60,7 +60,7 @@ fn docker_config() -> Option<PathBuf> {
 /// The login for `registry` (`host[:port]`), looked up as the docker CLI
 /// stores it; `None` when there is no config file or it has no login for
 /// the registry (the registry is then asked anonymously).
-pub fn credentials(registry: &str) -> Result<Option<Credentials>, Error> {
+pub(crate) fn credentials(registry: &str) -> Result<Option<Credentials>, Error> {
     match docker_config().filter(|p| p.exists()) {
         Some(path) => credentials_in(&path, registry),
         None => Ok(None),

@@ -7,9 +7,9 @@
 //! and `manifests` take.
 
 mod error;
-pub mod login;
-pub mod reference;
-pub mod tls;
+mod login;
+mod reference;
+mod tls;
 
 use std::time::{Duration, Instant};
 
@@ -18,17 +18,17 @@ use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 
-pub use self::error::Error;
-pub use self::login::{Credentials, credentials};
-pub use self::reference::{is_pinned, parse_target, registry_of};
-pub use self::tls::DOCKER_CERTS_DIR;
+pub(crate) use self::error::Error;
+pub(crate) use self::login::{Credentials, credentials};
+pub(crate) use self::reference::{is_pinned, parse_target, registry_of};
+pub(crate) use self::tls::DOCKER_CERTS_DIR;
 use self::tls::{client_config, trusted};
 use crate::ops::build::assemble::{Blob, Blobs};
 use crate::vocab::show::escape;
 
 /// What a push did.
 #[derive(Debug)]
-pub struct Pushed {
+pub(crate) struct Pushed {
     /// `REGISTRY/REPO@sha256:…`.
     pub pinned: String,
     /// `REGISTRY/REPO:TAG`.
@@ -41,7 +41,7 @@ pub struct Pushed {
 }
 
 /// A signed-in connection to a registry for one push target.
-pub struct Session {
+pub(crate) struct Session {
     client: Client,
     auth: RegistryAuth,
     creds: Option<Credentials>,
@@ -58,7 +58,7 @@ impl Session {
     /// Signs in and checks that the login may read the repository, before
     /// anything is built: an unreachable registry, an untrusted certificate
     /// or refused credentials fail here, in a second.
-    pub async fn open(target: Reference) -> Result<Session, Error> {
+    pub(crate) async fn open(target: Reference) -> Result<Session, Error> {
         let registry = target.registry().to_owned();
         let creds = credentials(&registry)?;
         let certs = trusted(&registry)?;
@@ -110,7 +110,7 @@ impl Session {
     /// Pushes the image's blobs (those the registry lacks) and its manifest,
     /// then asks the registry which digest the tag names: it must be the
     /// manifest's.
-    pub async fn push(&self, blobs: &Blobs) -> Result<Pushed, Error> {
+    pub(crate) async fn push(&self, blobs: &Blobs) -> Result<Pushed, Error> {
         let started = Instant::now();
         let target = &self.target;
         let tagged = target.whole();

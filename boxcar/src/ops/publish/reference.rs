@@ -10,7 +10,7 @@ use crate::vocab::show::escape;
 /// Parses `--push REGISTRY/REPO[:TAG]`: the registry must be named (a host
 /// with a dot or a port, or `localhost`), no digest (the push makes it), and
 /// the tag is `default_tag` when none is given.
-pub fn parse_target(text: &str, default_tag: &str) -> Result<Reference, Error> {
+pub(crate) fn parse_target(text: &str, default_tag: &str) -> Result<Reference, Error> {
     let shown = escape(text);
     let refuse = |problem: String| Err(Error::Target { target: shown.clone().into_owned(), problem });
     if text.contains('@') {
@@ -48,7 +48,7 @@ pub fn parse_target(text: &str, default_tag: &str) -> Result<Reference, Error> {
 
 /// Whether `image` is a registry reference pinned by digest
 /// (`REGISTRY/REPO@sha256:<64 hex>`).
-pub fn is_pinned(image: &str) -> bool {
+pub(crate) fn is_pinned(image: &str) -> bool {
     registry_of(image).is_some()
         && image.contains("@sha256:")
         && Reference::try_from(image).is_ok_and(|r| r.digest().is_some_and(|d| d.starts_with("sha256:")))
@@ -56,7 +56,7 @@ pub fn is_pinned(image: &str) -> bool {
 
 /// The registry host of a reference that names one (`host.tld/…`,
 /// `host:port/…`, `localhost/…`).
-pub fn registry_of(image: &str) -> Option<String> {
+pub(crate) fn registry_of(image: &str) -> Option<String> {
     let (host, _) = image.split_once('/')?;
     (host.contains('.') || host.contains(':') || host == "localhost").then(|| host.to_owned())
 }

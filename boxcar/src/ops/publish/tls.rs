@@ -13,7 +13,7 @@ use crate::vocab::show::escape;
 
 /// Where the Docker engine looks for a registry's CA (`<host[:port]>/*.crt`);
 /// boxcar trusts the same files, so one CA set-up serves both.
-pub const DOCKER_CERTS_DIR: &str = "/etc/docker/certs.d";
+pub(crate) const DOCKER_CERTS_DIR: &str = "/etc/docker/certs.d";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
 

@@ -28,12 +28,12 @@ use std::path::PathBuf;
 use self::environments::{Environment, Origin, Read, base_environment, continues, membership};
 use self::floor::{Floor, Seen, changed_since, serial_problem};
 use self::keys::Edge;
-pub use self::model::{At, Base, FileVerdict, History, Node, Parent, Problem, Rule, Verdict, Version};
+pub(crate) use self::model::{At, Base, FileVerdict, History, Node, Parent, Problem, Rule, Verdict, Version};
 use crate::vocab::show::escape;
 
 /// Applies R0 to R5 to `history`. `hint_service` gives, for a version, the
 /// `--service` its hints name (none for the contract's default service).
-pub fn evaluate(history: &History, hint_service: &dyn Fn(&Version) -> Option<String>) -> Verdict {
+pub(crate) fn evaluate(history: &History, hint_service: &dyn Fn(&Version) -> Option<String>) -> Verdict {
     let mut found = Found::default();
     let base_reads: Vec<Read<'_>> = history.base.iter().flat_map(|b| &b.versions).map(|v| Read::of(v, None)).collect();
     let reads: Vec<Read<'_>> = history

@@ -9,7 +9,7 @@ use crate::vocab::show::escape;
 
 /// Where a version is: a commit, or the work tree.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum At {
+pub(crate) enum At {
     /// A commit, by its full id.
     Commit(String),
     /// The files on disk.
@@ -18,7 +18,7 @@ pub enum At {
 
 impl At {
     /// `commit 1a2b3c4d5e6f` or `the work tree`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             At::Commit(id) => format!("commit {}", crate::adapters::git::short(id)),
             At::WorkTree => "the work tree".to_owned(),
@@ -28,7 +28,7 @@ impl At {
 
 /// One environment file at one commit (or in the work tree).
 #[derive(Debug, Clone)]
-pub struct Version {
+pub(crate) struct Version {
     pub at: At,
     /// Relative to the project root.
     pub path: PathBuf,
@@ -42,7 +42,7 @@ pub struct Version {
 
 /// A commit of the range, or the work tree.
 #[derive(Debug, Clone)]
-pub struct Node {
+pub(crate) struct Node {
     pub at: At,
     /// Its parents (none for a root commit).
     pub parents: Vec<Parent>,
@@ -51,7 +51,7 @@ pub struct Node {
 
 /// A parent of a commit of the range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Parent {
+pub(crate) enum Parent {
     /// Another commit of the range: an index into [`History::nodes`], always earlier.
     Range(usize),
     /// A commit outside the range (the base, or one the base descends from):
@@ -61,7 +61,7 @@ pub enum Parent {
 
 /// The trusted base commit and what it holds.
 #[derive(Debug, Clone)]
-pub struct Base {
+pub(crate) struct Base {
     pub commit: String,
     /// How it was chosen, for messages: `--base origin/main`.
     pub how: String,
@@ -72,7 +72,7 @@ pub struct Base {
 /// commit), the range, parents before children, the work tree last, and the
 /// versions of the range's parents outside it.
 #[derive(Debug, Clone)]
-pub struct History {
+pub(crate) struct History {
     pub base: Option<Base>,
     pub nodes: Vec<Node>,
     /// The commits outside the range that commits of the range have as
@@ -82,7 +82,7 @@ pub struct History {
 
 /// A rule of docs/FORMAT.md's "Checking without a key" that a version breaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Rule {
+pub(crate) enum Rule {
     /// The base's version cannot be followed.
     R0,
     /// The work tree's version is not approved.
@@ -97,7 +97,7 @@ pub enum Rule {
 
 /// One problem: which version, where, what, and the rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub(crate) struct Problem {
     pub rule: Rule,
     pub path: PathBuf,
     pub at: At,
@@ -116,7 +116,7 @@ impl std::fmt::Display for Problem {
 
 /// What `check` found.
 #[derive(Debug, Default)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     pub problems: Vec<Problem>,
     /// Moves, new environments, what was followed: worth saying, not wrong.
     pub notes: Vec<String>,
@@ -127,7 +127,7 @@ pub struct Verdict {
 
 /// What `check` says of one file of the work tree.
 #[derive(Debug, Default, Clone)]
-pub struct FileVerdict {
+pub(crate) struct FileVerdict {
     pub summary: String,
     pub troubled: bool,
     /// It belongs to no environment of the base (or there is no base).

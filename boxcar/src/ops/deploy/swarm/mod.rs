@@ -65,7 +65,7 @@ fn service_label<'a>(service: &'a Service, key: &str) -> Option<&'a str> {
 /// Deploys `plan` on a Swarm manager that `check_cluster` passed: nothing
 /// when the service already runs as asked; else the key's secret, then the
 /// service created or updated, and a secret left by a failed first use removed.
-pub async fn deploy(
+pub(crate) async fn deploy(
     docker: &Docker,
     plan: &Plan,
     image_id: &str,
