@@ -255,6 +255,25 @@ pub(crate) mod scratch {
 
     use xshell::{Shell, cmd};
 
+    /// `git` in `dir`, with an identity of its own; its output.
+    pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=test", "-c", "user.email=test@example.invalid", "-c", "protocol.file.allow=always"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A shell in `dir`.
+    pub(crate) fn shell(dir: &Path) -> Shell {
+        let sh = Shell::new().unwrap();
+        sh.change_dir(dir);
+        sh
+    }
+
     pub(crate) struct Repo {
         pub(crate) dir: tempfile::TempDir,
         pub(crate) sh: Shell,
@@ -304,7 +323,7 @@ pub(crate) mod scratch {
 
 #[cfg(test)]
 mod tests {
-    use super::scratch::Repo;
+    use super::scratch::{Repo, git, shell};
     use super::*;
 
     #[test]
@@ -438,23 +457,5 @@ mod tests {
         let mut files = tracked_files(&shell(root), root).unwrap();
         files.sort();
         assert_eq!(files, ["a/b/deep", "a/out", "top"].map(PathBuf::from));
-    }
-
-    /// `git` in `dir`, with an identity of its own; its output.
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
-            .args(["-c", "user.name=test", "-c", "user.email=test@example.invalid", "-c", "protocol.file.allow=always"])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn shell(dir: &Path) -> Shell {
-        let sh = Shell::new().unwrap();
-        sh.change_dir(dir);
-        sh
     }
 }

@@ -83,6 +83,15 @@ impl Target {
         let service = ctx.service(self.at.service.name())?;
         Ok(self.name(&service)?)
     }
+
+    /// Runs `work` on the engine `--host` names.
+    pub fn on_engine<T>(&self, work: impl AsyncFnOnce(&bollard::Docker) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let rt = crate::adapters::engine::runtime()?;
+        rt.block_on(async {
+            let docker = crate::adapters::engine::connect(self.host.as_deref()).await?;
+            work(&docker).await
+        })
+    }
 }
 
 /// `--base REF`, shared by the commands that follow an environment's history.

@@ -108,9 +108,5 @@ pub(crate) fn run(_sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<
     let file = ctx.load_env(&args.target.at.env)?;
     let key = ctx.secret_key(&file, args.key_file.as_deref())?;
     let keyed = deploy.with_key(file, key)?;
-    let rt = crate::adapters::engine::runtime()?;
-    rt.block_on(async {
-        let docker = crate::adapters::engine::connect(args.target.host.as_deref()).await?;
-        Ok(keyed.apply(&docker, None).await?)
-    })
+    args.target.on_engine(async |docker| Ok(keyed.apply(docker, None).await?))
 }

@@ -18,9 +18,5 @@ pub struct Args {
 
 pub(crate) fn run(ctx: &mut Context, args: Args) -> anyhow::Result<()> {
     let name = args.target.resolve(ctx)?;
-    let rt = crate::adapters::engine::runtime()?;
-    rt.block_on(async {
-        let docker = crate::adapters::engine::connect(args.target.host.as_deref()).await?;
-        Ok(crate::ops::deploy::logs(&docker, &name, args.follow, args.tail).await?)
-    })
+    args.target.on_engine(async |docker| Ok(crate::ops::deploy::logs(docker, &name, args.follow, args.tail).await?))
 }

@@ -272,6 +272,7 @@ mod tests {
     use super::files::Unscannable;
     use super::scan::tests::raw;
     use super::*;
+    use crate::adapters::git::scratch::{git, shell};
 
     #[test]
     fn blobs_of_environment_files_from_git_log() {
@@ -305,24 +306,6 @@ mod tests {
         // A line cut short is skipped, the rest still read.
         let raw = format!(":100644\0deploy-config/a.toml\0:0 0 0 {} A\0deploy-config/b.toml\0", id('a'));
         assert_eq!(env_blobs(&raw, &[PathBuf::from("deploy-config")]), [("b".to_owned(), id('a'))]);
-    }
-
-    /// `git` in `dir`, with an identity of its own; its output.
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
-            .args(["-c", "user.name=test", "-c", "user.email=test@example.invalid", "-c", "protocol.file.allow=always"])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn shell(dir: &Path) -> Shell {
-        let sh = Shell::new().unwrap();
-        sh.change_dir(dir);
-        sh
     }
 
     fn known(env: &str, key: &SecretKey, retired: bool, names: &[&str]) -> Known {
