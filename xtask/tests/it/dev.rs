@@ -40,8 +40,10 @@ impl Cleanup<'_> {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Not unwrapped: this runs in `drop` too, where a second panic aborts;
+        // if the write fails, undeploy says why and the sweep still runs.
         let (path, text) = &self.source;
-        std::fs::write(path, text).unwrap();
+        let _ = std::fs::write(path, text);
         self.undeployed = true;
         let args = ["undeploy", "--service", "hello-api", "--env", "hello", "--name", &self.name, "--purge"];
         self.checkout.run(&args)
