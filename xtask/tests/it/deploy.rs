@@ -252,7 +252,7 @@ impl Scenario {
         let had_gwbridge = engine.network_exists("docker_gwbridge");
         let deployments =
             [standalone.clone(), swarm.clone(), stack.clone(), format!("{hello}-s"), format!("{hello}-w")];
-        // `<htest>` covers `<htest>-fast` too.
+        // `<htest>` covers hello-api's `<htest>-fast` images too.
         let mut cleanup = Cleanup {
             engine,
             sweep: Sweep::new(&deployments, &[repo.clone(), htest]),

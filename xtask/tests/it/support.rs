@@ -218,7 +218,8 @@ pub(crate) struct Sweep {
     /// `dev.boxcar.deployment=<name>` or named `<name>` or `<name>-…`, and
     /// networks so named or `<name>_default` (a stack's).
     pub(crate) deployments: Vec<String>,
-    /// Image repositories: every tag `<repo>:…`, and containers named `<repo>-…`.
+    /// Image repositories: every tag `<repo>:…` or `<repo>-…:…`, and
+    /// containers and volumes named `<repo>-…`.
     pub(crate) image_repos: Vec<String>,
     done: bool,
 }
@@ -239,6 +240,13 @@ impl Sweep {
     fn owns(&self, name: &str) -> bool {
         let name = name.trim_start_matches('/');
         self.deployments.iter().chain(&self.image_repos).any(|n| name == n || name.starts_with(&format!("{n}-")))
+    }
+
+    /// `<repo>:…` and `<repo>-…:…` (hello-api's `-fast` images) of one of
+    /// its image repositories.
+    fn owns_image(&self, tag: &str) -> bool {
+        let repo = tag.rsplit_once(':').map_or(tag, |(repo, _)| repo);
+        self.image_repos.iter().any(|r| repo == r || repo.starts_with(&format!("{r}-")))
     }
 
     async fn remove(&self, docker: &Docker) {
@@ -304,7 +312,7 @@ impl Sweep {
         }
         let images = docker.list_images(None::<bollard::query_parameters::ListImagesOptions>).await;
         for tag in images.unwrap_or_default().into_iter().flat_map(|i| i.repo_tags) {
-            if self.image_repos.iter().any(|r| tag.starts_with(&format!("{r}:"))) {
+            if self.owns_image(&tag) {
                 let options = RemoveImageOptionsBuilder::default().force(true).build();
                 let _ = docker.remove_image(&tag, Some(options), None).await;
             }
@@ -399,5 +407,14 @@ fn test_names_are_recognised_and_others_are_not() {
     }
     let name = test_name("devtest");
     assert_eq!(test_pid(&name), Some(std::process::id()));
+    let mut sweep = Sweep::new(&[], &["boxcar-htest-5".to_owned()]);
+    for ours in ["boxcar-htest-5:latest", "boxcar-htest-5-fast:latest", "boxcar-htest-5:v2"] {
+        assert!(sweep.owns_image(ours), "{ours}");
+    }
+    for other in ["boxcar-htest-50:latest", "boxcar-htest-5x:latest", "hello-api:latest"] {
+        assert!(!sweep.owns_image(other), "{other}");
+    }
+    // Made for the names alone: nothing to remove.
+    sweep.done = true;
     assert!(is_running_test(std::process::id()), "this test binary is named it-<hash>");
 }
