@@ -11,8 +11,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::models::{NodeState, Reachability, SwarmInitRequest, SwarmJoinRequest};
+
+use crate::support::{free_port, http_get, percentile};
 
 /// How long an engine has to answer `/_ping`, the swarm to show every node
 /// Ready, and a registry or haproxy to listen: generous, as the suite runs
@@ -1156,7 +1158,7 @@ impl Haproxy {
     }
 
     fn stats_csv(&self) -> Result<String, String> {
-        let (status, body) = http_get(self.stats_addr, "/stats;csv", Duration::from_secs(5))?;
+        let (status, body) = http_get(self.stats_addr, "/stats;csv", &[], Duration::from_secs(5))?;
         if status != 200 {
             return Err(format!("status {status}"));
         }
@@ -1263,7 +1265,7 @@ impl Load {
                             break;
                         }
                         let at = started.elapsed();
-                        let result = http_get(addr, &path, REQUEST_TIMEOUT);
+                        let result = http_get(addr, &path, &[], REQUEST_TIMEOUT);
                         let error = match result {
                             Ok((200, _)) => None,
                             Ok((status, _)) => Some(format!("status {status}")),
@@ -1295,7 +1297,6 @@ impl Load {
         samples.sort_by_key(|s| s.at);
         let mut latencies: Vec<Duration> = samples.iter().filter(|s| s.error.is_none()).map(|s| s.took).collect();
         latencies.sort();
-        let percentile = |p: usize| latencies.get((latencies.len().max(1) - 1) * p / 100).copied().unwrap_or_default();
         let first_failures = samples
             .iter()
             .filter_map(|s| s.error.as_ref().map(|e| format!("+{:.3} s: {e}", s.at.as_secs_f64())))
@@ -1307,8 +1308,8 @@ impl Load {
             ok,
             failed: samples.len() as u64 - ok,
             first_failures,
-            p50: percentile(50),
-            p99: percentile(99),
+            p50: percentile(&latencies, 50),
+            p99: percentile(&latencies, 99),
             elapsed,
         }
     }
@@ -1331,58 +1332,6 @@ impl fmt::Display for LoadReport {
         }
         Ok(())
     }
-}
-
-/// A GET written by hand over a new connection with `Connection: close`: the
-/// tests need the status line and a small body only (as `healthz` in
-/// deploy.rs). Returns the status and the body, or why there is none.
-fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String), String> {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let deadline = Instant::now() + timeout;
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
-    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    stream.write_all(request.as_bytes()).map_err(|e| format!("send: {e}"))?;
-    let mut response = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!("no complete answer within {} s", timeout.as_secs()));
-        }
-        stream.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => response.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                return Err(format!("no complete answer within {} s", timeout.as_secs()));
-            }
-            Err(e) => return Err(format!("receive: {e}")),
-        }
-    }
-    let text = String::from_utf8_lossy(&response);
-    let status =
-        text.strip_prefix("HTTP/1.").and_then(|rest| rest.get(2..5)).and_then(|code| code.parse().ok()).ok_or_else(
-            || if text.is_empty() { "empty response".to_owned() } else { "no HTTP status line".to_owned() },
-        )?;
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let chunked = head.lines().any(|l| l.to_ascii_lowercase().replace(' ', "") == "transfer-encoding:chunked");
-    Ok((status, if chunked { dechunk(body) } else { body.to_owned() }))
-}
-
-/// The data of a chunked body (haproxy's statistics page sends one even to
-/// HTTP/1.0 requests): hex size, CRLF, data, CRLF, until size 0.
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
-        let (Some(data), Some(after)) = (rest.get(..size), rest.get(size..)) else { break };
-        if size == 0 {
-            break;
-        }
-        out.push_str(data);
-        body = after.trim_start_matches("\r\n");
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------
@@ -1478,11 +1427,6 @@ fn check_root() {
     use std::os::unix::fs::MetadataExt as _;
     let uid = std::fs::metadata("/proc/self").unwrap().uid();
     assert_eq!(uid, 0, "the multi-node tests make network namespaces and run engines: run them as root");
-}
-
-/// A port free on `ip` now (the server binds it right after).
-fn free_port(ip: Ipv4Addr) -> u16 {
-    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
 }
 
 fn write_private(path: &Path, bytes: &[u8]) {
@@ -1876,7 +1820,7 @@ fn cluster_selftest() {
     let deadline = Instant::now() + START_BOUND;
     for i in 0..cluster.len() {
         let at = SocketAddr::from((cluster.ip(i), port));
-        while !matches!(http_get(at, "/v2/", Duration::from_secs(2)), Ok((200, _))) {
+        while !matches!(http_get(at, "/v2/", &[], Duration::from_secs(2)), Ok((200, _))) {
             assert!(Instant::now() < deadline, "no task answers on {at}\n{}", cluster.log_tail(i, 20));
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -1897,7 +1841,7 @@ fn cluster_selftest() {
     let backends: Vec<(String, u16)> = (0..cluster.len()).map(|i| (cluster.ip(i).to_string(), port)).collect();
     let haproxy = Haproxy::start(&backends, "/v2/");
     assert!(haproxy.wait_up(3, Duration::from_secs(15)), "{}", haproxy.summary());
-    let (status, csv) = http_get(haproxy.stats_addr(), "/stats;csv", Duration::from_secs(5)).unwrap();
+    let (status, csv) = http_get(haproxy.stats_addr(), "/stats;csv", &[], Duration::from_secs(5)).unwrap();
     assert!(status == 200 && csv.starts_with("# pxname,svname,"), "{status} {csv}");
     let load = Load::start(haproxy.address(), "/v2/", 100, 10_000, Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(500));

@@ -12,26 +12,26 @@ use bollard::Docker;
 use bollard::query_parameters::RemoveImageOptionsBuilder;
 
 use crate::browser::{Browser, target_dir};
+use crate::support::{Sweep, engine, test_name};
 use crate::{Checkout, Run};
 
+/// Removes what the test made, however it ends: `demo --down`, the stand-in
+/// images the engine did not have before, then (when `_sweep` drops, after
+/// [`Cleanup::drop`]) anything still named after the run and its image tags.
 struct Cleanup<'a> {
     checkout: &'a Checkout,
     prefix: String,
-    repo: String,
     standin_images_before: Vec<String>,
+    _sweep: Sweep,
 }
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
         let _ = self.checkout.run(&["demo", "--down", "--prefix", &self.prefix]);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let Some((rt, docker)) = engine() else { return };
         rt.block_on(async {
-            let Ok(docker) = Docker::connect_with_defaults() else { return };
-            let Ok(docker) = docker.negotiate_version().await else { return };
             for tag in image_tags(&docker).await {
-                let ours = tag.starts_with(&format!("{}:", self.repo))
-                    || (tag.starts_with("boxcar/standin:") && !self.standin_images_before.contains(&tag));
-                if ours {
+                if tag.starts_with("boxcar/standin:") && !self.standin_images_before.contains(&tag) {
                     let options = RemoveImageOptionsBuilder::default().force(true).build();
                     let _ = docker.remove_image(&tag, Some(options), None).await;
                 }
@@ -56,17 +56,19 @@ fn url(run: &Run, what: &str) -> String {
 
 #[test]
 fn demo_runs_and_chromium_sees_a_chat_message_on_the_dashboard() {
-    let pid = std::process::id();
-    let prefix = format!("boxcar-demotest-{pid}");
-    let repo = format!("boxcar-demotest-{pid}");
+    // One name, the prefix of every container and network and the image repository.
+    let prefix = test_name("boxcar-demotest");
+    let repo = prefix.clone();
     let checkout = Checkout::plain("demo");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let standin_images_before = rt.block_on(async {
-        let docker = Docker::connect_with_defaults().unwrap().negotiate_version().await;
-        let docker = docker.expect("this test needs a Docker engine (cargo xtask test starts one)");
-        image_tags(&docker).await.into_iter().filter(|t| t.starts_with("boxcar/standin:")).collect()
-    });
-    let _cleanup = Cleanup { checkout: &checkout, prefix: prefix.clone(), repo: repo.clone(), standin_images_before };
+    let (rt, docker) = engine().expect("this test needs a Docker engine (cargo xtask test starts one)");
+    let standin_images_before =
+        rt.block_on(image_tags(&docker)).into_iter().filter(|t| t.starts_with("boxcar/standin:")).collect();
+    let _cleanup = Cleanup {
+        checkout: &checkout,
+        prefix: prefix.clone(),
+        standin_images_before,
+        _sweep: Sweep::new(std::slice::from_ref(&prefix), std::slice::from_ref(&repo)),
+    };
     let demo = ["demo", "--prefix", &prefix, "--repo", &repo, "--dashboard-port", "0", "--chat-port", "0"];
 
     let started = Instant::now();

@@ -12,16 +12,18 @@
 //! asserted: this machine is shared.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, SecretSpec, SwarmInitRequest};
 use bollard::query_parameters::{
     CommitContainerOptionsBuilder, CreateContainerOptionsBuilder, LeaveSwarmOptions, ListContainersOptionsBuilder,
-    ListSecretsOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 
+use crate::support::{self, Sweep, free_port, healthz, key_text, status_with_bearer, test_name, wait_healthz};
 use crate::{Checkout, Repo, Run};
 
 const POLL_TOKEN: &str = "3002:deploy-test-token-AAAAAAAAAAAAAAAAAAAAAAAA";
@@ -35,9 +37,8 @@ struct Engine {
 
 impl Engine {
     fn new() -> Engine {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let docker = rt.block_on(async { Docker::connect_with_defaults().unwrap().negotiate_version().await });
-        let docker = docker.expect("these tests need a Docker engine (cargo xtask test and .ci/run start one)");
+        let (rt, docker) =
+            support::engine().expect("these tests need a Docker engine (cargo xtask test and .ci/run start one)");
         Engine { docker, rt }
     }
 
@@ -127,14 +128,12 @@ impl Engine {
     }
 }
 
-/// Removes everything this test created, whatever happens to it: containers,
-/// services, secrets and volumes labelled with its deployments, its images,
-/// and the swarm when the test made it.
+/// Removes everything this test created, whatever happens to it: what
+/// [`Sweep`] removes for its deployments and image repositories, and the
+/// swarm when the test made it (after the sweep: services first).
 struct Cleanup {
     engine: Engine,
-    repo: String,
-    repos: Vec<String>,
-    names: Vec<String>,
+    sweep: Sweep,
     left_swarm: bool,
     made_swarm: bool,
     had_gwbridge: bool,
@@ -142,52 +141,16 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let docker = &self.engine.docker;
-        self.engine.rt.block_on(async {
-            for name in &self.names {
-                let _ = docker.delete_service(name).await;
-                let _ = docker.delete_service(&format!("{name}_app")).await;
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            for name in &self.names {
-                let filters: HashMap<String, Vec<String>> =
-                    [("label".to_owned(), vec![format!("dev.boxcar.deployment={name}")])].into();
-                let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-                for c in docker.list_containers(Some(options)).await.unwrap_or_default() {
-                    let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
-                    let _ = docker.remove_container(c.id.as_deref().unwrap_or(""), Some(options)).await;
-                }
-                let options = ListSecretsOptionsBuilder::default().filters(&filters).build();
-                for s in docker.list_secrets(Some(options)).await.unwrap_or_default() {
-                    let _ = docker.delete_secret(s.id.as_deref().unwrap_or("")).await;
-                }
-                // `docker stack deploy` makes the data volume itself, without boxcar's labels.
-                let _ = docker
-                    .remove_volume(&format!("{name}-data"), None::<bollard::query_parameters::RemoveVolumeOptions>)
-                    .await;
-                let options = ListVolumesOptionsBuilder::default().filters(&filters).build();
-                let volumes = docker.list_volumes(Some(options)).await.ok().and_then(|v| v.volumes).unwrap_or_default();
-                for v in volumes {
-                    let _ = docker.remove_volume(&v.name, None::<bollard::query_parameters::RemoveVolumeOptions>).await;
-                }
-            }
-            if self.made_swarm && !self.left_swarm {
+        self.sweep.run();
+        if self.made_swarm && !self.left_swarm {
+            self.engine.rt.block_on(async {
+                let docker = &self.engine.docker;
                 let _ = docker.leave_swarm(Some(LeaveSwarmOptions { force: true })).await;
                 if !self.had_gwbridge {
                     let _ = docker.remove_network("docker_gwbridge").await;
                 }
-            }
-            let images =
-                docker.list_images(None::<bollard::query_parameters::ListImagesOptions>).await.unwrap_or_default();
-            let ours =
-                |t: &&String| std::iter::once(&self.repo).chain(&self.repos).any(|r| t.starts_with(&format!("{r}:")));
-            for image in images {
-                for tag in image.repo_tags.iter().filter(ours) {
-                    let options = RemoveImageOptionsBuilder::default().force(true).build();
-                    let _ = docker.remove_image(tag, Some(options), None).await;
-                }
-            }
-        });
+            });
+        }
     }
 }
 
@@ -198,10 +161,6 @@ fn data_volumes(engine: &Engine, name: &str) -> usize {
     let options = ListVolumesOptionsBuilder::default().filters(&filters).build();
     let list = engine.rt.block_on(engine.docker.list_volumes(Some(options))).unwrap();
     list.volumes.unwrap_or_default().len()
-}
-
-fn key_text(path: &PathBuf) -> String {
-    std::fs::read_to_string(path).unwrap().trim().to_owned()
 }
 
 /// What must never show up in output or in an engine spec.
@@ -219,31 +178,6 @@ fn port(run: &Run) -> u16 {
     let line = run.field("published");
     let before_arrow = line.split(" -> ").next().unwrap();
     before_arrow.rsplit(':').next().unwrap().parse().unwrap()
-}
-
-/// A port nothing listens on now (Compose needs a fixed published port).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn healthz(port: u16) -> bool {
-    use std::io::{Read as _, Write as _};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
-    let _ = s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n");
-    let mut buf = [0u8; 12];
-    s.read_exact(&mut buf).is_ok() && &buf[9..12] == b"200"
-}
-
-fn wait_healthz(port: u16, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if healthz(port) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    false
 }
 
 /// Polls /healthz on `port` from a thread until stopped; counts failures.
@@ -277,398 +211,548 @@ impl Watch {
     }
 }
 
-#[test]
-fn deploy_standalone_then_swarm() {
-    let engine = Engine::new();
-    let pid = std::process::id();
-    let repo = format!("boxcar-dtest-{pid}");
-    let standalone = format!("dtest-{pid}-s");
-    let swarm = format!("dtest-{pid}-w");
-    let stack = format!("dtest-{pid}-k");
-    let swarm_before = engine.swarm_state();
-    let had_gwbridge = engine.network_exists("docker_gwbridge");
-    let mut cleanup = Cleanup {
-        engine,
-        repo: repo.clone(),
-        repos: vec![format!("boxcar-htest-{pid}"), format!("boxcar-htest-{pid}-fast")],
-        names: vec![
-            standalone.clone(),
-            swarm.clone(),
-            stack.clone(),
-            format!("hello-{pid}-s"),
-            format!("hello-{pid}-w"),
-        ],
-        left_swarm: false,
-        made_swarm: false,
-        had_gwbridge,
-    };
+/// `deploy_standalone_then_swarm`'s costly setup, shared by its steps: the
+/// app's image (and its `v2` and `broken` variants) with two environments,
+/// hello-api's images, the keys, and the guard.
+struct Scenario {
+    /// Dropped first (fields drop in order): the engine is swept before the
+    /// checkout's folders go.
+    cleanup: Cleanup,
+    checkout: Checkout,
+    hello: Hello,
+    repo: String,
+    v1: String,
+    v2: String,
+    broken: String,
+    /// The deployments: standalone, on the swarm, and the stack from `manifests`.
+    standalone: String,
+    swarm: String,
+    stack: String,
+    poll_key: PathBuf,
+    hook_key: PathBuf,
+    poll_key_text: String,
+    hook_key_text: String,
+    /// Set by the rotation step.
+    new_key: Option<PathBuf>,
+    swarm_before: String,
+    volumes_before: std::collections::BTreeSet<String>,
+}
 
-    // One image, two environments.
-    let poll_settings =
-        "\n[app]\napi_base = \"http://127.0.0.1:9\"\n\n[[bots]]\nname = \"dpoll\"\ntoken_secret = \"dpoll_token\"\n";
-    let checkout = Checkout::new("dpoll", &[("dpoll_token", POLL_TOKEN)], poll_settings);
-    Hello::environment(&checkout);
-    checkout.run(&["keygen", "--env", "dhook"]).ok();
-    for (name, value) in [("dhook_token", HOOK_TOKEN), ("dhook_webhook", HOOK_SECRET)] {
-        Repo::run_with(&mut checkout.cmd(&["encrypt-secret", "--env", "dhook", name]), value.as_bytes()).ok();
+impl Scenario {
+    /// One image, two environments; hello-api's images; nothing deployed.
+    fn setup() -> Scenario {
+        let engine = Engine::new();
+        let pid = std::process::id();
+        let repo = test_name("boxcar-dtest");
+        let dtest = test_name("dtest");
+        let (standalone, swarm, stack) = (format!("{dtest}-s"), format!("{dtest}-w"), format!("{dtest}-k"));
+        let hello = test_name("hello");
+        let htest = test_name("boxcar-htest");
+        let swarm_before = engine.swarm_state();
+        let had_gwbridge = engine.network_exists("docker_gwbridge");
+        let deployments =
+            [standalone.clone(), swarm.clone(), stack.clone(), format!("{hello}-s"), format!("{hello}-w")];
+        // `<htest>` covers hello-api's `<htest>-fast` images too.
+        let mut cleanup = Cleanup {
+            engine,
+            sweep: Sweep::new(&deployments, &[repo.clone(), htest]),
+            left_swarm: false,
+            made_swarm: false,
+            had_gwbridge,
+        };
+
+        let poll_settings = "\n[app]\napi_base = \"http://127.0.0.1:9\"\n\n[[bots]]\nname = \"dpoll\"\ntoken_secret = \"dpoll_token\"\n";
+        let checkout = Checkout::new("dpoll", &[("dpoll_token", POLL_TOKEN)], poll_settings);
+        Hello::environment(&checkout);
+        checkout.run(&["keygen", "--env", "dhook"]).ok();
+        for (name, value) in [("dhook_token", HOOK_TOKEN), ("dhook_webhook", HOOK_SECRET)] {
+            Repo::run_with(&mut checkout.cmd(&["encrypt-secret", "--env", "dhook", name]), value.as_bytes()).ok();
+        }
+        let hook_file = checkout.dir.path().join("deploy-config/dhook.toml");
+        let text = std::fs::read_to_string(&hook_file).unwrap();
+        let hook_settings = "\n[app]\napi_base = \"http://127.0.0.1:9\"\n\n[[bots]]\nname = \"dhook\"\ntoken_secret = \"dhook_token\"\nmode = \"webhook\"\nwebhook_secret = \"dhook_webhook\"\n";
+        std::fs::write(&hook_file, format!("{text}{hook_settings}")).unwrap();
+        checkout.approve("dhook");
+        checkout.commit();
+        checkout.run(&["image", "--repo", &repo]).ok();
+        let v1 = format!("{repo}:latest");
+        let v2 = format!("{repo}:v2");
+        let broken = format!("{repo}:broken");
+        cleanup.engine.derive(&v1, &v2, "LABEL dev.boxcar.test=v2");
+        cleanup.engine.derive(
+            &v1,
+            &broken,
+            r#"HEALTHCHECK --interval=10s CMD ["/usr/local/bin/app", "healthcheck", "--addr", "127.0.0.1:1"]"#,
+        );
+        let hello = Hello::build(&checkout, &mut cleanup, pid);
+        let poll_key = checkout.key_file_of("dpoll");
+        let hook_key = checkout.key_file_of("dhook");
+        let poll_key_text = key_text(&poll_key);
+        let hook_key_text = key_text(&hook_key);
+        let volumes_before = cleanup.engine.anonymous_volumes();
+        Scenario {
+            cleanup,
+            checkout,
+            hello,
+            repo,
+            v1,
+            v2,
+            broken,
+            standalone,
+            swarm,
+            stack,
+            poll_key,
+            hook_key,
+            poll_key_text,
+            hook_key_text,
+            new_key: None,
+            swarm_before,
+            volumes_before,
+        }
     }
-    let hook_file = checkout.dir.path().join("deploy-config/dhook.toml");
-    let text = std::fs::read_to_string(&hook_file).unwrap();
-    let hook_settings = "\n[app]\napi_base = \"http://127.0.0.1:9\"\n\n[[bots]]\nname = \"dhook\"\ntoken_secret = \"dhook_token\"\nmode = \"webhook\"\nwebhook_secret = \"dhook_webhook\"\n";
-    std::fs::write(&hook_file, format!("{text}{hook_settings}")).unwrap();
-    checkout.approve("dhook");
-    checkout.commit();
-    checkout.run(&["image", "--repo", &repo]).ok();
-    let v1 = format!("{repo}:latest");
-    let v2 = format!("{repo}:v2");
-    let broken = format!("{repo}:broken");
-    cleanup.engine.derive(&v1, &v2, "LABEL dev.boxcar.test=v2");
-    cleanup.engine.derive(
-        &v1,
-        &broken,
-        r#"HEALTHCHECK --interval=10s CMD ["/usr/local/bin/app", "healthcheck", "--addr", "127.0.0.1:1"]"#,
-    );
-    let hello = Hello::build(&checkout, &mut cleanup, pid);
-    let poll_key = checkout.key_file_of("dpoll");
-    let hook_key = checkout.key_file_of("dhook");
-    let poll_key_text = key_text(&poll_key);
-    let hook_key_text = key_text(&hook_key);
-    let keys = [poll_key_text.as_str(), hook_key_text.as_str()];
-    let deploy = |env: &str, name: &str, key: &PathBuf, extra: &[&str]| -> Run {
+
+    fn engine(&self) -> &Engine {
+        &self.cleanup.engine
+    }
+
+    /// The keys made at setup, as text.
+    fn keys(&self) -> [&str; 2] {
+        [self.poll_key_text.as_str(), self.hook_key_text.as_str()]
+    }
+
+    /// `deploy --env <env> --name <name> --key-file <key> <extra>`; no secret in its output.
+    fn deploy(&self, env: &str, name: &str, key: &Path, extra: &[&str]) -> Run {
         let mut args = vec!["deploy", "--env", env, "--name", name, "--key-file", key.to_str().unwrap()];
         args.extend_from_slice(extra);
-        let run = checkout.run(&args);
-        assert_no_secret("deploy's output", &run.all(), &keys);
+        let run = self.checkout.run(&args);
+        assert_no_secret("deploy's output", &run.all(), &self.keys());
         run
-    };
+    }
+
+    /// The key id of the webhook environment's first key.
+    fn hook_id(&self) -> String {
+        self.hook_key.file_stem().unwrap().to_str().unwrap().rsplit('-').next().unwrap().to_owned()
+    }
+
+    fn new_key(&self) -> &Path {
+        self.new_key.as_deref().expect("the rotation step runs first")
+    }
 
     // ---- standalone ----
-    let volumes_before = cleanup.engine.anonymous_volumes();
-    // Refused before anything changes: the other environment's key, a missing image, a foreign container.
-    let wrong = deploy("dpoll", &standalone, &hook_key, &["--image", &v1]).fails();
-    assert!(wrong.stderr.contains("does not belong to environment `dpoll`"), "{}", wrong.stderr);
-    assert!(wrong.stderr.contains("nothing was changed"), "{}", wrong.stderr);
-    let missing = deploy("dpoll", &standalone, &poll_key, &["--image", &format!("{repo}:no-such-tag")]).fails();
-    assert!(missing.stderr.contains("no image"), "{}", missing.stderr);
-    assert!(missing.stderr.contains("cargo xtask image"), "{}", missing.stderr);
-    assert!(cleanup.engine.inspect_json(&standalone).is_none(), "a refused deploy created a container");
-    cleanup.engine.rt.block_on(async {
-        let body = ContainerCreateBody { image: Some(v1.clone()), ..Default::default() };
-        let options = CreateContainerOptionsBuilder::default().name(&standalone).build();
-        cleanup.engine.docker.create_container(Some(options), body).await.unwrap();
-    });
-    let collision = deploy("dpoll", &standalone, &poll_key, &["--image", &v1]).fails();
-    assert!(collision.stderr.contains("boxcar did not create it"), "{}", collision.stderr);
-    let foreign = cleanup.engine.inspect_json(&standalone).unwrap();
-    assert!(!foreign.contains("dev.boxcar.deployment"), "the foreign container was changed");
-    cleanup.engine.rt.block_on(async {
-        let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
-        cleanup.engine.docker.remove_container(&standalone, Some(options)).await.unwrap();
-    });
 
-    // First deploy.
-    let first = deploy("dpoll", &standalone, &poll_key, &["--image", &v1, "--publish", "127.0.0.1:0"]).ok();
-    eprintln!("figure: standalone deploy to healthy: {:.1} s", first.healthy_after());
-    assert!(first.field("key").contains("as a file: SECRET_KEY_FILE=/run/secrets/boxcar/key"), "{}", first.stdout);
-    let port_s = port(&first);
-    assert!(wait_healthz(port_s, Duration::from_secs(10)), "no /healthz on 127.0.0.1:{port_s}");
-    let spec = cleanup.engine.inspect_json(&standalone).unwrap();
-    assert_no_secret("the container's spec", &spec, &keys);
-    let info: serde_json::Value = serde_json::from_str(&spec).unwrap();
-    assert_eq!(info["Config"]["User"], "65532:65532");
-    assert_eq!(info["HostConfig"]["ReadonlyRootfs"], true);
-    assert_eq!(info["HostConfig"]["CapDrop"], serde_json::json!(["ALL"]));
-    assert_eq!(info["HostConfig"]["SecurityOpt"], serde_json::json!(["no-new-privileges"]));
-    assert_eq!(info["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped");
-    assert!(info["HostConfig"]["Memory"].as_i64().unwrap() > 0);
-    assert!(info["HostConfig"]["PidsLimit"].as_i64().unwrap() > 0);
+    /// Refused before anything changes: the other environment's key, a
+    /// missing image, a foreign container.
+    fn refused_before_anything_changes(&self) {
+        let (standalone, v1, repo) = (&self.standalone, &self.v1, &self.repo);
+        let wrong = self.deploy("dpoll", standalone, &self.hook_key, &["--image", v1]).fails();
+        assert!(wrong.stderr.contains("does not belong to environment `dpoll`"), "{}", wrong.stderr);
+        assert!(wrong.stderr.contains("nothing was changed"), "{}", wrong.stderr);
+        let missing =
+            self.deploy("dpoll", standalone, &self.poll_key, &["--image", &format!("{repo}:no-such-tag")]).fails();
+        assert!(missing.stderr.contains("no image"), "{}", missing.stderr);
+        assert!(missing.stderr.contains("cargo xtask image"), "{}", missing.stderr);
+        assert!(self.engine().inspect_json(standalone).is_none(), "a refused deploy created a container");
+        self.engine().rt.block_on(async {
+            let body = ContainerCreateBody { image: Some(v1.clone()), ..Default::default() };
+            let options = CreateContainerOptionsBuilder::default().name(standalone).build();
+            self.engine().docker.create_container(Some(options), body).await.unwrap();
+        });
+        let collision = self.deploy("dpoll", standalone, &self.poll_key, &["--image", v1]).fails();
+        assert!(collision.stderr.contains("boxcar did not create it"), "{}", collision.stderr);
+        let foreign = self.engine().inspect_json(standalone).unwrap();
+        assert!(!foreign.contains("dev.boxcar.deployment"), "the foreign container was changed");
+        self.engine().rt.block_on(async {
+            let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+            self.engine().docker.remove_container(standalone, Some(options)).await.unwrap();
+        });
+    }
 
-    // The same deploy again changes nothing.
-    let again = deploy("dpoll", &standalone, &poll_key, &["--image", &v1, "--publish", "127.0.0.1:0"]).ok();
-    assert!(again.stdout.contains("nothing to do"), "{}", again.stdout);
+    /// The first deploy: healthy, the key as a file, hardened.
+    fn first_deploy_runs_hardened(&self) {
+        let standalone = &self.standalone;
+        let first =
+            self.deploy("dpoll", standalone, &self.poll_key, &["--image", &self.v1, "--publish", "127.0.0.1:0"]).ok();
+        eprintln!("figure: standalone deploy to healthy: {:.1} s", first.healthy_after());
+        assert!(first.field("key").contains("as a file: SECRET_KEY_FILE=/run/secrets/boxcar/key"), "{}", first.stdout);
+        let port_s = port(&first);
+        assert!(wait_healthz(port_s, Duration::from_secs(10)), "no /healthz on 127.0.0.1:{port_s}");
+        let spec = self.engine().inspect_json(standalone).unwrap();
+        assert_no_secret("the container's spec", &spec, &self.keys());
+        let info: serde_json::Value = serde_json::from_str(&spec).unwrap();
+        assert_eq!(info["Config"]["User"], "65532:65532");
+        assert_eq!(info["HostConfig"]["ReadonlyRootfs"], true);
+        assert_eq!(info["HostConfig"]["CapDrop"], serde_json::json!(["ALL"]));
+        assert_eq!(info["HostConfig"]["SecurityOpt"], serde_json::json!(["no-new-privileges"]));
+        assert_eq!(info["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped");
+        assert!(info["HostConfig"]["Memory"].as_i64().unwrap() > 0);
+        assert!(info["HostConfig"]["PidsLimit"].as_i64().unwrap() > 0);
+    }
 
-    // status and logs.
-    let status = checkout.run(&["status", "--env", "dpoll", "--name", &standalone]).ok();
-    assert!(status.stdout.contains("health healthy"), "{}", status.stdout);
-    assert!(status.stdout.contains("file (SECRET_KEY_FILE)"), "{}", status.stdout);
-    let logs = checkout.run(&["logs", "--env", "dpoll", "--name", &standalone]).ok();
-    assert!(logs.all().contains("listening"), "{}", logs.all());
-    assert_no_secret("logs", &logs.all(), &keys);
+    /// The same deploy again changes nothing; status and logs say what runs.
+    fn the_same_deploy_again_changes_nothing(&self) {
+        let standalone = &self.standalone;
+        let again =
+            self.deploy("dpoll", standalone, &self.poll_key, &["--image", &self.v1, "--publish", "127.0.0.1:0"]).ok();
+        assert!(again.stdout.contains("nothing to do"), "{}", again.stdout);
+        let status = self.checkout.run(&["status", "--env", "dpoll", "--name", standalone]).ok();
+        assert!(status.stdout.contains("health healthy"), "{}", status.stdout);
+        assert!(status.stdout.contains("file (SECRET_KEY_FILE)"), "{}", status.stdout);
+        let logs = self.checkout.run(&["logs", "--env", "dpoll", "--name", standalone]).ok();
+        assert!(logs.all().contains("listening"), "{}", logs.all());
+        assert_no_secret("logs", &logs.all(), &self.keys());
+    }
 
-    // Update to a new image.
-    let update = deploy("dpoll", &standalone, &poll_key, &["--image", &v2, "--publish", "127.0.0.1:0"]).ok();
-    eprintln!("figure: standalone update to healthy: {:.1} s", update.healthy_after());
-    assert!(update.stderr.contains("probe: healthy"), "{}", update.stderr);
-    let port_s = port(&update);
-    assert!(wait_healthz(port_s, Duration::from_secs(10)));
-    let running_v2 = cleanup.engine.inspect_json(&standalone).unwrap();
-    assert!(running_v2.contains("dev.boxcar.test"), "the container does not run v2");
-    assert!(cleanup.engine.inspect_json(&format!("{standalone}-previous")).is_none());
+    /// An update to `v2`: the container it runs (inspected) and its port.
+    fn update_to_a_new_image(&self) -> (String, u16) {
+        let standalone = &self.standalone;
+        let update =
+            self.deploy("dpoll", standalone, &self.poll_key, &["--image", &self.v2, "--publish", "127.0.0.1:0"]).ok();
+        eprintln!("figure: standalone update to healthy: {:.1} s", update.healthy_after());
+        assert!(update.stderr.contains("probe: healthy"), "{}", update.stderr);
+        let port_s = port(&update);
+        assert!(wait_healthz(port_s, Duration::from_secs(10)));
+        let running_v2 = self.engine().inspect_json(standalone).unwrap();
+        assert!(running_v2.contains("dev.boxcar.test"), "the container does not run v2");
+        assert!(self.engine().inspect_json(&format!("{standalone}-previous")).is_none());
+        (running_v2, port_s)
+    }
 
-    // An image that never becomes healthy: the running container is untouched.
-    let started = Instant::now();
-    let failed = deploy("dpoll", &standalone, &poll_key, &["--image", &broken, "--publish", "127.0.0.1:0"]).fails();
-    eprintln!("figure: standalone failed update refused after {:.1} s", started.elapsed().as_secs_f64());
-    assert!(failed.stderr.contains("did not become healthy"), "{}", failed.stderr);
-    assert!(failed.stderr.contains("keeps running the previous image"), "{}", failed.stderr);
-    assert!(failed.stderr.contains("last log lines"), "{}", failed.stderr);
-    let identity = |json: &str| {
-        let v: serde_json::Value = serde_json::from_str(json).unwrap();
-        (v["Id"].clone(), v["State"]["StartedAt"].clone(), v["Image"].clone())
-    };
-    let now = cleanup.engine.inspect_json(&standalone).unwrap();
-    assert_eq!(identity(&now), identity(&running_v2), "the running container was replaced or restarted");
-    assert!(cleanup.engine.inspect_json(&format!("{standalone}-next")).is_none(), "the probe was left behind");
-    assert!(healthz(port_s));
+    /// An image that never becomes healthy: the running container is untouched.
+    fn an_image_that_never_becomes_healthy_changes_nothing(&self, running_v2: &str, port_s: u16) {
+        let standalone = &self.standalone;
+        let started = Instant::now();
+        let failed = self
+            .deploy("dpoll", standalone, &self.poll_key, &["--image", &self.broken, "--publish", "127.0.0.1:0"])
+            .fails();
+        eprintln!("figure: standalone failed update refused after {:.1} s", started.elapsed().as_secs_f64());
+        assert!(failed.stderr.contains("did not become healthy"), "{}", failed.stderr);
+        assert!(failed.stderr.contains("keeps running the previous image"), "{}", failed.stderr);
+        assert!(failed.stderr.contains("last log lines"), "{}", failed.stderr);
+        let now = self.engine().inspect_json(standalone).unwrap();
+        assert_eq!(identity(&now), identity(running_v2), "the running container was replaced or restarted");
+        assert!(self.engine().inspect_json(&format!("{standalone}-next")).is_none(), "the probe was left behind");
+        assert!(healthz(port_s));
+    }
 
-    // The probe passes but the new container cannot start (its port is taken):
-    // the old container runs again, on its own data.
-    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let held = format!("127.0.0.1:{}", holder.local_addr().unwrap().port());
-    let swap_failed = deploy("dpoll", &standalone, &poll_key, &["--image", &v1, "--publish", &held]).fails();
-    drop(holder);
-    assert!(swap_failed.stderr.contains("probe: healthy"), "{}", swap_failed.stderr);
-    assert!(swap_failed.stderr.contains("rolled back"), "{}", swap_failed.stderr);
-    let restored = cleanup.engine.inspect_json(&standalone).unwrap();
-    assert_eq!(identity(&restored).0, identity(&running_v2).0, "not the previous container");
-    assert!(restored.contains("\"Running\":true"), "the previous container is not running");
-    let status = checkout.run(&["status", "--env", "dpoll", "--name", &standalone]).ok();
-    let port_s = port(&status);
-    assert!(wait_healthz(port_s, Duration::from_secs(30)), "the restored container does not answer");
-    assert_eq!(data_volumes(&cleanup.engine, &standalone), 1, "the failed swap left a data volume behind");
+    /// The probe passes but the new container cannot start (its port is
+    /// taken): the old container runs again, on its own data.
+    fn a_swap_that_cannot_start_rolls_back(&self, running_v2: &str) {
+        let standalone = &self.standalone;
+        let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let held = format!("127.0.0.1:{}", holder.local_addr().unwrap().port());
+        let swap_failed =
+            self.deploy("dpoll", standalone, &self.poll_key, &["--image", &self.v1, "--publish", &held]).fails();
+        drop(holder);
+        assert!(swap_failed.stderr.contains("probe: healthy"), "{}", swap_failed.stderr);
+        assert!(swap_failed.stderr.contains("rolled back"), "{}", swap_failed.stderr);
+        let restored = self.engine().inspect_json(standalone).unwrap();
+        assert_eq!(identity(&restored).0, identity(running_v2).0, "not the previous container");
+        assert!(restored.contains("\"Running\":true"), "the previous container is not running");
+        let status = self.checkout.run(&["status", "--env", "dpoll", "--name", standalone]).ok();
+        let port_s = port(&status);
+        assert!(wait_healthz(port_s, Duration::from_secs(30)), "the restored container does not answer");
+        assert_eq!(data_volumes(self.engine(), standalone), 1, "the failed swap left a data volume behind");
+    }
 
-    // An interrupted deploy (the old container stopped and renamed, nothing
-    // new yet): the next deploy puts it back first.
-    cleanup.engine.rt.block_on(async {
-        let docker = &cleanup.engine.docker;
-        docker.stop_container(&standalone, None::<bollard::query_parameters::StopContainerOptions>).await.unwrap();
-        let to = bollard::query_parameters::RenameContainerOptions { name: format!("{standalone}-previous") };
-        docker.rename_container(&standalone, to).await.unwrap();
-    });
-    let resumed = deploy("dpoll", &standalone, &poll_key, &["--image", &v2, "--publish", "127.0.0.1:0"]).ok();
-    assert!(resumed.stderr.contains("was interrupted: restoring the previous container"), "{}", resumed.stderr);
-    assert!(cleanup.engine.inspect_json(&format!("{standalone}-previous")).is_none());
-    assert_eq!(data_volumes(&cleanup.engine, &standalone), 1, "an update left the old data volume behind");
+    /// An interrupted deploy (the old container stopped and renamed, nothing
+    /// new yet): the next deploy puts it back first.
+    fn an_interrupted_deploy_is_put_back_first(&self) {
+        let standalone = &self.standalone;
+        self.engine().rt.block_on(async {
+            let docker = &self.engine().docker;
+            docker.stop_container(standalone, None::<bollard::query_parameters::StopContainerOptions>).await.unwrap();
+            let to = bollard::query_parameters::RenameContainerOptions { name: format!("{standalone}-previous") };
+            docker.rename_container(standalone, to).await.unwrap();
+        });
+        let resumed =
+            self.deploy("dpoll", standalone, &self.poll_key, &["--image", &self.v2, "--publish", "127.0.0.1:0"]).ok();
+        assert!(resumed.stderr.contains("was interrupted: restoring the previous container"), "{}", resumed.stderr);
+        assert!(self.engine().inspect_json(&format!("{standalone}-previous")).is_none());
+        assert_eq!(data_volumes(self.engine(), standalone), 1, "an update left the old data volume behind");
+    }
 
-    // Key rotation: new key, re-sealed file, rebuilt image (no recompile), deployed.
-    checkout.run(&["rotate-key", "--env", "dpoll", "--key-file", poll_key.to_str().unwrap()]).ok();
-    checkout.commit();
-    let rebuilt = checkout.run(&["image", "--repo", &repo]).ok();
-    assert!(rebuilt.stderr.contains("binary: cached"), "rotating a key recompiled the app:\n{}", rebuilt.stderr);
-    let new_key = checkout.key_file_of("dpoll");
-    assert_ne!(new_key, poll_key);
-    let new_key_text = key_text(&new_key);
-    let all_keys = [poll_key_text.as_str(), hook_key_text.as_str(), new_key_text.as_str()];
-    let old_only = deploy("dpoll", &standalone, &poll_key, &["--image", &v1]).fails();
-    assert!(old_only.stderr.contains("does not belong"), "{}", old_only.stderr);
-    let rotated = deploy("dpoll", &standalone, &new_key, &["--image", &v1, "--publish", "127.0.0.1:0"]).ok();
-    assert_no_secret("deploy's output", &rotated.all(), &all_keys);
-    assert!(rotated.stderr.contains("removed the key volume"), "{}", rotated.stderr);
-    assert_no_secret("the container's spec", &cleanup.engine.inspect_json(&standalone).unwrap(), &all_keys);
+    /// Key rotation: new key, re-sealed file, rebuilt image (no recompile),
+    /// deployed; the old key alone is refused.
+    fn a_rotated_key_is_deployed(&mut self) {
+        let standalone = &self.standalone;
+        let poll_key = self.poll_key.to_str().unwrap();
+        self.checkout.run(&["rotate-key", "--env", "dpoll", "--key-file", poll_key]).ok();
+        self.checkout.commit();
+        let rebuilt = self.checkout.run(&["image", "--repo", &self.repo]).ok();
+        assert!(rebuilt.stderr.contains("binary: cached"), "rotating a key recompiled the app:\n{}", rebuilt.stderr);
+        let new_key = self.checkout.key_file_of("dpoll");
+        assert_ne!(new_key, self.poll_key);
+        let new_key_text = key_text(&new_key);
+        let all_keys = [self.poll_key_text.as_str(), self.hook_key_text.as_str(), new_key_text.as_str()];
+        let old_only = self.deploy("dpoll", standalone, &self.poll_key, &["--image", &self.v1]).fails();
+        assert!(old_only.stderr.contains("does not belong"), "{}", old_only.stderr);
+        let rotated =
+            self.deploy("dpoll", standalone, &new_key, &["--image", &self.v1, "--publish", "127.0.0.1:0"]).ok();
+        assert_no_secret("deploy's output", &rotated.all(), &all_keys);
+        assert!(rotated.stderr.contains("removed the key volume"), "{}", rotated.stderr);
+        assert_no_secret("the container's spec", &self.engine().inspect_json(standalone).unwrap(), &all_keys);
+        self.new_key = Some(new_key);
+    }
 
-    // The operator's choice of SECRET_KEY is honoured, and said.
-    let by_env =
-        deploy("dpoll", &standalone, &new_key, &["--image", &v1, "--publish", "127.0.0.1:0", "--key-delivery", "env"])
-            .ok();
-    assert!(by_env.field("key").contains("`docker inspect` shows it"), "{}", by_env.stdout);
+    /// The operator's choice of SECRET_KEY is honoured, and said.
+    fn the_key_by_environment_variable_is_said(&self) {
+        let extra = ["--image", &self.v1, "--publish", "127.0.0.1:0", "--key-delivery", "env"];
+        let by_env = self.deploy("dpoll", &self.standalone, self.new_key(), &extra).ok();
+        assert!(by_env.field("key").contains("`docker inspect` shows it"), "{}", by_env.stdout);
+    }
 
-    // The second service ships the same way (no data, the generic probe).
-    hello.standalone(&checkout, &mut cleanup);
-
-    // Undeploy keeps the data volume; --purge removes it.
-    let down = checkout.run(&["undeploy", "--env", "dpoll", "--name", &standalone]).ok();
-    assert!(down.stdout.contains(&format!("kept       volume {standalone}-data")), "{}", down.stdout);
-    assert!(cleanup.engine.inspect_json(&standalone).is_none());
-    let purge = checkout.run(&["undeploy", "--env", "dpoll", "--name", &standalone, "--purge"]).ok();
-    assert!(purge.stdout.contains(&format!("removed    volume {standalone}-data")), "{}", purge.stdout);
-    checkout.run(&["status", "--env", "dpoll", "--name", &standalone]).fails();
-    // Nothing left behind: the checks run in throwaway containers of the
-    // image, which declares /data a volume.
-    let leaked: Vec<String> = cleanup.engine.anonymous_volumes().difference(&volumes_before).cloned().collect();
-    assert!(leaked.is_empty(), "the standalone deploys left anonymous volumes: {leaked:?}");
+    /// Undeploy keeps the data volume; --purge removes it; nothing else is
+    /// left: the checks run in throwaway containers of the image, which
+    /// declares /data a volume.
+    fn undeploy_keeps_the_data_and_purge_removes_it(&self) {
+        let standalone = &self.standalone;
+        let down = self.checkout.run(&["undeploy", "--env", "dpoll", "--name", standalone]).ok();
+        assert!(down.stdout.contains(&format!("kept       volume {standalone}-data")), "{}", down.stdout);
+        assert!(self.engine().inspect_json(standalone).is_none());
+        let purge = self.checkout.run(&["undeploy", "--env", "dpoll", "--name", standalone, "--purge"]).ok();
+        assert!(purge.stdout.contains(&format!("removed    volume {standalone}-data")), "{}", purge.stdout);
+        self.checkout.run(&["status", "--env", "dpoll", "--name", standalone]).fails();
+        let leaked: Vec<String> = self.engine().anonymous_volumes().difference(&self.volumes_before).cloned().collect();
+        assert!(leaked.is_empty(), "the standalone deploys left anonymous volumes: {leaked:?}");
+    }
 
     // ---- swarm ----
-    if swarm_before != "inactive" {
-        eprintln!("note: the engine is already in a swarm ({swarm_before}); skipping the Swarm half");
-        return;
+
+    /// Refused on an engine that is not a manager; then a single-node swarm
+    /// made here, to be left again at the end, only if nobody made one
+    /// meanwhile. False when the engine is in a swarm already (the Swarm
+    /// steps are skipped).
+    fn make_a_swarm(&mut self) -> bool {
+        if self.swarm_before != "inactive" {
+            eprintln!("note: the engine is already in a swarm ({}); skipping the Swarm half", self.swarm_before);
+            return false;
+        }
+        let not_swarm = self.deploy("dhook", &self.swarm, &self.hook_key, &["--image", &self.v1, "--swarm"]).fails();
+        assert!(not_swarm.stderr.contains("not a Swarm manager"), "{}", not_swarm.stderr);
+        let state = self.engine().swarm_state();
+        if state != "inactive" {
+            eprintln!("note: the engine joined a swarm ({state}) during the test; skipping the Swarm half");
+            return false;
+        }
+        self.engine().rt.block_on(async {
+            let request = SwarmInitRequest {
+                listen_addr: Some("127.0.0.1:2377".to_owned()),
+                advertise_addr: Some("127.0.0.1".to_owned()),
+                ..Default::default()
+            };
+            self.engine().docker.init_swarm(request).await.unwrap();
+        });
+        self.cleanup.made_swarm = true;
+        true
     }
-    let not_swarm = deploy("dhook", &swarm, &hook_key, &["--image", &v1, "--swarm"]).fails();
-    assert!(not_swarm.stderr.contains("not a Swarm manager"), "{}", not_swarm.stderr);
-    // Made here, and left again at the end, only if nobody made one meanwhile.
-    let state = cleanup.engine.swarm_state();
-    if state != "inactive" {
-        eprintln!("note: the engine joined a swarm ({state}) during the test; skipping the Swarm half");
-        return;
+
+    /// `deploy --swarm` of the webhook environment, 2 replicas, host-mode port, with `key`.
+    fn deploy_hook(&self, image: &str, key: &Path) -> Run {
+        let extra = ["--image", image, "--swarm", "--replicas", "2", "--publish", "0", "--publish-mode", "host"];
+        self.deploy("dhook", &self.swarm, key, &extra)
     }
-    cleanup.engine.rt.block_on(async {
-        let request = SwarmInitRequest {
-            listen_addr: Some("127.0.0.1:2377".to_owned()),
-            advertise_addr: Some("127.0.0.1".to_owned()),
-            ..Default::default()
-        };
-        cleanup.engine.docker.init_swarm(request).await.unwrap();
-    });
-    cleanup.made_swarm = true;
 
-    let first = deploy(
-        "dhook",
-        &swarm,
-        &hook_key,
-        &["--image", &v1, "--swarm", "--replicas", "2", "--publish", "0", "--publish-mode", "host"],
-    )
-    .ok();
-    eprintln!("figure: swarm deploy (2 tasks) to healthy: {:.1} s", first.healthy_after());
-    let port_w = port(&first);
-    assert!(wait_healthz(port_w, Duration::from_secs(20)), "no /healthz on the task's port {port_w}");
-    let service = cleanup.engine.rt.block_on(
-        cleanup.engine.docker.inspect_service(&swarm, None::<bollard::query_parameters::InspectServiceOptions>),
-    );
-    let service = serde_json::to_value(service.unwrap()).unwrap();
-    assert_no_secret("the service spec", &service.to_string(), &keys);
-    // Nor in the task containers the engine made from it.
-    let task_containers = cleanup.engine.rt.block_on(async {
-        let filters: HashMap<String, Vec<String>> =
-            [("label".to_owned(), vec![format!("com.docker.swarm.service.name={swarm}")])].into();
-        let options = ListContainersOptionsBuilder::default().filters(&filters).build();
-        cleanup.engine.docker.list_containers(Some(options)).await.unwrap()
-    });
-    assert_eq!(task_containers.len(), 2, "two running task containers");
-    for c in task_containers {
-        let spec = cleanup.engine.inspect_json(c.id.as_deref().unwrap()).unwrap();
-        assert_no_secret("a task container's spec", &spec, &keys);
-        assert!(spec.contains("SECRET_KEY_FILE=/run/secrets/boxcar-key"), "{spec}");
+    /// The first Swarm deploy: two tasks, no secret in the service or its
+    /// task containers, hardened, start-first with rollback.
+    fn swarm_first_deploy(&self) {
+        let (swarm, keys) = (&self.swarm, self.keys());
+        let first = self.deploy_hook(&self.v1, &self.hook_key).ok();
+        eprintln!("figure: swarm deploy (2 tasks) to healthy: {:.1} s", first.healthy_after());
+        let port_w = port(&first);
+        assert!(wait_healthz(port_w, Duration::from_secs(20)), "no /healthz on the task's port {port_w}");
+        let service = self.engine().rt.block_on(
+            self.engine().docker.inspect_service(swarm, None::<bollard::query_parameters::InspectServiceOptions>),
+        );
+        let service = serde_json::to_value(service.unwrap()).unwrap();
+        assert_no_secret("the service spec", &service.to_string(), &keys);
+        // Nor in the task containers the engine made from it.
+        let task_containers = self.engine().rt.block_on(async {
+            let filters: HashMap<String, Vec<String>> =
+                [("label".to_owned(), vec![format!("com.docker.swarm.service.name={swarm}")])].into();
+            let options = ListContainersOptionsBuilder::default().filters(&filters).build();
+            self.engine().docker.list_containers(Some(options)).await.unwrap()
+        });
+        assert_eq!(task_containers.len(), 2, "two running task containers");
+        for c in task_containers {
+            let spec = self.engine().inspect_json(c.id.as_deref().unwrap()).unwrap();
+            assert_no_secret("a task container's spec", &spec, &keys);
+            assert!(spec.contains("SECRET_KEY_FILE=/run/secrets/boxcar-key"), "{spec}");
+        }
+        let container = &service["Spec"]["TaskTemplate"]["ContainerSpec"];
+        assert_eq!(container["User"], "65532:65532");
+        assert_eq!(container["ReadOnly"], true);
+        assert_eq!(container["Secrets"][0]["File"]["Name"], "boxcar-key");
+        assert_eq!(service["Spec"]["UpdateConfig"]["Order"], "start-first");
+        assert_eq!(service["Spec"]["UpdateConfig"]["FailureAction"], "rollback");
+        assert_eq!(container["Secrets"][0]["SecretName"], format!("{swarm}-key-{}", self.hook_id()));
     }
-    let container = &service["Spec"]["TaskTemplate"]["ContainerSpec"];
-    assert_eq!(container["User"], "65532:65532");
-    assert_eq!(container["ReadOnly"], true);
-    assert_eq!(container["Secrets"][0]["File"]["Name"], "boxcar-key");
-    assert_eq!(service["Spec"]["UpdateConfig"]["Order"], "start-first");
-    assert_eq!(service["Spec"]["UpdateConfig"]["FailureAction"], "rollback");
-    let hook_id = hook_key.file_stem().unwrap().to_str().unwrap().rsplit('-').next().unwrap().to_owned();
-    assert_eq!(container["Secrets"][0]["SecretName"], format!("{swarm}-key-{hook_id}"));
 
-    let update = deploy(
-        "dhook",
-        &swarm,
-        &hook_key,
-        &["--image", &v2, "--swarm", "--replicas", "2", "--publish", "0", "--publish-mode", "host"],
-    )
-    .ok();
-    eprintln!("figure: swarm update (2 tasks, start-first) to converged: {:.1} s", update.healthy_after());
-    let port_w = port(&update);
-    assert!(wait_healthz(port_w, Duration::from_secs(20)), "no /healthz on the new task's port {port_w}");
+    /// An update to `v2`, start-first: the new task's port.
+    fn swarm_update(&self) -> u16 {
+        let update = self.deploy_hook(&self.v2, &self.hook_key).ok();
+        eprintln!("figure: swarm update (2 tasks, start-first) to converged: {:.1} s", update.healthy_after());
+        let port_w = port(&update);
+        assert!(wait_healthz(port_w, Duration::from_secs(20)), "no /healthz on the new task's port {port_w}");
+        port_w
+    }
 
-    // A failing update is rolled back by the engine while the old tasks serve.
-    let watch = Watch::start(port_w);
-    let started = Instant::now();
-    let failed = deploy(
-        "dhook",
-        &swarm,
-        &hook_key,
-        &["--image", &broken, "--swarm", "--replicas", "2", "--publish", "0", "--publish-mode", "host"],
-    )
-    .fails();
-    let (ok, down) = watch.finish();
-    eprintln!("figure: swarm failed update rolled back after {:.1} s", started.elapsed().as_secs_f64());
-    assert!(failed.stderr.contains("rolled it back"), "{}", failed.stderr);
-    assert!(ok > 0 && down == 0, "the old tasks stopped serving during the failed update: {ok} ok, {down} failed");
-    let status = checkout.run(&["status", "--env", "dhook", "--name", &swarm]).ok();
-    assert!(status.stdout.contains("2/2 running"), "{}", status.stdout);
+    /// A failing update is rolled back by the engine while the old tasks serve.
+    fn swarm_failed_update_is_rolled_back_while_serving(&self, port_w: u16) {
+        let watch = Watch::start(port_w);
+        let started = Instant::now();
+        let failed = self.deploy_hook(&self.broken, &self.hook_key).fails();
+        let (ok, down) = watch.finish();
+        eprintln!("figure: swarm failed update rolled back after {:.1} s", started.elapsed().as_secs_f64());
+        assert!(failed.stderr.contains("rolled it back"), "{}", failed.stderr);
+        assert!(ok > 0 && down == 0, "the old tasks stopped serving during the failed update: {ok} ok, {down} failed");
+        let status = self.checkout.run(&["status", "--env", "dhook", "--name", &self.swarm]).ok();
+        assert!(status.stdout.contains("2/2 running"), "{}", status.stdout);
+    }
 
-    // Polling environment as a second service: stop-first, and --replicas 2 is refused.
-    let two_pollers =
-        deploy("dpoll", &format!("{swarm}p"), &new_key, &["--image", &v1, "--swarm", "--replicas", "2"]).fails();
-    assert!(two_pollers.stderr.contains("runs one instance at a time"), "{}", two_pollers.stderr);
-    assert!(two_pollers.stderr.contains("its own `instances` answer says so"), "{}", two_pollers.stderr);
+    /// Polling environment as a second service: stop-first, and --replicas 2 is refused.
+    fn swarm_refuses_two_pollers(&self) {
+        let extra = ["--image", &self.v1, "--swarm", "--replicas", "2"];
+        let two_pollers = self.deploy("dpoll", &format!("{}p", self.swarm), self.new_key(), &extra).fails();
+        assert!(two_pollers.stderr.contains("runs one instance at a time"), "{}", two_pollers.stderr);
+        assert!(two_pollers.stderr.contains("its own `instances` answer says so"), "{}", two_pollers.stderr);
+    }
 
-    // Key rotation on the swarm: a new secret, the old one removed after the update.
-    checkout.run(&["rotate-key", "--env", "dhook", "--key-file", hook_key.to_str().unwrap()]).ok();
-    checkout.commit();
-    checkout.run(&["image", "--repo", &repo]).ok();
-    let new_hook = checkout.key_file_of("dhook");
-    let new_hook_text = key_text(&new_hook);
-    let rotated = deploy(
-        "dhook",
-        &swarm,
-        &new_hook,
-        &["--image", &v1, "--swarm", "--replicas", "2", "--publish", "0", "--publish-mode", "host"],
-    );
-    let rotated = rotated.ok();
-    assert_no_secret("deploy's output", &rotated.all(), &[new_hook_text.as_str()]);
-    assert!(rotated.stderr.contains(&format!("removed the Swarm secret {swarm}-key-{hook_id}")), "{}", rotated.stderr);
+    /// Key rotation on the swarm: a new secret, the old one removed after
+    /// the update. The new key's text.
+    fn swarm_key_rotation(&self) -> String {
+        let hook_key = self.hook_key.to_str().unwrap();
+        self.checkout.run(&["rotate-key", "--env", "dhook", "--key-file", hook_key]).ok();
+        self.checkout.commit();
+        self.checkout.run(&["image", "--repo", &self.repo]).ok();
+        let new_hook = self.checkout.key_file_of("dhook");
+        let new_hook_text = key_text(&new_hook);
+        let rotated = self.deploy_hook(&self.v1, &new_hook);
+        let rotated = rotated.ok();
+        assert_no_secret("deploy's output", &rotated.all(), &[new_hook_text.as_str()]);
+        let removed = format!("removed the Swarm secret {}-key-{}", self.swarm, self.hook_id());
+        assert!(rotated.stderr.contains(&removed), "{}", rotated.stderr);
+        new_hook_text
+    }
 
-    // A Compose file from `manifests` runs as a stack on the same swarm.
-    let compose = checkout.dir.path().join("compose.yaml");
-    checkout
-        .run(&[
-            "manifests",
-            "--env",
-            "dhook",
-            "--name",
-            &stack,
-            "--format",
-            "compose",
-            "--image",
-            &v1,
-            "--publish",
-            &free_port().to_string(),
-            "--out",
-            compose.to_str().unwrap(),
-        ])
-        .ok();
-    let text = std::fs::read_to_string(&compose).unwrap();
-    let secret_name = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("name: ").filter(|n| n.contains("-key-")))
-        .map(|n| n.trim_matches('"').to_owned())
-        .expect("no secret name in the compose file");
-    cleanup.engine.rt.block_on(async {
-        let data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{new_hook_text}\n"));
-        let labels = HashMap::from([("dev.boxcar.deployment".to_owned(), stack.clone())]);
-        let spec = SecretSpec {
-            name: Some(secret_name.clone()),
-            data: Some(data),
-            labels: Some(labels),
-            ..Default::default()
-        };
-        cleanup.engine.docker.create_secret(spec).await.unwrap();
-    });
-    let out = std::process::Command::new("docker")
-        .args(["stack", "deploy", "-c", compose.to_str().unwrap(), &stack])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "docker stack deploy: {}", String::from_utf8_lossy(&out.stderr));
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut healthy = false;
-    while Instant::now() < deadline && !healthy {
+    /// A Compose file from `manifests` runs as a stack on the same swarm.
+    fn a_compose_file_runs_as_a_stack(&self, new_hook_text: &str) {
+        let stack = &self.stack;
+        let compose = self.checkout.dir.path().join("compose.yaml");
+        self.checkout
+            .run(&[
+                "manifests",
+                "--env",
+                "dhook",
+                "--name",
+                stack,
+                "--format",
+                "compose",
+                "--image",
+                &self.v1,
+                "--publish",
+                &free_port(Ipv4Addr::LOCALHOST).to_string(),
+                "--out",
+                compose.to_str().unwrap(),
+            ])
+            .ok();
+        let text = std::fs::read_to_string(&compose).unwrap();
+        let secret_name = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("name: ").filter(|n| n.contains("-key-")))
+            .map(|n| n.trim_matches('"').to_owned())
+            .expect("no secret name in the compose file");
+        self.engine().rt.block_on(async {
+            let data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{new_hook_text}\n"));
+            let labels = HashMap::from([("dev.boxcar.deployment".to_owned(), stack.clone())]);
+            let spec = SecretSpec {
+                name: Some(secret_name.clone()),
+                data: Some(data),
+                labels: Some(labels),
+                ..Default::default()
+            };
+            self.engine().docker.create_secret(spec).await.unwrap();
+        });
         let out = std::process::Command::new("docker")
-            .args(["service", "ls", "--filter", &format!("name={stack}_app"), "--format", "{{.Replicas}}"])
+            .args(["stack", "deploy", "-c", compose.to_str().unwrap(), stack])
             .output()
             .unwrap();
-        healthy = String::from_utf8_lossy(&out.stdout).trim() == "1/1";
-        std::thread::sleep(Duration::from_millis(500));
+        assert!(out.status.success(), "docker stack deploy: {}", String::from_utf8_lossy(&out.stderr));
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut healthy = false;
+        while Instant::now() < deadline && !healthy {
+            let out = std::process::Command::new("docker")
+                .args(["service", "ls", "--filter", &format!("name={stack}_app"), "--format", "{{.Replicas}}"])
+                .output()
+                .unwrap();
+            healthy = String::from_utf8_lossy(&out.stdout).trim() == "1/1";
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        assert!(healthy, "the stack from the compose file never ran a healthy task");
+        let out = std::process::Command::new("docker").args(["stack", "rm", stack]).output().unwrap();
+        assert!(out.status.success(), "docker stack rm: {}", String::from_utf8_lossy(&out.stderr));
     }
-    assert!(healthy, "the stack from the compose file never ran a healthy task");
-    let out = std::process::Command::new("docker").args(["stack", "rm", &stack]).output().unwrap();
-    assert!(out.status.success(), "docker stack rm: {}", String::from_utf8_lossy(&out.stderr));
 
-    // Undeploy removes the service and its secret; the data volume stays.
-    let down = checkout.run(&["undeploy", "--env", "dhook", "--name", &swarm]).ok();
-    assert!(down.stdout.contains(&format!("removed    service {swarm}")), "{}", down.stdout);
-    assert!(down.stdout.contains("removed    Swarm secret"), "{}", down.stdout);
-    assert!(down.stdout.contains(&format!("kept       volume {swarm}-data")), "{}", down.stdout);
-
-    hello.swarm(&checkout, &mut cleanup);
-
-    // Leave the engine as it was.
-    cleanup.engine.rt.block_on(async {
-        cleanup.engine.docker.leave_swarm(Some(LeaveSwarmOptions { force: true })).await.unwrap();
-    });
-    cleanup.left_swarm = true;
-    if !had_gwbridge {
-        let _ = cleanup.engine.rt.block_on(cleanup.engine.docker.remove_network("docker_gwbridge"));
+    /// Undeploy removes the service and its secret; the data volume stays.
+    fn swarm_undeploy_keeps_the_data(&self) {
+        let swarm = &self.swarm;
+        let down = self.checkout.run(&["undeploy", "--env", "dhook", "--name", swarm]).ok();
+        assert!(down.stdout.contains(&format!("removed    service {swarm}")), "{}", down.stdout);
+        assert!(down.stdout.contains("removed    Swarm secret"), "{}", down.stdout);
+        assert!(down.stdout.contains(&format!("kept       volume {swarm}-data")), "{}", down.stdout);
     }
-    assert_eq!(cleanup.engine.swarm_state(), "inactive");
+
+    /// Leave the engine as it was.
+    fn leave_the_swarm(&mut self) {
+        self.engine().rt.block_on(async {
+            self.engine().docker.leave_swarm(Some(LeaveSwarmOptions { force: true })).await.unwrap();
+        });
+        self.cleanup.left_swarm = true;
+        if !self.cleanup.had_gwbridge {
+            let _ = self.engine().rt.block_on(self.engine().docker.remove_network("docker_gwbridge"));
+        }
+        assert_eq!(self.engine().swarm_state(), "inactive");
+    }
+}
+
+/// What says a container was replaced or restarted: its ID, start time and image.
+fn identity(json: &str) -> (serde_json::Value, serde_json::Value, serde_json::Value) {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    (v["Id"].clone(), v["State"]["StartedAt"].clone(), v["Image"].clone())
+}
+
+/// One scenario in named steps, in order (each needs what the steps before it
+/// left), sharing one costly setup: the images.
+#[test]
+fn deploy_standalone_then_swarm() {
+    let mut s = Scenario::setup();
+
+    // Standalone.
+    s.refused_before_anything_changes();
+    s.first_deploy_runs_hardened();
+    s.the_same_deploy_again_changes_nothing();
+    let (running_v2, port) = s.update_to_a_new_image();
+    s.an_image_that_never_becomes_healthy_changes_nothing(&running_v2, port);
+    s.a_swap_that_cannot_start_rolls_back(&running_v2);
+    s.an_interrupted_deploy_is_put_back_first();
+    s.a_rotated_key_is_deployed();
+    s.the_key_by_environment_variable_is_said();
+    // The second service ships the same way (no data, the generic probe).
+    s.hello.standalone(&s.checkout, &mut s.cleanup);
+    s.undeploy_keeps_the_data_and_purge_removes_it();
+
+    // Swarm.
+    if !s.make_a_swarm() {
+        return;
+    }
+    s.swarm_first_deploy();
+    let port = s.swarm_update();
+    s.swarm_failed_update_is_rolled_back_while_serving(port);
+    s.swarm_refuses_two_pollers();
+    let new_hook_text = s.swarm_key_rotation();
+    s.a_compose_file_runs_as_a_stack(&new_hook_text);
+    s.swarm_undeploy_keeps_the_data();
+    s.hello.swarm(&s.checkout, &mut s.cleanup);
+    s.leave_the_swarm();
 }
 
 #[test]
@@ -726,7 +810,7 @@ impl Hello {
 
     /// Its image, checked, and a v2 and a broken variant.
     fn build(checkout: &Checkout, cleanup: &mut Cleanup, pid: u32) -> Hello {
-        let repo = format!("boxcar-htest-{pid}");
+        let repo = test_name("boxcar-htest");
         let key = checkout.key_file_of("hello");
         let built = checkout
             .run(&["image", "--service", "hello-api", "--repo", &repo, "--key-file", key.to_str().unwrap()])
@@ -937,12 +1021,5 @@ impl Hello {
 
 /// The status of GET /hello with `Authorization: Bearer <key>`.
 fn bearer(port: u16, key: Option<&str>) -> Option<u16> {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
-    s.write_all(format!("GET /hello HTTP/1.0\r\n{auth}\r\n").as_bytes()).ok()?;
-    let mut buf = [0u8; 12];
-    s.read_exact(&mut buf).ok()?;
-    std::str::from_utf8(&buf[9..12]).ok()?.parse().ok()
+    status_with_bearer(port, "/hello", key)
 }

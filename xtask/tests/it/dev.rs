@@ -4,46 +4,60 @@
 //! deleted source file leaves the previous version serving. The
 //! edit-to-healthy time it reports is printed as a figure. Without an engine,
 //! `dev` says so before it builds anything. Names are unique to this run;
-//! what it made is removed at the end.
+//! what it made is removed by a guard however the test ends.
 
 use std::io::{BufRead as _, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bollard::Docker;
-use bollard::query_parameters::RemoveImageOptionsBuilder;
-
-use crate::{Checkout, Repo};
+use crate::support::{HTTP_TIMEOUT, Sweep, http_get, local, test_name};
+use crate::{Checkout, Repo, Run};
 
 const API_KEY: &str = "dev-test-api-key-0123456789";
 
+/// Removes what the test made, however it ends: stops `dev`, puts back the
+/// sources the test edited or deleted (`undeploy --service` reads the
+/// service's contract, which a deleted `main.rs` breaks: undeploy then
+/// refused, and the deployment and its key volume stayed), undeploys with
+/// `--purge`, then sweeps the engine for anything still named after the run.
 struct Cleanup<'a> {
     checkout: &'a Checkout,
     name: String,
-    repo: String,
     child: Option<Child>,
+    /// A source file the test changes, and its text before.
+    source: (PathBuf, String),
+    undeployed: bool,
+    /// Dropped after [`Cleanup::drop`]: the deployment's and the images' names.
+    _sweep: Sweep,
 }
 
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
+impl Cleanup<'_> {
+    /// Stops `dev` if it still runs, restores the source and undeploys.
+    fn undeploy(&mut self) -> Run {
         if let Some(child) = &mut self.child {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Not unwrapped: this runs in `drop` too, where a second panic aborts;
+        // if the write fails, undeploy says why and the sweep still runs.
+        let (path, text) = &self.source;
+        let _ = std::fs::write(path, text);
+        self.undeployed = true;
         let args = ["undeploy", "--service", "hello-api", "--env", "hello", "--name", &self.name, "--purge"];
-        let _ = self.checkout.run(&args);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            let Ok(docker) = Docker::connect_with_defaults() else { return };
-            let Ok(docker) = docker.negotiate_version().await else { return };
-            let images =
-                docker.list_images(None::<bollard::query_parameters::ListImagesOptions>).await.unwrap_or_default();
-            for tag in images.iter().flat_map(|i| &i.repo_tags).filter(|t| t.starts_with(&format!("{}:", self.repo))) {
-                let options = RemoveImageOptionsBuilder::default().force(true).build();
-                let _ = docker.remove_image(tag, Some(options), None).await;
+        self.checkout.run(&args)
+    }
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if !self.undeployed {
+            let run = self.undeploy();
+            if run.code != 0 {
+                eprintln!("cleanup: undeploy failed (the sweep follows):\n{}", run.stderr);
             }
-        });
+        }
     }
 }
 
@@ -77,23 +91,28 @@ fn last_port(stdout: &str) -> u16 {
     line.split(' ').next().unwrap().parse().unwrap()
 }
 
+/// The body of GET /hello as the bearer of the sealed key.
 fn hello(port: u16) -> Option<String> {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.write_all(format!("GET /hello HTTP/1.0\r\nAuthorization: Bearer {API_KEY}\r\n\r\n").as_bytes()).ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    Some(text.split_once("\r\n\r\n")?.1.to_owned())
+    let bearer = format!("Bearer {API_KEY}");
+    http_get(local(port), "/hello", &[("Authorization", &bearer)], HTTP_TIMEOUT).ok().map(|(_, body)| body)
 }
 
 #[test]
 fn dev_replaces_the_running_version_on_each_change() {
-    let pid = std::process::id();
     let checkout = Checkout::plain("hello");
     checkout.hello(API_KEY);
-    let name = format!("devtest-{pid}");
-    let repo = format!("boxcar-devtest-{pid}");
-    let mut cleanup = Cleanup { checkout: &checkout, name: name.clone(), repo: repo.clone(), child: None };
+    let name = test_name("devtest");
+    let repo = test_name("boxcar-devtest");
+    let main = checkout.dir.path().join("examples/hello-api/src/main.rs");
+    let text = std::fs::read_to_string(&main).unwrap();
+    let mut cleanup = Cleanup {
+        checkout: &checkout,
+        name: name.clone(),
+        child: None,
+        source: (main.clone(), text.clone()),
+        undeployed: false,
+        _sweep: Sweep::new(std::slice::from_ref(&name), std::slice::from_ref(&repo)),
+    };
 
     let mut cmd = checkout.cmd(&["dev", "--service", "hello-api", "--env", "hello", "--name", &name]);
     cmd.args(["--repo", &repo, "--publish", "127.0.0.1:0", "--rounds", "5"]);
@@ -109,8 +128,6 @@ fn dev_replaces_the_running_version_on_each_change() {
     assert_eq!(hello(port).as_deref(), Some("hello from `hello`\n"));
 
     // An edited line runs after round 2.
-    let main = checkout.dir.path().join("examples/hello-api/src/main.rs");
-    let text = std::fs::read_to_string(&main).unwrap();
     let greeting = |word: &str| text.replace("\"hello from `{}`\\n\"", &format!("\"{word} from `{{}}`\\n\""));
     std::fs::write(&main, greeting("hi")).unwrap();
     // A second edit while round 2 builds: the round after it must see it.
@@ -151,6 +168,11 @@ fn dev_replaces_the_running_version_on_each_change() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}:\n{}", stderr.lock().unwrap());
     assert_eq!(hello(port).as_deref(), Some("hey from `hello`\n"), "the running version changed");
+
+    // The deployment goes, key volume and all, with the sources put back.
+    let down = cleanup.undeploy().ok();
+    assert!(down.stdout.contains(&format!("removed    container {name}")), "{}", down.stdout);
+    assert!(down.stdout.contains(&format!("removed    volume {name}-key-")), "{}", down.stdout);
 }
 
 #[test]

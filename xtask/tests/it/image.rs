@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, PortBinding};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
-};
+use bollard::query_parameters::CreateContainerOptionsBuilder;
 
+use crate::support::{Sweep, engine, test_name, wait_healthz};
 use crate::{Checkout, Run};
 
 fn image_id(run: &Run) -> String {
@@ -24,44 +23,12 @@ fn image_id(run: &Run) -> String {
         .unwrap_or_else(|| panic!("no image ID in:\n{}", run.stdout))
 }
 
-/// Removes what one test created, whatever happens to it.
-struct Cleanup {
-    docker: Docker,
-    rt: tokio::runtime::Runtime,
-    repo: String,
-    containers: Vec<String>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        self.rt.block_on(async {
-            for c in &self.containers {
-                let _ = self
-                    .docker
-                    .remove_container(c, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()))
-                    .await;
-            }
-            let images =
-                self.docker.list_images(None::<bollard::query_parameters::ListImagesOptions>).await.unwrap_or_default();
-            for image in images {
-                for tag in image.repo_tags.iter().filter(|t| t.starts_with(&format!("{}:", self.repo))) {
-                    let _ = self
-                        .docker
-                        .remove_image(tag, Some(RemoveImageOptionsBuilder::default().force(true).build()), None)
-                        .await;
-                }
-            }
-        });
-    }
-}
-
 #[test]
 fn image_builds_checks_runs_and_reproduces() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let docker = rt.block_on(async { Docker::connect_with_defaults().unwrap().negotiate_version().await });
-    let docker = docker.expect("these tests need a Docker engine (cargo xtask test and .ci/run start one)");
-    let repo = format!("boxcar-test-{}", std::process::id());
-    let mut cleanup = Cleanup { docker: docker.clone(), rt, repo: repo.clone(), containers: Vec::new() };
+    let (rt, docker) = engine().expect("these tests need a Docker engine (cargo xtask test and .ci/run start one)");
+    let repo = test_name("boxcar-test");
+    // Its images and its containers (`<repo>-…`), whatever happens to the test.
+    let _cleanup = Sweep::new(&[], std::slice::from_ref(&repo));
     let settings = "\n[app]\napi_base = \"http://127.0.0.1:9\"\n\n[[bots]]\nname = \"imagetest\"\ntoken_secret = \"imagetest_token\"\n";
     let checkout =
         Checkout::new("imagetest", &[("imagetest_token", "3001:image-test-token-AAAAAAAAAAAAAAAAAAAAAAAAA")], settings);
@@ -83,32 +50,31 @@ fn image_builds_checks_runs_and_reproduces() {
     );
     assert!(!first.all().contains("image-test-token"), "a secret was printed");
 
-    let inspect = cleanup.rt.block_on(docker.inspect_image(&format!("{repo}:latest"))).unwrap();
+    let inspect = rt.block_on(docker.inspect_image(&format!("{repo}:latest"))).unwrap();
     assert_eq!(inspect.id.as_deref(), Some(id.as_str()));
     let config = inspect.config.unwrap();
     assert_eq!(config.user.as_deref(), Some("65532:65532"));
     assert_eq!(config.healthcheck.unwrap().test.unwrap(), ["CMD", "/usr/local/bin/app", "healthcheck"]);
     assert!(config.env.unwrap().iter().all(|e| !e.starts_with("SECRET_KEY")), "a key variable is baked in");
     let short = &checkout.head()[..12];
-    assert!(cleanup.rt.block_on(docker.inspect_image(&format!("{repo}:{short}"))).is_ok());
+    assert!(rt.block_on(docker.inspect_image(&format!("{repo}:{short}"))).is_ok());
 
     // The standalone check agrees.
     checkout.run(&["image-check", "--image", &format!("{repo}:latest"), "--key-file", key.to_str().unwrap()]).ok();
 
     // Run it as an operator would: read-only root, the key as a file, port on 127.0.0.1.
     let name = format!("{repo}-run");
-    cleanup.containers.push(name.clone());
-    let addr = cleanup.rt.block_on(run_container(&docker, &format!("{repo}:latest"), &name, &key));
-    let health = wait_http_ok(&format!("http://{addr}/healthz"), Duration::from_secs(30));
+    let port = rt.block_on(run_container(&docker, &format!("{repo}:latest"), &name, &key));
+    let health = wait_healthz(port, Duration::from_secs(30));
     assert!(health, "the container never answered /healthz");
-    let state = cleanup.rt.block_on(wait_healthy(&docker, &name, Duration::from_secs(40)));
+    let state = rt.block_on(wait_healthy(&docker, &name, Duration::from_secs(40)));
     assert_eq!(state.as_deref(), Some("healthy"), "the image's HEALTHCHECK did not pass");
 
     // The image holds the run-time contract it was built with; given another
     // one (a variable that sends the tokens elsewhere), the app refuses to start.
     let contract = checkout.dir.path().join("target/other-service.toml");
     let mut runtime = {
-        let read = cleanup.rt.block_on(boxcar::ops::service_cmd::files_in_image(
+        let read = rt.block_on(boxcar::ops::service_cmd::files_in_image(
             &docker,
             &format!("{repo}:latest"),
             &repo,
@@ -120,8 +86,7 @@ fn image_builds_checks_runs_and_reproduces() {
     runtime.runtime["env"].as_table_mut().unwrap().insert("APP_API_BASE".into(), "https://evil.example".into());
     std::fs::write(&contract, boxcar_secrets::ServiceFile::render("app", &runtime.runtime)).unwrap();
     let refused = format!("{repo}-other-contract");
-    cleanup.containers.push(refused.clone());
-    let (code, logs) = cleanup.rt.block_on(run_to_exit(&docker, &format!("{repo}:latest"), &refused, &key, &contract));
+    let (code, logs) = rt.block_on(run_to_exit(&docker, &format!("{repo}:latest"), &refused, &key, &contract));
     assert_eq!(code, 7, "{logs}");
     assert!(
         logs.contains("the run-time contract of service `app` in this image is not the one this file approves: it differs in env.APP_API_BASE (new)"),
@@ -156,21 +121,22 @@ fn image_builds_checks_runs_and_reproduces() {
     assert!(dirty.stdout.contains("dev.boxcar.dirty=true"), "{}", dirty.stdout);
     assert!(archive.exists());
     assert!(
-        cleanup.rt.block_on(docker.inspect_image(&format!("{repo}:{short}-dirty"))).is_err(),
+        rt.block_on(docker.inspect_image(&format!("{repo}:{short}-dirty"))).is_err(),
         "--oci-archive loaded the image"
     );
 
     // A failing compile shows the compiler's error and tags nothing.
     std::fs::write(&main_rs, format!("{}\nfn broken( {{\n", String::from_utf8(text).unwrap())).unwrap();
-    let before = cleanup.rt.block_on(docker.inspect_image(&format!("{repo}:latest"))).unwrap().id;
+    let before = rt.block_on(docker.inspect_image(&format!("{repo}:latest"))).unwrap().id;
     let failed = checkout.run(&["image", "--repo", &repo]).fails();
     assert!(failed.stderr.contains("the build failed"), "{}", failed.stderr);
     assert!(failed.stderr.contains("error"), "{}", failed.stderr);
-    let after = cleanup.rt.block_on(docker.inspect_image(&format!("{repo}:latest"))).unwrap().id;
+    let after = rt.block_on(docker.inspect_image(&format!("{repo}:latest"))).unwrap().id;
     assert_eq!(before, after, "a failed build moved the tag");
 }
 
-async fn run_container(docker: &Docker, image: &str, name: &str, key: &Path) -> String {
+/// Runs `image` as `name`; the port it is published on, on 127.0.0.1.
+async fn run_container(docker: &Docker, image: &str, name: &str, key: &Path) -> u16 {
     let body = ContainerCreateBody {
         image: Some(image.to_owned()),
         env: Some(vec!["SECRET_KEY_FILE=/run/secrets/app_key".to_owned()]),
@@ -205,7 +171,7 @@ async fn run_container(docker: &Docker, image: &str, name: &str, key: &Path) -> 
         docker.inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>).await.unwrap();
     let ports = info.network_settings.unwrap().ports.unwrap();
     let binding = ports["8080/tcp"].as_ref().unwrap()[0].clone();
-    format!("127.0.0.1:{}", binding.host_port.unwrap())
+    binding.host_port.unwrap().parse().unwrap()
 }
 
 /// Runs `image` with the key and `service_file` in place of the image's
@@ -248,23 +214,6 @@ async fn run_to_exit(docker: &Docker, image: &str, name: &str, key: &Path, servi
         out.push_str(&String::from_utf8_lossy(&item.into_bytes()));
     }
     (code, out)
-}
-
-fn wait_http_ok(url: &str, timeout: Duration) -> bool {
-    let addr = url.trim_start_matches("http://").split('/').next().unwrap().to_owned();
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
-            use std::io::{Read as _, Write as _};
-            let _ = s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n");
-            let mut buf = [0u8; 12];
-            if s.read_exact(&mut buf).is_ok() && &buf[9..12] == b"200" {
-                return true;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
 }
 
 async fn wait_healthy(docker: &Docker, name: &str, timeout: Duration) -> Option<String> {

@@ -17,6 +17,7 @@ mod kubernetes;
 mod multinode;
 mod secrets;
 mod ship;
+mod support;
 mod tidy;
 
 use std::io::Write as _;

@@ -19,39 +19,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bollard::Docker;
-use bollard::query_parameters::{ListTasksOptionsBuilder, RemoveImageOptionsBuilder};
+use bollard::query_parameters::ListTasksOptionsBuilder;
 
 use crate::cluster::{Cluster, Haproxy, Load, Registry};
+use crate::support::{Sweep, key_text, test_name};
 use crate::{Checkout, Repo, Run};
 
 const API_KEY: &str = "multinode-test-api-key-0123456789abcdef";
 const PORT: u16 = 9000;
-
-/// Runs `f` on a current-thread runtime.
-fn block<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
-}
-
-/// Removes the local tags of `repo` from the host engine.
-struct LocalImages {
-    repo: String,
-}
-
-impl Drop for LocalImages {
-    fn drop(&mut self) {
-        block(async {
-            let Ok(docker) = Docker::connect_with_defaults() else { return };
-            let images = docker.list_images(None::<bollard::query_parameters::ListImagesOptions>).await;
-            for image in images.unwrap_or_default() {
-                for tag in image.repo_tags.iter().filter(|t| t.starts_with(&format!("{}:", self.repo))) {
-                    let options = RemoveImageOptionsBuilder::default().force(true).build();
-                    let _ = docker.remove_image(tag, Some(options), None).await;
-                }
-            }
-        });
-    }
-}
 
 /// The `pushed … in 1.2 s` figure.
 fn push_seconds(run: &Run) -> f64 {
@@ -92,11 +67,6 @@ fn running_by_node(cluster: &Cluster, service: &str) -> BTreeMap<String, Vec<Str
     out
 }
 
-/// What `boxcar-env` text looks like in the file the key file holds.
-fn key_text(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap().trim().to_owned()
-}
-
 /// Every file under `root` (not following symlinks) that holds one of `needles`.
 fn files_holding(root: &Path, needles: &[Vec<u8>]) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -135,8 +105,9 @@ fn edit_hello(checkout: &Checkout, f: impl Fn(&str) -> String) {
 #[test]
 fn a_three_node_swarm_through_a_registry() {
     let pid = std::process::id();
-    let repo = format!("boxcar-mtest-{pid}");
-    let _local = LocalImages { repo: repo.clone() };
+    let repo = test_name("boxcar-mtest");
+    // The local tags of `repo` on the host engine.
+    let _local = Sweep::new(&[], std::slice::from_ref(&repo));
     let cluster = Cluster::start(3);
     let registry = Registry::start(cluster.bridge_ip());
     let login = tempfile::tempdir().unwrap();

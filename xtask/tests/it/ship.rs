@@ -24,10 +24,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use bollard::Docker;
-use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
-};
 
+use crate::support::{Sweep, status_with_bearer, test_name};
 use crate::{Repo, Run, git, project_root};
 
 /// The README's text between the `ship:begin` and `ship:end` markers:
@@ -85,40 +83,6 @@ fn main() {
 }
 "#;
 
-/// Removes what the run made on the engine: the deployment's containers and
-/// volumes, and the service's images.
-struct Cleanup {
-    name: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            let Ok(docker) = Docker::connect_with_defaults() else { return };
-            let Ok(docker) = docker.negotiate_version().await else { return };
-            let label = format!("dev.boxcar.deployment={}-production", self.name);
-            let filters: std::collections::HashMap<String, Vec<String>> = [("label".to_owned(), vec![label])].into();
-            let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-            for c in docker.list_containers(Some(options)).await.unwrap_or_default() {
-                let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
-                let _ = docker.remove_container(c.id.as_deref().unwrap_or(""), Some(options)).await;
-            }
-            let options = ListVolumesOptionsBuilder::default().filters(&filters).build();
-            let volumes = docker.list_volumes(Some(options)).await.ok().and_then(|v| v.volumes).unwrap_or_default();
-            for v in volumes {
-                let _ = docker.remove_volume(&v.name, None::<bollard::query_parameters::RemoveVolumeOptions>).await;
-            }
-            let images =
-                docker.list_images(None::<bollard::query_parameters::ListImagesOptions>).await.unwrap_or_default();
-            for tag in images.iter().flat_map(|i| &i.repo_tags).filter(|t| t.starts_with(&format!("{}:", self.name))) {
-                let options = RemoveImageOptionsBuilder::default().force(true).build();
-                let _ = docker.remove_image(tag, Some(options), None).await;
-            }
-        });
-    }
-}
-
 fn run(cmd: &mut Command) -> Run {
     Repo::run_with(cmd, b"")
 }
@@ -126,8 +90,9 @@ fn run(cmd: &mut Command) -> Run {
 #[test]
 fn the_readme_ships_a_new_service() {
     let started = Instant::now();
-    let name = format!("ship-{}", std::process::id());
-    let _cleanup = Cleanup { name: name.clone() };
+    let name = test_name("ship");
+    // The deployment's containers and volumes, and the service's images.
+    let _cleanup = Sweep::new(&[format!("{name}-production")], std::slice::from_ref(&name));
     let (steps, rust) = readme_steps();
     assert!(steps.contains("cargo xtask image") && rust.contains("open_environment"), "README steps:\n{steps}\n{rust}");
 
@@ -195,18 +160,10 @@ fn the_readme_ships_a_new_service() {
         .find_map(|l| l.strip_prefix("published  127.0.0.1:"))
         .unwrap_or_else(|| panic!("no published port:\n{}", shipped.stdout));
     let port: u16 = published.split(' ').next().unwrap().parse().unwrap();
-    let get = |path: &str, auth: &str| -> Option<String> {
-        use std::io::{Read as _, Write as _};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\n{auth}\r\n").as_bytes()).ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        Some(text)
-    };
-    assert!(get("/healthz", "").is_some_and(|t| t.starts_with("HTTP/1.0 200")), "no /healthz on {port}");
-    let bearer = "Authorization: Bearer ship-test-api-key-0123456789\r\n";
-    assert!(get("/hello", bearer).is_some_and(|t| t.starts_with("HTTP/1.0 200")), "the sealed key was not opened");
-    assert!(get("/hello", "").is_some_and(|t| t.starts_with("HTTP/1.0 401")));
+    let get = |path: &str, key: Option<&str>| status_with_bearer(port, path, key);
+    assert_eq!(get("/healthz", None), Some(200), "no /healthz on {port}");
+    assert_eq!(get("/hello", Some("ship-test-api-key-0123456789")), Some(200), "the sealed key was not opened");
+    assert_eq!(get("/hello", None), Some(401));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let info = rt.block_on(async {
         let docker = Docker::connect_with_defaults().unwrap().negotiate_version().await.unwrap();
