@@ -94,6 +94,11 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
         let _env = python.as_ref().map(|p| sh.push_env("BOXCAR_PYTHON", p));
         Ok(cmd!(sh, "cargo test --workspace --locked --no-fail-fast").run()?)
     });
+    // Every test removes what it made however it ends; this says whether one did not.
+    step("nothing left on the engine", &mut || {
+        let check = "support::nothing_with_a_test_name_is_left_on_the_engine";
+        Ok(cmd!(sh, "cargo test --locked -p xtask --test it -- --ignored --exact {check}").run()?)
+    });
     if args.fuzz_seconds > 0 {
         step("fuzz parse_open", &mut || fuzz(sh, &ctx.root, "parse_open", args.fuzz_seconds));
     }
