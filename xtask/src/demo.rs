@@ -128,7 +128,7 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
     let app_image = build::build(sh, ctx, &app, &options)?;
 
     eprintln!("building the Bot API stand-in's image");
-    let mut standin = Contract::parse(STANDIN).map_err(|p| anyhow::anyhow!("{}", p.join("; ")))?;
+    let mut standin = Contract::parse(STANDIN)?;
     standin.resolve(&ctx.root)?;
     let standin: Service = standin.services()[0].clone();
     let options =

@@ -2,4 +2,4 @@
 //! boxcar's vocabulary: the Docker engine (bollard) and git (its command line).
 
 pub mod engine;
-pub(crate) mod git;
+pub mod git;

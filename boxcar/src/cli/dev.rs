@@ -71,7 +71,13 @@ pub(super) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
     };
     let deploy = Deploy::new(&service, ask)?;
     let key = ctx.secret_key(&file, args.key_file.as_deref())?;
-    let keyed = deploy.with_key(file, key).context("nothing was started")?;
+    let keyed = match deploy.with_key(file, key) {
+        // What did not open says so itself; "nothing was changed" is the deploy's word.
+        Err(crate::ops::deploy::Error::NotOpened { source }) => {
+            return Err(anyhow::Error::new(*source).context("nothing was started"));
+        }
+        keyed => keyed.context("nothing was started")?,
+    };
     let rt = crate::adapters::engine::runtime()?;
     let docker = rt.block_on(crate::adapters::engine::connect(None))?;
 

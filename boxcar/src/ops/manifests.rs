@@ -172,7 +172,8 @@ pub(crate) fn render(format: Format, spec: &Spec) -> Result<String, Error> {
     };
     let ctx = minijinja::context! {
         labels => labels, order => order, memory => memory, hardening => hardening, security_opt => security_opt,
-        checksum_annotation => ENV_CHECKSUM_ANNOTATION, ..Value::from_serialize(spec)
+        checksum_annotation => ENV_CHECKSUM_ANNOTATION, tmp => crate::vocab::layout::TMP,
+        key_folder => crate::vocab::keys::default_key_dir_shown(), ..Value::from_serialize(spec)
     };
     let rendering = |source| Error::Template { doing: format!("rendering templates/{template}"), source };
     env.get_template(template).map_err(rendering)?.render(ctx).map_err(rendering)

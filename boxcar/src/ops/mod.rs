@@ -8,7 +8,7 @@ pub mod deploy;
 pub(crate) mod history;
 pub(crate) mod leaks;
 pub(crate) mod manifests;
-pub(crate) mod publish;
+pub mod publish;
 pub mod resources;
 pub mod service_cmd;
 pub(crate) mod trust;

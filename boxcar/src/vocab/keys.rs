@@ -31,6 +31,14 @@ fn io(doing: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error 
 }
 
 /// The folder for secret key files: `BOXCAR_KEY_DIR`, else
+/// The key folder inside the configuration folder (`$XDG_CONFIG_HOME`, else `~/.config`).
+const KEY_SUBDIR: &str = "boxcar/keys";
+
+/// The default key folder as a person types it, for instructions.
+pub(crate) fn default_key_dir_shown() -> String {
+    format!("~/.config/{KEY_SUBDIR}/")
+}
+
 /// `$XDG_CONFIG_HOME/boxcar/keys`, else `~/.config/boxcar/keys`.
 ///
 /// Written out rather than taken from the `dirs` crate: the rule is three lines
@@ -40,10 +48,10 @@ pub fn key_dir() -> Result<PathBuf, Error> {
         return Ok(PathBuf::from(dir));
     }
     if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(dir).join("boxcar/keys"));
+        return Ok(PathBuf::from(dir).join(KEY_SUBDIR));
     }
     match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        Some(home) => Ok(PathBuf::from(home).join(".config/boxcar/keys")),
+        Some(home) => Ok(PathBuf::from(home).join(".config").join(KEY_SUBDIR)),
         None => Err(Error::NoKeyDir),
     }
 }

@@ -45,7 +45,7 @@ pub(crate) const FILLED: &[&str] = &[PASSWD, GROUP, "/etc/boxcar/", concat!(bin_
 
 /// Folders the image or the kernel fills, which a data volume must not hide.
 pub(crate) const SYSTEM_FOLDERS: &[&str] =
-    &["/tmp", "/etc", "/usr", "/proc", "/sys", "/dev", "/run", "/bin", "/sbin", "/lib", "/home"];
+    &[TMP, "/etc", "/usr", "/proc", "/sys", "/dev", "/run", "/bin", "/sbin", "/lib", "/home"];
 
 /// Whether an extra file at `path` would land where the assembly writes, or
 /// inside the service's `data` folder (a volume hides it).

@@ -44,6 +44,13 @@ pub enum Error {
          hint: pass the key `cargo xtask keygen --env {env}` or `rotate-key` wrote for this environment"
     )]
     WrongKey { key_id: KeyId, env: String, env_key_id: KeyId },
+    /// The environment file is another environment's than the one asked for.
+    #[error(
+        "the deployment asks for environment `{}`, and the file given is environment `{}`'s; nothing was changed",
+        crate::vocab::show::escape(.asked),
+        crate::vocab::show::escape(.file)
+    )]
+    OtherEnvironment { asked: String, file: String },
     /// A value of the environment file did not open, or its content is not approved.
     #[error("nothing was changed")]
     NotOpened { source: Box<boxcar_secrets::Error> },

@@ -149,6 +149,9 @@ impl Deploy {
     /// With the environment's `file` and its secret `key`: the key must be
     /// the file's, and every value must open from content its holder approved.
     pub fn with_key(self, file: EnvFile, key: SecretKey) -> Result<Keyed, Error> {
+        if file.env() != self.ask.env {
+            return Err(Error::OtherEnvironment { asked: self.ask.env, file: file.env().to_owned() });
+        }
         if key.public_key() != file.public_key() {
             return Err(Error::WrongKey {
                 key_id: key.key_id(),
@@ -174,11 +177,6 @@ pub struct Keyed {
 }
 
 impl Keyed {
-    /// Whether the environment is production (release builds only).
-    pub fn production(&self) -> bool {
-        self.production
-    }
-
     /// The deployment's name.
     pub fn name(&self) -> &str {
         self.deploy.name()
@@ -246,5 +244,34 @@ impl Keyed {
             timeout: ask.timeout,
             network: ask.network.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use boxcar_secrets::SecretKey;
+
+    use super::*;
+    use crate::vocab::contract::tests::service;
+
+    fn file(env: &str, key: &SecretKey) -> EnvFile {
+        let text = format!("public_key = \"{}\"\n", key.public_key().to_base64());
+        EnvFile::parse(Path::new(&format!("deploy-config/{env}.toml")), &text).unwrap()
+    }
+
+    #[test]
+    fn the_key_and_the_file_must_be_the_environments_asked_for() {
+        let key = SecretKey::generate();
+        let deploy = || Deploy::new(&service(), Ask::standalone("staging")).unwrap();
+        let err = deploy().with_key(file("production", &key), SecretKey::generate()).unwrap_err();
+        assert!(matches!(&err, Error::OtherEnvironment { asked, file } if asked == "staging" && file == "production"));
+        assert!(err.to_string().contains("asks for environment `staging`"), "{err}");
+        let err = deploy().with_key(file("staging", &key), SecretKey::generate()).unwrap_err();
+        assert!(matches!(err, Error::WrongKey { .. }), "{err:?}");
+        // The right key on an unapproved file: nothing opens.
+        let err = deploy().with_key(file("staging", &key), key).unwrap_err();
+        assert!(matches!(err, Error::NotOpened { .. }), "{err:?}");
     }
 }

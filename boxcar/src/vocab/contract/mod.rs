@@ -155,12 +155,17 @@ impl Contract {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::Read(e)),
         };
-        Contract::parse(&text).map(Some).map_err(|problems| Error::Invalid { problems })
+        Contract::parse(&text).map(Some)
     }
 
-    /// Parses and checks a contract. Every problem is one line that names
-    /// the file, the service and the field, and says what to do.
-    pub fn parse(text: &str) -> Result<Contract, Vec<String>> {
+    /// Parses and checks a contract: [`Error::Invalid`] lists every problem,
+    /// one line each that names the file, the service and the field, and
+    /// says what to do.
+    pub fn parse(text: &str) -> Result<Contract, Error> {
+        Contract::parse_problems(text).map_err(|problems| Error::Invalid { problems })
+    }
+
+    fn parse_problems(text: &str) -> Result<Contract, Vec<String>> {
         let raw: RawContract = toml::from_str(text).map_err(|e| {
             let at = e
                 .span()
@@ -403,14 +408,14 @@ pub(crate) mod tests {
             description = "a test service"
             source = "https://example.invalid/svc"
         "#;
-        let mut s = Contract::parse(text).unwrap().services[0].clone();
+        let mut s = Contract::parse_problems(text).unwrap().services[0].clone();
         s.version = "1.2.3".to_owned();
         s
     }
 
     #[test]
     fn three_lines_are_enough() {
-        let c = Contract::parse("[[service]]\nname = \"hello\"\nhealth.http = \"/healthz\"\n").unwrap();
+        let c = Contract::parse_problems("[[service]]\nname = \"hello\"\nhealth.http = \"/healthz\"\n").unwrap();
         let s = c.pick(None).unwrap();
         assert_eq!(s.package, "hello");
         assert_eq!(s.port, defaults::PORT);
@@ -435,12 +440,12 @@ pub(crate) mod tests {
     #[test]
     fn several_services_need_a_choice() {
         let two = "[[service]]\nname = \"a\"\nhealth.http = \"/\"\n[[service]]\nname = \"b\"\nhealth.http = \"/\"\n";
-        let c = Contract::parse(two).unwrap();
+        let c = Contract::parse_problems(two).unwrap();
         let err = c.pick(None).unwrap_err().to_string();
         assert!(err.contains("declares 2 services: pick one with --service (a, b)"), "{err}");
         assert_eq!(c.pick(Some("b")).unwrap().name, "b");
         assert!(c.pick(Some("c")).unwrap_err().to_string().contains("has no such service; use one of: a, b"));
-        let c = Contract::parse(&format!("default = \"b\"\n{two}")).unwrap();
+        let c = Contract::parse_problems(&format!("default = \"b\"\n{two}")).unwrap();
         assert_eq!(c.pick(None).unwrap().name, "b");
     }
 
@@ -468,21 +473,22 @@ pub(crate) mod tests {
             ("size_budget_kib = 0\n", "size_budget_kib = 0 must be a positive number"),
         ];
         for (extra, expected) in cases {
-            let problems = Contract::parse(&format!("{base}{extra}")).unwrap_err();
+            let problems = Contract::parse_problems(&format!("{base}{extra}")).unwrap_err();
             assert_eq!(problems.len(), 1, "{extra}: {problems:?}");
             assert!(problems[0].starts_with("boxcar.toml: "), "{problems:?}");
             assert!(problems[0].contains(expected), "{extra}: {problems:?}");
         }
-        let no_health = Contract::parse("[[service]]\nname = \"hello\"\n").unwrap_err();
+        let no_health = Contract::parse_problems("[[service]]\nname = \"hello\"\n").unwrap_err();
         assert!(no_health[0].contains("has no health check; add health.http"), "{no_health:?}");
-        let twice = Contract::parse(&format!("{base}{base}")).unwrap_err();
+        let twice = Contract::parse_problems(&format!("{base}{base}")).unwrap_err();
         assert!(twice[0].contains("service `hello` (the 2th [[service]]) is declared twice"), "{twice:?}");
-        let bad_name = Contract::parse("[[service]]\nname = \"Hello_1\"\nhealth.http = \"/\"\n").unwrap_err();
+        let bad_name = Contract::parse_problems("[[service]]\nname = \"Hello_1\"\nhealth.http = \"/\"\n").unwrap_err();
         assert!(bad_name[0].contains("name must be 1 to 24 characters"), "{bad_name:?}");
-        let default = Contract::parse(&format!("default = \"nope\"\n{base}")).unwrap_err();
+        let default = Contract::parse_problems(&format!("default = \"nope\"\n{base}")).unwrap_err();
         assert!(default[0].contains("default = `nope` names no service"), "{default:?}");
-        assert!(Contract::parse("").unwrap_err()[0].contains("declares no service"));
-        let hostile = Contract::parse("[[service]]\nname = \"a\\u001b[2J\"\nhealth.http = \"/\"\n").unwrap_err();
+        assert!(Contract::parse_problems("").unwrap_err()[0].contains("declares no service"));
+        let hostile =
+            Contract::parse_problems("[[service]]\nname = \"a\\u001b[2J\"\nhealth.http = \"/\"\n").unwrap_err();
         assert!(!hostile[0].contains('\u{1b}'), "a control character reached the terminal: {hostile:?}");
     }
 }

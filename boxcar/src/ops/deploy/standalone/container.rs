@@ -96,7 +96,8 @@ pub(super) fn body(plan: &Plan, spec: &str, key: &KeyMount, role: Role, data: Op
     labels.insert(LABEL_SPEC.to_owned(), spec.to_owned());
     let mut env = vec![format!("{}={}", boxcar_secrets::DEPLOY_ENV, plan.env)];
     let mut mounts = Vec::new();
-    let mut tmpfs = HashMap::from([("/tmp".to_owned(), "rw,noexec,nosuid,size=16m,mode=1777".to_owned())]);
+    let mut tmpfs =
+        HashMap::from([(crate::vocab::layout::TMP.to_owned(), "rw,noexec,nosuid,size=16m,mode=1777".to_owned())]);
     match (&service.data, data) {
         (Some(path), Some(volume)) => {
             labels.insert(LABEL_DATA.to_owned(), volume.to_owned());

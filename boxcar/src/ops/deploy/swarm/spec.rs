@@ -74,7 +74,7 @@ fn mounts(plan: &Plan) -> Vec<Mount> {
     }
     mounts.push(Mount {
         typ: Some(MountType::TMPFS),
-        target: Some("/tmp".to_owned()),
+        target: Some(crate::vocab::layout::TMP.to_owned()),
         tmpfs_options: Some(MountTmpfsOptions {
             size_bytes: Some(16 * 1024 * 1024),
             mode: Some(0o1777),
