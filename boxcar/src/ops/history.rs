@@ -130,32 +130,8 @@ pub(crate) fn read(sh: &Shell, start: &Start) -> Result<History> {
     if let Some((cut, _)) = commits.iter().find(|(id, _)| shallow.contains(id)) {
         return Err(Error::Shallow { commit: git::short(cut) });
     }
-    // Each commit's contract: read for the base and every commit that changes
-    // boxcar.toml; the others have their first parent's (read, when that
-    // parent is outside the range).
-    let contract_file = vec![crate::vocab::contract::FILE.to_owned()];
-    let changed_contract = git::touching(sh, base_commit.as_deref(), "HEAD", &contract_file)?;
-    let mut read_contract: Vec<&str> = base_commit.iter().map(String::as_str).collect();
-    read_contract.extend(commits.iter().filter(|(id, _)| changed_contract.contains(id)).map(|(id, _)| id.as_str()));
-    let requests: Vec<String> =
-        read_contract.iter().map(|c| format!("{c}:./{}", crate::vocab::contract::FILE)).collect();
-    let texts = git::read_objects(sh, &requests)?;
-    let mut contracts: BTreeMap<String, Vec<(Option<String>, PathBuf)>> = BTreeMap::new();
-    for (commit, text) in read_contract.iter().zip(&texts) {
-        contracts.insert((*commit).to_owned(), services_of(text.as_deref()));
-    }
+    let contracts = contracts(sh, base_commit.as_deref(), &commits)?;
     let index: BTreeMap<&str, usize> = commits.iter().enumerate().map(|(i, (id, _))| (id.as_str(), i)).collect();
-    for (id, parents) in &commits {
-        if contracts.contains_key(id) {
-            continue;
-        }
-        let inherited = match parents.first() {
-            Some(p) if contracts.contains_key(p) => contracts[p].clone(),
-            Some(p) => contract_of(sh, p)?,
-            None => services_of(None),
-        };
-        contracts.insert(id.clone(), inherited);
-    }
     // Every folder any of these contracts names, at every commit.
     let mut folders: BTreeSet<PathBuf> = folders_of(&work_services).into_iter().collect();
     for services in contracts.values() {
@@ -165,7 +141,7 @@ pub(crate) fn read(sh: &Shell, start: &Start) -> Result<History> {
     // The commits whose versions differ from their first parent's: those that
     // change an environment folder or the contract (which says whose files
     // they are).
-    let mut watched = contract_file;
+    let mut watched = vec![crate::vocab::contract::FILE.to_owned()];
     watched.extend(folders.iter().map(|f| format!("{}/", f.display())));
     let touching = git::touching(sh, base_commit.as_deref(), "HEAD", &watched)?;
 
@@ -219,6 +195,39 @@ pub(crate) fn read(sh: &Shell, start: &Start) -> Result<History> {
     let versions = work_tree_versions(sh, &folders, &work_services)?;
     nodes.push(Node { at: At::WorkTree, parents: vec![head], versions });
     Ok(History { base, nodes, outside })
+}
+
+/// The services of each commit's own contract: read for the base and every
+/// commit that changes boxcar.toml; the others have their first parent's
+/// (read, when that parent is outside the range).
+fn contracts(
+    sh: &Shell,
+    base_commit: Option<&str>,
+    commits: &[(String, Vec<String>)],
+) -> Result<BTreeMap<String, Vec<(Option<String>, PathBuf)>>> {
+    let contract_file = vec![crate::vocab::contract::FILE.to_owned()];
+    let changed_contract = git::touching(sh, base_commit, "HEAD", &contract_file)?;
+    let mut read_contract: Vec<&str> = base_commit.into_iter().collect();
+    read_contract.extend(commits.iter().filter(|(id, _)| changed_contract.contains(id)).map(|(id, _)| id.as_str()));
+    let requests: Vec<String> =
+        read_contract.iter().map(|c| format!("{c}:./{}", crate::vocab::contract::FILE)).collect();
+    let texts = git::read_objects(sh, &requests)?;
+    let mut contracts: BTreeMap<String, Vec<(Option<String>, PathBuf)>> = BTreeMap::new();
+    for (commit, text) in read_contract.iter().zip(&texts) {
+        contracts.insert((*commit).to_owned(), services_of(text.as_deref()));
+    }
+    for (id, parents) in commits {
+        if contracts.contains_key(id) {
+            continue;
+        }
+        let inherited = match parents.first() {
+            Some(p) if contracts.contains_key(p) => contracts[p].clone(),
+            Some(p) => contract_of(sh, p)?,
+            None => services_of(None),
+        };
+        contracts.insert(id.clone(), inherited);
+    }
+    Ok(contracts)
 }
 
 /// Every folder any version of boxcar.toml in the repository (on any branch

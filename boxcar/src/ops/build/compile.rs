@@ -97,28 +97,13 @@ pub async fn compile(
     prefetch: Option<super::prefetch::Prefetch>,
 ) -> Result<Compiled> {
     let start = Instant::now();
-    let profile = what.profile;
-    let bin = what.bin.as_str();
     let trees = super::sources::trees(sh, root, excluded)?;
     let files: usize = trees.iter().map(|t| t.files.len()).sum();
     let (sources, source_hash) = super::sources::read(&trees)?;
-    let cache_dir = root.join("target/boxcar-image");
-    let key = &source_hash[..16];
-    let builder_id = builder.rsplit(':').next().unwrap_or(builder);
-    // Release binaries keep the name they always had; others say their profile.
-    let prefix = match profile {
-        Profile::Release => format!("{bin}-{builder_id}-"),
-        other => format!("{bin}-{}-{builder_id}-", other.cargo_name()),
-    };
-    let cached_bin = cache_dir.join(format!("{prefix}{key}"));
-    let cached_ca = cache_dir.join(format!("ca-{builder_id}.crt"));
-    if let (Ok(binary), Ok(ca_bundle)) = (std::fs::read(&cached_bin), std::fs::read(&cached_ca)) {
-        return Ok(Compiled {
-            binary,
-            ca_bundle,
-            how: format!("cached: sources unchanged since the last build (source hash {key})"),
-            took: start.elapsed(),
-        });
+    let cache = Cache::of(root, builder, what, &source_hash[..16]);
+    if let Some((binary, ca_bundle)) = cache.read() {
+        let how = format!("cached: sources unchanged since the last build (source hash {})", &source_hash[..16]);
+        return Ok(Compiled { binary, ca_bundle, how, took: start.elapsed() });
     }
 
     // One build at a time on this machine: the builds share the registry and
@@ -134,54 +119,17 @@ pub async fn compile(
         Err(_) => Some(format!("cold: no {target} volume yet, every dependency compiles")),
     };
     let name = format!("boxcar-build-{}-{}", std::process::id(), &source_hash[..8]);
-    let mount = |source: &str, target: &str| Mount {
-        source: Some(source.to_owned()),
-        target: Some(target.to_owned()),
-        typ: Some(MountType::VOLUME),
-        ..Mount::default()
-    };
-    let body = ContainerCreateBody {
-        image: Some(builder.to_owned()),
-        cmd: Some(
-            ["cargo", "build", "--locked", "--target", TARGET]
-                .into_iter()
-                .map(String::from)
-                .chain(profile.cargo_args())
-                .chain(["-p", what.package.as_str(), "--bin", bin].map(String::from))
-                .collect(),
-        ),
-        working_dir: Some(super::sources::SRC.to_owned()),
-        env: Some(vec!["CARGO_TARGET_DIR=/target".to_owned(), "CARGO_TERM_PROGRESS_WHEN=never".to_owned()]),
-        host_config: Some(HostConfig {
-            mounts: Some(vec![
-                mount(&registry_volume(), "/usr/local/cargo/registry"),
-                mount(GIT_VOLUME, "/usr/local/cargo/git"),
-                mount(&target, "/target"),
-            ]),
-            ..HostConfig::default()
-        }),
-        ..ContainerCreateBody::default()
-    };
     docker
-        .create_container(Some(CreateContainerOptionsBuilder::default().name(&name).build()), body)
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            build_container(builder, what, &target),
+        )
         .await
         .map_err(on_engine("creating the build container"))?;
-    let output = format!("/target/{TARGET}/{}/{bin}", profile.cargo_name());
+    let output = format!("/target/{TARGET}/{}/{}", what.profile.cargo_name(), what.bin);
     let result = async {
         if let Some(seed) = seed {
-            eprintln!(
-                "seeding the builder's crate registry with {} crates ({:.1} MiB) the host's cargo already has",
-                seed.crates,
-                seed.tar.len() as f64 / (1024.0 * 1024.0)
-            );
-            docker
-                .upload_to_container(
-                    &name,
-                    Some(UploadToContainerOptionsBuilder::default().path("/").build()),
-                    bollard::body_full(seed.tar.into()),
-                )
-                .await
-                .map_err(on_engine("copying the host's crates into the builder's registry volume"))?;
+            seed_registry(docker, &name, seed).await?;
         }
         let record = sources_record(docker, &name).await;
         // A second past now: later than the start of every compile before.
@@ -197,27 +145,109 @@ pub async fn compile(
         .remove_container(&name, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()))
         .await;
     let (binary, ca_bundle, compiled) = result?;
-
-    std::fs::create_dir_all(&cache_dir).map_err(on_file(format!("creating {}", cache_dir.display())))?;
-    // Keep one cached binary per builder: the newest.
-    if let Ok(entries) = std::fs::read_dir(&cache_dir) {
-        for e in entries.flatten() {
-            let n = e.file_name();
-            if n.to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-    boxcar_secrets::write_atomic(&cached_bin, &binary, Some(0o755))
-        .map_err(on_file(format!("writing {}", cached_bin.display())))?;
-    boxcar_secrets::write_atomic(&cached_ca, &ca_bundle, Some(0o644))
-        .map_err(on_file(format!("writing {}", cached_ca.display())))?;
+    cache.write(&binary, &ca_bundle)?;
     // The volume says whether anything was built before, not for which
     // profile: cargo's own count says how much compiled this time.
     let how = cold_reason.unwrap_or_else(|| {
         format!("warm: {target} holds earlier builds; {compiled} crate(s) compiled, the rest reused")
     });
     Ok(Compiled { binary, ca_bundle, how, took: start.elapsed() })
+}
+
+/// Where a compiled binary is kept in `target/boxcar-image/`: by binary,
+/// profile, builder and source hash, with the builder's CA bundle beside it.
+struct Cache {
+    dir: PathBuf,
+    /// What every cached binary of this binary, profile and builder starts with.
+    prefix: String,
+    bin: PathBuf,
+    ca: PathBuf,
+}
+
+impl Cache {
+    fn of(root: &Path, builder: &str, what: &Binary, key: &str) -> Cache {
+        let dir = root.join("target/boxcar-image");
+        let builder_id = builder.rsplit(':').next().unwrap_or(builder);
+        let bin = &what.bin;
+        // Release binaries keep the name they always had; others say their profile.
+        let prefix = match what.profile {
+            Profile::Release => format!("{bin}-{builder_id}-"),
+            other => format!("{bin}-{}-{builder_id}-", other.cargo_name()),
+        };
+        let (bin, ca) = (dir.join(format!("{prefix}{key}")), dir.join(format!("ca-{builder_id}.crt")));
+        Cache { dir, prefix, bin, ca }
+    }
+
+    fn read(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        Some((std::fs::read(&self.bin).ok()?, std::fs::read(&self.ca).ok()?))
+    }
+
+    /// Keeps `binary` as the one cached binary of its kind (the newest), and the CA bundle.
+    fn write(&self, binary: &[u8], ca_bundle: &[u8]) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).map_err(on_file(format!("creating {}", self.dir.display())))?;
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&self.prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        boxcar_secrets::write_atomic(&self.bin, binary, Some(0o755))
+            .map_err(on_file(format!("writing {}", self.bin.display())))?;
+        boxcar_secrets::write_atomic(&self.ca, ca_bundle, Some(0o644))
+            .map_err(on_file(format!("writing {}", self.ca.display())))?;
+        Ok(())
+    }
+}
+
+/// The build container: `cargo build` of `what` in the builder, with the
+/// registry, git and target volumes mounted.
+fn build_container(builder: &str, what: &Binary, target: &str) -> ContainerCreateBody {
+    let mount = |source: &str, target: &str| Mount {
+        source: Some(source.to_owned()),
+        target: Some(target.to_owned()),
+        typ: Some(MountType::VOLUME),
+        ..Mount::default()
+    };
+    ContainerCreateBody {
+        image: Some(builder.to_owned()),
+        cmd: Some(
+            ["cargo", "build", "--locked", "--target", TARGET]
+                .into_iter()
+                .map(String::from)
+                .chain(what.profile.cargo_args())
+                .chain(["-p", what.package.as_str(), "--bin", what.bin.as_str()].map(String::from))
+                .collect(),
+        ),
+        working_dir: Some(super::sources::SRC.to_owned()),
+        env: Some(vec!["CARGO_TARGET_DIR=/target".to_owned(), "CARGO_TERM_PROGRESS_WHEN=never".to_owned()]),
+        host_config: Some(HostConfig {
+            mounts: Some(vec![
+                mount(&registry_volume(), "/usr/local/cargo/registry"),
+                mount(GIT_VOLUME, "/usr/local/cargo/git"),
+                mount(target, "/target"),
+            ]),
+            ..HostConfig::default()
+        }),
+        ..ContainerCreateBody::default()
+    }
+}
+
+/// Copies the host's crates into the build container's registry volume.
+async fn seed_registry(docker: &Docker, name: &str, seed: super::prefetch::Seed) -> Result<()> {
+    eprintln!(
+        "seeding the builder's crate registry with {} crates ({:.1} MiB) the host's cargo already has",
+        seed.crates,
+        seed.tar.len() as f64 / (1024.0 * 1024.0)
+    );
+    docker
+        .upload_to_container(
+            name,
+            Some(UploadToContainerOptionsBuilder::default().path("/").build()),
+            bollard::body_full(seed.tar.into()),
+        )
+        .await
+        .map_err(on_engine("copying the host's crates into the builder's registry volume"))
 }
 
 /// The source of boxcar's health probe (see the file's own docs).
