@@ -14,6 +14,9 @@ use crate::ops::trust::{At, Base, History, Node, Parent, Version};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The services of a contract, each `(name, folder)`.
+type Services = Vec<(Option<String>, PathBuf)>;
+
 /// Largest environment file read, as `boxcar_secrets` reads one.
 const MAX_FILE_LEN: usize = 4 * 1024 * 1024;
 
@@ -204,7 +207,7 @@ fn contracts(
     sh: &Shell,
     base_commit: Option<&str>,
     commits: &[(String, Vec<String>)],
-) -> Result<BTreeMap<String, Vec<(Option<String>, PathBuf)>>> {
+) -> Result<BTreeMap<String, Services>> {
     let contract_file = vec![crate::vocab::contract::FILE.to_owned()];
     let changed_contract = git::touching(sh, base_commit, "HEAD", &contract_file)?;
     let mut read_contract: Vec<&str> = base_commit.into_iter().collect();
@@ -212,7 +215,7 @@ fn contracts(
     let requests: Vec<String> =
         read_contract.iter().map(|c| format!("{c}:./{}", crate::vocab::contract::FILE)).collect();
     let texts = git::read_objects(sh, &requests)?;
-    let mut contracts: BTreeMap<String, Vec<(Option<String>, PathBuf)>> = BTreeMap::new();
+    let mut contracts: BTreeMap<String, Services> = BTreeMap::new();
     for (commit, text) in read_contract.iter().zip(&texts) {
         contracts.insert((*commit).to_owned(), services_of(text.as_deref()));
     }
@@ -257,7 +260,7 @@ pub(crate) fn folders_ever(sh: &Shell) -> Result<Vec<PathBuf>> {
 }
 
 /// The services of `commit`'s own contract.
-fn contract_of(sh: &Shell, commit: &str) -> Result<Vec<(Option<String>, PathBuf)>> {
+fn contract_of(sh: &Shell, commit: &str) -> Result<Services> {
     let text = git::read_objects(sh, &[format!("{commit}:./{}", crate::vocab::contract::FILE)])?;
     Ok(services_of(text.first().and_then(Option::as_deref)))
 }
@@ -266,7 +269,7 @@ fn contract_of(sh: &Shell, commit: &str) -> Result<Vec<(Option<String>, PathBuf)
 /// for each `[[service]]` with a usable `config_dir` (default
 /// `deploy-config`); no contract, or one that is not TOML, is `deploy-config`
 /// with no service.
-fn services_of(text: Option<&[u8]>) -> Vec<(Option<String>, PathBuf)> {
+fn services_of(text: Option<&[u8]>) -> Services {
     let default = || vec![(None, PathBuf::from(crate::vocab::defaults::CONFIG_DIR))];
     let Some(table) = text.and_then(|t| std::str::from_utf8(t).ok()).and_then(|t| t.parse::<toml::Table>().ok()) else {
         return default();
