@@ -572,6 +572,63 @@ mod tests {
         assert_eq!(rules(&eval(&history)), [(Rule::R2, P.to_owned(), c1)]);
     }
 
+    /// Environment `env`'s file with `key`, approved by it above `above`.
+    fn approved_file(env: &str, key: &SecretKey, above: u64) -> toml::Table {
+        let path = std::path::PathBuf::from(format!("{env}.toml"));
+        let mut doc =
+            EnvDocument::parse(&path, &format!("public_key = \"{}\"\n", key.public_key().to_base64())).unwrap();
+        doc.approve_above(key, above).unwrap();
+        boxcar_secrets::read_toml(&doc.render()).unwrap()
+    }
+
+    #[test]
+    fn environments_sharing_a_key_keep_their_own_serials() {
+        let a = SecretKey::generate();
+        const S: &str = "deploy-config/staging.toml";
+        let (prod1, staging1) = (approved_file("prod", &a, 0), approved_file("staging", &a, 0));
+        let (prod2, staging5) = (approved_file("prod", &a, 1), approved_file("staging", &a, 4));
+        let base = [version(&At::Commit(id('b')), P, &[], &prod1), version(&At::Commit(id('b')), S, &[], &staging1)];
+        let c1 = At::Commit(id('1'));
+        let history = linear(
+            &base,
+            vec![vec![version(&c1, P, &[], &prod1), version(&c1, S, &[], &staging5)]],
+            vec![version(&At::WorkTree, P, &[], &prod2), version(&At::WorkTree, S, &[], &staging5)],
+        );
+        // Staging's serial 5 is no floor for production's 2.
+        assert!(eval(&history).problems.is_empty(), "{:?}", rules(&eval(&history)));
+    }
+
+    #[test]
+    fn an_approval_in_a_parent_outside_the_range_is_named_by_its_commit() {
+        let a = SecretKey::generate();
+        let (v1, v2, v3) =
+            (file(&a, Some(&a), None, 0, ""), file(&a, Some(&a), None, 1, ""), file(&a, Some(&a), None, 2, ""));
+        let base = vec![version(&At::Commit(id('b')), P, &[], &v1)];
+        // Commit 1 of the range has a parent the base descends from, not the base.
+        let older = vec![version(&At::Commit(id('o')), P, &[], &v3)];
+        let c1 = At::Commit(id('1'));
+        let history = History {
+            base: Some(Base { commit: id('b'), how: "--base main".to_owned(), versions: base.clone() }),
+            nodes: vec![
+                Node {
+                    at: c1.clone(),
+                    parents: vec![Parent::Outside(0), Parent::Outside(1)],
+                    versions: vec![version(&c1, P, &[], &v1)],
+                },
+                Node {
+                    at: At::WorkTree,
+                    parents: vec![Parent::Range(0)],
+                    versions: vec![version(&At::WorkTree, P, &[], &v2)],
+                },
+            ],
+            outside: vec![(id('b'), base), (id('o'), older)],
+        };
+        let verdict = eval(&history);
+        assert_eq!(rules(&verdict), [(Rule::R3, P.to_owned(), At::WorkTree)]);
+        let message = &verdict.problems[0].message;
+        assert!(message.contains("lower than serial 3, approved before it in commit oooooooooooo"), "{message}");
+    }
+
     #[test]
     fn merges_follow_every_parent_and_roots_start_afresh() {
         let a = SecretKey::generate();
