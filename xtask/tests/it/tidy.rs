@@ -957,7 +957,6 @@ const FACTS: &[Fact] = &[
 /// YAML comment is output), and `ALL` as a word.
 #[test]
 fn each_fact_is_defined_once() {
-    let mut offences = Offences::default();
     let secrets = Crate::load(&project_root(), "boxcar-secrets/src");
     let xtask = Crate::load(&project_root(), "xtask/src");
     // Each crate, and the facts it is searched for.
@@ -966,27 +965,9 @@ fn each_fact_is_defined_once() {
         (&secrets, |f| f.needle == "deploy-config"),
         (&xtask, |f| f.everywhere),
     ];
+    let mut offences = Offences::default();
     for (krate, searched) in sources {
-        for fact in FACTS.iter().filter(|f| searched(f)) {
-            for file in krate.files.iter().filter(|f| !fact.homes.contains(&f.path.as_str())) {
-                for lit in &file.found.literals {
-                    let found = if fact.whole { lit.value == fact.needle } else { lit.value.contains(fact.needle) };
-                    if found {
-                        offences.add(
-                            &file.path,
-                            lit.line_of(fact.needle),
-                            format!(
-                                "{} `{}` written outside its home ({}): use {}",
-                                fact.what,
-                                fact.needle,
-                                fact.homes.join(", "),
-                                fact.instead
-                            ),
-                        );
-                    }
-                }
-            }
-        }
+        facts_outside_their_homes(krate, searched, &mut offences);
     }
     let templates = project_root().join("boxcar/templates");
     let mut scanned = 0;
@@ -997,39 +978,65 @@ fn each_fact_is_defined_once() {
         }
         scanned += 1;
         let shown = format!("boxcar/templates/{}", path.file_name().unwrap().to_string_lossy());
-        let text = std::fs::read_to_string(&path).unwrap();
-        // `{# #}` comments blanked, line breaks kept.
-        let mut code = String::new();
-        let mut rest = text.as_str();
-        while let Some(at) = rest.find("{#") {
-            code.push_str(&rest[..at]);
-            let end = rest[at..].find("#}").map_or(rest.len(), |e| at + e + 2);
-            code.extend(rest[at..end].chars().filter(|c| *c == '\n'));
-            rest = &rest[end..];
-        }
-        code.push_str(rest);
-        for (n, line) in code.lines().enumerate() {
-            for fact in FACTS.iter().filter(|f| f.everywhere) {
-                let found = if fact.whole {
-                    line.split(|c: char| !c.is_alphanumeric() && c != '_').any(|w| w == fact.needle)
-                } else {
-                    line.contains(fact.needle)
-                };
+        facts_in_a_template(&shown, &std::fs::read_to_string(&path).unwrap(), &mut offences);
+    }
+    assert!(scanned >= 2, "only {scanned} templates in boxcar/templates");
+    offences.check("a fact written outside its home");
+}
+
+/// The facts `searched` finds in `krate`'s string literals outside their homes.
+fn facts_outside_their_homes(krate: &Crate, searched: fn(&Fact) -> bool, offences: &mut Offences) {
+    for fact in FACTS.iter().filter(|f| searched(f)) {
+        for file in krate.files.iter().filter(|f| !fact.homes.contains(&f.path.as_str())) {
+            for lit in &file.found.literals {
+                let found = if fact.whole { lit.value == fact.needle } else { lit.value.contains(fact.needle) };
                 if found {
                     offences.add(
-                        &shown,
-                        n + 1,
+                        &file.path,
+                        lit.line_of(fact.needle),
                         format!(
-                            "{} `{}` written in a template: take it from the render context",
-                            fact.what, fact.needle
+                            "{} `{}` written outside its home ({}): use {}",
+                            fact.what,
+                            fact.needle,
+                            fact.homes.join(", "),
+                            fact.instead
                         ),
                     );
                 }
             }
         }
     }
-    assert!(scanned >= 2, "only {scanned} templates in boxcar/templates");
-    offences.check("a fact written outside its home");
+}
+
+/// The facts a template (`shown`, holding `text`) writes itself instead of
+/// taking them from the render context.
+fn facts_in_a_template(shown: &str, text: &str, offences: &mut Offences) {
+    // `{# #}` comments blanked, line breaks kept.
+    let mut code = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("{#") {
+        code.push_str(&rest[..at]);
+        let end = rest[at..].find("#}").map_or(rest.len(), |e| at + e + 2);
+        code.extend(rest[at..end].chars().filter(|c| *c == '\n'));
+        rest = &rest[end..];
+    }
+    code.push_str(rest);
+    for (n, line) in code.lines().enumerate() {
+        for fact in FACTS.iter().filter(|f| f.everywhere) {
+            let found = if fact.whole {
+                line.split(|c: char| !c.is_alphanumeric() && c != '_').any(|w| w == fact.needle)
+            } else {
+                line.contains(fact.needle)
+            };
+            if found {
+                offences.add(
+                    shown,
+                    n + 1,
+                    format!("{} `{}` written in a template: take it from the render context", fact.what, fact.needle),
+                );
+            }
+        }
+    }
 }
 
 /// Above this many lines of code outside tests, a file says why it is one.
@@ -1374,4 +1381,35 @@ fn the_house_checks_find_each_offence() {
     assert_eq!(lines(anyhow_below_the_command_layer(&krate)), ["src/vocab/y.rs:4"]);
     assert_eq!(lines(clap_below_the_command_layer(&krate)), ["src/vocab/y.rs:7"]);
     assert_eq!(lines(long_files_that_do_not_say_why(&krate)), ["src/vocab/long.rs:1"]);
+}
+
+/// The facts check finds a fact written outside its home, in code and in a
+/// template, and lets its home, comments and tests be.
+#[test]
+fn the_facts_check_finds_each_kind_of_offence() {
+    let files = [
+        ("boxcar/src/lib.rs", "pub mod vocab;\npub mod ops;\n".to_owned()),
+        ("boxcar/src/vocab/mod.rs", "pub mod labels;\n".to_owned()),
+        ("boxcar/src/vocab/labels.rs", "pub const P: &str = \"dev.boxcar.x\";\n".to_owned()),
+        (
+            "boxcar/src/ops/mod.rs",
+            "/// Says \"dev.boxcar\" in a comment.\npub const A: &str = \"a\";\npub const B: &[&str] = &[\"ALL\"];\n\
+             pub const C: &str = \"ALLOWED\";\n#[cfg(test)]\nmod tests {\n    const D: &str = \"dev.boxcar.y\";\n}\n\
+             pub const E: &str = \"x.dev.boxcar.z\";\n"
+                .to_owned(),
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (path, text) in &files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let krate = Crate::load(dir.path(), "boxcar/src");
+    let mut offences = Offences::default();
+    facts_outside_their_homes(&krate, |_| true, &mut offences);
+    let text = "{# cap_drop: [ALL] in a comment #}\nread_only: true\ncap_drop: [ALL]\nlabel: dev.boxcar.env\n";
+    facts_in_a_template("t.yaml.j2", text, &mut offences);
+    let found: Vec<String> = offences.0.into_iter().map(|(path, line, _)| format!("{path}:{line}")).collect();
+    assert_eq!(found, ["boxcar/src/ops/mod.rs:3", "boxcar/src/ops/mod.rs:9", "t.yaml.j2:3", "t.yaml.j2:4"]);
 }
