@@ -471,6 +471,8 @@ pub(crate) mod tests {
             ("files = [{ from = \"a\", to = \"/etc/passwd\" }]\n", "is a place boxcar fills itself"),
             ("files = [{ from = \"/abs\", to = \"/x\" }]\n", "must be a path inside the workspace"),
             ("size_budget_kib = 0\n", "size_budget_kib = 0 must be a positive number"),
+            ("memory_mib = 15\n", "memory_mib = 15: give at least 16"),
+            ("instances = 5\n", "expected `one`, `many`, or the service's command that decides"),
         ];
         for (extra, expected) in cases {
             let problems = Contract::parse_problems(&format!("{base}{extra}")).unwrap_err();
@@ -490,5 +492,13 @@ pub(crate) mod tests {
         let hostile =
             Contract::parse_problems("[[service]]\nname = \"a\\u001b[2J\"\nhealth.http = \"/\"\n").unwrap_err();
         assert!(!hostile[0].contains('\u{1b}'), "a control character reached the terminal: {hostile:?}");
+    }
+
+    /// The limits at their lowest allowed values are taken as given.
+    #[test]
+    fn the_lowest_limits_are_allowed() {
+        let text = "[[service]]\nname = \"hello\"\nhealth.http = \"/\"\nsize_budget_kib = 1\nmemory_mib = 16\n";
+        let service = Contract::parse_problems(text).unwrap().services[0].clone();
+        assert_eq!((service.size_budget_kib, service.memory_mib), (1, 16));
     }
 }
