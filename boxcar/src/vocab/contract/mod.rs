@@ -473,6 +473,15 @@ pub(crate) mod tests {
             ("size_budget_kib = 0\n", "size_budget_kib = 0 must be a positive number"),
             ("memory_mib = 15\n", "memory_mib = 15: give at least 16"),
             ("instances = 5\n", "expected `one`, `many`, or the service's command that decides"),
+            ("instances = []\n", "instances = [] is empty"),
+            ("config_dir = \"/etc/conf\"\n", "config_dir = `/etc/conf` must be a folder inside the workspace"),
+            ("config_dir = \"\"\n", "config_dir = `` must be a folder inside the workspace"),
+            ("health.ready = \"/a b\"\n", "health.ready = `/a b` must be a URL path"),
+            ("env.1X = \"a\"\n", "env.1X is not a variable name"),
+            ("env.\"A-B\" = \"a\"\n", "env.A-B is not a variable name"),
+            ("files = [{ from = \"../x\", to = \"/x\" }]\n", "must be a path inside the workspace"),
+            ("files = [{ from = \"a\", to = \"/x\", mode = 0o1755 }]\n", "files: mode 1755 for `/x` must be at most"),
+            ("files = [{ from = \"a\", to = \"/x\", mode = 0o775 }]\n", "files: mode 775 for `/x` must be at most"),
         ];
         for (extra, expected) in cases {
             let problems = Contract::parse_problems(&format!("{base}{extra}")).unwrap_err();
@@ -500,5 +509,10 @@ pub(crate) mod tests {
         let text = "[[service]]\nname = \"hello\"\nhealth.http = \"/\"\nsize_budget_kib = 1\nmemory_mib = 16\n";
         let service = Contract::parse_problems(text).unwrap().services[0].clone();
         assert_eq!((service.size_budget_kib, service.memory_mib), (1, 16));
+        let text = "[[service]]\nname = \"hello\"\nhealth.http = \"/\"\ninstances = [\"instances\"]\n\
+                    files = [{ from = \"a\", to = \"/x\", mode = 0o755 }]\nenv.A_1 = \"x\"\n";
+        let service = Contract::parse_problems(text).unwrap().services[0].clone();
+        assert_eq!(service.instances, Instances::Ask(vec!["instances".to_owned()]));
+        assert_eq!((service.files[0].mode, service.env.clone()), (0o755, vec![("A_1".to_owned(), "x".to_owned())]));
     }
 }
