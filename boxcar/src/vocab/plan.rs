@@ -168,6 +168,12 @@ impl Request {
     /// name and the limit in bytes.
     pub fn check(&self, service: &Service) -> Result<(String, i64), Error> {
         let name = deployment_name(service, &self.env, self.name.as_deref())?;
+        Ok((name, self.limits(service)?))
+    }
+
+    /// The rules besides the name: the replicas against the instance rule
+    /// and the memory limit, which it returns in bytes.
+    pub fn limits(&self, service: &Service) -> Result<i64, Error> {
         if self.replicas == 0 {
             return Err(Error::NoReplicas);
         }
@@ -180,19 +186,25 @@ impl Request {
             });
         }
         let memory_mib = self.memory_mib.unwrap_or(service.memory_mib);
-        let memory_bytes = i64::try_from(memory_mib)
+        i64::try_from(memory_mib)
             .ok()
             .and_then(|m| m.checked_mul(1024 * 1024))
             .filter(|m| *m >= 16 * 1024 * 1024)
-            .ok_or(Error::Memory { mib: memory_mib })?;
-        Ok((name, memory_bytes))
+            .ok_or(Error::Memory { mib: memory_mib })
     }
 }
 
 impl Deployment {
     /// Checks `request` against `service` ([`Request::check`]), for the key `key_id`.
     pub fn new(service: &Service, request: Request, key_id: KeyId) -> Result<Deployment, Error> {
-        let (name, memory_bytes) = request.check(service)?;
+        let (name, _) = request.check(service)?;
+        Deployment::named(service, request, name, key_id)
+    }
+
+    /// [`Deployment::new`] for a request whose environment and `name` were
+    /// checked already ([`deployment_name`]): the other rules only.
+    pub fn named(service: &Service, request: Request, name: String, key_id: KeyId) -> Result<Deployment, Error> {
+        let memory_bytes = request.limits(service)?;
         Ok(Deployment {
             service: service.clone(),
             env: request.env,

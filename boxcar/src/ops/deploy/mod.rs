@@ -95,6 +95,8 @@ pub struct Deploy {
     service: Service,
     ask: Ask,
     image: String,
+    /// The deployment's name, checked with the environment's.
+    name: String,
     request: Request,
 }
 
@@ -122,7 +124,7 @@ impl Deploy {
         }
         let request = Request {
             env: ask.env.clone(),
-            name: Some(name),
+            name: Some(name.clone()),
             replicas: ask.replicas,
             many: true,
             memory_mib: ask.memory_mib,
@@ -130,20 +132,21 @@ impl Deploy {
             publish_mode: ask.publish_mode,
         };
         // Everything but the instance rule, which the image answers.
-        Request { replicas: 1, ..request.clone() }.check(service)?;
+        Request { replicas: 1, ..request.clone() }.limits(service)?;
         let image = ask.image.clone().unwrap_or_else(|| format!("{}:latest", service.name));
-        Ok(Deploy { service: service.clone(), ask, image, request })
+        Ok(Deploy { service: service.clone(), ask, image, name, request })
     }
 
     /// The deployment's name.
     pub fn name(&self) -> &str {
-        self.request.name.as_deref().unwrap_or_default()
+        &self.name
     }
 
     /// The deployment this asks for, with `many` instances allowed or not
     /// (the contract's rule, or the service's answer) and the key `key_id`.
     pub fn deployment(&self, many: bool, key_id: boxcar_secrets::KeyId) -> Result<Deployment, Error> {
-        Ok(Deployment::new(&self.service, Request { many, ..self.request.clone() }, key_id)?)
+        let request = Request { many, ..self.request.clone() };
+        Ok(Deployment::named(&self.service, request, self.name.clone(), key_id)?)
     }
 
     /// With the environment's `file` and its secret `key`: the key must be
