@@ -334,7 +334,8 @@ fn extra_file(f: RawFile, data: Option<&str>, p: &mut Problems<'_>) -> ExtraFile
         p.say(format!("files: to = `{}` is a place boxcar fills itself; choose another path", f.to));
     }
     let mode = f.mode.unwrap_or(0o444);
-    if mode > 0o777 || mode & 0o022 != 0 {
+    // At most rwxr-xr-x: no set-id or sticky bit, nothing writable by group or others.
+    if mode & !0o755 != 0 {
         p.say(format!("files: mode {mode:o} for `{}` must be at most 0o755 and not writable by group or others", f.to));
     }
     ExtraFile { from, to: f.to, mode }
