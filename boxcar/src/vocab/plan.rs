@@ -25,7 +25,7 @@ pub enum Error {
     )]
     Name { name: String },
     /// A deploy names its stopped old container and its probe with these endings.
-    #[error("deployment name `{name}` must not end in `-previous` or `-next`: deploys use those for a while")]
+    #[error("deployment name `{name}` must not end in `{PREVIOUS}` or `{NEXT}`: deploys use those for a while")]
     NameReserved { name: String },
     #[error("--publish `{}`: expected [ADDRESS:]PORT, like 127.0.0.1:9000 or 9000", escape(.text))]
     Publish { text: String },
@@ -72,6 +72,12 @@ impl Hardening {
     }
 }
 
+/// What a standalone deploy adds to a deployment's name for its stopped old
+/// container while the new one is tried, and for the probe of a new image: a
+/// deployment may not be named so.
+pub const PREVIOUS: &str = "-previous";
+pub const NEXT: &str = "-next";
+
 /// `name`, else `<service>-<env>`, checked.
 pub fn deployment_name(service: &Service, env: &str, name: Option<&str>) -> Result<String, Error> {
     check_env_name(env)?;
@@ -91,7 +97,7 @@ pub fn check_name(name: &str) -> Result<(), Error> {
         return Err(Error::Name { name: name.to_owned() });
     }
     // A deploy names its stopped old container and its probe this way.
-    if name.ends_with("-previous") || name.ends_with("-next") {
+    if name.ends_with(PREVIOUS) || name.ends_with(NEXT) {
         return Err(Error::NameReserved { name: name.to_owned() });
     }
     Ok(())

@@ -45,12 +45,12 @@ use crate::vocab::plan::{KeyDelivery, Plan};
 /// The name of a deployment's stopped old container while its successor is
 /// tried.
 fn previous_of(name: &str) -> String {
-    format!("{name}-previous")
+    format!("{name}{}", crate::vocab::plan::PREVIOUS)
 }
 
 /// The name of the probe of a deployment's new image.
 fn probe_of(name: &str) -> String {
-    format!("{name}-next")
+    format!("{name}{}", crate::vocab::plan::NEXT)
 }
 
 /// What a deploy created and removes again when it fails.
