@@ -24,6 +24,22 @@ fn refuse(mut cmd: std::process::Command) -> Refusal {
     let port = taken.local_addr().unwrap().port();
     cmd.env("APP_LISTEN", format!("127.0.0.1:{port}"));
     let out = cmd.output().unwrap();
+    // Still ours: a connection to the port reaches this listener, so the app
+    // left nothing listening there. Checked while the port is held, so that
+    // another test's listener cannot take the freed port meanwhile.
+    let probe = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    taken.set_nonblocking(true).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let accepted = loop {
+        match taken.accept() {
+            Ok((stream, _)) => break Some(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(_) => break None,
+        }
+    };
+    let ours = accepted.is_some_and(|s| s.peer_addr().ok() == probe.local_addr().ok());
     drop(taken);
     let r = Refusal {
         code: out.status.code().unwrap_or(-1),
@@ -32,7 +48,7 @@ fn refuse(mut cmd: std::process::Command) -> Refusal {
     };
     assert!(!r.stdout.contains("listening"), "it listened:\n{}", r.stdout);
     assert!(!r.stderr.contains(TOKEN) && !r.stdout.contains(TOKEN), "the token was printed");
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "something listens on the app's port");
+    assert!(ours, "something else listens on the app's port");
     r
 }
 
