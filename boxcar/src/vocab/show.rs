@@ -19,6 +19,18 @@ pub(crate) fn lines(problems: &[String]) -> String {
     problems.iter().map(|p| format!("\n  {p}")).collect()
 }
 
+/// An error and its causes on one line, as `cause: cause` (what the command
+/// line prints for a chain).
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -231,17 +231,7 @@ pub(super) fn build_again(service_arg: &str) -> String {
         .replace(" ` and", "` and")
 }
 
-/// An error and its causes on one line, `: ` between them, as the command
-/// line shows errors: for warnings and reports that go on.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    out
-}
+pub(crate) use crate::vocab::show::chain;
 
 #[cfg(test)]
 mod tests {

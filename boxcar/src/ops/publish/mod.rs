@@ -195,7 +195,7 @@ fn explain(err: OciDistributionError, doing: &str, registry: &str, creds: Option
             if matches!(e.status().map(|s| s.as_u16()), Some(401 | 403)) {
                 return refused(shown, doing);
             }
-            let cause = escape(&error_chain(e)).into_owned();
+            let cause = escape(&crate::vocab::show::chain(e)).into_owned();
             if cause.contains("certificate") {
                 return Error::Untrusted { registry: shown, doing, cause };
             }
@@ -218,18 +218,6 @@ fn explain(err: OciDistributionError, doing: &str, registry: &str, creds: Option
         }
         _ => Error::Registry { registry: shown, doing, said: escape(&err.to_string()).into_owned() },
     }
-}
-
-/// An error and its causes on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
@@ -314,7 +302,7 @@ mod tests {
     fn an_error_and_its_causes_on_one_line() {
         let inner = std::io::Error::other("connection refused");
         let outer = std::io::Error::other(Wrapped(inner));
-        assert_eq!(error_chain(&outer), "connecting: connection refused");
+        assert_eq!(crate::vocab::show::chain(&outer), "connecting: connection refused");
     }
 
     #[derive(Debug)]
