@@ -1,7 +1,7 @@
 //! What a reviewer would otherwise have to remember, as tests:
 //! infrastructure knows nothing of the product, nothing calls the docker CLI,
 //! ARCHITECTURE.md's code map names every source file, and the README names
-//! every command.
+//! every command, and the fuzz crate's lockfile is current.
 //! The house of the boxcar library too (issue 21): its layers import only
 //! downward, no command imports another, its files import in no cycle,
 //! `anyhow` and clap stay in the command layer, each fact has one home, a
@@ -144,6 +144,24 @@ fn the_readme_names_every_command() {
     let readme = std::fs::read_to_string(project_root().join("README.md")).unwrap();
     let missing: Vec<&&str> = commands.iter().filter(|c| !readme.contains(&format!("cargo xtask {c}"))).collect();
     assert!(missing.is_empty(), "README.md never shows `cargo xtask` {missing:?}");
+}
+
+/// The fuzz crate's lockfile (its own workspace, so the main one's builds do
+/// not keep it current) agrees with what its manifests ask for: a stale one is
+/// rewritten by `cargo fuzz run` and leaves the tree dirty after the suite.
+#[test]
+fn the_fuzz_lockfile_is_current() {
+    let manifest = project_root().join("boxcar-secrets/fuzz/Cargo.toml");
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--locked", "--format-version", "1", "--manifest-path"])
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "boxcar-secrets/fuzz/Cargo.lock is out of date; run `cargo metadata --manifest-path boxcar-secrets/fuzz/Cargo.toml` and commit it:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 // The boxcar library's house (issue 21). These tests read the source with syn
