@@ -7,6 +7,7 @@
 mod approval;
 mod browser;
 mod browser_selftest;
+mod builds;
 mod cluster;
 mod contract;
 mod demo;

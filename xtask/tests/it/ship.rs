@@ -9,7 +9,7 @@
 //!   symlink to this checkout: no network here, and this checkout is what is
 //!   under test;
 //! - `my-service` becomes a name unique to this run (`ship-<pid>`), and the
-//!   published port 8080 becomes 0 (any free port): tests use unique names and
+//!   published port 8090 becomes 0 (any free port): tests use unique names and
 //!   take no fixed port;
 //! - the workspace starts with this repository's Cargo.lock, so cargo picks
 //!   the crate versions this checkout builds with (no registry look-ups);
@@ -95,6 +95,7 @@ fn the_readme_ships_a_new_service() {
     let _cleanup = Sweep::new(&[format!("{name}-production")], std::slice::from_ref(&name));
     let (steps, rust) = readme_steps();
     assert!(steps.contains("cargo xtask image") && rust.contains("open_environment"), "README steps:\n{steps}\n{rust}");
+    assert!(steps.contains("--publish 127.0.0.1:8090"), "README steps:\n{steps}");
 
     // An existing workspace with one service, committed.
     let tmp = tempfile::tempdir().unwrap();
@@ -103,7 +104,6 @@ fn the_readme_ships_a_new_service() {
     std::fs::write(ws.join("Cargo.toml"), format!("[workspace]\nresolver = \"3\"\nmembers = [\"{name}\"]\n")).unwrap();
     std::fs::copy(project_root().join("Cargo.lock"), ws.join("Cargo.lock")).unwrap();
     std::fs::copy(project_root().join("rust-toolchain.toml"), ws.join("rust-toolchain.toml")).unwrap();
-    std::fs::write(ws.join(".gitignore"), "/target\n").unwrap();
     git(&ws, &["init", "-q"]);
     run(Command::new("cargo").args(["new", "--quiet", "--bin", &name]).current_dir(&ws)).ok();
     let main = SERVICE.replace("    OPEN_SECRETS\n", &rust);
@@ -120,7 +120,7 @@ fn the_readme_ships_a_new_service() {
             &format!("ln -s {} ../boxcar", project_root().display()),
         )
         .replace("my-service", &name)
-        .replace("--publish 127.0.0.1:8080", "--publish 127.0.0.1:0");
+        .replace("--publish 127.0.0.1:8090", "--publish 127.0.0.1:0");
     let keys = tempfile::tempdir().unwrap();
     let mut bash = Command::new("bash");
     bash.args(["-euo", "pipefail", "-c", &steps])
@@ -182,4 +182,6 @@ fn the_readme_ships_a_new_service() {
     let health = info.state.unwrap().health.unwrap().status.unwrap().to_string();
     assert_eq!(health, "healthy");
     assert!(Path::new(&ws.join("boxcar.toml")).exists());
+    // The README's steps keep build output out of git, in a workspace that had no .gitignore.
+    assert_eq!(std::fs::read_to_string(ws.join(".gitignore")).unwrap(), "/target\n");
 }

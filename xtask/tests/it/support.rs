@@ -30,6 +30,8 @@ pub(crate) const STEMS: &[&str] = &[
     "boxcar-htest",
     // image.rs
     "boxcar-test",
+    // builds.rs: the team's service (image repository and deployment).
+    "builds",
     // dev.rs
     "devtest",
     "boxcar-devtest",

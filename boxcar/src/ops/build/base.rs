@@ -110,13 +110,16 @@ async fn bootstrap(sh: &Shell, docker: &Docker) -> Result<()> {
     result
 }
 
-/// The builder image for this checkout, built if its tag does not exist yet.
+/// The builder image for this checkout and service, built if its tag does
+/// not exist yet: the toolchain's builder, and on it, when the service lists
+/// `build.packages`, a layer with those packages (built once per set).
 /// Returns its tag.
 pub(crate) async fn ensure_builder(
     sh: &Shell,
     docker: &Docker,
     root: &Path,
     ca_bundle: Option<&Path>,
+    packages: &[String],
 ) -> Result<String> {
     // Several builds may start at once (the test suite runs three): one
     // bootstraps the base and builds the builder, the others wait and then
@@ -129,77 +132,176 @@ pub(crate) async fn ensure_builder(
         Some(path) => std::fs::read(path).map_err(on_file(format!("reading the CA bundle {}", path.display())))?,
         None => Vec::new(),
     };
+    let tag = format!("boxcar/builder:{}", hash_of(&[&dockerfile, &toolchain, base_id.as_bytes(), &ca]));
+    if docker.inspect_image(&tag).await.is_ok() {
+        eprintln!("builder image {tag} is up to date");
+    } else {
+        eprintln!("building the builder image {tag} (Debian, gcc, musl-tools, Rust from rust-toolchain.toml)");
+        let files =
+            [("Dockerfile", &dockerfile[..]), ("rust-toolchain.toml", &toolchain[..]), ("host-ca.crt", &ca[..])];
+        build_image(docker, &tag, &files, &[("BASE", BASE)])
+            .await
+            .map_err(|said| Error::Builder { tag: tag.clone(), said })?;
+    }
+    if packages.is_empty() {
+        return Ok(tag);
+    }
+    let list = packages.join(" ");
+    let with = format!("{tag}-{}", hash_of(&[PACKAGES_DOCKERFILE.as_bytes(), list.as_bytes()]));
+    if docker.inspect_image(&with).await.is_ok() {
+        eprintln!("builder image {with} (with {list}) is up to date");
+        return Ok(with);
+    }
+    eprintln!("adding {list} to the builder, as {with} (once for this set of build.packages)");
+    let files = [("Dockerfile", PACKAGES_DOCKERFILE.as_bytes())];
+    build_image(docker, &with, &files, &[("BUILDER", &tag), ("PACKAGES", &list)])
+        .await
+        .map_err(|said| Error::Packages { list: list.clone(), said })?;
+    Ok(with)
+}
+
+/// apt's error lines (`E: Unable to locate package foo`) in a build's
+/// output, joined, escaped for a terminal; None when it said none.
+///
+/// The engine colours each piece of a step's stderr (`ESC[91m` … `ESC[0m`),
+/// and apt writes a line in pieces, so the colours are taken out first. Those
+/// colour codes (CSI sequences) are all there is to take out, so this is a
+/// loop rather than a crate.
+fn apt_errors(output: &str) -> Option<String> {
+    let mut plain = String::with_capacity(output.len());
+    let mut chars = output.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ parameters… final byte (@ to ~).
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        plain.push(c);
+    }
+    let lines: Vec<String> =
+        plain.lines().filter(|l| l.starts_with("E: ")).map(|l| crate::vocab::show::escape(l).into_owned()).collect();
+    (!lines.is_empty()).then(|| lines.join("; "))
+}
+
+/// The first 12 hex digits of the SHA-256 of the parts, each preceded by its
+/// length (so no two lists of parts hash alike).
+fn hash_of(parts: &[&[u8]]) -> String {
     let mut hash = Sha256::new();
-    for part in [&dockerfile[..], &toolchain[..], base_id.as_bytes(), &ca[..]] {
+    for part in parts {
         hash.update((part.len() as u64).to_le_bytes());
         hash.update(part);
     }
-    let digest = hash.finalize();
-    let tag = format!("boxcar/builder:{}", hex::encode(&digest[..6]));
-    if docker.inspect_image(&tag).await.is_ok() {
-        eprintln!("builder image {tag} is up to date");
-        return Ok(tag);
-    }
-    eprintln!("building the builder image {tag} (Debian, gcc, musl-tools, Rust from rust-toolchain.toml)");
+    hex::encode(&hash.finalize()[..6])
+}
 
+/// The packages' layer on a builder. Their names are checked when the
+/// contract is read (nothing a shell would read), and reach the command as a
+/// build argument.
+const PACKAGES_DOCKERFILE: &str = "\
+ARG BUILDER
+FROM ${BUILDER}
+ARG PACKAGES
+RUN apt-get update \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${PACKAGES} \\
+ && rm -rf /var/lib/apt/lists/*
+";
+
+/// Builds `tag` from the files given as its context (classic builder),
+/// showing its output; on failure, what it said went wrong: apt's `E:` lines
+/// when there are any (the one line that names a missing package), else the
+/// engine's message.
+async fn build_image(
+    docker: &Docker,
+    tag: &str,
+    files: &[(&str, &[u8])],
+    args: &[(&str, &str)],
+) -> std::result::Result<(), String> {
     let mut context = tar::Builder::new(Vec::new());
-    for (name, data) in [("Dockerfile", &dockerfile), ("rust-toolchain.toml", &toolchain), ("host-ca.crt", &ca)] {
+    for (name, data) in files {
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         header.set_mode(0o644);
         header.set_mtime(0);
         header.set_cksum();
-        context.append_data(&mut header, name, &data[..])?;
+        context.append_data(&mut header, name, *data).map_err(|e| format!("writing the build context: {e}"))?;
     }
-    let context = context.into_inner()?;
+    let context = context.into_inner().map_err(|e| format!("writing the build context: {e}"))?;
+    let args = args.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     let options = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
-        .t(&tag)
+        .t(tag)
         .rm(true)
         .forcerm(true)
-        .buildargs(&std::collections::HashMap::from([("BASE".to_owned(), BASE.to_owned())]))
+        .buildargs(&args)
         .build();
     let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
-    let mut last = std::collections::VecDeque::new();
+    // The output, kept (its last 64 KiB) for apt's own lines should it fail.
+    let mut output = String::new();
     while let Some(item) = stream.next().await {
-        let info = item.map_err(on_engine(format!("building {tag}")))?;
+        let info = match item {
+            Ok(info) => info,
+            Err(e) => return Err(apt_errors(&output).unwrap_or_else(|| e.to_string())),
+        };
         if let Some(text) = info.stream {
             eprint!("{text}");
-            last.push_back(text);
-            if last.len() > 20 {
-                last.pop_front();
+            output.push_str(&text);
+            if output.len() > 128 * 1024 {
+                let cut = output.ceil_char_boundary(output.len() - 64 * 1024);
+                output.drain(..cut);
             }
         }
         if let Some(err) = info.error_detail.and_then(|d| d.message) {
-            return Err(Error::Builder { tag, said: err });
+            return Err(apt_errors(&output).unwrap_or(err));
         }
     }
-    if docker.inspect_image(&tag).await.is_err() {
-        return Err(Error::NoBuilder { tag });
+    if docker.inspect_image(tag).await.is_err() {
+        return Err("the build ended without an image".to_owned());
     }
-    Ok(tag)
+    Ok(())
 }
 
 /// The builder's Dockerfile: part of the library, since the projects it
 /// builds have none of their own.
 const BUILDER_DOCKERFILE: &str = include_str!("../../../builder.Dockerfile");
 
-/// The project's rust-toolchain.toml, which pins the builder's toolchain;
-/// where a project has none, one that pins the host's `rustc`, so the
-/// builder compiles with what the project compiles with here.
+/// The toolchain the builder installs, as the `rust-toolchain.toml` it is
+/// given: only the channel, from the project's file or, where a project has
+/// none, the host's `rustc`, so the builder compiles with what the project
+/// compiles with here. Only the channel, because that is all a build in the
+/// builder uses (its target is always musl, and components such as clippy
+/// or rustfmt are the host's business): one builder per toolchain, whatever
+/// says which it is and however the file is written.
 fn toolchain_file(sh: &Shell, root: &Path) -> Result<Vec<u8>> {
-    match std::fs::read(root.join("rust-toolchain.toml")) {
-        Ok(bytes) => Ok(bytes),
+    let path = root.join("rust-toolchain.toml");
+    let channel = match std::fs::read_to_string(&path) {
+        Ok(text) => channel_of(&text).ok_or(Error::Toolchain { path })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let version = cmd!(sh, "rustc --version")
                 .quiet()
                 .read()
                 .map_err(|source| Error::Command { doing: "asking the host's rustc its version".to_owned(), source })?;
-            let channel = version.split_whitespace().nth(1).ok_or(Error::RustcVersion)?;
-            Ok(format!("[toolchain]\nchannel = \"{channel}\"\n").into_bytes())
+            version.split_whitespace().nth(1).ok_or(Error::RustcVersion)?.to_owned()
         }
-        Err(e) => Err(on_file("reading rust-toolchain.toml")(e)),
-    }
+        Err(e) => return Err(on_file("reading rust-toolchain.toml")(e)),
+    };
+    Ok(format!("[toolchain]\nchannel = \"{channel}\"\nprofile = \"minimal\"\n").into_bytes())
+}
+
+/// `toolchain.channel` of a `rust-toolchain.toml`, when it is a name rustup
+/// could take (letters, digits, `.`, `-`, `_`: a version, `stable`, a dated
+/// nightly), so it can stand in the file the builder is given.
+fn channel_of(text: &str) -> Option<String> {
+    let file: toml::Table = text.parse().ok()?;
+    let channel = file.get("toolchain")?.get("channel")?.as_str()?;
+    let ok =
+        !channel.is_empty() && channel.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    ok.then(|| channel.to_owned())
 }
 
 /// An exclusive lock on a file in the temporary folder, held until dropped;
@@ -223,4 +325,43 @@ pub(crate) fn lock(name: &str, waiting_for: &str) -> Result<std::fs::File> {
         }
     }
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apt_errors_are_read_through_the_engines_colours() {
+        // As the engine streamed it, apt's line in three coloured pieces.
+        let output = "Reading state information...\n\u{1b}[91mE\u{1b}[0m\u{1b}[91m: \u{1b}[0m\u{1b}[91mUnable to locate \
+                      package nope-zz\u{1b}[0m\u{1b}[91m\n\u{1b}[0mRemoving intermediate container 277ab12e2ea0\n";
+        assert_eq!(apt_errors(output).as_deref(), Some("E: Unable to locate package nope-zz"));
+        let two = "E: Unable to locate package a\nE: Unable to locate package b\n";
+        assert_eq!(apt_errors(two).as_deref(), Some("E: Unable to locate package a; E: Unable to locate package b"));
+        assert_eq!(apt_errors("Step 1/3 : FROM x\n error: E: in the middle\n"), None);
+        // A control character in apt's line reaches the terminal escaped.
+        assert_eq!(apt_errors("E: bad \u{7}name\n").as_deref(), Some("E: bad \\u{7}name"));
+    }
+
+    #[test]
+    fn a_toolchain_is_its_channel() {
+        assert_eq!(channel_of("[toolchain]\nchannel = \"1.95.0\"\n").as_deref(), Some("1.95.0"));
+        let commented =
+            "# pinned\n[toolchain]\nprofile = \"default\"\ncomponents = [\"clippy\"]\nchannel = \"1.95.0\"\n";
+        assert_eq!(channel_of(commented).as_deref(), Some("1.95.0"));
+        assert_eq!(
+            channel_of("[toolchain]\nchannel = \"nightly-2026-01-01\"\n").as_deref(),
+            Some("nightly-2026-01-01")
+        );
+        for bad in [
+            "",
+            "[toolchain]\n",
+            "[toolchain]\nchannel = \"\"\n",
+            "[toolchain]\nchannel = \"1.95\\\"; x\"\n",
+            "channel = 1",
+        ] {
+            assert_eq!(channel_of(bad), None, "{bad}");
+        }
+    }
 }

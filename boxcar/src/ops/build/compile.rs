@@ -15,7 +15,6 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures::StreamExt as _;
-use sha2::{Digest as _, Sha256};
 
 const GIT_VOLUME: &str = "boxcar-cargo-git";
 /// The target volume; `BOXCAR_TARGET_VOLUME` names another (the image
@@ -212,7 +211,9 @@ fn build_container(builder: &str, what: &Binary, target: &str) -> ContainerCreat
     ContainerCreateBody {
         image: Some(builder.to_owned()),
         cmd: Some(
-            ["cargo", "build", "--locked", "--target", TARGET]
+            // --keep-going: every build script that lacks a tool says so in
+            // one round, and each gets its hint.
+            ["cargo", "build", "--locked", "--keep-going", "--target", TARGET]
                 .into_iter()
                 .map(String::from)
                 .chain(what.profile.cargo_args())
@@ -250,72 +251,7 @@ async fn seed_registry(docker: &Docker, name: &str, seed: super::prefetch::Seed)
         .map_err(on_engine("copying the host's crates into the builder's registry volume"))
 }
 
-/// The source of boxcar's health probe (see the file's own docs).
-const PROBE_SOURCE: &str = include_str!("../../../probe/boxcar-probe.rs");
-
-/// How rustc compiles the probe: for musl, small, no unwinding (it is
-/// `no_std`), its paths not the build container's.
-const PROBE_RUSTC_ARGS: &[&str] = &[
-    "--edition=2021",
-    "--target=x86_64-unknown-linux-musl",
-    "-Copt-level=s",
-    "-Cpanic=abort",
-    "-Ccodegen-units=1",
-    "-Clto=fat",
-    "-Cstrip=symbols",
-    "--remap-path-prefix=/probe=probe",
-];
-
-/// Compiles (or reuses) `boxcar-probe`, the static health probe an image
-/// carries when its service has no check command of its own: one file, the
-/// builder's rustc, no crate and no workspace, so it builds the same in any
-/// project. Cached in `target/boxcar-image/` by builder and source.
-pub async fn probe(docker: &Docker, root: &Path, builder: &str) -> Result<Vec<u8>> {
-    let builder_id = builder.rsplit(':').next().unwrap_or(builder);
-    let hash = hex::encode(Sha256::digest(PROBE_SOURCE.as_bytes()));
-    let cached = root.join("target/boxcar-image").join(format!("boxcar-probe-{builder_id}-{}", &hash[..16]));
-    if let Ok(binary) = std::fs::read(&cached) {
-        return Ok(binary);
-    }
-    let name = format!("boxcar-probe-build-{}-{}", std::process::id(), &hash[..8]);
-    let body = ContainerCreateBody {
-        image: Some(builder.to_owned()),
-        cmd: Some(
-            ["rustc"]
-                .iter()
-                .chain(PROBE_RUSTC_ARGS)
-                .chain(&["-o", "/probe/boxcar-probe", "/probe/boxcar-probe.rs"])
-                .map(|a| (*a).to_owned())
-                .collect(),
-        ),
-        working_dir: Some("/probe".to_owned()),
-        ..ContainerCreateBody::default()
-    };
-    docker
-        .create_container(Some(CreateContainerOptionsBuilder::default().name(&name).build()), body)
-        .await
-        .map_err(on_engine("creating the probe's build container"))?;
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(PROBE_SOURCE.len() as u64);
-    header.set_mode(0o644);
-    header.set_mtime(0);
-    header.set_cksum();
-    tar.append_data(&mut header, "probe/boxcar-probe.rs", PROBE_SOURCE.as_bytes())?;
-    let result = run_build(docker, &name, tar.into_inner()?, 1, "/probe/boxcar-probe").await;
-    let _ = docker
-        .remove_container(&name, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()))
-        .await;
-    let (binary, _, _) = result.map_err(|e| Error::Probe { source: Box::new(e) })?;
-    if let Some(dir) = cached.parent() {
-        std::fs::create_dir_all(dir).map_err(on_file(format!("creating {}", dir.display())))?;
-    }
-    boxcar_secrets::write_atomic(&cached, &binary, Some(0o755))
-        .map_err(on_file(format!("writing {}", cached.display())))?;
-    Ok(binary)
-}
-
-async fn run_build(
+pub(super) async fn run_build(
     docker: &Docker,
     name: &str,
     context: Vec<u8>,
@@ -336,10 +272,12 @@ async fn run_build(
         docker.logs(name, Some(LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).build()));
     let mut tail = std::collections::VecDeque::new();
     let mut compiled = 0;
+    let mut hints = super::hints::Hints::default();
     while let Some(item) = logs.next().await {
         let text = item.map_err(on_engine("reading the build output"))?.to_string();
         eprint!("  | {text}");
         for line in text.lines() {
+            hints.read(line);
             compiled += usize::from(line.trim_start().starts_with("Compiling "));
             tail.push_back(line.to_owned());
             if tail.len() > 60 {
@@ -356,7 +294,8 @@ async fn run_build(
         None => return Err(Error::Vanished),
     };
     if code != 0 {
-        return Err(Error::Compile { code, said: tail.iter().cloned().collect::<Vec<_>>().join("\n") });
+        let said = tail.iter().cloned().collect::<Vec<_>>().join("\n");
+        return Err(Error::Compile { code, said, hints: hints.lines() });
     }
     let binary = download(docker, name, output).await?;
     let ca = download(docker, name, crate::vocab::layout::CA_BUNDLE).await?;
@@ -411,80 +350,5 @@ mod tests {
             assert!(fast.contains(&format!("--config profile.boxcar-fast.{setting}")), "{fast}");
         }
         assert_eq!(Profile::Fast.cargo_name(), "boxcar-fast");
-    }
-
-    /// The probe as the builder compiles it (the host's rustc, which CI pins
-    /// to the builder's toolchain, with the musl target), asked of listeners
-    /// on loopback: exit 0 only for a 2xx answer or, with `tcp`, a
-    /// connection; 1 with one line saying why otherwise; 2 for bad arguments.
-    #[test]
-    fn the_probe_answers_as_documented() {
-        use std::io::{Read as _, Write as _};
-        use std::net::TcpListener;
-
-        let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("boxcar-probe.rs");
-        let binary = dir.path().join("boxcar-probe");
-        std::fs::write(&source, PROBE_SOURCE).unwrap();
-        let built = std::process::Command::new("rustc")
-            .args(PROBE_RUSTC_ARGS.iter().filter(|a| !a.starts_with("--remap")))
-            .arg("-o")
-            .args([&binary, &source])
-            .output()
-            .unwrap();
-        assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
-        let size = std::fs::metadata(&binary).unwrap().len();
-        assert!(size < 64 * 1024, "the probe is {size} bytes");
-
-        // A listener that answers each connection with `reply` (or nothing).
-        let serve = |reply: &'static [u8]| {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = listener.local_addr().unwrap().port();
-            std::thread::spawn(move || {
-                let (mut conn, _) = listener.accept().unwrap();
-                let mut request = [0u8; 1024];
-                let n = conn.read(&mut request).unwrap();
-                let request = String::from_utf8_lossy(&request[..n]).into_owned();
-                if !reply.is_empty() {
-                    conn.write_all(reply).unwrap();
-                }
-                request
-            });
-            port.to_string()
-        };
-        let run = |args: &[&str]| {
-            let out = std::process::Command::new(&binary).args(args).output().unwrap();
-            (out.status.code().unwrap(), String::from_utf8(out.stderr).unwrap())
-        };
-
-        assert_eq!(run(&["http", &serve(b"HTTP/1.1 204 No Content\r\n\r\n"), "/healthz"]), (0, String::new()));
-        let port = serve(b"HTTP/1.0 503 Service Unavailable\r\n\r\n");
-        assert_eq!(run(&["http", &port, "/healthz"]), (1, format!("127.0.0.1:{port}/healthz answered 503\n")));
-        let port = serve(b"SSH-2.0-OpenSSH_9.2\r\n");
-        assert_eq!(run(&["http", &port, "/h"]), (1, format!("127.0.0.1:{port}/h: not an HTTP answer\n")));
-        let port = serve(b"HTTP/1.1 2");
-        assert_eq!(run(&["http", &port, "/h"]), (1, format!("127.0.0.1:{port}/h: no answer\n")));
-        assert_eq!(run(&["tcp", &serve(b"")]), (0, String::new()));
-
-        // Nothing listens on a port just freed.
-        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
-        assert_eq!(run(&["tcp", &closed]), (1, format!("127.0.0.1:{closed}: no connection\n")));
-        assert_eq!(run(&["http", &closed, "/"]), (1, format!("127.0.0.1:{closed}: no connection\n")));
-
-        for (args, said) in [
-            (&["http", "0", "/"][..], "`0` is not a port\n"),
-            (&["http", "65536", "/"], "`65536` is not a port\n"),
-            (&["http", "80a", "/"], "`80a` is not a port\n"),
-            (&["tcp", ""], "`` is not a port\n"),
-            (&["http", "80", "healthz"], "`healthz` is not a URL path\n"),
-            (&["http", "80", "/a b"], "`/a b` is not a URL path\n"),
-            (&["http", "80", "/a\r\nX: y"], "`/a\r\nX: y` is not a URL path\n"),
-        ] {
-            assert_eq!(run(args), (1, said.to_owned()), "{args:?}");
-        }
-        let usage = "usage: boxcar-probe http PORT PATH | boxcar-probe tcp PORT\n".to_owned();
-        for args in [&[][..], &["http", "80"], &["tcp", "80", "/"], &["udp", "80"], &["http", "80", "/", "x"]] {
-            assert_eq!(run(args), (2, usage.clone()), "{args:?}");
-        }
     }
 }

@@ -51,8 +51,14 @@ pub enum Error {
     /// The engine's build of the builder image said it failed.
     #[error("building {tag} failed: {said}")]
     Builder { tag: String, said: String },
-    #[error("building {tag} ended without an image")]
-    NoBuilder { tag: String },
+    /// apt-get in the builder could not install `build.packages`.
+    #[error(
+        "{file}: build.packages: the builder could not install {list}: {said}; check each name against Debian bookworm (packages.debian.org); nothing was built",
+        file = crate::vocab::contract::FILE
+    )]
+    Packages { list: String, said: String },
+    #[error("{}: no toolchain.channel rustup could take (like channel = \"1.95.0\"); the builder installs that toolchain", path.display())]
+    Toolchain { path: std::path::PathBuf },
     #[error("`rustc --version` said no version")]
     RustcVersion,
     /// Cargo.lock is not TOML.
@@ -60,8 +66,10 @@ pub enum Error {
     LockFile { path: String, source: toml::de::Error },
 
     /// cargo in the builder failed; `said` is the end of its output.
-    #[error("the build failed (exit {code}); no image was built. The compiler said:\n{said}")]
-    Compile { code: i64, said: String },
+    /// `hints`: a line for each tool or library the output says is missing,
+    /// each starting with a newline (empty when none), after the output.
+    #[error("the build failed (exit {code}); no image was built. The compiler said:\n{said}{hints}")]
+    Compile { code: i64, said: String, hints: String },
     #[error("the build container vanished")]
     Vanished,
     #[error("{path} in the builder is a symlink; expected a file")]

@@ -11,8 +11,10 @@ pub(crate) mod base;
 pub(crate) mod check;
 pub mod compile;
 mod error;
+mod hints;
 mod inputs;
 pub(crate) mod prefetch;
+mod probe;
 mod sources;
 
 use std::path::PathBuf;
@@ -148,7 +150,8 @@ impl Prepared {
         let started = Instant::now();
         let (service, options, commit) = (&self.service, &self.options, &self.commit);
         let prefetch = prefetch::Prefetch::start(docker, &self.root).await;
-        let builder = base::ensure_builder(sh, docker, &self.root, self.ca_bundle.as_deref()).await?;
+        let builder =
+            base::ensure_builder(sh, docker, &self.root, self.ca_bundle.as_deref(), &service.packages).await?;
         let binary =
             compile::Binary { package: service.package.clone(), bin: service.bin.clone(), profile: options.profile };
         let compiled = compile::compile(sh, docker, &self.root, &builder, &binary, &self.excluded, prefetch).await?;
@@ -157,7 +160,7 @@ impl Prepared {
             return Err(Error::NotStatic { why });
         }
         let probe = match service.health.needs_probe() {
-            true => Some(compile::probe(docker, &self.root, &builder).await?),
+            true => Some(probe::probe(docker, &self.root, &builder).await?),
             false => None,
         };
         let spec = assemble::Spec {

@@ -18,6 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
+mod env;
 mod raw;
 
 use self::raw::{RawContract, check_service};
@@ -101,6 +102,9 @@ pub struct Service {
     pub memory_mib: u64,
     /// Ports a Kubernetes NetworkPolicy lets it reach, besides DNS.
     pub egress_ports: Vec<u16>,
+    /// Debian packages the builder needs for this service (`build.packages`),
+    /// sorted, each once.
+    pub packages: Vec<String>,
     /// The package's version (from Cargo), once [`Contract::resolve`] ran.
     pub version: String,
 }
@@ -407,6 +411,7 @@ pub(crate) mod tests {
             probe.env.SVC_UPSTREAM = "http://127.0.0.1:9"
             description = "a test service"
             source = "https://example.invalid/svc"
+            build.packages = ["protobuf-compiler", "cmake", "protobuf-compiler", "libssl-dev", "g++"]
         "#;
         let mut s = Contract::parse_problems(text).unwrap().services[0].clone();
         s.version = "1.2.3".to_owned();
@@ -426,6 +431,7 @@ pub(crate) mod tests {
         assert_eq!(s.size_budget_kib, defaults::SIZE_BUDGET_KIB);
         assert_eq!(s.egress_ports, defaults::EGRESS_PORTS);
         assert!(s.health.needs_probe());
+        assert!(s.packages.is_empty());
     }
 
     #[test]
@@ -435,6 +441,16 @@ pub(crate) mod tests {
         assert_eq!(env, ["SVC_CONFIG=/etc/boxcar/deploy-config", "SVC_DATA=/var/lib/svc", "SVC_LISTEN=0.0.0.0:9000"]);
         assert_eq!(s.probe_env, [("SVC_UPSTREAM".to_owned(), "http://127.0.0.1:9".to_owned())]);
         assert_eq!(s.deployment_name("eu_west"), "svc-eu-west");
+        assert_eq!(s.packages, ["cmake", "g++", "libssl-dev", "protobuf-compiler"]);
+
+        // `{{` and `}}` are braces; placeholders may repeat and sit anywhere.
+        let c = Contract::parse_problems(
+            "[[service]]\nname = \"b\"\nport = 81\nhealth.http = \"/\"\nenv.A = \"{{port}}={port}{port}\"\nenv.J = '{{\"k\": \"{config}\"}}'\n",
+        )
+        .unwrap();
+        let env = &c.pick(None).unwrap().env;
+        assert_eq!(env[0], ("A".to_owned(), "{port}=8181".to_owned()));
+        assert_eq!(env[1], ("J".to_owned(), "{\"k\": \"/etc/boxcar/deploy-config\"}".to_owned()));
     }
 
     #[test]
@@ -466,7 +482,24 @@ pub(crate) mod tests {
             ("health.ready = \"ready\"\n", "health.ready = `ready` must be a URL path with a leading `/`"),
             ("config_dir = \"../elsewhere\"\n", "config_dir = `../elsewhere` must be a folder inside the workspace"),
             ("env.PATH = \"/bin\"\n", "env.PATH is set by boxcar itself"),
-            ("env.X = \"{data}\"\n", "env.X uses {data}, but the service has no `data` folder"),
+            ("env.X = \"{data}\"\n", "env.X = `{data}`: uses {data}, but the service has no `data` folder"),
+            (
+                "data = \"/d\"\nenv.X = \"{dat}/db\"\n",
+                "env.X = `{dat}/db`: {dat} is not a placeholder; boxcar knows {port}, {data}, {config}",
+            ),
+            ("probe.env.X = \"http://x:{Port}\"\n", "probe.env.X = `http://x:{Port}`: {Port} is not a placeholder"),
+            ("env.X = \"{\\\"a\\\": 1}\"\n", "a lone `{`; write {{ or }} for a brace"),
+            ("env.X = \"a}\"\n", "a lone `}`; write {{ or }} for a brace"),
+            ("build.packages = [\"Protoc\"]\n", "build.packages: `Protoc` is not a Debian package name"),
+            ("build.packages = [\"a\"]\n", "build.packages: `a` is not a Debian package name"),
+            ("build.packages = [\"-y\"]\n", "build.packages: `-y` is not a Debian package name"),
+            ("build.packages = [\"gcc; rm -rf /\"]\n", "build.packages: `gcc; rm -rf /` is not a Debian package name"),
+            ("build.packages = [\"libssl-dev=3.0\"]\n", "`libssl-dev=3.0` is not a Debian package name"),
+            ("build.packages = [\"g++:arm64\"]\n", "`g++:arm64` is not a Debian package name"),
+            ("build.package = [\"cmake\"]\n", "unknown field `package`"),
+            ("env.X = \"{port\"\n", "a lone `{`"),
+            ("env.X = \"{}\"\n", "a lone `{`"),
+            ("env.X = \"{\\u001b[31m}\"\n", "a lone `{`"),
             ("instances = \"two\"\n", "instances = `two`: expected `one`, `many`"),
             ("files = [{ from = \"a\", to = \"/etc/passwd\" }]\n", "is a place boxcar fills itself"),
             ("files = [{ from = \"/abs\", to = \"/x\" }]\n", "must be a path inside the workspace"),

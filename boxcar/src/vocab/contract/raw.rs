@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::{ExtraFile, Health, Instances, Service};
 use crate::vocab::defaults;
-use crate::vocab::layout::{self, RESERVED_ENV, SYSTEM_FOLDERS};
+use crate::vocab::layout::{self, SYSTEM_FOLDERS};
 use crate::vocab::show::escape;
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +48,14 @@ pub(super) struct RawService {
     pub(super) size_budget_kib: Option<i64>,
     pub(super) memory_mib: Option<i64>,
     pub(super) egress_ports: Option<Vec<i64>>,
+    pub(super) build: Option<RawBuild>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBuild {
+    #[serde(default)]
+    pub(super) packages: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,13 +153,13 @@ pub(super) fn check_service(raw: RawService, at: &str, problems: &mut Vec<String
     if raw.check.as_ref().is_some_and(Vec::is_empty) {
         p.say("check = [] is empty; give the service's arguments, like [\"check-config\"], or leave it out".to_owned());
     }
-    let placeholders = [
-        ("{port}", Some(port.to_string())),
-        ("{data}", data.clone()),
-        ("{config}", Some(layout::CONFIG_DIR.to_owned())),
-    ];
-    let env = variables(raw.env, "env", &placeholders, p);
-    let probe_env = variables(raw.probe.map(|p| p.env).unwrap_or_default(), "probe.env", &placeholders, p);
+    let placeholders =
+        [("port", Some(port.to_string())), ("data", data.clone()), ("config", Some(layout::CONFIG_DIR.to_owned()))];
+    let mut said = Vec::new();
+    let env = super::env::variables(raw.env, "env", &placeholders, &mut said);
+    let probe_env =
+        super::env::variables(raw.probe.map(|p| p.env).unwrap_or_default(), "probe.env", &placeholders, &mut said);
+    said.into_iter().for_each(|problem| p.say(problem));
     let files = raw.files.into_iter().map(|f| extra_file(f, data.as_deref(), p)).collect();
     let size_budget_kib = match raw.size_budget_kib {
         None => defaults::SIZE_BUDGET_KIB,
@@ -167,6 +175,7 @@ pub(super) fn check_service(raw: RawService, at: &str, problems: &mut Vec<String
             0
         }),
     };
+    let packages = packages(raw.build.map(|b| b.packages).unwrap_or_default(), p);
     Service {
         package: raw.package.unwrap_or_else(|| raw.name.clone()),
         name: raw.name,
@@ -188,8 +197,34 @@ pub(super) fn check_service(raw: RawService, at: &str, problems: &mut Vec<String
         size_budget_kib,
         memory_mib,
         egress_ports,
+        packages,
         version: String::new(),
     }
+}
+
+/// `build.packages`: Debian package names (Debian Policy 5.6.1: lower-case
+/// letters, digits, `+`, `-` and `.`, at least two, starting with a letter or
+/// digit), sorted and each once, so the same set always names the same
+/// builder. A name is all it takes: no version, no architecture, nothing the
+/// shell would read.
+fn packages(list: Vec<String>, p: &mut Problems<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in list {
+        let ok = name.len() >= 2
+            && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && name.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'+' | b'-' | b'.'));
+        if ok {
+            out.push(name);
+        } else {
+            p.say(format!(
+                "build.packages: `{}` is not a Debian package name (a-z, 0-9, `+`, `-`, `.`), like \"protobuf-compiler\"",
+                escape(&name)
+            ));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn check_name(name: &str, p: &mut Problems<'_>) {
@@ -283,44 +318,6 @@ fn instances(raw: Option<RawInstances>, p: &mut Problems<'_>) -> Instances {
         }
         Some(RawInstances::Ask(args)) => Instances::Ask(args),
     }
-}
-
-/// `env` or `probe.env`: each name a variable name boxcar does not set
-/// itself, each value with its placeholders resolved and no control character.
-fn variables(
-    table: BTreeMap<String, String>,
-    field: &str,
-    placeholders: &[(&str, Option<String>)],
-    p: &mut Problems<'_>,
-) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for (name, value) in table {
-        let name_ok = !name.is_empty()
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            && !name.starts_with(|c: char| c.is_ascii_digit());
-        if !name_ok {
-            p.say(format!("{field}.{} is not a variable name (A-Z, 0-9, `_`)", escape(&name)));
-            continue;
-        }
-        if RESERVED_ENV.contains(&name.as_str()) {
-            p.say(format!("{field}.{name} is set by boxcar itself; leave it out"));
-            continue;
-        }
-        let mut value = value;
-        for (holder, with) in placeholders {
-            if value.contains(holder) {
-                match with {
-                    Some(w) => value = value.replace(holder, w),
-                    None => p.say(format!("{field}.{name} uses {holder}, but the service has no `data` folder")),
-                }
-            }
-        }
-        if value.bytes().any(|b| b.is_ascii_control()) {
-            p.say(format!("{field}.{name} holds a control character"));
-        }
-        out.push((name, value));
-    }
-    out
 }
 
 fn extra_file(f: RawFile, data: Option<&str>, p: &mut Problems<'_>) -> ExtraFile {
