@@ -1259,7 +1259,8 @@ impl Load {
                         }
                         // Sleep in short slices so `finish` is not kept waiting.
                         while started.elapsed() < due && !stop.load(Ordering::Relaxed) {
-                            std::thread::sleep((due - started.elapsed()).min(Duration::from_millis(50)));
+                            // Saturating: the time may pass `due` between the check and here.
+                            std::thread::sleep(due.saturating_sub(started.elapsed()).min(Duration::from_millis(50)));
                         }
                         if stop.load(Ordering::Relaxed) {
                             break;
