@@ -53,6 +53,7 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
     // Built alone, the app gets deploy-config without the `seal` feature, as in
     // the image; in the workspace build, xtask's features are unified into it.
     step("app alone, without sealing", &mut || Ok(cmd!(sh, "cargo check -p app --locked").run()?));
+    step("boxcar with the newest compatible crates", &mut || newest_crates(sh, &ctx.root));
     step("Docker, Chromium, registry, haproxy", &mut || {
         boxcar::adapters::engine::ensure(sh)?;
         if !["chromium", "chromium-browser", "google-chrome"].into_iter().any(boxcar::adapters::engine::on_path) {
@@ -114,6 +115,41 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
         bail!("{failed} of {} step(s) failed", steps.len());
     }
     eprintln!("all {} steps passed", steps.len());
+    Ok(())
+}
+
+/// Checks the libraries as a team's workspace gets them: a scratch
+/// workspace (in `target/newest/`) whose lock file cargo writes fresh, so it
+/// holds the newest versions every requirement of boxcar and boxcar-secrets
+/// allows for this toolchain, checked with warnings as errors. A path
+/// dependency's warnings are shown where it is used, so a deprecation in a
+/// newer compatible release (rustls 0.23.48 deprecated ring's provider)
+/// reaches every user of boxcar unless it fails here first.
+fn newest_crates(sh: &Shell, root: &Path) -> anyhow::Result<()> {
+    let ws = root.join("target/newest");
+    let toolchain = std::fs::read_to_string(root.join("rust-toolchain.toml"))?;
+    let channel = toolchain
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("channel = \"")?.strip_suffix('"'))
+        .context("rust-toolchain.toml has no channel")?;
+    let (boxcar, secrets) = (root.join("boxcar"), root.join("boxcar-secrets"));
+    let manifest = format!(
+        "[workspace]\nresolver = \"3\"\n\n[package]\nname = \"newest\"\nversion = \"0.0.0\"\nedition = \"2024\"\n\
+         rust-version = \"{channel}\"\npublish = false\n\n[dependencies]\nboxcar = {{ path = {boxcar:?} }}\n\
+         boxcar-secrets = {{ path = {secrets:?} }}\n"
+    );
+    std::fs::create_dir_all(ws.join("src"))?;
+    std::fs::write(ws.join("Cargo.toml"), manifest)?;
+    std::fs::write(ws.join("rust-toolchain.toml"), &toolchain)?;
+    std::fs::write(
+        ws.join("src/main.rs"),
+        "fn main() -> std::process::ExitCode {\n    boxcar::main(env!(\"CARGO_MANIFEST_DIR\"))\n}\n",
+    )?;
+    let _dir = sh.push_dir(&ws);
+    let _flags = sh.push_env("RUSTFLAGS", "-D warnings");
+    let _target = sh.push_env("CARGO_TARGET_DIR", ws.join("target"));
+    cmd!(sh, "cargo generate-lockfile").run()?;
+    cmd!(sh, "cargo check --locked").run()?;
     Ok(())
 }
 

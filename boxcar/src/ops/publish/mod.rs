@@ -77,6 +77,12 @@ impl Session {
         }
         // reqwest is built without a default crypto provider (the app picks
         // ring); take the same one. An error means one is installed already.
+        // rustls 0.23.48 deprecates ring's provider for its lack of
+        // post-quantum key exchange; the only provider that has it, aws-lc-rs,
+        // needs cmake and a C toolchain on every host that builds the xtask,
+        // for a push to a registry. Allowed, so a workspace whose lock file
+        // picks a newer rustls sees no warning from boxcar's code.
+        #[allow(deprecated)]
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = Client::try_from(client_config(certs)).map_err(|source| Error::Client { source })?;
         let auth = creds.as_ref().map(Credentials::auth).unwrap_or(RegistryAuth::Anonymous);
