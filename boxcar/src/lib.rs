@@ -19,6 +19,11 @@
 //! xtask does with `demo` and `test`), calling [`take_key`] first, then
 //! [`start`] and [`Command::run`].
 
+// Without the `engine` feature, much of the vocabulary (image layout, key
+// mounts, labels) has no user left; the build with it, which clippy checks
+// with warnings as errors, is the one that says whether code is dead.
+#![cfg_attr(not(feature = "engine"), allow(dead_code, unreachable_pub))]
+
 // The layers, top to bottom: each imports only from those below it.
 pub mod adapters;
 pub mod cli;
@@ -39,15 +44,29 @@ pub use vocab::project::{Context, EnvKey};
 /// SECRET_KEY_FILE (or SECRET_KEY). boxcar.toml declares the services.
 #[derive(Debug, clap::Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask", version, propagate_version = true, max_term_width = 100)]
+#[cfg_attr(not(feature = "engine"), command(after_help = ENGINE_NOTE))]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// What `--help` adds in a build without the engine commands.
+#[cfg_attr(feature = "engine", allow(dead_code))]
+const ENGINE_NOTE: &str = "Engine commands: image, image-check, deploy, dev, status, logs, undeploy, manifests. \
+    This xtask was built without them (boxcar's `engine` feature): the first one you run builds them, once.";
+
 /// The whole command line of a workspace's `cargo xtask`: `xtask_manifest_dir`
 /// is the xtask crate's `env!("CARGO_MANIFEST_DIR")`, whose workspace is the
 /// project.
 pub fn main(xtask_manifest_dir: &str) -> ExitCode {
+    #[cfg(not(feature = "engine"))]
+    {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        if let Some(command) = cli::handover::engine_command(&args) {
+            let lock_file = project_root(Path::new(xtask_manifest_dir)).join("Cargo.lock");
+            return cli::handover::hand_over(Path::new(xtask_manifest_dir), &lock_file, command, &args);
+        }
+    }
     let env_key = take_key();
     let cli = <Cli as clap::Parser>::parse();
     exit(start(Path::new(xtask_manifest_dir), env_key).and_then(|(sh, mut ctx)| cli.command.run(&sh, &mut ctx)))
@@ -97,4 +116,25 @@ fn project_root(dir: &Path) -> PathBuf {
             .is_some_and(|t| t.contains_key("workspace"))
     };
     dir.ancestors().find(|d| is_workspace(d)).or(dir.parent()).unwrap_or(dir).to_owned()
+}
+
+#[cfg(all(test, feature = "engine"))]
+mod tests {
+    /// The commands a build without the engine has, and hands over the rest.
+    const SECRETS_COMMANDS: &[&str] = &["keygen", "encrypt-secret", "approve", "check", "verify", "rotate-key"];
+
+    #[test]
+    fn every_command_is_a_secrets_command_or_handed_over() {
+        let cli = <super::Cli as clap::CommandFactory>::command();
+        let all: Vec<&str> = cli.get_subcommands().map(clap::Command::get_name).collect();
+        let engine: Vec<&str> = all.iter().copied().filter(|c| !SECRETS_COMMANDS.contains(c)).collect();
+        assert_eq!(engine, super::cli::handover::ENGINE_COMMANDS);
+        assert_eq!(all.len(), SECRETS_COMMANDS.len() + engine.len());
+        for command in engine {
+            assert!(
+                super::ENGINE_NOTE.contains(&format!(" {command},"))
+                    || super::ENGINE_NOTE.contains(&format!(" {command}."))
+            );
+        }
+    }
 }

@@ -4,7 +4,9 @@
 //! In a scratch folder it makes two workspaces with this checkout's
 //! Cargo.lock (the same crate versions, no registry look-up):
 //! 1. a team's workspace as README's "Ship your own service" sets it up: an
-//!    `xtask` package whose `main` is `boxcar::main`, boxcar by path;
+//!    `xtask` package whose `main` is `boxcar::main`, boxcar by path (and, as
+//!    README has it, with the `engine` feature as a dev-dependency only: the
+//!    first build is the secrets commands, the engine's built at first use);
 //! 2. the baseline: one binary that parses a clap derive command line, the
 //!    least a `cargo xtask` could compile.
 //!
@@ -89,7 +91,8 @@ fn team_workspace(root: &Path, scratch: &Path) -> anyhow::Result<PathBuf> {
         ws.join("xtask/Cargo.toml"),
         format!(
             "[package]\nname = \"xtask\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
-             [dependencies]\nboxcar = {{ path = {:?} }}\n",
+             [dependencies]\nboxcar = {{ path = {0:?} }}\n\n\
+             [dev-dependencies]\nboxcar = {{ path = {0:?}, features = [\"engine\"] }}\n",
             root.join("boxcar")
         ),
     )?;

@@ -49,7 +49,12 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
     };
 
     step("rustfmt", &mut || Ok(cmd!(sh, "cargo fmt --all --check").run()?));
-    step("clippy", &mut || Ok(cmd!(sh, "cargo clippy --workspace --all-targets --locked -- -D warnings").run()?));
+    step("clippy", &mut || {
+        cmd!(sh, "cargo clippy --workspace --all-targets --locked -- -D warnings").run()?;
+        // boxcar alone gets its default features: without the engine, as a
+        // fresh checkout's xtask first builds it.
+        Ok(cmd!(sh, "cargo clippy -p boxcar --all-targets --locked -- -D warnings").run()?)
+    });
     // Built alone, the app gets deploy-config without the `seal` feature, as in
     // the image; in the workspace build, xtask's features are unified into it.
     step("app alone, without sealing", &mut || Ok(cmd!(sh, "cargo check -p app --locked").run()?));
@@ -124,7 +129,8 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
 /// allows for this toolchain, checked with warnings as errors. A path
 /// dependency's warnings are shown where it is used, so a deprecation in a
 /// newer compatible release (rustls 0.23.48 deprecated ring's provider)
-/// reaches every user of boxcar unless it fails here first.
+/// reaches every user of boxcar unless it fails here first. With the engine
+/// feature and without.
 fn newest_crates(sh: &Shell, root: &Path) -> anyhow::Result<()> {
     let ws = root.join("target/newest");
     let toolchain = std::fs::read_to_string(root.join("rust-toolchain.toml"))?;
@@ -150,6 +156,7 @@ fn newest_crates(sh: &Shell, root: &Path) -> anyhow::Result<()> {
     let _target = sh.push_env("CARGO_TARGET_DIR", ws.join("target"));
     cmd!(sh, "cargo generate-lockfile").run()?;
     cmd!(sh, "cargo check --locked").run()?;
+    cmd!(sh, "cargo check --locked --features boxcar/engine").run()?;
     Ok(())
 }
 

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use boxcar_secrets::{EnvFile, SecretKey};
 
+#[cfg(feature = "engine")]
 use crate::vocab::contract::Service;
+#[cfg(feature = "engine")]
 use crate::vocab::plan;
 use crate::vocab::project::Context;
 
@@ -58,6 +60,7 @@ impl OpenArgs {
 }
 
 /// Which deployment a command is about.
+#[cfg(feature = "engine")]
 #[derive(Debug, Clone, clap::Args)]
 pub struct Target {
     #[command(flatten)]
@@ -71,6 +74,7 @@ pub struct Target {
     pub name: Option<String>,
 }
 
+#[cfg(feature = "engine")]
 impl Target {
     /// The deployment's name: `--name`, else `<service>-<env>` with `_` as `-`
     /// (service and Kubernetes names allow neither `_` nor capitals).
@@ -107,6 +111,7 @@ pub(super) struct BaseArg {
 }
 
 /// Options of the image check, shared by `image` and `image-check`.
+#[cfg(feature = "engine")]
 #[derive(Debug, Default, clap::Args)]
 pub struct CheckArgs {
     /// Secret key file(s): open every value of the matching environment and make
@@ -122,6 +127,7 @@ pub struct CheckArgs {
 /// clap's names for the choices the vocabulary and the operations define,
 /// written here so that only the command layer knows clap (a tidy test holds
 /// it). Each list is every variant, so a new one fails to compile here.
+#[cfg(feature = "engine")]
 mod choices {
     use clap::ValueEnum;
     use clap::builder::PossibleValue;

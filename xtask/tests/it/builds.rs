@@ -95,7 +95,8 @@ fn a_service_that_needs_protoc_and_openssl_builds_with_build_packages() {
         Path::new("xtask/Cargo.toml"),
         &format!(
             "[package]\nname = \"xtask\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
-             [dependencies]\nboxcar = {{ path = \"{}\" }}\n",
+             [dependencies]\nboxcar = {{ path = \"{0}\" }}\n\n\
+             [dev-dependencies]\nboxcar = {{ path = \"{0}\", features = [\"engine\"] }}\n",
             project_root().join("boxcar").display()
         ),
     );

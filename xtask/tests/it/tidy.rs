@@ -146,6 +146,26 @@ fn the_readme_names_every_command() {
     assert!(missing.is_empty(), "README.md never shows `cargo xtask` {missing:?}");
 }
 
+/// boxcar without its `engine` feature (what a fresh checkout's xtask
+/// compiles first) depends on none of the engine's crates, and a command
+/// that needs them is one the handover knows.
+#[test]
+fn the_secrets_commands_build_without_the_engine() {
+    let tree = std::process::Command::new(env!("CARGO"))
+        .args(["tree", "--locked", "-p", "boxcar", "-e", "normal", "--prefix", "none", "--format", "{p}"])
+        .current_dir(project_root())
+        .output()
+        .unwrap();
+    assert!(tree.status.success(), "{}", String::from_utf8_lossy(&tree.stderr));
+    let tree = String::from_utf8(tree.stdout).unwrap();
+    let crates: BTreeSet<&str> = tree.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    let engine = ["bollard", "tokio", "hyper", "oci-client", "reqwest", "rustls", "ring", "notify", "minijinja", "tar"];
+    let found: Vec<&&str> = engine.iter().filter(|c| crates.contains(**c)).collect();
+    assert!(found.is_empty(), "boxcar without `engine` depends on {found:?}:\n{tree}");
+    assert!(crates.contains("clap") && crates.contains("boxcar-secrets"), "{tree}");
+    assert!(crates.len() < 100, "boxcar without `engine` has {} crates", crates.len());
+}
+
 /// The fuzz crate's lockfile (its own workspace, so the main one's builds do
 /// not keep it current) agrees with what its manifests ask for: a stale one is
 /// rewritten by `cargo fuzz run` and leaves the tree dirty after the suite.

@@ -1,0 +1,252 @@
+//! An xtask built without boxcar's `engine` feature (the default: a fresh
+//! checkout compiles the secrets commands only, in a fraction of the time)
+//! hands an engine command to the same xtask built with it: `cargo build
+//! --features boxcar/engine` once (cargo keeps it beside the first, and
+//! rebuilds neither after), then that binary in this process's place, with
+//! the same arguments and environment.
+//!
+//! The key (`SECRET_KEY`, `SECRET_KEY_FILE`) is kept from cargo and
+//! everything it runs (build scripts, rustc); the engine binary gets it as
+//! this process did, and takes it out of its environment first thing.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+/// The commands that need the `engine` feature.
+pub const ENGINE_COMMANDS: &[&str] =
+    &["image", "image-check", "deploy", "dev", "status", "logs", "undeploy", "manifests"];
+
+/// Set in the engine binary's environment, so a build that still lacks the
+/// feature says so instead of handing over again.
+const HANDED_OVER: &str = "BOXCAR_ENGINE_HANDOVER";
+
+/// The engine command `args` (the whole command line) asks for, if any:
+/// the first argument that is not an option, or the one after `help`.
+pub fn engine_command(args: &[OsString]) -> Option<&'static str> {
+    let mut words = args.iter().skip(1).filter_map(|a| a.to_str()).filter(|a| !a.starts_with('-'));
+    let first = words.next()?;
+    let name = if first == "help" { words.next()? } else { first };
+    ENGINE_COMMANDS.iter().find(|c| **c == name).copied()
+}
+
+/// Builds the xtask at `xtask_manifest_dir` with the `engine` feature and
+/// runs it in this process's place with `args`. Returns only on failure.
+pub fn hand_over(xtask_manifest_dir: &Path, lock_file: &Path, command: &str, args: &[OsString]) -> ExitCode {
+    if std::env::var_os(HANDED_OVER).is_some() {
+        eprintln!(
+            "error: `{command}` needs boxcar's engine feature, and this xtask, built with `--features \
+             {}/engine`, still lacks it; add `features = [\"engine\"]` to boxcar in {}",
+            dependency_name(xtask_manifest_dir),
+            xtask_manifest_dir.join("Cargo.toml").display()
+        );
+        return ExitCode::FAILURE;
+    }
+    // cargo builds an optional dependency's crates that the lock file does
+    // not hold at whatever version is newest, and asks the registry each
+    // time: say how to lock them.
+    let lock = std::fs::read_to_string(lock_file).unwrap_or_default();
+    if !lock.lines().any(|l| l == "name = \"bollard\"") {
+        eprintln!("warning: {}", unlocked(xtask_manifest_dir));
+    }
+    let binary = match build(xtask_manifest_dir) {
+        Ok(binary) => binary,
+        Err(why) => {
+            eprintln!("error: {why}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut engine = Command::new(&binary);
+    engine.args(args.iter().skip(1)).env(HANDED_OVER, "1");
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt as _;
+        let error = engine.exec();
+        eprintln!("error: running {}: {error}", binary.display());
+        ExitCode::FAILURE
+    }
+    #[cfg(not(unix))]
+    match engine.status() {
+        Ok(status) => ExitCode::from(status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1)),
+        Err(error) => {
+            eprintln!("error: running {}: {error}", binary.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cargo build --features <boxcar>/engine` of the xtask; the binary it made.
+/// cargo's progress is shown when it compiles anything (a first time, or
+/// after boxcar changed), under a line saying why; when all is built already,
+/// nothing is shown.
+fn build(xtask_manifest_dir: &Path) -> Result<PathBuf, String> {
+    use std::io::{BufRead as _, Read as _};
+
+    let manifest = xtask_manifest_dir.join("Cargo.toml");
+    let feature = format!("{}/engine", dependency_name(xtask_manifest_dir));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut child = Command::new(cargo)
+        // --locked: the lock file is the team's, and a build that would change
+        // it says what the xtask's manifest lacks instead (see `unlocked`).
+        .args(["build", "--locked", "--message-format=json-render-diagnostics", "--features", &feature])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env_remove(boxcar_secrets::SECRET_KEY)
+        .env_remove(boxcar_secrets::SECRET_KEY_FILE)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running cargo: {e}"))?;
+    let mut stdout = child.stdout.take().ok_or("cargo's output")?;
+    let messages = std::thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).map(|_| text)
+    });
+    let started = std::time::Instant::now();
+    let mut held = Vec::new();
+    let mut showing = false;
+    let mut lock_outdated = false;
+    for line in std::io::BufReader::new(child.stderr.take().ok_or("cargo's progress")?).lines() {
+        let line = line.map_err(|e| format!("reading cargo's progress: {e}"))?;
+        if line.contains("needs to be updated but --locked was passed") {
+            lock_outdated = true;
+            continue;
+        }
+        if !showing && line.trim_start().starts_with("Finished") {
+            held.push(line);
+            continue;
+        }
+        if !showing {
+            showing = true;
+            eprintln!("building boxcar's engine commands into this xtask, once (cargo build --features {feature})");
+            held.drain(..).for_each(|l| eprintln!("{l}"));
+        }
+        eprintln!("{line}");
+    }
+    let status = child.wait().map_err(|e| format!("waiting for cargo: {e}"))?;
+    let messages = messages.join().map_err(|_| "reading cargo's output".to_owned())?;
+    let messages = messages.map_err(|e| format!("reading cargo's output: {e}"))?;
+    if lock_outdated {
+        return Err(unlocked(xtask_manifest_dir));
+    }
+    if !status.success() {
+        return Err(format!(
+            "`cargo build --features {feature}` of {} failed (its output is above)",
+            manifest.display()
+        ));
+    }
+    if showing {
+        eprintln!("built in {:.0} s; the next engine command starts at once", started.elapsed().as_secs_f64());
+    }
+    executables(&messages)
+        .pop()
+        .ok_or_else(|| format!("`cargo build --features {feature}` of {} made no binary", manifest.display()))
+}
+
+/// Why the engine's crates are not locked, and what to add. cargo
+/// locks an optional dependency of a crate outside the workspace only while
+/// something asks for it: a dev-dependency with the feature keeps the
+/// engine's crates in the lock without building them into the xtask.
+fn unlocked(xtask_manifest_dir: &Path) -> String {
+    let manifest = xtask_manifest_dir.join("Cargo.toml");
+    let name = dependency_name(xtask_manifest_dir);
+    let text = std::fs::read_to_string(&manifest).unwrap_or_default();
+    let table: toml::Table = text.parse().unwrap_or_default();
+    let path = table
+        .get("dependencies")
+        .and_then(|deps| deps.get(&name))
+        .and_then(|spec| spec.get("path"))
+        .and_then(toml::Value::as_str)
+        .map_or_else(|| "PATH".to_owned(), |p| crate::vocab::show::escape(p).into_owned());
+    let package = if name == "boxcar" { String::new() } else { "package = \"boxcar\", ".to_owned() };
+    format!(
+        "Cargo.lock does not lock the crates of boxcar's engine commands, so cargo takes the newest it finds each \
+         time. Add to {}:\n\n[dev-dependencies]\n{name} = {{ {package}path = \"{path}\", features = [\"engine\"] }}\n\n\
+         so the lock file holds them (the xtask's own build stays without them); cargo adds them to Cargo.lock at \
+         its next build, for you to commit",
+        manifest.display()
+    )
+}
+
+/// The binaries cargo's JSON messages say it made, in order.
+fn executables(messages: &str) -> Vec<PathBuf> {
+    messages
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact")
+        .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .collect()
+}
+
+/// What the xtask's Cargo.toml calls boxcar among its dependencies: the key
+/// of the entry whose `package` is `boxcar`, else `boxcar`.
+fn dependency_name(xtask_manifest_dir: &Path) -> String {
+    let manifest = std::fs::read_to_string(xtask_manifest_dir.join("Cargo.toml")).unwrap_or_default();
+    let table: toml::Table = manifest.parse().unwrap_or_default();
+    table
+        .get("dependencies")
+        .and_then(toml::Value::as_table)
+        .and_then(|deps| {
+            deps.iter().find(|(_, spec)| spec.get("package").and_then(toml::Value::as_str) == Some("boxcar"))
+        })
+        .map_or_else(|| "boxcar".to_owned(), |(name, _)| name.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        std::iter::once("xtask").chain(list.iter().copied()).map(OsString::from).collect()
+    }
+
+    #[test]
+    fn engine_commands_are_found_by_name_or_after_help() {
+        assert_eq!(engine_command(&args(&["image", "--service", "app"])), Some("image"));
+        assert_eq!(engine_command(&args(&["help", "deploy"])), Some("deploy"));
+        assert_eq!(engine_command(&args(&["image-check", "x.tar"])), Some("image-check"));
+        for light in [&["keygen", "--env", "image"][..], &["check"], &["--help"], &[], &["help"], &["imagex"]] {
+            assert_eq!(engine_command(&args(light)), None, "{light:?}");
+        }
+    }
+
+    #[test]
+    fn the_built_binary_is_read_from_cargos_messages() {
+        let messages = r#"{"reason":"compiler-artifact","package_id":"a","executable":null}
+{"reason":"build-script-executed","package_id":"b"}
+{"reason":"compiler-artifact","package_id":"xtask","executable":"/w/target/debug/xtask"}
+{"reason":"build-finished","success":true}"#;
+        assert_eq!(executables(messages), [PathBuf::from("/w/target/debug/xtask")]);
+    }
+
+    #[test]
+    fn an_outdated_lock_says_what_to_add() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Cargo.toml"), "[dependencies]\nboxcar = { path = \"../boxcar/boxcar\" }\n")
+            .unwrap();
+        let said = unlocked(dir.path());
+        assert!(
+            said.contains("[dev-dependencies]\nboxcar = { path = \"../boxcar/boxcar\", features = [\"engine\"] }\n"),
+            "{said}"
+        );
+        std::fs::write(
+            dir.path().join("Cargo.toml"),
+            "[dependencies]\nship = { package = \"boxcar\", path = \"b\" }\n",
+        )
+        .unwrap();
+        assert!(
+            unlocked(dir.path()).contains("ship = { package = \"boxcar\", path = \"b\", features = [\"engine\"] }")
+        );
+    }
+
+    #[test]
+    fn boxcar_is_found_under_another_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |text: &str| std::fs::write(dir.path().join("Cargo.toml"), text).unwrap();
+        write("[package]\nname = \"xtask\"\n[dependencies]\nboxcar = { path = \"../boxcar/boxcar\" }\n");
+        assert_eq!(dependency_name(dir.path()), "boxcar");
+        write("[dependencies]\nship = { package = \"boxcar\", path = \"../boxcar/boxcar\" }\nclap = \"4\"\n");
+        assert_eq!(dependency_name(dir.path()), "ship");
+    }
+}
