@@ -1,5 +1,7 @@
 # The builder: Debian with gcc, musl-tools and the Rust toolchain that
-# rust-toolchain.toml pins, with the musl target. `cargo xtask image` builds it
+# rust-toolchain.toml pins (its channel only: boxcar hands in a file that
+# holds nothing else, so one builder serves every project on that toolchain),
+# with the musl target. `cargo xtask image` builds it
 # (classic builder) and tags it boxcar/builder:<hash of this file, the
 # toolchain file, the base image and the CA bundle>, so it is rebuilt only when
 # one of those changes. It never ships: the runner image is assembled apart.
@@ -29,10 +31,7 @@ ENV RUSTUP_HOME=/usr/local/rustup \
     CARGO_TERM_COLOR=never
 
 # rustup-init straight from static.rust-lang.org; the toolchain and the musl
-# target come from rust-toolchain.toml. The last `cargo --version` runs beside
-# that file, so rustup installs whatever else it lists (components such as
-# clippy) now, into the image: otherwise every build container would fetch
-# them again when cargo starts in /src.
+# target come from the rust-toolchain.toml boxcar hands in.
 COPY rust-toolchain.toml /tmp/toolchain/rust-toolchain.toml
 RUN curl --proto '=https' --tlsv1.2 -sSf --cacert /etc/boxcar/trust.crt \
         -o /tmp/rustup-init https://static.rust-lang.org/rustup/dist/x86_64-unknown-linux-gnu/rustup-init \
@@ -42,5 +41,11 @@ RUN curl --proto '=https' --tlsv1.2 -sSf --cacert /etc/boxcar/trust.crt \
         --target x86_64-unknown-linux-musl \
  && rm /tmp/rustup-init \
  && cd /tmp/toolchain && rustc --version && cargo --version
+
+# Every cargo and rustc in a build container uses this toolchain, whatever a
+# project's rust-toolchain.toml lists besides (components such as clippy are
+# the host's business): rustup then fetches nothing in a build container.
+ARG TOOLCHAIN
+ENV RUSTUP_TOOLCHAIN=${TOOLCHAIN}
 
 WORKDIR /src

@@ -139,7 +139,9 @@ pub(crate) async fn ensure_builder(
         eprintln!("building the builder image {tag} (Debian, gcc, musl-tools, Rust from rust-toolchain.toml)");
         let files =
             [("Dockerfile", &dockerfile[..]), ("rust-toolchain.toml", &toolchain[..]), ("host-ca.crt", &ca[..])];
-        build_image(docker, &tag, &files, &[("BASE", BASE)])
+        // The channel again, for RUSTUP_TOOLCHAIN in the image (the file holds it).
+        let channel = channel_of(&String::from_utf8_lossy(&toolchain)).unwrap_or_default();
+        build_image(docker, &tag, &files, &[("BASE", BASE), ("TOOLCHAIN", &channel)])
             .await
             .map_err(|said| Error::Builder { tag: tag.clone(), said })?;
     }
