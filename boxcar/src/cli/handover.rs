@@ -45,8 +45,7 @@ pub fn hand_over(xtask_manifest_dir: &Path, lock_file: &Path, command: &str, arg
     // cargo builds an optional dependency's crates that the lock file does
     // not hold at whatever version is newest, and asks the registry each
     // time: say how to lock them.
-    let lock = std::fs::read_to_string(lock_file).unwrap_or_default();
-    if !lock.lines().any(|l| l == "name = \"bollard\"") {
+    if !locks_the_engine(&std::fs::read_to_string(lock_file).unwrap_or_default()) {
         eprintln!("warning: {}", unlocked(xtask_manifest_dir));
     }
     let binary = match build(xtask_manifest_dir) {
@@ -126,6 +125,12 @@ fn build(xtask_manifest_dir: &Path) -> Result<PathBuf, String> {
     executables(&messages)
         .pop()
         .ok_or_else(|| format!("`cargo build --features {feature}` of {} made no binary", manifest.display()))
+}
+
+/// Whether a lock file holds the engine's crates (bollard, its engine client,
+/// stands for them).
+fn locks_the_engine(lock: &str) -> bool {
+    lock.lines().any(|l| l == "name = \"bollard\"")
 }
 
 /// Why the engine's crates are not locked, and what to add. cargo
@@ -216,6 +221,15 @@ mod tests {
 {"reason":"compiler-artifact","package_id":"xtask","executable":"/w/target/debug/xtask"}
 {"reason":"build-finished","success":true}"#;
         assert_eq!(executables(messages), [PathBuf::from("/w/target/debug/xtask")]);
+    }
+
+    #[test]
+    fn a_lock_file_holds_the_engine_or_not() {
+        let locked = "[[package]]\nname = \"boxcar\"\n\n[[package]]\nname = \"bollard\"\nversion = \"0.21.1\"\n";
+        assert!(locks_the_engine(locked));
+        assert!(!locks_the_engine("[[package]]\nname = \"boxcar\"\ndependencies = [\n \"bollard\",\n]\n"));
+        assert!(!locks_the_engine("[[package]]\nname = \"bollard-stubs\"\n"));
+        assert!(!locks_the_engine(""));
     }
 
     #[test]
