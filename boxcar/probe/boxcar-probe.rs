@@ -15,7 +15,7 @@
 //! Why `no_std`, calling musl's socket functions itself: with std the probe
 //! was 390 KiB, most of it formatting, backtraces and the runtime's setup,
 //! for one connect, one write and one read; this way it is a few KiB. The
-//! calls it makes are the five below, each checked.
+//! calls it makes are the six below, each checked.
 
 #![no_std]
 #![no_main]
@@ -31,6 +31,7 @@ unsafe extern "C" {
     fn setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void, len: u32) -> c_int;
     fn connect(fd: c_int, addr: *const SockaddrIn, len: u32) -> c_int;
     fn write(fd: c_int, buf: *const c_void, count: usize) -> isize;
+    fn send(fd: c_int, buf: *const c_void, count: usize, flags: c_int) -> isize;
     fn read(fd: c_int, buf: *mut c_void, count: usize) -> isize;
 }
 
@@ -41,6 +42,10 @@ const SOL_SOCKET: c_int = 1;
 const SO_RCVTIMEO: c_int = 20;
 /// On Linux this bounds `connect` too, not only writes.
 const SO_SNDTIMEO: c_int = 21;
+/// A peer that closed makes `send` fail instead of killing the probe with
+/// SIGPIPE (std ignores SIGPIPE at start-up; a `no_std` program has no such
+/// start-up).
+const MSG_NOSIGNAL: c_int = 0x4000;
 const STDERR: c_int = 2;
 const TIMEOUT_SECONDS: i64 = 3;
 
@@ -227,7 +232,7 @@ fn http(port: Port, path: &[u8]) -> Result<(), Why<'_>> {
         let mut rest = part;
         while !rest.is_empty() {
             // SAFETY: `rest` is a live slice; the result is checked.
-            let wrote = unsafe { write(socket.0, rest.as_ptr().cast(), rest.len()) };
+            let wrote = unsafe { send(socket.0, rest.as_ptr().cast(), rest.len(), MSG_NOSIGNAL) };
             match usize::try_from(wrote) {
                 Ok(n) if n > 0 => rest = rest.get(n..).unwrap_or(&[]),
                 _ => return Err(Why::NoAnswer(port, path)),
