@@ -67,6 +67,11 @@ pub fn main(xtask_manifest_dir: &str) -> ExitCode {
             return cli::handover::hand_over(Path::new(xtask_manifest_dir), &lock_file, command, &args);
         }
     }
+    #[cfg(feature = "engine")]
+    if let Err(why) = cli::handover::check_handed_over(Path::new(xtask_manifest_dir)) {
+        eprintln!("error: {why}");
+        return ExitCode::FAILURE;
+    }
     let env_key = take_key();
     let cli = <Cli as clap::Parser>::parse();
     exit(start(Path::new(xtask_manifest_dir), env_key).and_then(|(sh, mut ctx)| cli.command.run(&sh, &mut ctx)))

@@ -17,9 +17,30 @@ use std::process::{Command, ExitCode, Stdio};
 pub const ENGINE_COMMANDS: &[&str] =
     &["image", "image-check", "deploy", "dev", "status", "logs", "undeploy", "manifests"];
 
-/// Set in the engine binary's environment, so a build that still lacks the
-/// feature says so instead of handing over again.
+/// Set in the engine binary's environment to the xtask's folder, so a build
+/// that still lacks the feature says so instead of handing over again, and
+/// the engine binary can tell it is this workspace's (see [`check_handed_over`]).
 const HANDED_OVER: &str = "BOXCAR_ENGINE_HANDOVER";
+
+/// In the engine binary: whether what handed over was this xtask. cargo
+/// puts every workspace's `xtask` binary at `<target>/debug/xtask`, so with a
+/// target folder shared between workspaces (`CARGO_TARGET_DIR`), another
+/// workspace's build may replace the file between the build and its start.
+pub fn check_handed_over(xtask_manifest_dir: &Path) -> Result<(), String> {
+    handed_over_from(std::env::var_os(HANDED_OVER).as_deref(), xtask_manifest_dir)
+}
+
+fn handed_over_from(from: Option<&std::ffi::OsStr>, xtask_manifest_dir: &Path) -> Result<(), String> {
+    match from {
+        Some(from) if Path::new(from) != xtask_manifest_dir => Err(format!(
+            "the xtask of {} was to run, and this is the one of {}: another workspace's build replaced it in the \
+             target folder they share (CARGO_TARGET_DIR); run the command again, or give each workspace its own target",
+            Path::new(&from).display(),
+            xtask_manifest_dir.display()
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// The engine command `args` (the whole command line) asks for, if any:
 /// the first argument that is not an option, or the one after `help`.
@@ -35,8 +56,9 @@ pub fn engine_command(args: &[OsString]) -> Option<&'static str> {
 pub fn hand_over(xtask_manifest_dir: &Path, lock_file: &Path, command: &str, args: &[OsString]) -> ExitCode {
     if std::env::var_os(HANDED_OVER).is_some() {
         eprintln!(
-            "error: `{command}` needs boxcar's engine feature, and this xtask, built with `--features \
-             {}/engine`, still lacks it; add `features = [\"engine\"]` to boxcar in {}",
+            "error: `{command}` needs boxcar's engine feature, and the xtask built with `--features {}/engine` \
+             lacks it: another build replaced it meanwhile (run the command again), or {} names boxcar in a way \
+             this does not follow (add `features = [\"engine\"]` to its boxcar dependency)",
             dependency_name(xtask_manifest_dir),
             xtask_manifest_dir.join("Cargo.toml").display()
         );
@@ -56,7 +78,7 @@ pub fn hand_over(xtask_manifest_dir: &Path, lock_file: &Path, command: &str, arg
         }
     };
     let mut engine = Command::new(&binary);
-    engine.args(args.iter().skip(1)).env(HANDED_OVER, "1");
+    engine.args(args.iter().skip(1)).env(HANDED_OVER, xtask_manifest_dir);
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt as _;
@@ -221,6 +243,15 @@ mod tests {
 {"reason":"compiler-artifact","package_id":"xtask","executable":"/w/target/debug/xtask"}
 {"reason":"build-finished","success":true}"#;
         assert_eq!(executables(messages), [PathBuf::from("/w/target/debug/xtask")]);
+    }
+
+    #[test]
+    fn only_this_workspaces_xtask_runs_what_it_handed_over() {
+        let here = Path::new("/w/xtask");
+        assert_eq!(handed_over_from(None, here), Ok(()));
+        assert_eq!(handed_over_from(Some("/w/xtask".as_ref()), here), Ok(()));
+        let other = handed_over_from(Some("/v/xtask".as_ref()), here).unwrap_err();
+        assert!(other.starts_with("the xtask of /v/xtask was to run, and this is the one of /w/xtask"), "{other}");
     }
 
     #[test]

@@ -94,7 +94,7 @@ fn a_service_that_needs_protoc_and_openssl_builds_with_build_packages() {
     write(
         Path::new("xtask/Cargo.toml"),
         &format!(
-            "[package]\nname = \"xtask\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
+            "[package]\nname = \"team-xtask\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
              [dependencies]\nboxcar = {{ path = \"{0}\" }}\n\n\
              [dev-dependencies]\nboxcar = {{ path = \"{0}\", features = [\"engine\"] }}\n",
             project_root().join("boxcar").display()
@@ -104,7 +104,9 @@ fn a_service_that_needs_protoc_and_openssl_builds_with_build_packages() {
         Path::new("xtask/src/main.rs"),
         "fn main() -> std::process::ExitCode {\n    boxcar::main(env!(\"CARGO_MANIFEST_DIR\"))\n}\n",
     );
-    write(Path::new(".cargo/config.toml"), "[alias]\nxtask = \"run --quiet --package xtask --\"\n");
+    // Named apart from the ship test's `xtask`: the two share a target folder,
+    // where cargo puts each workspace's binary under its package's name.
+    write(Path::new(".cargo/config.toml"), "[alias]\nxtask = \"run --quiet --package team-xtask --\"\n");
     write(Path::new(".gitignore"), "/target\n");
     write(&Path::new(&name).join("build.rs"), BUILD_RS);
     write(&Path::new(&name).join("proto/greeting.proto"), PROTO);
