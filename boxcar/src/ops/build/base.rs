@@ -127,7 +127,8 @@ pub(crate) async fn ensure_builder(
     let _lock = lock("boxcar-builder.lock", "another build to finish the base and builder images")?;
     let base_id = ensure_base(sh, docker).await?;
     let dockerfile = BUILDER_DOCKERFILE.as_bytes().to_vec();
-    let toolchain = toolchain_file(sh, root)?;
+    let channel = toolchain_channel(sh, root)?;
+    let toolchain = format!("[toolchain]\nchannel = \"{channel}\"\nprofile = \"minimal\"\n").into_bytes();
     let ca = match ca_bundle {
         Some(path) => std::fs::read(path).map_err(on_file(format!("reading the CA bundle {}", path.display())))?,
         None => Vec::new(),
@@ -139,8 +140,6 @@ pub(crate) async fn ensure_builder(
         eprintln!("building the builder image {tag} (Debian, gcc, musl-tools, Rust from rust-toolchain.toml)");
         let files =
             [("Dockerfile", &dockerfile[..]), ("rust-toolchain.toml", &toolchain[..]), ("host-ca.crt", &ca[..])];
-        // The channel again, for RUSTUP_TOOLCHAIN in the image (the file holds it).
-        let channel = channel_of(&String::from_utf8_lossy(&toolchain)).unwrap_or_default();
         build_image(docker, &tag, &files, &[("BASE", BASE), ("TOOLCHAIN", &channel)])
             .await
             .map_err(|said| Error::Builder { tag: tag.clone(), said })?;
@@ -272,27 +271,26 @@ async fn build_image(
 /// builds have none of their own.
 const BUILDER_DOCKERFILE: &str = include_str!("../../../builder.Dockerfile");
 
-/// The toolchain the builder installs, as the `rust-toolchain.toml` it is
-/// given: only the channel, from the project's file or, where a project has
-/// none, the host's `rustc`, so the builder compiles with what the project
+/// The toolchain the builder installs (the `rust-toolchain.toml` it is
+/// given holds this and nothing else): only the channel, from the project's
+/// file or, where a project has none, the host's `rustc`, so the builder compiles with what the project
 /// compiles with here. Only the channel, because that is all a build in the
 /// builder uses (its target is always musl, and components such as clippy
 /// or rustfmt are the host's business): one builder per toolchain, whatever
 /// says which it is and however the file is written.
-fn toolchain_file(sh: &Shell, root: &Path) -> Result<Vec<u8>> {
+fn toolchain_channel(sh: &Shell, root: &Path) -> Result<String> {
     let path = root.join("rust-toolchain.toml");
-    let channel = match std::fs::read_to_string(&path) {
-        Ok(text) => channel_of(&text).ok_or(Error::Toolchain { path })?,
+    match std::fs::read_to_string(&path) {
+        Ok(text) => channel_of(&text).ok_or(Error::Toolchain { path }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let version = cmd!(sh, "rustc --version")
                 .quiet()
                 .read()
                 .map_err(|source| Error::Command { doing: "asking the host's rustc its version".to_owned(), source })?;
-            version.split_whitespace().nth(1).ok_or(Error::RustcVersion)?.to_owned()
+            Ok(version.split_whitespace().nth(1).ok_or(Error::RustcVersion)?.to_owned())
         }
-        Err(e) => return Err(on_file("reading rust-toolchain.toml")(e)),
-    };
-    Ok(format!("[toolchain]\nchannel = \"{channel}\"\nprofile = \"minimal\"\n").into_bytes())
+        Err(e) => Err(on_file("reading rust-toolchain.toml")(e)),
+    }
 }
 
 /// `toolchain.channel` of a `rust-toolchain.toml`, when it is a name rustup
