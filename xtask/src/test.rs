@@ -96,14 +96,15 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
         cmd!(sh, "{python} tests/python/history.py --self-test").run()?;
         Ok(())
     });
+    let mut failed_tests = Failures::default();
     step("cargo test", &mut || {
         let _env = python.as_ref().map(|p| sh.push_env("BOXCAR_PYTHON", p));
-        Ok(cmd!(sh, "cargo test --workspace --locked --no-fail-fast").run()?)
+        failed_tests.run(cmd!(sh, "cargo test --workspace --locked --no-fail-fast"))
     });
     // Every test removes what it made however it ends; this says whether one did not.
     step("nothing left on the engine", &mut || {
         let check = "support::nothing_with_a_test_name_is_left_on_the_engine";
-        Ok(cmd!(sh, "cargo test --locked -p xtask --test it -- --ignored --exact {check}").run()?)
+        failed_tests.run(cmd!(sh, "cargo test --locked -p xtask --test it -- --ignored --exact {check}"))
     });
     if args.fuzz_seconds > 0 {
         step("fuzz parse_open", &mut || fuzz(sh, &ctx.root, "parse_open", args.fuzz_seconds));
@@ -116,11 +117,118 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
         eprintln!("  {:<36} {:<6} {:>6.1}s", s.name, status, s.took.as_secs_f64());
         failed += usize::from(s.result.is_err());
     }
+    failed_tests.print();
     if failed > 0 {
         bail!("{failed} of {} step(s) failed", steps.len());
     }
     eprintln!("all {} steps passed", steps.len());
     Ok(())
+}
+
+/// The tests that failed in `cargo test` runs, each with where it panicked
+/// and the first lines of its message, for the summary: the end of the
+/// output is what a CI log shows, and libtest says which tests failed and
+/// why only in the middle of it, at the end of each test binary's run.
+#[derive(Debug, Default)]
+struct Failures {
+    /// Each failed test's name and what it said (possibly nothing).
+    tests: Vec<(String, Vec<String>)>,
+}
+
+/// Lines of a failed test's panic message kept for the summary.
+const MESSAGE_LINES: usize = 4;
+
+impl Failures {
+    /// Runs `cmd` (a `cargo test`), passing its output through as it comes
+    /// and keeping what its failures said.
+    fn run(&mut self, cmd: xshell::Cmd<'_>) -> anyhow::Result<()> {
+        use std::io::{BufRead as _, Write as _};
+        eprintln!("$ {cmd}");
+        let mut command = std::process::Command::from(cmd);
+        let mut child = command.stdout(std::process::Stdio::piped()).spawn().context("starting cargo test")?;
+        let stdout = child.stdout.take().context("no output from cargo test")?;
+        let mut reader = Reader::default();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.context("reading cargo test's output")?;
+            let mut out = std::io::stdout().lock();
+            // A closed stdout (a pager that quit) must not stop the tests.
+            let _ = writeln!(out, "{line}");
+            reader.read(&line, &mut self.tests);
+        }
+        let status = child.wait().context("waiting for cargo test")?;
+        if !status.success() {
+            bail!("cargo test failed ({status})");
+        }
+        Ok(())
+    }
+
+    fn print(&self) {
+        if self.tests.is_empty() {
+            return;
+        }
+        eprintln!("\nfailed tests ({}):", self.tests.len());
+        for (name, said) in &self.tests {
+            eprintln!("  {name}");
+            for line in said {
+                eprintln!("      {line}");
+            }
+        }
+    }
+}
+
+/// What libtest's output is in, line by line.
+#[derive(Debug, Default)]
+struct Reader {
+    /// The test whose captured output (`---- NAME stdout ----`) this is.
+    block: Option<String>,
+    /// Lines of a panic message still to keep.
+    keep: usize,
+}
+
+impl Reader {
+    fn read(&mut self, line: &str, tests: &mut Vec<(String, Vec<String>)>) {
+        let entry = |tests: &mut Vec<(String, Vec<String>)>, name: &str| -> usize {
+            match tests.iter().position(|(n, _)| n == name) {
+                Some(i) => i,
+                None => {
+                    tests.push((name.to_owned(), Vec::new()));
+                    tests.len() - 1
+                }
+            }
+        };
+        if let Some(name) = line.strip_prefix("test ").and_then(|l| l.strip_suffix(" ... FAILED")) {
+            entry(tests, name);
+            return;
+        }
+        if let Some(name) = line.strip_prefix("---- ").and_then(|l| l.strip_suffix(" stdout ----")) {
+            self.block = Some(name.to_owned());
+            self.keep = 0;
+            return;
+        }
+        if line == "failures:" || line.starts_with("test result: ") {
+            self.block = None;
+            return;
+        }
+        let Some(name) = self.block.clone() else { return };
+        if line.starts_with("thread '") && line.contains(" panicked at ") {
+            let i = entry(tests, &name);
+            tests[i].1.push(line.to_owned());
+            self.keep = MESSAGE_LINES;
+        } else if self.keep > 0 {
+            self.keep -= 1;
+            if line.starts_with("stack backtrace:") || line.starts_with("note: run with `RUST_BACKTRACE") {
+                self.keep = 0;
+                return;
+            }
+            let i = entry(tests, &name);
+            let mut line = line.to_owned();
+            if line.len() > 300 {
+                line.truncate(line.floor_char_boundary(300));
+                line.push('…');
+            }
+            tests[i].1.push(line);
+        }
+    }
 }
 
 /// Checks the libraries as a team's workspace gets them: a scratch
@@ -232,4 +340,53 @@ fn fuzz(sh: &Shell, root: &Path, target: &str, seconds: u64) -> anyhow::Result<(
         cmd!(sh, "cargo fuzz run {target} {corpus} {seeds} -- {max_time}").run()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_tests_are_read_with_their_panic_messages() {
+        let output = "\
+running 3 tests
+test a::passes ... ok
+test a::fails ... FAILED
+test b::fails_quietly ... FAILED
+
+failures:
+
+---- a::fails stdout ----
+figure: something the test printed
+thread 'a::fails' (123) panicked at xtask/tests/it/a.rs:10:5:
+the tests left these on the engine:
+volume dtest-1-k-data
+stack backtrace:
+   0: __rustc::rust_begin_unwind
+
+failures:
+    a::fails
+    b::fails_quietly
+
+test result: FAILED. 1 passed; 2 failed; 0 ignored
+";
+        let (mut reader, mut tests) = (Reader::default(), Vec::new());
+        for line in output.lines() {
+            reader.read(line, &mut tests);
+        }
+        assert_eq!(
+            tests,
+            [
+                (
+                    "a::fails".to_owned(),
+                    vec![
+                        "thread 'a::fails' (123) panicked at xtask/tests/it/a.rs:10:5:".to_owned(),
+                        "the tests left these on the engine:".to_owned(),
+                        "volume dtest-1-k-data".to_owned(),
+                    ]
+                ),
+                ("b::fails_quietly".to_owned(), vec![]),
+            ]
+        );
+    }
 }

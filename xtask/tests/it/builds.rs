@@ -127,6 +127,7 @@ fn a_service_that_needs_protoc_and_openssl_builds_with_build_packages() {
             .env("BOXCAR_KEY_DIR", keys.path())
             // Shared with the other scratch workspaces: boxcar compiles once.
             .env("CARGO_TARGET_DIR", project_root().join("target/scratch"))
+            .env("BOXCAR_TARGET_VOLUME", crate::shared_target_volume())
             .env_remove("BOXCAR_PROJECT_ROOT")
             .env_remove("SECRET_KEY")
             .env_remove("SECRET_KEY_FILE")

@@ -869,6 +869,20 @@ impl Hello {
             .run(&["image", "--service", "hello-api", "--profile", "fast", "--repo", &format!("{repo}-fast")])
             .ok();
         assert!(fast.stdout.contains("label      dev.boxcar.profile=boxcar-fast"), "{}", fast.stdout);
+        // Linked by mold, the fast profile's linker (its name in `.comment`),
+        // and the release build by gcc's default.
+        let binaries = |tag: &str| {
+            let read = cleanup.engine.rt.block_on(boxcar::ops::service_cmd::files_in_image(
+                &cleanup.engine.docker,
+                tag,
+                &repo,
+                &["/usr/local/bin/hello-api"],
+            ));
+            read.unwrap().remove(0).expect("/usr/local/bin/hello-api in the image")
+        };
+        let linked_by_mold = |binary: &[u8]| binary.windows(5).any(|w| w == b"mold ");
+        assert!(linked_by_mold(&binaries(&format!("{repo}-fast:latest"))), "the fast build was not linked by mold");
+        assert!(!linked_by_mold(&binaries(&format!("{repo}:latest"))), "the release build was linked by mold");
         eprintln!(
             "figure: hello-api fast build: {}",
             fast.stderr.lines().find(|l| l.starts_with("binary: ")).unwrap_or("")

@@ -3,7 +3,7 @@
 //! /healthz; a rebuild that recompiles the app gives the same image ID; a dirty
 //! tree is labelled; a failing compile tags nothing. Everything created here
 //! has a unique name and is removed at the end; the shared build caches
-//! (volumes boxcar-cargo-*, boxcar-target) are left in place.
+//! (volumes boxcar-cargo-*, boxcar-target-*) are left in place.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

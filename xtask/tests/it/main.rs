@@ -176,9 +176,17 @@ pub(crate) fn xtask(root: &Path, keys: &Path, args: &[&str]) -> Command {
         .current_dir(root)
         .env("BOXCAR_PROJECT_ROOT", root)
         .env("BOXCAR_KEY_DIR", keys)
+        // A scratch copy builds on this checkout's target volume, not one of
+        // its own (a new one for every copy, each compiled cold).
+        .env("BOXCAR_TARGET_VOLUME", shared_target_volume())
         .env_remove("SECRET_KEY")
         .env_remove("SECRET_KEY_FILE");
     cmd
+}
+
+/// The target volume the tests' builds share: this checkout's.
+pub(crate) fn shared_target_volume() -> String {
+    boxcar::ops::build::target::target_volume(&project_root())
 }
 
 pub(crate) fn mode(path: &Path) -> u32 {

@@ -134,6 +134,7 @@ fn the_readme_ships_a_new_service() {
         .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
         // Shared with the scratch checkouts and across runs: dependencies compile once.
         .env("CARGO_TARGET_DIR", project_root().join("target/scratch"))
+        .env("BOXCAR_TARGET_VOLUME", crate::shared_target_volume())
         .env_remove("BOXCAR_PROJECT_ROOT")
         .env_remove("SECRET_KEY")
         .env_remove("SECRET_KEY_FILE")

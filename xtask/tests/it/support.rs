@@ -241,7 +241,10 @@ impl Sweep {
 
     fn owns(&self, name: &str) -> bool {
         let name = name.trim_start_matches('/');
+        // A stack's task containers: `<stack>_app.1.<task id>`.
+        let stack_task = |n: &String| name.starts_with(&format!("{n}_"));
         self.deployments.iter().chain(&self.image_repos).any(|n| name == n || name.starts_with(&format!("{n}-")))
+            || self.deployments.iter().any(stack_task)
     }
 
     /// `<repo>:…` and `<repo>-…:…` (hello-api's `-fast` images) of one of
@@ -303,7 +306,20 @@ impl Sweep {
             volume_names.extend(list.into_iter().map(|v| v.name));
         }
         for v in &volume_names {
-            let _ = docker.remove_volume(v, None::<bollard::query_parameters::RemoveVolumeOptions>).await;
+            // A container the engine is still removing holds its volume a
+            // while longer: a stack's task after `docker stack rm`, which
+            // returns before the task's container is gone.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                match docker.remove_volume(v, None::<bollard::query_parameters::RemoveVolumeOptions>).await {
+                    Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. })
+                        if std::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    _ => break,
+                }
+            }
         }
         let networks = docker.list_networks(Some(ListNetworksOptionsBuilder::default().build())).await;
         for n in networks.unwrap_or_default().into_iter().filter_map(|n| n.name) {
@@ -410,6 +426,9 @@ fn test_names_are_recognised_and_others_are_not() {
     let name = test_name("devtest");
     assert_eq!(test_pid(&name), Some(std::process::id()));
     let mut sweep = Sweep::new(&[], &["boxcar-htest-5".to_owned()]);
+    let mut stack = Sweep::new(&["dtest-5-k".to_owned()], &[]);
+    assert!(stack.owns("/dtest-5-k_app.1.x2h7") && stack.owns("dtest-5-k-data") && !stack.owns("dtest-5-kx_app.1"));
+    stack.done = true;
     for ours in ["boxcar-htest-5:latest", "boxcar-htest-5-fast:latest", "boxcar-htest-5:v2"] {
         assert!(sweep.owns_image(ours), "{ours}");
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::base::{TARGET, registry_volume};
 use super::error::{Error, Result, on_engine, on_file};
+use super::target::{build_lock, create_target_volume, target_volume};
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
 use bollard::query_parameters::{
@@ -17,11 +18,6 @@ use bollard::query_parameters::{
 use futures::StreamExt as _;
 
 const GIT_VOLUME: &str = "boxcar-cargo-git";
-/// The target volume; `BOXCAR_TARGET_VOLUME` names another (the image
-/// benchmark measures cold builds without emptying the shared one).
-fn target_volume() -> String {
-    std::env::var("BOXCAR_TARGET_VOLUME").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "boxcar-target".to_owned())
-}
 /// A binary target of the workspace, for the builder to compile, and the
 /// profile to compile it with.
 #[derive(Debug, Clone)]
@@ -72,6 +68,29 @@ impl Profile {
             }
         }
     }
+
+    /// cargo's arguments in the builder: the profile's, and for the fast one
+    /// the builder's linker wrapper, which links with mold (see
+    /// builder.Dockerfile); release links as gcc does by default, where its
+    /// link step is a small part of the build (LTO is the rest).
+    pub fn builder_args(self) -> Vec<String> {
+        let mut args = self.cargo_args();
+        if self == Profile::Fast {
+            args.extend(["--config".to_owned(), format!("target.{TARGET}.linker = \"boxcar-fast-cc\"")]);
+        }
+        args
+    }
+}
+
+/// The fast profile's linker in the builder, from `BOXCAR_FAST_LINKER`:
+/// `mold` (the default) or `ld`, gcc's default, for a service whose link mold
+/// gets wrong. Checked here, before anything is built.
+fn fast_linker(value: Option<String>) -> Result<&'static str> {
+    match value.as_deref() {
+        None | Some("" | "mold") => Ok("mold"),
+        Some("ld") => Ok("ld"),
+        Some(other) => Err(Error::FastLinker { value: crate::vocab::show::escape(other).into_owned() }),
+    }
 }
 
 /// The compiled binary and how it was obtained.
@@ -96,6 +115,7 @@ pub async fn compile(
     prefetch: Option<super::prefetch::Prefetch>,
 ) -> Result<Compiled> {
     let start = Instant::now();
+    let linker = fast_linker(std::env::var("BOXCAR_FAST_LINKER").ok())?;
     let trees = super::sources::trees(sh, root, excluded)?;
     let files: usize = trees.iter().map(|t| t.files.len()).sum();
     let (sources, source_hash) = super::sources::read(&trees)?;
@@ -105,32 +125,48 @@ pub async fn compile(
         return Ok(Compiled { binary, ca_bundle, how, took: start.elapsed() });
     }
 
-    // One build at a time on this machine: the builds share the registry and
-    // target volumes, and cargo's download lock lives outside them.
-    let _lock = super::base::lock("boxcar-build.lock", "another build to finish")?;
+    // One build at a time per target volume. Builds on other volumes run
+    // alongside: the registry volume they share is guarded by cargo's own
+    // package-cache lock, which the builder keeps in that volume.
+    let target = target_volume(root);
+    let _lock = super::base::lock(&build_lock(&target), &format!("another build on {target} to finish"))?;
     let seed = match prefetch {
         Some(prefetch) => prefetch.seed(root).await,
         None => None,
     };
-    let target = target_volume();
     let cold_reason = match docker.inspect_volume(&target).await {
         Ok(_) => None,
-        Err(_) => Some(format!("cold: no {target} volume yet, every dependency compiles")),
+        Err(_) => {
+            create_target_volume(docker, &target, root).await?;
+            Some(format!("cold: no {target} volume yet, every dependency compiles"))
+        }
     };
     let name = format!("boxcar-build-{}-{}", std::process::id(), &source_hash[..8]);
     docker
         .create_container(
             Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-            build_container(builder, what, &target),
+            build_container(builder, what, &target, linker),
         )
         .await
         .map_err(on_engine("creating the build container"))?;
     let output = format!("/target/{TARGET}/{}/{}", what.profile.cargo_name(), what.bin);
+    let mut profile_cold = None;
     let result = async {
         if let Some(seed) = seed {
             seed_registry(docker, &name, seed).await?;
         }
         let record = sources_record(docker, &name).await;
+        if cold_reason.is_none() && !profile_built(docker, &name, what.profile).await {
+            // Said before the compile, which takes minutes.
+            let reason = format!(
+                "cold for the {} profile: {target} holds other profiles' builds only, and cargo keeps each \
+                 profile's compiled crates in a folder of its own (their settings differ: opt-level, LTO, codegen \
+                 units), so every dependency compiles once for this one",
+                what.profile.cargo_name()
+            );
+            eprintln!("{reason}");
+            profile_cold = Some(reason);
+        }
         // A second past now: later than the start of every compile before.
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
         let (context, bumped) = super::sources::tar(&sources, record, now + 1)?;
@@ -145,9 +181,8 @@ pub async fn compile(
         .await;
     let (binary, ca_bundle, compiled) = result?;
     cache.write(&binary, &ca_bundle)?;
-    // The volume says whether anything was built before, not for which
-    // profile: cargo's own count says how much compiled this time.
-    let how = cold_reason.unwrap_or_else(|| {
+    // cargo's own count says how much compiled this time.
+    let how = cold_reason.or(profile_cold).unwrap_or_else(|| {
         format!("warm: {target} holds earlier builds; {compiled} crate(s) compiled, the rest reused")
     });
     Ok(Compiled { binary, ca_bundle, how, took: start.elapsed() })
@@ -201,7 +236,7 @@ impl Cache {
 
 /// The build container: `cargo build` of `what` in the builder, with the
 /// registry, git and target volumes mounted.
-fn build_container(builder: &str, what: &Binary, target: &str) -> ContainerCreateBody {
+fn build_container(builder: &str, what: &Binary, target: &str, linker: &str) -> ContainerCreateBody {
     let mount = |source: &str, target: &str| Mount {
         source: Some(source.to_owned()),
         target: Some(target.to_owned()),
@@ -216,12 +251,16 @@ fn build_container(builder: &str, what: &Binary, target: &str) -> ContainerCreat
             ["cargo", "build", "--locked", "--keep-going", "--target", TARGET]
                 .into_iter()
                 .map(String::from)
-                .chain(what.profile.cargo_args())
+                .chain(what.profile.builder_args())
                 .chain(["-p", what.package.as_str(), "--bin", what.bin.as_str()].map(String::from))
                 .collect(),
         ),
         working_dir: Some(super::sources::SRC.to_owned()),
-        env: Some(vec!["CARGO_TARGET_DIR=/target".to_owned(), "CARGO_TERM_PROGRESS_WHEN=never".to_owned()]),
+        env: Some(vec![
+            "CARGO_TARGET_DIR=/target".to_owned(),
+            "CARGO_TERM_PROGRESS_WHEN=never".to_owned(),
+            format!("BOXCAR_FAST_LINKER={linker}"),
+        ]),
         host_config: Some(HostConfig {
             mounts: Some(vec![
                 mount(&registry_volume(), "/usr/local/cargo/registry"),
@@ -235,7 +274,9 @@ fn build_container(builder: &str, what: &Binary, target: &str) -> ContainerCreat
 }
 
 /// Copies the host's crates into the build container's registry volume.
+/// Two first builds on other target volumes may both seed it: one at a time.
 async fn seed_registry(docker: &Docker, name: &str, seed: super::prefetch::Seed) -> Result<()> {
+    let _seeding = super::base::lock("boxcar-registry-seed.lock", "another build to seed the crate registry")?;
     eprintln!(
         "seeding the builder's crate registry with {} crates ({:.1} MiB) the host's cargo already has",
         seed.crates,
@@ -325,6 +366,12 @@ pub(super) async fn download(docker: &Docker, name: &str, path: &str) -> Result<
     Err(Error::NotInContainer { path: path.to_owned() })
 }
 
+/// Whether the target volume holds a build in `profile` (cargo's lock file
+/// in the profile's folder, there from its first build on).
+async fn profile_built(docker: &Docker, container: &str, profile: Profile) -> bool {
+    download(docker, container, &format!("/target/{TARGET}/{}/.cargo-lock", profile.cargo_name())).await.is_ok()
+}
+
 /// The target volume's record of the sources it was given (empty when it
 /// has none or it cannot be read: every file then counts as changed).
 async fn sources_record(docker: &Docker, container: &str) -> std::collections::BTreeMap<String, String> {
@@ -350,5 +397,22 @@ mod tests {
             assert!(fast.contains(&format!("--config profile.boxcar-fast.{setting}")), "{fast}");
         }
         assert_eq!(Profile::Fast.cargo_name(), "boxcar-fast");
+    }
+
+    #[test]
+    fn the_fast_profile_links_with_the_builders_wrapper_and_release_as_before() {
+        assert_eq!(Profile::Release.builder_args(), Profile::Release.cargo_args());
+        let fast = Profile::Fast.builder_args();
+        assert_eq!(&fast[..fast.len() - 2], &Profile::Fast.cargo_args()[..]);
+        assert_eq!(
+            fast[fast.len() - 2..],
+            ["--config", "target.x86_64-unknown-linux-musl.linker = \"boxcar-fast-cc\""]
+        );
+        assert_eq!(fast_linker(None).unwrap(), "mold");
+        assert_eq!(fast_linker(Some(String::new())).unwrap(), "mold");
+        assert_eq!(fast_linker(Some("mold".into())).unwrap(), "mold");
+        assert_eq!(fast_linker(Some("ld".into())).unwrap(), "ld");
+        let bad = fast_linker(Some("lld\u{1b}[2J".into())).unwrap_err().to_string();
+        assert!(bad.starts_with("BOXCAR_FAST_LINKER `lld\\u{1b}[2J` is not a linker"), "{bad}");
     }
 }

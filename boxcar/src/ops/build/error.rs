@@ -59,6 +59,10 @@ pub enum Error {
     Packages { list: String, said: String },
     #[error("{}: no toolchain.channel rustup could take (like channel = \"1.95.0\"); the builder installs that toolchain", path.display())]
     Toolchain { path: std::path::PathBuf },
+    #[error(
+        "BOXCAR_FAST_LINKER `{value}` is not a linker the builder has: `mold` (the default) or `ld` (gcc's default); nothing was built"
+    )]
+    FastLinker { value: String },
     #[error("`rustc --version` said no version")]
     RustcVersion,
     /// Cargo.lock is not TOML.

@@ -16,6 +16,7 @@ mod inputs;
 pub(crate) mod prefetch;
 mod probe;
 mod sources;
+pub mod target;
 
 use std::path::PathBuf;
 use std::time::Instant;
