@@ -147,8 +147,8 @@ mod choices {
                     PossibleValue::new("release").help("The workspace's `release` profile: what production runs")
                 }
                 Profile::Fast => PossibleValue::new("fast").help(
-                    "`release` without LTO, with 16 codegen units, incremental, at opt-level 1: a changed line \
-                     relinks in seconds. Never for production",
+                    "`release` without LTO, with 16 codegen units, incremental, unoptimised, linked by mold: a \
+                     changed line is a new binary in seconds. Never for production",
                 ),
             })
         }

@@ -140,7 +140,9 @@ pub(crate) fn check_archive(
 /// they are written (`leaks::candidates`).
 fn scan(place: &str, data: &[u8], needles: &[Needle], public_keys: &[(String, PublicKey)], problems: &mut Vec<String>) {
     for needle in needles {
-        if !needle.bytes.is_empty() && data.windows(needle.bytes.len()).any(|w| w == &needle.bytes[..]) {
+        // memchr's search, not `windows`: in the xtask's dev profile, a
+        // window at a time took most of a second per value in a 21 MiB binary.
+        if !needle.bytes.is_empty() && memchr::memmem::find(data, &needle.bytes).is_some() {
             problems.push(format!("{place} contains {}", needle.what));
         }
     }
