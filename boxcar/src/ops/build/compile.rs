@@ -65,7 +65,8 @@ impl Profile {
                     "incremental = true",
                     // Not 1: a changed line of the app took 12 s to compile
                     // at 1 and 2 s at 0, and a cold build twice as long
-                    // (`cargo bench -p xtask --bench image`).
+                    // (measured by hand on a busy machine; the image bench
+                    // measures the one-line rebuild).
                     "opt-level = 0",
                 ] {
                     args.extend(["--config".to_owned(), format!("profile.boxcar-fast.{setting}")]);
