@@ -3,7 +3,7 @@
 # holds nothing else, so one builder serves every project on that toolchain),
 # with the musl target. `cargo xtask image` builds it
 # (classic builder) and tags it boxcar/builder:<hash of this file, the
-# toolchain file, the base image and the CA bundle>, so it is rebuilt only when
+# toolchain file, the base image, the CA bundle and the base packages>, so it is rebuilt only when
 # one of those changes. It never ships: the runner image is assembled apart.
 ARG BASE=boxcar/debian:bookworm
 FROM ${BASE}
@@ -13,10 +13,15 @@ FROM ${BASE}
 # runner image gets.
 COPY host-ca.crt /etc/boxcar/host-ca.crt
 
-RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        ca-certificates curl gcc libc6-dev mold musl-tools \
- && rm -rf /var/lib/apt/lists/* \
+# What every builder needs (gcc, musl-tools, mold, curl, ca-certificates;
+# boxcar passes its list): a base boxcar bootstrapped holds them already, a
+# pulled one gets them here.
+ARG BASE_PACKAGES
+RUN if ! dpkg -s ${BASE_PACKAGES} >/dev/null 2>&1; then \
+        apt-get update \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${BASE_PACKAGES} \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi \
  && if [ -s /etc/boxcar/host-ca.crt ]; then \
         cat /etc/ssl/certs/ca-certificates.crt /etc/boxcar/host-ca.crt > /etc/boxcar/trust.crt; \
     else \

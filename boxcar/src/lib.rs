@@ -17,7 +17,9 @@
 //!
 //! or adds commands of its own beside boxcar's [`Command`] (as boxcar's own
 //! xtask does with `demo` and `test`), calling [`take_key`] first, then
-//! [`start`] and [`Command::run`].
+//! [`start`] and [`Command::run`]. An xtask whose own commands need the
+//! engine gives them an `engine` feature of its own and, built without it,
+//! hands them over with [`hand_over_engine_commands`] before anything else.
 
 // Without the `engine` feature, much of the vocabulary (image layout, key
 // mounts, labels) has no user left; the build with it, which clippy checks
@@ -44,28 +46,30 @@ pub use vocab::project::{Context, EnvKey};
 /// SECRET_KEY_FILE (or SECRET_KEY). boxcar.toml declares the services.
 #[derive(Debug, clap::Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask", version, propagate_version = true, max_term_width = 100)]
-#[cfg_attr(not(feature = "engine"), command(after_help = ENGINE_NOTE))]
+#[cfg_attr(not(feature = "engine"), command(after_help = engine_note(&[])))]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
-/// What `--help` adds in a build without the engine commands.
-#[cfg_attr(feature = "engine", allow(dead_code))]
-const ENGINE_NOTE: &str = "Engine commands: image, image-check, deploy, dev, status, logs, undeploy, manifests. \
-    This xtask was built without them (boxcar's `engine` feature): the first one you run builds them, once.";
+/// What `--help` adds in a build without the engine commands: which they
+/// are (boxcar's, then `own`, the xtask's own) and how they come.
+pub fn engine_note(own: &[&str]) -> String {
+    let all: Vec<&str> = cli::handover::ENGINE_COMMANDS.iter().chain(own).copied().collect();
+    format!(
+        "Engine commands: {}. This xtask was built without them (boxcar's `engine` feature): the first one you run \
+         builds them, once.",
+        all.join(", ")
+    )
+}
 
 /// The whole command line of a workspace's `cargo xtask`: `xtask_manifest_dir`
 /// is the xtask crate's `env!("CARGO_MANIFEST_DIR")`, whose workspace is the
 /// project.
 pub fn main(xtask_manifest_dir: &str) -> ExitCode {
     #[cfg(not(feature = "engine"))]
-    {
-        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-        if let Some(command) = cli::handover::engine_command(&args) {
-            let lock_file = project_root(Path::new(xtask_manifest_dir)).join("Cargo.lock");
-            return cli::handover::hand_over(Path::new(xtask_manifest_dir), &lock_file, command, &args);
-        }
+    if let Some(failed) = hand_over_engine_commands(xtask_manifest_dir, &[], &[]) {
+        return failed;
     }
     #[cfg(feature = "engine")]
     if let Err(why) = cli::handover::check_handed_over(Path::new(xtask_manifest_dir)) {
@@ -75,6 +79,22 @@ pub fn main(xtask_manifest_dir: &str) -> ExitCode {
     let env_key = take_key();
     let cli = <Cli as clap::Parser>::parse();
     exit(start(Path::new(xtask_manifest_dir), env_key).and_then(|(sh, mut ctx)| cli.command.run(&sh, &mut ctx)))
+}
+
+/// For an xtask built without its engine commands: when the command line
+/// asks for one (boxcar's, or one of `own`, the xtask's own commands that
+/// need the engine), builds the xtask with them and runs it in this
+/// process's place (`cli::handover`); returns the failure if that could not
+/// be done, or None when this command runs here. Call it first in `main`,
+/// before [`take_key`]: the engine binary takes the key itself. `set_up`
+/// names the commands that install an engine where none is: for those, the
+/// engine is installed and the builders' Debian bootstrapped meanwhile.
+pub fn hand_over_engine_commands(xtask_manifest_dir: &str, own: &[&str], set_up: &[&str]) -> Option<ExitCode> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let command = cli::handover::engine_command(&args, own)?;
+    let lock_file = project_root(Path::new(xtask_manifest_dir)).join("Cargo.lock");
+    let set_up = set_up.contains(&command);
+    Some(cli::handover::hand_over(Path::new(xtask_manifest_dir), &lock_file, command, &args, set_up))
 }
 
 /// Takes SECRET_KEY / SECRET_KEY_FILE out of the environment. Call it first
@@ -137,8 +157,8 @@ mod tests {
         assert_eq!(all.len(), SECRETS_COMMANDS.len() + engine.len());
         for command in engine {
             assert!(
-                super::ENGINE_NOTE.contains(&format!(" {command},"))
-                    || super::ENGINE_NOTE.contains(&format!(" {command}."))
+                super::engine_note(&[]).contains(&format!(" {command},"))
+                    || super::engine_note(&["demo"]).contains(&format!(" {command}, demo."))
             );
         }
     }

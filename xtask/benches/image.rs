@@ -579,7 +579,7 @@ impl Checkout {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         eprintln!("bench: building the xtask as `cargo xtask` does (dev profile)");
         let built = Command::new(cargo)
-            .args(["build", "--locked", "--quiet", "-p", "xtask", "--target-dir"])
+            .args(["build", "--locked", "--quiet", "-p", "xtask", "--features", "engine", "--target-dir"])
             .arg(&target)
             .current_dir(root)
             .status()
@@ -705,9 +705,12 @@ struct FirstRun {
 fn first_run(checkout: &Checkout, name: &str, pids: &mut Vec<u32>) -> anyhow::Result<FirstRun> {
     let home = tempfile::tempdir().context("creating a temporary directory")?;
     let target = tempfile::tempdir().context("creating a temporary directory")?;
-    let mut build = checkout.cargo(target.path(), &["build", "--locked", "-p", "xtask"]);
+    let mut build = checkout.cargo(target.path(), &["build", "--locked", "-p", "xtask", "--features", "engine"]);
     build.env("CARGO_HOME", home.path());
-    eprintln!("bench: first demo: cargo build -p xtask, empty target and CARGO_HOME (load {})", load());
+    eprintln!(
+        "bench: first demo: cargo build -p xtask --features engine, empty target and CARGO_HOME (load {})",
+        load()
+    );
     let host = run(&mut build, b"", mins(20), "the host build of xtask", None)?;
     eprintln!("bench: first demo: host build {:.1} s", host.took.as_secs_f64());
 

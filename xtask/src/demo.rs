@@ -104,7 +104,7 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
     if args.down {
         return down(&names);
     }
-    boxcar::adapters::engine::ensure(sh)?;
+    boxcar::adapters::engine::ensure()?;
     let app = ctx.service(Some(APP))?;
     let key = demo_environment(sh, ctx)?;
     // Deployed the way `cargo xtask deploy` deploys, with every check it makes.

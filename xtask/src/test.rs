@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use xshell::{Shell, cmd};
 
 use boxcar::Context;
-use boxcar::adapters::engine::Recommends;
+use boxcar::adapters::host::{self, Output, Recommends};
 
 /// PyNaCl version the interoperability tests and the benchmark run against.
 const PYNACL: &str = "pynacl==1.5.0";
@@ -50,32 +50,33 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
 
     step("rustfmt", &mut || Ok(cmd!(sh, "cargo fmt --all --check").run()?));
     step("clippy", &mut || {
-        cmd!(sh, "cargo clippy --workspace --all-targets --locked -- -D warnings").run()?;
-        // boxcar alone gets its default features: without the engine, as a
-        // fresh checkout's xtask first builds it.
-        Ok(cmd!(sh, "cargo clippy -p boxcar --all-targets --locked -- -D warnings").run()?)
+        cmd!(sh, "cargo clippy --workspace --all-targets --locked --features xtask/engine -- -D warnings").run()?;
+        // boxcar and the xtask alone get their default features: without the
+        // engine, as a fresh checkout's xtask first builds them (the xtask's
+        // tests need the engine commands: its binary only).
+        cmd!(sh, "cargo clippy -p boxcar --all-targets --locked -- -D warnings").run()?;
+        Ok(cmd!(sh, "cargo clippy -p xtask --bins --locked -- -D warnings").run()?)
     });
     // Built alone, the app gets deploy-config without the `seal` feature, as in
     // the image; in the workspace build, xtask's features are unified into it.
     step("app alone, without sealing", &mut || Ok(cmd!(sh, "cargo check -p app --locked").run()?));
     step("boxcar with the newest compatible crates", &mut || newest_crates(sh, &ctx.root));
     step("Docker, Chromium, registry, haproxy", &mut || {
-        boxcar::adapters::engine::ensure(sh)?;
-        if !["chromium", "chromium-browser", "google-chrome"].into_iter().any(boxcar::adapters::engine::on_path) {
-            boxcar::adapters::engine::apt_install(
-                sh,
+        boxcar::adapters::engine::ensure()?;
+        if !["chromium", "chromium-browser", "google-chrome"].into_iter().any(host::on_path) {
+            host::apt_install(
                 &["chromium"],
                 Recommends::Install,
                 "the dashboard test drives Chromium",
+                &Output::Terminal,
             )?;
         }
         // The multi-node tests (xtask/tests/it/cluster.rs) run these programs
         // with configurations of their own.
-        let missing: Vec<&str> =
-            ["docker-registry", "haproxy"].into_iter().filter(|p| !boxcar::adapters::engine::on_path(p)).collect();
+        let missing: Vec<&str> = ["docker-registry", "haproxy"].into_iter().filter(|p| !host::on_path(p)).collect();
         if !missing.is_empty() {
             let why = "the multi-node tests run a registry and a load balancer";
-            boxcar::adapters::engine::apt_install(sh, &missing, Recommends::Skip, why)?;
+            host::apt_install(&missing, Recommends::Skip, why, &Output::Terminal)?;
             keep_services_stopped(sh, &missing)?;
         }
         Ok(())
@@ -99,12 +100,13 @@ pub(crate) fn run(sh: &Shell, ctx: &Context, args: Args) -> anyhow::Result<()> {
     let mut failed_tests = Failures::default();
     step("cargo test", &mut || {
         let _env = python.as_ref().map(|p| sh.push_env("BOXCAR_PYTHON", p));
-        failed_tests.run(cmd!(sh, "cargo test --workspace --locked --no-fail-fast"))
+        failed_tests.run(cmd!(sh, "cargo test --workspace --locked --no-fail-fast --features xtask/engine"))
     });
     // Every test removes what it made however it ends; this says whether one did not.
     step("nothing left on the engine", &mut || {
         let check = "support::nothing_with_a_test_name_is_left_on_the_engine";
-        failed_tests.run(cmd!(sh, "cargo test --locked -p xtask --test it -- --ignored --exact {check}"))
+        failed_tests
+            .run(cmd!(sh, "cargo test --locked -p xtask --features engine --test it -- --ignored --exact {check}"))
     });
     if args.fuzz_seconds > 0 {
         step("fuzz parse_open", &mut || fuzz(sh, &ctx.root, "parse_open", args.fuzz_seconds));
@@ -299,11 +301,11 @@ fn ensure_venv(sh: &Shell, root: &Path) -> anyhow::Result<PathBuf> {
         return Ok(python);
     }
     if cmd!(sh, "python3 -m venv --help").quiet().ignore_stdout().ignore_stderr().run().is_err() {
-        boxcar::adapters::engine::apt_install(
-            sh,
+        host::apt_install(
             &["python3-venv"],
             Recommends::Install,
             "the PyNaCl tests need Python's venv module",
+            &Output::Terminal,
         )?;
     }
     if !python.exists() {

@@ -3,7 +3,14 @@
 //! hands an engine command to the same xtask built with it: `cargo build
 //! --features boxcar/engine` once (cargo keeps it beside the first, and
 //! rebuilds neither after), then that binary in this process's place, with
-//! the same arguments and environment.
+//! the same arguments and environment. An xtask with engine commands of its
+//! own declares its own `engine` feature (enabling boxcar's), and the build
+//! is `--features engine`.
+//!
+//! For a command that installs an engine where none is (a newcomer's first
+//! `demo` or `test`), the engine is installed and started, and the builders'
+//! Debian base bootstrapped, while cargo compiles: a first run waits for the
+//! longer of the two instead of both.
 //!
 //! The key (`SECRET_KEY`, `SECRET_KEY_FILE`) is kept from cargo and
 //! everything it runs (build scripts, rustc); the engine binary gets it as
@@ -43,23 +50,33 @@ fn handed_over_from(from: Option<&std::ffi::OsStr>, xtask_manifest_dir: &Path) -
 }
 
 /// The engine command `args` (the whole command line) asks for, if any:
-/// the first argument that is not an option, or the one after `help`.
-pub fn engine_command(args: &[OsString]) -> Option<&'static str> {
+/// the first argument that is not an option, or the one after `help`; one of
+/// boxcar's or of `own` (the xtask's own engine commands).
+pub fn engine_command<'a>(args: &[OsString], own: &[&'a str]) -> Option<&'a str> {
     let mut words = args.iter().skip(1).filter_map(|a| a.to_str()).filter(|a| !a.starts_with('-'));
     let first = words.next()?;
     let name = if first == "help" { words.next()? } else { first };
-    ENGINE_COMMANDS.iter().find(|c| **c == name).copied()
+    ENGINE_COMMANDS.iter().chain(own).find(|c| **c == name).copied()
 }
 
 /// Builds the xtask at `xtask_manifest_dir` with the `engine` feature and
-/// runs it in this process's place with `args`. Returns only on failure.
-pub fn hand_over(xtask_manifest_dir: &Path, lock_file: &Path, command: &str, args: &[OsString]) -> ExitCode {
+/// runs it in this process's place with `args`; with `set_up`, installs and
+/// starts an engine meanwhile where none is (see [`set_up_meanwhile`]).
+/// Returns only on failure.
+pub fn hand_over(
+    xtask_manifest_dir: &Path,
+    lock_file: &Path,
+    command: &str,
+    args: &[OsString],
+    set_up: bool,
+) -> ExitCode {
+    let feature = engine_feature(xtask_manifest_dir);
     if std::env::var_os(HANDED_OVER).is_some() {
         eprintln!(
-            "error: `{command}` needs boxcar's engine feature, and the xtask built with `--features {}/engine` \
+            "error: `{command}` needs boxcar's engine feature, and the xtask built with `--features {feature}` \
              lacks it: another build replaced it meanwhile (run the command again), or {} names boxcar in a way \
-             this does not follow (add `features = [\"engine\"]` to its boxcar dependency)",
-            dependency_name(xtask_manifest_dir),
+             this does not follow (add `features = [\"engine\"]` to its boxcar dependency, or, for a command of \
+             the xtask's own, an `engine` feature of the xtask's that enables boxcar's)",
             xtask_manifest_dir.join("Cargo.toml").display()
         );
         return ExitCode::FAILURE;
@@ -70,7 +87,12 @@ pub fn hand_over(xtask_manifest_dir: &Path, lock_file: &Path, command: &str, arg
     if !locks_the_engine(&std::fs::read_to_string(lock_file).unwrap_or_default()) {
         eprintln!("warning: {}", unlocked(xtask_manifest_dir));
     }
-    let binary = match build(xtask_manifest_dir) {
+    let meanwhile = if set_up { set_up_meanwhile() } else { None };
+    let built = build(xtask_manifest_dir, &feature);
+    if let Some(meanwhile) = meanwhile {
+        let _ = meanwhile.join();
+    }
+    let binary = match built {
         Ok(binary) => binary,
         Err(why) => {
             eprintln!("error: {why}");
@@ -100,12 +122,11 @@ pub fn hand_over(xtask_manifest_dir: &Path, lock_file: &Path, command: &str, arg
 /// cargo's progress is shown when it compiles anything (a first time, or
 /// after boxcar changed), under a line saying why; when all is built already,
 /// nothing is shown.
-fn build(xtask_manifest_dir: &Path) -> Result<PathBuf, String> {
+fn build(xtask_manifest_dir: &Path, feature: &str) -> Result<PathBuf, String> {
     use std::io::{BufRead as _, Read as _};
 
     let manifest = xtask_manifest_dir.join("Cargo.toml");
-    let feature = format!("{}/engine", dependency_name(xtask_manifest_dir));
-    let mut child = cargo_build(&manifest, &feature)
+    let mut child = cargo_build(&manifest, feature)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -204,6 +225,71 @@ fn executables(messages: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The feature the engine build asks for: the xtask's own `engine` when its
+/// Cargo.toml declares one, else boxcar's (under the name the xtask gives it).
+fn engine_feature(xtask_manifest_dir: &Path) -> String {
+    let manifest = std::fs::read_to_string(xtask_manifest_dir.join("Cargo.toml")).unwrap_or_default();
+    let table: toml::Table = manifest.parse().unwrap_or_default();
+    if table.get("features").and_then(|f| f.get("engine")).is_some() {
+        return "engine".to_owned();
+    }
+    format!("{}/engine", dependency_name(xtask_manifest_dir))
+}
+
+/// Where the work done meanwhile writes its output.
+const SETUP_LOG: &str = "/var/log/boxcar-setup.log";
+
+/// For a command that installs an engine where none is, as
+/// `adapters::engine::ensure` does: when no engine is installed here, no
+/// other is chosen (`DOCKER_HOST`) and this is root on Debian, a thread that
+/// installs and starts it, then bootstraps the builders' Debian base (an
+/// engine installed just now holds no base image) to where the image build
+/// finds it ([`crate::vocab::base::made_ahead_path`]). Its output goes to a
+/// log, with a line on the terminal as each part begins and ends. Best
+/// effort: what fails here the engine command does again, and reports.
+fn set_up_meanwhile() -> Option<std::thread::JoinHandle<()>> {
+    use crate::adapters::host::{self, Output, Recommends};
+
+    let missing = host::engine_packages_missing();
+    let wanted = std::env::var_os("DOCKER_HOST").is_none()
+        && !host::on_path("dockerd")
+        && !host::socket_listens()
+        && host::is_root().unwrap_or(false)
+        && host::is_debian();
+    if !wanted {
+        return None;
+    }
+    Some(std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let log = Output::Log(PathBuf::from(SETUP_LOG));
+        let said =
+            |what: &str| eprintln!("meanwhile: {what} ({:.0} s; log: {SETUP_LOG})", started.elapsed().as_secs_f64());
+        said(&format!("no Docker engine here: installing Debian's {}", missing.join(" ")));
+        let engine = host::apt_install(&missing, Recommends::Skip, "no Docker engine here", &log)
+            .and_then(|()| host::start_daemon(&log));
+        match engine {
+            Ok(mut daemon) => {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while !host::socket_listens() && daemon.exited().is_none() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                said("the Docker engine is installed and started");
+            }
+            Err(why) => return said(&format!("{why}; the command tries again")),
+        }
+        let archive = crate::vocab::base::made_ahead_path();
+        if archive.exists() {
+            return said(&format!("a bootstrap of the builder's Debian waits already at {}", archive.display()));
+        }
+        let suite = crate::vocab::base::SUITE;
+        said(&format!("bootstrapping Debian {suite} for the builder (debootstrap)"));
+        match host::bootstrap_debian(suite, crate::vocab::base::PACKAGES, &archive, &log) {
+            Ok(()) => said(&format!("bootstrapped Debian {suite} into {}", archive.display())),
+            Err(why) => said(&format!("{why}; the image build tries again")),
+        }
+    }))
+}
+
 /// What the xtask's Cargo.toml calls boxcar among its dependencies: the key
 /// of the entry whose `package` is `boxcar`, else `boxcar`.
 fn dependency_name(xtask_manifest_dir: &Path) -> String {
@@ -228,11 +314,14 @@ mod tests {
 
     #[test]
     fn engine_commands_are_found_by_name_or_after_help() {
-        assert_eq!(engine_command(&args(&["image", "--service", "app"])), Some("image"));
-        assert_eq!(engine_command(&args(&["help", "deploy"])), Some("deploy"));
-        assert_eq!(engine_command(&args(&["image-check", "x.tar"])), Some("image-check"));
+        assert_eq!(engine_command(&args(&["image", "--service", "app"]), &[]), Some("image"));
+        assert_eq!(engine_command(&args(&["help", "deploy"]), &[]), Some("deploy"));
+        assert_eq!(engine_command(&args(&["image-check", "x.tar"]), &[]), Some("image-check"));
+        assert_eq!(engine_command(&args(&["--quiet", "demo", "--down"]), &["test", "demo"]), Some("demo"));
+        assert_eq!(engine_command(&args(&["help", "test"]), &["test"]), Some("test"));
+        assert_eq!(engine_command(&args(&["demo"]), &["test"]), None);
         for light in [&["keygen", "--env", "image"][..], &["check"], &["--help"], &[], &["help"], &["imagex"]] {
-            assert_eq!(engine_command(&args(light)), None, "{light:?}");
+            assert_eq!(engine_command(&args(light), &["demo"]), None, "{light:?}");
         }
     }
 
@@ -311,5 +400,19 @@ mod tests {
         assert_eq!(dependency_name(dir.path()), "boxcar");
         write("[dependencies]\nship = { package = \"boxcar\", path = \"../boxcar/boxcar\" }\nclap = \"4\"\n");
         assert_eq!(dependency_name(dir.path()), "ship");
+    }
+
+    #[test]
+    fn the_xtasks_own_engine_feature_is_built_when_it_has_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |text: &str| std::fs::write(dir.path().join("Cargo.toml"), text).unwrap();
+        write("[dependencies]\nship = { package = \"boxcar\", path = \"b\" }\n");
+        assert_eq!(engine_feature(dir.path()), "ship/engine");
+        write(
+            "[features]\nengine = [\"ship/engine\"]\n[dependencies]\nship = { package = \"boxcar\", path = \"b\" }\n",
+        );
+        assert_eq!(engine_feature(dir.path()), "engine");
+        write("[features]\nfast = []\n[dependencies]\nboxcar = { path = \"b\" }\n");
+        assert_eq!(engine_feature(dir.path()), "boxcar/engine");
     }
 }

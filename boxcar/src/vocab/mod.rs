@@ -3,6 +3,7 @@
 //! in, the key folder, and how text from a file is shown. Nothing here talks
 //! to an engine or a registry.
 
+pub mod base;
 pub mod contract;
 pub mod defaults;
 pub(crate) mod entries;

@@ -4,6 +4,14 @@
 // Helpers outside `#[test]` functions too: a panic is the failure report we want.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// The tests run the engine commands through the xtask binary cargo builds
+// for them: built without them, it would hand each over to a build of its own,
+// which waits for the lock this `cargo test` holds.
+#[cfg(not(feature = "engine"))]
+compile_error!(
+    "xtask's tests drive its engine commands: run them with `--features xtask/engine` (`cargo xtask test` does)"
+);
+
 mod approval;
 mod browser;
 mod browser_selftest;

@@ -5,6 +5,8 @@
 use std::path::Path;
 
 use super::error::{Error, Result, on_engine, on_file};
+use crate::adapters::host;
+use crate::vocab::base::{MADE_AHEAD_FOR, PACKAGES, SUITE};
 use bollard::Docker;
 use bollard::query_parameters::{BuildImageOptionsBuilder, CreateImageOptionsBuilder};
 use futures::StreamExt as _;
@@ -29,7 +31,7 @@ pub(super) fn registry_volume() -> String {
 pub(super) const TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// Makes sure the base image exists: present, pulled, or bootstrapped.
-pub(crate) async fn ensure_base(sh: &Shell, docker: &Docker) -> Result<String> {
+pub(crate) async fn ensure_base(docker: &Docker) -> Result<String> {
     if let Ok(image) = docker.inspect_image(BASE).await {
         return Ok(image.id.unwrap_or_default());
     }
@@ -57,57 +59,68 @@ pub(crate) async fn ensure_base(sh: &Shell, docker: &Docker) -> Result<String> {
             )
             .await?;
     } else {
-        bootstrap(sh, docker).await?;
+        bootstrap(docker).await?;
     }
     let image = docker.inspect_image(BASE).await.map_err(on_engine("inspecting the base image"))?;
     Ok(image.id.unwrap_or_default())
 }
 
-/// debootstrap of Debian bookworm (minbase) into a folder, then an import into the engine.
-async fn bootstrap(sh: &Shell, docker: &Docker) -> Result<()> {
-    if cmd!(sh, "which debootstrap").quiet().ignore_stdout().ignore_stderr().run().is_err() {
-        return Err(Error::NoDebootstrap);
-    }
-    let uid = cmd!(sh, "id -u").quiet().read()?;
-    if uid.trim() != "0" {
-        return Err(Error::BootstrapNeedsRoot);
-    }
-    let mirror = std::env::var("BOXCAR_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".to_owned());
-    // mkdtemp (0700): a predictable name could be prepared by another user.
-    let work_dir =
-        tempfile::Builder::new().prefix("boxcar-bootstrap-").tempdir().map_err(on_file("creating a work folder"))?;
-    let work = work_dir.path().to_owned();
-    let rootfs = work.join("rootfs");
-    let archive = work.join("rootfs.tar");
-    eprintln!("bootstrapping Debian bookworm from {mirror} into {} (a few minutes)", rootfs.display());
-    let result = async {
-        cmd!(sh, "debootstrap --variant=minbase bookworm {rootfs} {mirror}")
-            .run()
-            .map_err(|source| Error::Debootstrap { mirror: mirror.clone(), source })?;
-        // Device nodes and kernel file systems are the engine's to provide.
-        cmd!(
-            sh,
-            "tar --numeric-owner --exclude=./dev/* --exclude=./proc/* --exclude=./sys/* -C {rootfs} -cf {archive} ."
-        )
-        .quiet()
-        .run()?;
-        eprintln!("importing the bootstrapped file system as {BASE}");
-        let bytes = std::fs::read(&archive).map_err(on_file(format!("reading {}", archive.display())))?;
-        let options = CreateImageOptionsBuilder::default()
-            .from_src("-")
-            .repo("boxcar/debian")
-            .tag("bookworm")
-            .changes(vec!["CMD [\"/bin/bash\"]".to_owned()])
-            .build();
-        let mut stream = docker.create_image(Some(options), Some(bollard::body_full(bytes.into())), None);
-        while let Some(item) = stream.next().await {
-            item.map_err(on_engine("importing the base image"))?;
+/// The builders' Debian base bootstrapped and imported into the engine: the
+/// bootstrap made ahead while the engine commands compiled, when there is a
+/// usable one, else debootstrap now. Either way the file is removed once
+/// imported.
+async fn bootstrap(docker: &Docker) -> Result<()> {
+    let ahead = crate::vocab::base::made_ahead_path();
+    let (archive, _work) = match made_ahead(&ahead) {
+        Some(archive) => {
+            eprintln!("using the Debian {SUITE} bootstrap made meanwhile ({})", archive.display());
+            (archive, None)
         }
-        Ok::<(), Error>(())
+        None => {
+            let work = tempfile::Builder::new()
+                .prefix("boxcar-bootstrap-")
+                .tempdir()
+                .map_err(on_file("creating a work folder"))?;
+            let archive = work.path().join("rootfs.tar");
+            host::bootstrap_debian(SUITE, PACKAGES, &archive, &host::Output::Terminal)?;
+            (archive, Some(work))
+        }
+    };
+    eprintln!("importing the bootstrapped file system as {BASE}");
+    // The whole archive in memory (some 300 MB, once per machine): bollard
+    // takes a body, and reading it in one go keeps this simple.
+    let bytes = std::fs::read(&archive).map_err(on_file(format!("reading {}", archive.display())))?;
+    let options = CreateImageOptionsBuilder::default()
+        .from_src("-")
+        .repo("boxcar/debian")
+        .tag(SUITE)
+        .changes(vec!["CMD [\"/bin/bash\"]".to_owned()])
+        .build();
+    let mut stream = docker.create_image(Some(options), Some(bollard::body_full(bytes.into())), None);
+    let mut imported = Ok(());
+    while let Some(item) = stream.next().await {
+        if let Err(e) = item {
+            imported = Err(on_engine("importing the base image")(e));
+            break;
+        }
     }
-    .await;
-    drop(work_dir);
-    result
+    let _ = std::fs::remove_file(&archive);
+    imported
+}
+
+/// The bootstrap made ahead at `path`, if it may be used: a file of root's
+/// that no one else may write, younger than [`MADE_AHEAD_FOR`]. One that is
+/// not is removed.
+fn made_ahead(path: &Path) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    let young = meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age < MADE_AHEAD_FOR);
+    let roots = meta.file_type().is_file() && meta.uid() == 0 && meta.mode() & 0o022 == 0;
+    if young && roots {
+        return Some(path.to_owned());
+    }
+    let _ = std::fs::remove_file(path);
+    None
 }
 
 /// The builder image for this checkout and service, built if its tag does
@@ -125,7 +138,7 @@ pub(crate) async fn ensure_builder(
     // bootstraps the base and builds the builder, the others wait and then
     // find both made, instead of each bootstrapping its own.
     let _lock = lock("boxcar-builder.lock", "another build to finish the base and builder images")?;
-    let base_id = ensure_base(sh, docker).await?;
+    let base_id = ensure_base(docker).await?;
     let dockerfile = BUILDER_DOCKERFILE.as_bytes().to_vec();
     let channel = toolchain_channel(sh, root)?;
     let toolchain = format!("[toolchain]\nchannel = \"{channel}\"\nprofile = \"minimal\"\n").into_bytes();
@@ -133,14 +146,18 @@ pub(crate) async fn ensure_builder(
         Some(path) => std::fs::read(path).map_err(on_file(format!("reading the CA bundle {}", path.display())))?,
         None => Vec::new(),
     };
-    let tag = format!("boxcar/builder:{}", hash_of(&[&dockerfile, &toolchain, base_id.as_bytes(), &ca]));
+    let packages_arg = PACKAGES.join(" ");
+    let tag = format!(
+        "boxcar/builder:{}",
+        hash_of(&[&dockerfile, &toolchain, base_id.as_bytes(), &ca, packages_arg.as_bytes()])
+    );
     if docker.inspect_image(&tag).await.is_ok() {
         eprintln!("builder image {tag} is up to date");
     } else {
         eprintln!("building the builder image {tag} (Debian, gcc, musl-tools, Rust from rust-toolchain.toml)");
         let files =
             [("Dockerfile", &dockerfile[..]), ("rust-toolchain.toml", &toolchain[..]), ("host-ca.crt", &ca[..])];
-        build_image(docker, &tag, &files, &[("BASE", BASE), ("TOOLCHAIN", &channel)])
+        build_image(docker, &tag, &files, &[("BASE", BASE), ("TOOLCHAIN", &channel), ("BASE_PACKAGES", &packages_arg)])
             .await
             .map_err(|said| Error::Builder { tag: tag.clone(), said })?;
     }

@@ -34,20 +34,9 @@ pub enum Error {
     #[error("SOURCE_DATE_EPOCH `{value}` is not a number of seconds")]
     Epoch { value: String, source: std::num::ParseIntError },
 
-    /// No registry, and no debootstrap to make the Debian base with.
-    #[error(
-        "no registry is reachable and debootstrap is not installed\n\
-         hint: on Debian, `apt-get install debootstrap` (as root), then run this again"
-    )]
-    NoDebootstrap,
-    #[error(
-        "bootstrapping a Debian base needs root (debootstrap creates device nodes and owners); run this once as root"
-    )]
-    BootstrapNeedsRoot,
-    #[error(
-        "debootstrap from {mirror} failed; is the Debian archive reachable? (set BOXCAR_DEBIAN_MIRROR for another mirror)"
-    )]
-    Debootstrap { mirror: String, source: xshell::Error },
+    /// Bootstrapping the Debian base failed.
+    #[error(transparent)]
+    Host(#[from] crate::adapters::host::Error),
     /// The engine's build of the builder image said it failed.
     #[error("building {tag} failed: {said}")]
     Builder { tag: String, said: String },

@@ -1,0 +1,331 @@
+//! This machine, set up for the engine commands without an engine client:
+//! Debian packages (apt-get), the Docker daemon started, a Debian file
+//! system bootstrapped (debootstrap). Apart from `engine.rs` so that an
+//! xtask built without boxcar's `engine` feature can do all of it while the
+//! engine commands compile.
+//!
+//! Every command runs with `std::process::Command` rather than xshell, since
+//! its output goes either to the terminal or to a log file, and the secret
+//! key's variables are taken out of each child's environment.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+
+/// What goes wrong setting up this machine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Packages are missing and this is not root on Debian.
+    #[error("{why}: install {list} and run this again; on Debian or Ubuntu: sudo apt-get install {list}", list = .packages.join(" "))]
+    InstallNeeded { why: String, packages: Vec<String> },
+    /// A setup command could not start, or failed.
+    #[error("{command} failed ({why}){log}", log = .log.as_ref().map(|l| format!("; its output is in {}", l.display())).unwrap_or_default())]
+    Command { command: String, why: String, log: Option<PathBuf> },
+    #[error("dockerd is not installed")]
+    NoDaemon,
+    #[error(
+        "no registry is reachable and debootstrap is not installed\nhint: on Debian, `apt-get install debootstrap` (as root), then run this again"
+    )]
+    NoDebootstrap,
+    #[error(
+        "bootstrapping a Debian base needs root (debootstrap creates device nodes and owners); run this once as root"
+    )]
+    BootstrapNeedsRoot,
+    #[error(
+        "debootstrap from {mirror} failed; is the Debian archive reachable? (set BOXCAR_DEBIAN_MIRROR for another mirror)"
+    )]
+    Debootstrap { mirror: String, source: Box<Error> },
+    #[error("{what}")]
+    Io { what: String, source: std::io::Error },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
+}
+
+/// Where a command's output goes.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// The terminal, each command shown first (`$ apt-get …`).
+    Terminal,
+    /// Appended to this file, for work done in the background.
+    Log(PathBuf),
+}
+
+impl Output {
+    /// Runs `program` with `args`, its output where this says, without the
+    /// secret key's variables.
+    fn run(&self, program: &str, args: &[&str]) -> Result<(), Error> {
+        let command = format!("{program} {}", args.join(" "));
+        let mut child = setup_command(program, args);
+        let log = match self {
+            Output::Terminal => {
+                eprintln!("$ {command}");
+                None
+            }
+            Output::Log(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(io(format!("opening {}", path.display())))?;
+                let err = file.try_clone().map_err(io(format!("opening {}", path.display())))?;
+                child.stdout(file).stderr(err);
+                Some(path.clone())
+            }
+        };
+        let failed = |why: String| Error::Command { command: command.clone(), why, log: log.clone() };
+        let status = child.status().map_err(|e| failed(e.to_string()))?;
+        if !status.success() {
+            return Err(failed(status.to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// A setup command: no input, no questions from dpkg, and not the secret
+/// key's variables, so nothing it runs can read the key.
+fn setup_command(program: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .env_remove(boxcar_secrets::SECRET_KEY)
+        .env_remove(boxcar_secrets::SECRET_KEY_FILE);
+    command
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> Result<bool, Error> {
+    let me = std::fs::metadata("/proc/self").map_err(io("reading /proc/self"))?;
+    Ok(std::os::unix::fs::MetadataExt::uid(&me) == 0)
+}
+
+/// Whether this is Debian (or a derivative) with apt-get.
+pub fn is_debian() -> bool {
+    Path::new("/etc/debian_version").exists() && on_path("apt-get")
+}
+
+/// Whether apt-get also installs the packages a package recommends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recommends {
+    Install,
+    Skip,
+}
+
+/// Installs Debian `packages` with apt-get when this is root on Debian,
+/// saying so first; anywhere else fails with the command to run.
+pub fn apt_install(packages: &[&str], recommends: Recommends, why: &str, output: &Output) -> Result<(), Error> {
+    if packages.is_empty() {
+        return Ok(());
+    }
+    let list = packages.join(" ");
+    if !(is_root()? && is_debian()) {
+        return Err(Error::InstallNeeded {
+            why: why.to_owned(),
+            packages: packages.iter().map(|p| (*p).to_owned()).collect(),
+        });
+    }
+    if let Output::Terminal = output {
+        eprintln!("{why}: installing Debian's {list} (apt-get install, a minute or two)");
+    }
+    output.run("apt-get", &["update", "-qq"])?;
+    // No pty for dpkg: its progress bars would fill a log line by line.
+    let mut args = vec!["install", "-y", "-qq", "-o", "Dpkg::Use-Pty=0"];
+    if recommends == Recommends::Skip {
+        args.push("--no-install-recommends");
+    }
+    args.extend_from_slice(packages);
+    output.run("apt-get", &args)
+}
+
+/// The engine's Debian packages that are not installed: `docker.io`, and
+/// `debootstrap`, which bootstraps the builders' base where no registry is
+/// reachable. They are installed without their recommendations (apparmor,
+/// needrestart, git, xz-utils, cgroupfs-mount; gnupg): the engine runs
+/// without them, and a first run waits less.
+pub fn engine_packages_missing() -> Vec<&'static str> {
+    [("dockerd", "docker.io"), ("debootstrap", "debootstrap")]
+        .into_iter()
+        .filter(|(program, _)| !on_path(program))
+        .map(|(_, package)| package)
+        .collect()
+}
+
+/// Whether `program` is in PATH or in the system folders.
+pub fn on_path(program: &str) -> bool {
+    find_program(program).is_some()
+}
+
+/// Where `program` is: in PATH, or in the system folders (dockerd lives in
+/// /usr/sbin, which a user's PATH may lack).
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Where a dockerd started here writes its log.
+pub const DOCKERD_LOG: &str = "/var/log/boxcar-dockerd.log";
+
+/// The local engine's socket.
+pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+/// A daemon this process started.
+#[derive(Debug)]
+pub enum Started {
+    /// By systemd (`systemctl start docker`).
+    Systemd,
+    /// As a child in its own process group, detached, so it outlives this
+    /// command; kept to notice if it exits at once.
+    Child(std::process::Child),
+}
+
+impl Started {
+    /// How it exited, when it has.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        match self {
+            Started::Systemd => None,
+            Started::Child(child) => child.try_wait().ok().flatten(),
+        }
+    }
+}
+
+/// Starts the daemon: through systemd where it runs, else `dockerd` in its
+/// own process group, its output in [`DOCKERD_LOG`].
+pub fn start_daemon(output: &Output) -> Result<Started, Error> {
+    if Path::new("/run/systemd/system").exists() {
+        if let Output::Terminal = output {
+            eprintln!("starting the Docker engine: systemctl start docker");
+        }
+        output.run("systemctl", &["start", "docker"])?;
+        return Ok(Started::Systemd);
+    }
+    let dockerd = find_program("dockerd").ok_or(Error::NoDaemon)?;
+    if let Output::Terminal = output {
+        eprintln!("starting the Docker engine: {} in the background (log: {DOCKERD_LOG})", dockerd.display());
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(DOCKERD_LOG)
+        .map_err(io(format!("opening {DOCKERD_LOG}")))?;
+    let mut daemon = Command::new(&dockerd);
+    daemon
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(io(format!("opening {DOCKERD_LOG}")))?)
+        .stderr(log)
+        .env_remove(boxcar_secrets::SECRET_KEY)
+        .env_remove(boxcar_secrets::SECRET_KEY_FILE);
+    std::os::unix::process::CommandExt::process_group(&mut daemon, 0);
+    Ok(Started::Child(daemon.spawn().map_err(io("starting dockerd"))?))
+}
+
+/// Whether something accepts connections on the local engine's socket (the
+/// engine answering its API is the engine client's to check).
+pub fn socket_listens() -> bool {
+    std::os::unix::net::UnixStream::connect(DOCKER_SOCKET).is_ok()
+}
+
+/// The Debian archive to bootstrap from: `BOXCAR_DEBIAN_MIRROR`, else Debian's.
+pub fn debian_mirror() -> String {
+    std::env::var("BOXCAR_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".to_owned())
+}
+
+/// debootstrap of Debian `suite` (minbase, with `include`) into a work
+/// folder beside `archive`, then a tar of it at `archive` (written under
+/// another name and renamed, so `archive` is whole or absent). Root only.
+pub fn bootstrap_debian(suite: &str, include: &[&str], archive: &Path, output: &Output) -> Result<(), Error> {
+    if !on_path("debootstrap") {
+        return Err(Error::NoDebootstrap);
+    }
+    if !is_root()? {
+        return Err(Error::BootstrapNeedsRoot);
+    }
+    let mirror = debian_mirror();
+    let parent = archive.parent().ok_or_else(|| Error::Io {
+        what: format!("{} has no folder", archive.display()),
+        source: std::io::ErrorKind::InvalidInput.into(),
+    })?;
+    std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+    // mkdtemp (0700): a predictable name could be prepared by another user.
+    let work = tempfile::Builder::new()
+        .prefix("boxcar-bootstrap-")
+        .tempdir_in(parent)
+        .map_err(io(format!("creating a work folder in {}", parent.display())))?;
+    let rootfs = work.path().join("rootfs");
+    let partial = work.path().join("rootfs.tar");
+    let (rootfs_arg, partial_arg) = (rootfs.to_string_lossy(), partial.to_string_lossy());
+    if let Output::Terminal = output {
+        eprintln!("bootstrapping Debian {suite} from {mirror} into {rootfs_arg} (a minute or two)");
+    }
+    let include = format!("--include={}", include.join(","));
+    let mut args = vec!["--variant=minbase"];
+    if !include.ends_with('=') {
+        args.push(&include);
+    }
+    args.extend_from_slice(&[suite, &rootfs_arg, &mirror]);
+    output
+        .run("debootstrap", &args)
+        .map_err(|source| Error::Debootstrap { mirror: mirror.clone(), source: Box::new(source) })?;
+    // Device nodes and kernel file systems are the engine's to provide.
+    output.run(
+        "tar",
+        &[
+            "--numeric-owner",
+            "--exclude=./dev/*",
+            "--exclude=./proc/*",
+            "--exclude=./sys/*",
+            "-C",
+            &rootfs_arg,
+            "-cf",
+            &partial_arg,
+            ".",
+        ],
+    )?;
+    std::fs::rename(&partial, archive).map_err(io(format!("moving the bootstrap to {}", archive.display())))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_logs_its_output_and_names_the_log_when_it_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("setup.log");
+        let output = Output::Log(log.clone());
+        output.run("sh", &["-c", "echo said; echo warned >&2"]).unwrap();
+        let err = output.run("sh", &["-c", "echo broke >&2; exit 3"]).unwrap_err().to_string();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "said\nwarned\nbroke\n");
+        assert!(err.starts_with("sh -c echo broke >&2; exit 3 failed (exit status: 3); its output is in "), "{err}");
+        assert!(err.ends_with("setup.log"), "{err}");
+        let missing = output.run("/nonexistent/program", &[]).unwrap_err().to_string();
+        assert!(missing.starts_with("/nonexistent/program  failed (No such file"), "{missing}");
+    }
+
+    #[test]
+    fn the_key_never_reaches_a_setup_command() {
+        let command = setup_command("apt-get", &["update"]);
+        let envs: Vec<_> = command.get_envs().map(|(k, v)| (k.to_owned(), v.map(ToOwned::to_owned))).collect();
+        assert_eq!(
+            envs,
+            [
+                ("DEBIAN_FRONTEND".into(), Some("noninteractive".into())),
+                (boxcar_secrets::SECRET_KEY.into(), None),
+                (boxcar_secrets::SECRET_KEY_FILE.into(), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn programs_are_found_in_the_system_folders_too() {
+        assert!(on_path("sh"));
+        assert!(!on_path("boxcar-no-such-program"));
+    }
+}
