@@ -29,7 +29,7 @@ pub enum Error {
     )]
     NoPermission,
     #[error(
-        "no Docker engine runs here. On Debian or Ubuntu: `sudo apt-get install docker.io debootstrap` and \
+        "no Docker engine runs here. On Debian or Ubuntu: `sudo apt-get install docker.io mmdebstrap` and \
          `sudo systemctl start docker`; or run this as root and it does that itself"
     )]
     NotInstalled,
@@ -79,7 +79,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 
 /// Makes sure a Docker engine answers, for commands a newcomer runs first
 /// (`demo`, `test`). Where none does and this is root on Debian, installs
-/// Debian's `docker.io` (with `debootstrap`, which bootstraps the base image
+/// Debian's `docker.io` (with `mmdebstrap`, which bootstraps the base image
 /// where no registry is reachable) and starts the daemon, saying so at each
 /// step; anywhere else it says what to do. `DOCKER_HOST` means the user chose
 /// an engine: it is never replaced by a local one.

@@ -1,6 +1,6 @@
 //! This machine, set up for the engine commands without an engine client:
 //! Debian packages (apt-get), the Docker daemon started, a Debian file
-//! system bootstrapped (debootstrap). Apart from `engine.rs` so that an
+//! system bootstrapped (mmdebstrap, or debootstrap). Apart from `engine.rs` so that an
 //! xtask built without boxcar's `engine` feature can do all of it while the
 //! engine commands compile.
 //!
@@ -24,17 +24,15 @@ pub enum Error {
     #[error("dockerd is not installed")]
     NoDaemon,
     #[error(
-        "no registry is reachable and debootstrap is not installed\nhint: on Debian, `apt-get install debootstrap` (as root), then run this again"
+        "no registry is reachable and neither mmdebstrap nor debootstrap is installed\nhint: on Debian, `apt-get install mmdebstrap` (as root), then run this again"
     )]
-    NoDebootstrap,
-    #[error(
-        "bootstrapping a Debian base needs root (debootstrap creates device nodes and owners); run this once as root"
-    )]
+    NoBootstrapper,
+    #[error("bootstrapping a Debian base needs root (it installs packages with their owners); run this once as root")]
     BootstrapNeedsRoot,
     #[error(
-        "debootstrap from {mirror} failed; is the Debian archive reachable? (set BOXCAR_DEBIAN_MIRROR for another mirror)"
+        "bootstrapping Debian from {mirror} failed; is the Debian archive reachable? (set BOXCAR_DEBIAN_MIRROR for another mirror)"
     )]
-    Debootstrap { mirror: String, source: Box<Error> },
+    Bootstrap { mirror: String, source: Box<Error> },
     #[error("{what}")]
     Io { what: String, source: std::io::Error },
 }
@@ -142,12 +140,12 @@ pub fn apt_install(packages: &[&str], recommends: Recommends, why: &str, output:
 }
 
 /// The engine's Debian packages that are not installed: `docker.io`, and
-/// `debootstrap`, which bootstraps the builders' base where no registry is
+/// `mmdebstrap`, which bootstraps the builders' base where no registry is
 /// reachable. They are installed without their recommendations (apparmor,
-/// needrestart, git, xz-utils, cgroupfs-mount; gnupg): the engine runs
-/// without them, and a first run waits less.
+/// needrestart, git, xz-utils, cgroupfs-mount; mmdebstrap's helpers): the
+/// engine runs without them, and a first run waits less.
 pub fn engine_packages_missing() -> Vec<&'static str> {
-    [("dockerd", "docker.io"), ("debootstrap", "debootstrap")]
+    [("dockerd", "docker.io"), ("mmdebstrap", "mmdebstrap")]
         .into_iter()
         .filter(|(program, _)| !on_path(program))
         .map(|(_, package)| package)
@@ -236,12 +234,18 @@ pub fn debian_mirror() -> String {
     std::env::var("BOXCAR_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".to_owned())
 }
 
-/// debootstrap of Debian `suite` (minbase, with `include`) into a work
-/// folder beside `archive`, then a tar of it at `archive` (written under
-/// another name and renamed, so `archive` is whole or absent). Root only.
+/// Debian `suite` (minbase, with `include`) bootstrapped into a tar at
+/// `archive`, written under another name beside it and renamed, so `archive`
+/// is whole or absent. Root only.
+///
+/// With mmdebstrap where it is installed: it writes the tar itself, and
+/// installs with apt and without dpkg's syncs after every file, so it is
+/// quicker than debootstrap (37 s against about 60 s for the builder's
+/// base, 2 cores, 2026-12-08). Else debootstrap into a folder, then tar.
 pub fn bootstrap_debian(suite: &str, include: &[&str], archive: &Path, output: &Output) -> Result<(), Error> {
-    if !on_path("debootstrap") {
-        return Err(Error::NoDebootstrap);
+    let mmdebstrap = on_path("mmdebstrap");
+    if !mmdebstrap && !on_path("debootstrap") {
+        return Err(Error::NoBootstrapper);
     }
     if !is_root()? {
         return Err(Error::BootstrapNeedsRoot);
@@ -257,36 +261,45 @@ pub fn bootstrap_debian(suite: &str, include: &[&str], archive: &Path, output: &
         .prefix("boxcar-bootstrap-")
         .tempdir_in(parent)
         .map_err(io(format!("creating a work folder in {}", parent.display())))?;
-    let rootfs = work.path().join("rootfs");
     let partial = work.path().join("rootfs.tar");
-    let (rootfs_arg, partial_arg) = (rootfs.to_string_lossy(), partial.to_string_lossy());
-    if let Output::Terminal = output {
-        eprintln!("bootstrapping Debian {suite} from {mirror} into {rootfs_arg} (a minute or two)");
+    let partial_arg = partial.to_string_lossy();
+    let include = (!include.is_empty()).then(|| format!("--include={}", include.join(",")));
+    let failed = |source| Error::Bootstrap { mirror: mirror.clone(), source: Box::new(source) };
+    if mmdebstrap {
+        if let Output::Terminal = output {
+            eprintln!("bootstrapping Debian {suite} from {mirror} (mmdebstrap, a minute or so)");
+        }
+        // Device nodes are the engine's to provide.
+        let mut args = vec!["--variant=minbase", "--skip=output/dev"];
+        args.extend(include.as_deref());
+        args.extend_from_slice(&[suite, &partial_arg, &mirror]);
+        output.run("mmdebstrap", &args).map_err(failed)?;
+    } else {
+        let rootfs = work.path().join("rootfs");
+        let rootfs_arg = rootfs.to_string_lossy();
+        if let Output::Terminal = output {
+            eprintln!("bootstrapping Debian {suite} from {mirror} into {rootfs_arg} (debootstrap, a few minutes)");
+        }
+        let mut args = vec!["--variant=minbase"];
+        args.extend(include.as_deref());
+        args.extend_from_slice(&[suite, &rootfs_arg, &mirror]);
+        output.run("debootstrap", &args).map_err(failed)?;
+        // Device nodes and kernel file systems are the engine's to provide.
+        output.run(
+            "tar",
+            &[
+                "--numeric-owner",
+                "--exclude=./dev/*",
+                "--exclude=./proc/*",
+                "--exclude=./sys/*",
+                "-C",
+                &rootfs_arg,
+                "-cf",
+                &partial_arg,
+                ".",
+            ],
+        )?;
     }
-    let include = format!("--include={}", include.join(","));
-    let mut args = vec!["--variant=minbase"];
-    if !include.ends_with('=') {
-        args.push(&include);
-    }
-    args.extend_from_slice(&[suite, &rootfs_arg, &mirror]);
-    output
-        .run("debootstrap", &args)
-        .map_err(|source| Error::Debootstrap { mirror: mirror.clone(), source: Box::new(source) })?;
-    // Device nodes and kernel file systems are the engine's to provide.
-    output.run(
-        "tar",
-        &[
-            "--numeric-owner",
-            "--exclude=./dev/*",
-            "--exclude=./proc/*",
-            "--exclude=./sys/*",
-            "-C",
-            &rootfs_arg,
-            "-cf",
-            &partial_arg,
-            ".",
-        ],
-    )?;
     std::fs::rename(&partial, archive).map_err(io(format!("moving the bootstrap to {}", archive.display())))?;
     Ok(())
 }

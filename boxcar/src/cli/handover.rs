@@ -282,7 +282,7 @@ fn set_up_meanwhile() -> Option<std::thread::JoinHandle<()>> {
             return said(&format!("a bootstrap of the builder's Debian waits already at {}", archive.display()));
         }
         let suite = crate::vocab::base::SUITE;
-        said(&format!("bootstrapping Debian {suite} for the builder (debootstrap)"));
+        said(&format!("bootstrapping Debian {suite} for the builder"));
         match host::bootstrap_debian(suite, crate::vocab::base::PACKAGES, &archive, &log) {
             Ok(()) => said(&format!("bootstrapped Debian {suite} into {}", archive.display())),
             Err(why) => said(&format!("{why}; the image build tries again")),

@@ -166,6 +166,65 @@ fn the_secrets_commands_build_without_the_engine() {
     assert!(crates.len() < 100, "boxcar without `engine` has {} crates", crates.len());
 }
 
+/// The xtask's engine build (`--features engine`, which a fresh checkout's
+/// first engine command, `demo` or `test` makes after the light one) turns on
+/// no feature of a crate the light build compiled: cargo compiles a crate
+/// once per feature set, so one new feature of syn or typenum compiles every
+/// derive macro, serde and the crypto stack a second time. boxcar's
+/// Cargo.toml asks for those features in both builds.
+#[test]
+fn the_engine_build_reuses_every_crate_the_light_build_compiled() {
+    let features = |engine: bool| {
+        let mut cargo = std::process::Command::new(env!("CARGO"));
+        cargo.args([
+            "tree",
+            "--locked",
+            "-p",
+            "xtask",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+            "--format",
+            "{p} [{f}]",
+        ]);
+        if engine {
+            cargo.args(["--features", "engine"]);
+        }
+        let out = cargo.current_dir(project_root()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let crates = |tree: &str| -> BTreeMap<String, String> {
+        tree.lines()
+            .filter_map(|l| {
+                let (name, features) = l.trim_end_matches(" (*)").split_once(" [")?;
+                // Host (derive macros, build scripts) and target builds of a crate are apart.
+                Some((name.replace(" (proc-macro)", ""), features.trim_end_matches(']').to_owned()))
+            })
+            .filter(|(name, _)| !name.starts_with("boxcar ") && !name.starts_with("xtask "))
+            .fold(BTreeMap::new(), |mut all, (name, features)| {
+                let seen: &mut String = all.entry(name).or_default();
+                if !seen.contains(&features) {
+                    seen.push_str(&format!("[{features}]"));
+                }
+                all
+            })
+    };
+    let (light, engine) = (crates(&features(false)), crates(&features(true)));
+    let changed: Vec<String> = light
+        .iter()
+        .filter(|(name, features)| engine.get(*name).is_some_and(|e| e != *features))
+        .map(|(name, features)| format!("{name}: {features} light, {} engine", engine[name]))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "the engine build compiles these again with other features; ask for the engine's in boxcar/Cargo.toml:\n{}",
+        changed.join("\n")
+    );
+    assert!(engine.len() > light.len() + 100, "{} crates light, {} engine", light.len(), engine.len());
+}
+
 /// The fuzz crate's lockfile (its own workspace, so the main one's builds do
 /// not keep it current) agrees with what its manifests ask for: a stale one is
 /// rewritten by `cargo fuzz run` and leaves the tree dirty after the suite.

@@ -1,4 +1,4 @@
-//! The builder image: a Debian base (pulled, or bootstrapped with debootstrap
+//! The builder image: a Debian base (pulled, or bootstrapped with mmdebstrap
 //! when no registry is reachable) plus the pinned Rust toolchain with the musl
 //! target, tagged by a hash of everything it is made from.
 
@@ -67,7 +67,7 @@ pub(crate) async fn ensure_base(docker: &Docker) -> Result<String> {
 
 /// The builders' Debian base bootstrapped and imported into the engine: the
 /// bootstrap made ahead while the engine commands compiled, when there is a
-/// usable one, else debootstrap now. Either way the file is removed once
+/// usable one, else a bootstrap now. Either way the file is removed once
 /// imported.
 async fn bootstrap(docker: &Docker) -> Result<()> {
     let ahead = crate::vocab::base::made_ahead_path();
