@@ -116,23 +116,30 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
     };
     let keyed = Deploy::new(&app, ask)?.with_key(EnvFile::load(&ctx.env_path(ENV))?, key)?;
 
+    let mut standin = Contract::parse(STANDIN)?;
+    standin.resolve(&ctx.root)?;
+    let standin: Service = standin.services()[0].clone();
     // The fast profile: the demo is for looking at, and a first run takes
-    // half as long; `cargo xtask image` builds what production gets.
-    eprintln!("building the image (`cargo xtask image --profile fast`)");
+    // half as long; `cargo xtask image` builds what production gets. The
+    // stand-in compiles in the same cargo run: their shared dependencies
+    // compile once, with one set of features.
+    eprintln!("building the image (`cargo xtask image --profile fast`), the stand-in compiled along");
     let options = build::Options {
         profile: Profile::Fast,
         repo: Some(args.repo.clone()),
         ignored_env: Some((format!("{ENV}.toml"), "demo".to_owned())),
+        compile_along: vec![(standin.package.clone(), standin.bin.clone())],
         ..build::Options::default()
     };
     let app_image = build::build(sh, ctx, &app, &options)?;
 
     eprintln!("building the Bot API stand-in's image");
-    let mut standin = Contract::parse(STANDIN)?;
-    standin.resolve(&ctx.root)?;
-    let standin: Service = standin.services()[0].clone();
-    let options =
-        build::Options { profile: Profile::Fast, repo: Some(args.standin_repo.clone()), ..build::Options::default() };
+    let options = build::Options {
+        profile: Profile::Fast,
+        repo: Some(args.standin_repo.clone()),
+        compile_along: vec![(app.package.clone(), app.bin.clone())],
+        ..build::Options::default()
+    };
     let standin_image = build::build(sh, ctx, &standin, &options)?;
 
     let rt = boxcar::adapters::engine::runtime()?;

@@ -47,8 +47,11 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 pub enum Output {
     /// The terminal, each command shown first (`$ apt-get …`).
     Terminal,
-    /// Appended to this file, for work done in the background.
-    Log(PathBuf),
+    /// Work done in the background, beside a compile: the output appended
+    /// to this file, the command at the lowest CPU priority (`nice -n 19`),
+    /// so the compile keeps both cores whenever it can use them and this
+    /// takes what it leaves (while it links, or compiles one crate alone).
+    Background(PathBuf),
 }
 
 impl Output {
@@ -56,13 +59,16 @@ impl Output {
     /// secret key's variables.
     fn run(&self, program: &str, args: &[&str]) -> Result<(), Error> {
         let command = format!("{program} {}", args.join(" "));
-        let mut child = setup_command(program, args);
+        let mut child = match self {
+            Output::Terminal => setup_command(program, args),
+            Output::Background(_) => setup_command("nice", &[&["-n", "19", program], args].concat()),
+        };
         let log = match self {
             Output::Terminal => {
                 eprintln!("$ {command}");
                 None
             }
-            Output::Log(path) => {
+            Output::Background(path) => {
                 let file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
@@ -309,17 +315,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_command_logs_its_output_and_names_the_log_when_it_fails() {
+    fn background_work_logs_its_output_yields_the_cpu_and_names_the_log_when_it_fails() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("setup.log");
-        let output = Output::Log(log.clone());
-        output.run("sh", &["-c", "echo said; echo warned >&2"]).unwrap();
+        let output = Output::Background(log.clone());
+        output.run("sh", &["-c", "echo said; echo warned >&2; nice"]).unwrap();
         let err = output.run("sh", &["-c", "echo broke >&2; exit 3"]).unwrap_err().to_string();
-        assert_eq!(std::fs::read_to_string(&log).unwrap(), "said\nwarned\nbroke\n");
+        // `nice` prints the niceness it runs at: the lowest priority.
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "said\nwarned\n19\nbroke\n");
         assert!(err.starts_with("sh -c echo broke >&2; exit 3 failed (exit status: 3); its output is in "), "{err}");
         assert!(err.ends_with("setup.log"), "{err}");
         let missing = output.run("/nonexistent/program", &[]).unwrap_err().to_string();
-        assert!(missing.starts_with("/nonexistent/program  failed (No such file"), "{missing}");
+        assert!(missing.starts_with("/nonexistent/program  failed (exit status: 127); its output is in "), "{missing}");
+        assert!(std::fs::read_to_string(&log).unwrap().contains("No such file"));
+        let terminal = Output::Terminal.run("/nonexistent/program", &[]).unwrap_err().to_string();
+        assert!(terminal.starts_with("/nonexistent/program  failed (No such file"), "{terminal}");
     }
 
     #[test]

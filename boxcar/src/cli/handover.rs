@@ -244,8 +244,9 @@ const SETUP_LOG: &str = "/var/log/boxcar-setup.log";
 /// other is chosen (`DOCKER_HOST`) and this is root on Debian, a thread that
 /// installs and starts it, then bootstraps the builders' Debian base (an
 /// engine installed just now holds no base image) to where the image build
-/// finds it ([`crate::vocab::base::made_ahead_path`]). Its output goes to a
-/// log, with a line on the terminal as each part begins and ends. Best
+/// finds it ([`crate::vocab::base::made_ahead_path`]). Its commands run at
+/// the lowest CPU priority, their output in a log, with a line on the
+/// terminal as each part begins and ends. Best
 /// effort: what fails here the engine command does again, and reports.
 fn set_up_meanwhile() -> Option<std::thread::JoinHandle<()>> {
     use crate::adapters::host::{self, Output, Recommends};
@@ -261,7 +262,7 @@ fn set_up_meanwhile() -> Option<std::thread::JoinHandle<()>> {
     }
     Some(std::thread::spawn(move || {
         let started = std::time::Instant::now();
-        let log = Output::Log(PathBuf::from(SETUP_LOG));
+        let log = Output::Background(PathBuf::from(SETUP_LOG));
         let said =
             |what: &str| eprintln!("meanwhile: {what} ({:.0} s; log: {SETUP_LOG})", started.elapsed().as_secs_f64());
         said(&format!("no Docker engine here: installing Debian's {}", missing.join(" ")));

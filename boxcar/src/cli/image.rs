@@ -63,6 +63,7 @@ pub(crate) fn run(sh: &Shell, ctx: &mut Context, args: Args) -> anyhow::Result<(
         key_files: args.check.key_files,
         size_budget_kib: args.check.size_budget_kib,
         ignored_env: None,
+        compile_along: Vec::new(),
     };
     let prepared = build::prepare(sh, ctx, &service, &options)?;
     let target = args.push.as_deref().map(|text| publish::parse_target(text, &prepared.commit().tag)).transpose()?;

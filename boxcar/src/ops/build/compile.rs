@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::base::{TARGET, registry_volume};
-use super::error::{Error, Result, on_engine, on_file};
+use super::cache::Cache;
+use super::error::{Error, Result, on_engine};
 use super::target::{build_lock, create_target_volume, target_volume};
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
@@ -25,6 +26,41 @@ pub struct Binary {
     pub package: String,
     pub bin: String,
     pub profile: Profile,
+    /// Other binaries `(package, bin)` compiled in the same cargo run, for
+    /// builds of theirs that follow: cargo resolves features once for all of
+    /// them, so a dependency they share compiles once, not once per feature
+    /// set. Every binary of the run is cached under the name of the whole
+    /// set, so a build of one of them alone never takes a binary compiled
+    /// with the others' features.
+    pub along: Vec<(String, String)>,
+}
+
+impl Binary {
+    /// What the cache key adds for a binary compiled along others: a hash of
+    /// the whole set, this one included, in any order.
+    fn set_key(&self) -> String {
+        if self.along.is_empty() {
+            return String::new();
+        }
+        let mut set: Vec<(&str, &str)> = self.along.iter().map(|(p, b)| (p.as_str(), b.as_str())).collect();
+        set.push((&self.package, &self.bin));
+        super::cache::set_key(set)
+    }
+
+    /// The binaries compiled along this one, each as the build of its own
+    /// that follows asks for it.
+    fn companions(&self) -> Vec<Binary> {
+        self.along
+            .iter()
+            .filter(|(p, b)| (p, b) != (&self.package, &self.bin))
+            .map(|(package, bin)| {
+                let mut along = self.along.clone();
+                along.retain(|(p, b)| (p, b) != (package, bin));
+                along.push((self.package.clone(), self.bin.clone()));
+                Binary { package: package.clone(), bin: bin.clone(), profile: self.profile, along }
+            })
+            .collect()
+    }
 }
 
 /// How the builder compiles: what production gets, or the inner loop's.
@@ -46,6 +82,12 @@ impl Profile {
             Profile::Release => "release",
             Profile::Fast => "boxcar-fast",
         }
+    }
+
+    /// The profile's name in the binary cache: none for release, whose
+    /// binaries keep the name they always had.
+    fn cache_name(self) -> Option<&'static str> {
+        (self != Profile::Release).then(|| self.cargo_name())
     }
 
     /// cargo's arguments for the profile. The fast one is defined here, with
@@ -126,7 +168,8 @@ pub async fn compile(
     let trees = super::sources::trees(sh, root, excluded)?;
     let files: usize = trees.iter().map(|t| t.files.len()).sum();
     let (sources, source_hash) = super::sources::read(&trees)?;
-    let cache = Cache::of(root, builder, what, &source_hash[..16]);
+    let key = format!("{}{}", &source_hash[..16], what.set_key());
+    let cache = Cache::of(root, builder, &what.bin, what.profile.cache_name(), &key);
     if let Some((binary, ca_bundle)) = cache.read() {
         let how = format!("cached: sources unchanged since the last build (source hash {})", &source_hash[..16]);
         return Ok(Compiled { binary, ca_bundle, how, took: start.elapsed() });
@@ -180,65 +223,29 @@ pub async fn compile(
         if bumped > 0 && bumped < files {
             eprintln!("{bumped} source file(s) differ from what {target} was last given");
         }
-        run_build(docker, &name, context, files, &output).await
+        let built = run_build(docker, &name, context, files, &output).await?;
+        let mut companions = Vec::new();
+        for companion in what.companions() {
+            let path = format!("/target/{TARGET}/{}/{}", what.profile.cargo_name(), companion.bin);
+            companions.push((download(docker, &name, &path).await?, companion));
+        }
+        Ok::<_, Error>((built, companions))
     }
     .await;
     let _ = docker
         .remove_container(&name, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()))
         .await;
-    let (binary, ca_bundle, compiled) = result?;
+    let ((binary, ca_bundle, compiled), companions) = result?;
     cache.write(&binary, &ca_bundle)?;
+    for (companion_binary, companion) in companions {
+        Cache::of(root, builder, &companion.bin, companion.profile.cache_name(), &key)
+            .write(&companion_binary, &ca_bundle)?;
+    }
     // cargo's own count says how much compiled this time.
     let how = cold_reason.or(profile_cold).unwrap_or_else(|| {
         format!("warm: {target} holds earlier builds; {compiled} crate(s) compiled, the rest reused")
     });
     Ok(Compiled { binary, ca_bundle, how, took: start.elapsed() })
-}
-
-/// Where a compiled binary is kept in `target/boxcar-image/`: by binary,
-/// profile, builder and source hash, with the builder's CA bundle beside it.
-struct Cache {
-    dir: PathBuf,
-    /// What every cached binary of this binary, profile and builder starts with.
-    prefix: String,
-    bin: PathBuf,
-    ca: PathBuf,
-}
-
-impl Cache {
-    fn of(root: &Path, builder: &str, what: &Binary, key: &str) -> Cache {
-        let dir = root.join("target/boxcar-image");
-        let builder_id = builder.rsplit(':').next().unwrap_or(builder);
-        let bin = &what.bin;
-        // Release binaries keep the name they always had; others say their profile.
-        let prefix = match what.profile {
-            Profile::Release => format!("{bin}-{builder_id}-"),
-            other => format!("{bin}-{}-{builder_id}-", other.cargo_name()),
-        };
-        let (bin, ca) = (dir.join(format!("{prefix}{key}")), dir.join(format!("ca-{builder_id}.crt")));
-        Cache { dir, prefix, bin, ca }
-    }
-
-    fn read(&self) -> Option<(Vec<u8>, Vec<u8>)> {
-        Some((std::fs::read(&self.bin).ok()?, std::fs::read(&self.ca).ok()?))
-    }
-
-    /// Keeps `binary` as the one cached binary of its kind (the newest), and the CA bundle.
-    fn write(&self, binary: &[u8], ca_bundle: &[u8]) -> Result<()> {
-        std::fs::create_dir_all(&self.dir).map_err(on_file(format!("creating {}", self.dir.display())))?;
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(&self.prefix) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
-        boxcar_secrets::write_atomic(&self.bin, binary, Some(0o755))
-            .map_err(on_file(format!("writing {}", self.bin.display())))?;
-        boxcar_secrets::write_atomic(&self.ca, ca_bundle, Some(0o644))
-            .map_err(on_file(format!("writing {}", self.ca.display())))?;
-        Ok(())
-    }
 }
 
 /// The build container: `cargo build` of `what` in the builder, with the
@@ -260,6 +267,7 @@ fn build_container(builder: &str, what: &Binary, target: &str, linker: &str) -> 
                 .map(String::from)
                 .chain(what.profile.builder_args())
                 .chain(["-p", what.package.as_str(), "--bin", what.bin.as_str()].map(String::from))
+                .chain(what.along.iter().flat_map(|(p, b)| ["-p".to_owned(), p.clone(), "--bin".to_owned(), b.clone()]))
                 .collect(),
         ),
         working_dir: Some(super::sources::SRC.to_owned()),
@@ -421,5 +429,43 @@ mod tests {
         assert_eq!(fast_linker(Some("ld".into())).unwrap(), "ld");
         let bad = fast_linker(Some("lld\u{1b}[2J".into())).unwrap_err().to_string();
         assert!(bad.starts_with("BOXCAR_FAST_LINKER `lld\\u{1b}[2J` is not a linker"), "{bad}");
+    }
+
+    fn binary(package: &str, bin: &str, along: &[(&str, &str)]) -> Binary {
+        let along = along.iter().map(|(p, b)| ((*p).to_owned(), (*b).to_owned())).collect();
+        Binary { package: package.into(), bin: bin.into(), profile: Profile::Fast, along }
+    }
+
+    #[test]
+    fn binaries_compiled_together_are_cached_under_their_set() {
+        let alone = binary("app", "app", &[]);
+        assert_eq!(alone.set_key(), "");
+        assert!(alone.companions().is_empty());
+        let app = binary("app", "app", &[("standin", "standin")]);
+        let key = app.set_key();
+        assert!(key.starts_with("-with-") && key.len() == "-with-".len() + 8, "{key}");
+        // The companion's own build asks for the set from its side: same key.
+        let companions = app.companions();
+        assert_eq!(companions.len(), 1);
+        let standin = &companions[0];
+        assert_eq!((standin.package.as_str(), standin.bin.as_str()), ("standin", "standin"));
+        assert_eq!(standin.along, [("app".to_owned(), "app".to_owned())]);
+        assert_eq!(standin.set_key(), key);
+        assert_eq!(binary("standin", "standin", &[("app", "app")]).set_key(), key);
+        // Another set, or another binary of a package, is another key.
+        assert_ne!(binary("app", "app", &[("standin", "other")]).set_key(), key);
+        assert_ne!(binary("app", "app", &[("standin", "standin"), ("x", "x")]).set_key(), key);
+        let three = binary("app", "app", &[("b", "b"), ("c", "c")]);
+        let keys: Vec<String> = three.companions().iter().map(Binary::set_key).collect();
+        assert_eq!(keys, [three.set_key(), three.set_key()]);
+    }
+
+    #[test]
+    fn binaries_compiled_together_are_one_cargo_run() {
+        let app = binary("app", "app", &[("standin", "standin")]);
+        let cmd = build_container("b:1", &app, "t", "mold").cmd.unwrap().join(" ");
+        assert!(cmd.ends_with("-p app --bin app -p standin --bin standin"), "{cmd}");
+        let cmd = build_container("b:1", &binary("app", "app", &[]), "t", "mold").cmd.unwrap().join(" ");
+        assert!(cmd.ends_with("-p app --bin app"), "{cmd}");
     }
 }

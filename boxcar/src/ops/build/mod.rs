@@ -8,6 +8,7 @@
 
 pub mod assemble;
 pub(crate) mod base;
+mod cache;
 pub(crate) mod check;
 pub mod compile;
 mod error;
@@ -47,6 +48,9 @@ pub struct Options {
     /// An environment file git ignores that ships all the same, and the one
     /// tag the image then gets: `(file name, tag)` (the demo's own).
     pub ignored_env: Option<(String, String)>,
+    /// Other binaries `(package, bin)` compiled in the same cargo run, whose
+    /// own builds follow and find them made (see [`compile::Binary::along`]).
+    pub compile_along: Vec<(String, String)>,
 }
 
 /// What `image` made.
@@ -153,8 +157,12 @@ impl Prepared {
         let prefetch = prefetch::Prefetch::start(docker, &self.root).await;
         let builder =
             base::ensure_builder(sh, docker, &self.root, self.ca_bundle.as_deref(), &service.packages).await?;
-        let binary =
-            compile::Binary { package: service.package.clone(), bin: service.bin.clone(), profile: options.profile };
+        let binary = compile::Binary {
+            package: service.package.clone(),
+            bin: service.bin.clone(),
+            profile: options.profile,
+            along: options.compile_along.clone(),
+        };
         let compiled = compile::compile(sh, docker, &self.root, &builder, &binary, &self.excluded, prefetch).await?;
         eprintln!("binary: {} ({:.1} s)", compiled.how, compiled.took.as_secs_f64());
         if let Err(why) = check::is_static(&compiled.binary) {
