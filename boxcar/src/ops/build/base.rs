@@ -108,13 +108,18 @@ async fn bootstrap(docker: &Docker) -> Result<()> {
     imported
 }
 
+/// Whether a bootstrap made ahead `age` ago may still be used.
+fn young(age: std::time::Duration) -> bool {
+    age < MADE_AHEAD_FOR
+}
+
 /// The bootstrap made ahead at `path`, if it may be used: a file of root's
 /// that no one else may write, younger than [`MADE_AHEAD_FOR`]. One that is
 /// not is removed.
 fn made_ahead(path: &Path) -> Option<std::path::PathBuf> {
     use std::os::unix::fs::MetadataExt as _;
     let meta = std::fs::symlink_metadata(path).ok()?;
-    let young = meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age < MADE_AHEAD_FOR);
+    let young = meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(young);
     let roots = meta.file_type().is_file() && meta.uid() == 0 && meta.mode() & 0o022 == 0;
     if young && roots {
         return Some(path.to_owned());
@@ -380,5 +385,37 @@ mod tests {
         ] {
             assert_eq!(channel_of(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn only_a_young_bootstrap_of_roots_that_no_one_else_may_write_is_taken() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("debian.tar");
+        let write = |mode: u32, age_hours: u64| {
+            std::fs::write(&path, b"rootfs").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let when = std::time::SystemTime::now() - std::time::Duration::from_secs(age_hours * 3600);
+            std::fs::File::options().write(true).open(&path).unwrap().set_modified(when).unwrap();
+        };
+        let root = host::is_root().unwrap();
+        write(0o644, 1);
+        // Only root's file is taken: the test's own is when it runs as root.
+        assert_eq!(made_ahead(&path).is_some(), root);
+        if root {
+            assert!(path.exists(), "a usable bootstrap stays for its import");
+        }
+        for (mode, age_hours, why) in [(0o664, 1, "group-writable"), (0o646, 1, "world-writable"), (0o644, 25, "old")] {
+            write(mode, age_hours);
+            assert_eq!(made_ahead(&path), None, "{why}");
+            assert!(!path.exists(), "a {why} bootstrap is removed");
+        }
+        // A link is not followed, and nothing is there to take.
+        std::fs::write(dir.path().join("elsewhere"), b"rootfs").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &path).unwrap();
+        assert_eq!(made_ahead(&path), None);
+        assert_eq!(made_ahead(&dir.path().join("missing.tar")), None);
+        assert!(young(MADE_AHEAD_FOR - std::time::Duration::from_nanos(1)));
+        assert!(!young(MADE_AHEAD_FOR));
     }
 }
