@@ -24,25 +24,37 @@ use std::process::{Command, ExitCode, Stdio};
 pub const ENGINE_COMMANDS: &[&str] =
     &["image", "image-check", "deploy", "dev", "status", "logs", "undeploy", "manifests"];
 
-/// Set in the engine binary's environment to the xtask's folder, so a build
-/// that still lacks the feature says so instead of handing over again, and
-/// the engine binary can tell it is this workspace's (see [`check_handed_over`]).
+/// Set in the engine binary's environment to `<process id>:<xtask folder>`,
+/// so a build that still lacks the feature says so instead of handing over
+/// again, and the engine binary can tell it is this workspace's (see
+/// [`check_handed_over`]). The process id is the one the handover ran in,
+/// which `exec` keeps: every process the engine binary starts inherits the
+/// variable with another id, and takes it for no handover of its own (an
+/// xtask run by another's `cargo xtask test` is one).
 const HANDED_OVER: &str = "BOXCAR_ENGINE_HANDOVER";
+
+/// The xtask folder a handover to this very process names, if one does.
+fn handed_over_to_me(marker: Option<&std::ffi::OsStr>, me: u32) -> Option<PathBuf> {
+    let marker = marker?.to_str()?;
+    let (pid, dir) = marker.split_once(':')?;
+    (pid.parse::<u32>().ok()? == me).then(|| PathBuf::from(dir))
+}
 
 /// In the engine binary: whether what handed over was this xtask. cargo
 /// puts every workspace's `xtask` binary at `<target>/debug/xtask`, so with a
 /// target folder shared between workspaces (`CARGO_TARGET_DIR`), another
 /// workspace's build may replace the file between the build and its start.
 pub fn check_handed_over(xtask_manifest_dir: &Path) -> Result<(), String> {
-    handed_over_from(std::env::var_os(HANDED_OVER).as_deref(), xtask_manifest_dir)
+    let marker = std::env::var_os(HANDED_OVER);
+    handed_over_from(handed_over_to_me(marker.as_deref(), std::process::id()).as_deref(), xtask_manifest_dir)
 }
 
-fn handed_over_from(from: Option<&std::ffi::OsStr>, xtask_manifest_dir: &Path) -> Result<(), String> {
+fn handed_over_from(from: Option<&Path>, xtask_manifest_dir: &Path) -> Result<(), String> {
     match from {
-        Some(from) if Path::new(from) != xtask_manifest_dir => Err(format!(
+        Some(from) if from != xtask_manifest_dir => Err(format!(
             "the xtask of {} was to run, and this is the one of {}: another workspace's build replaced it in the \
              target folder they share (CARGO_TARGET_DIR); run the command again, or give each workspace its own target",
-            Path::new(&from).display(),
+            from.display(),
             xtask_manifest_dir.display()
         )),
         _ => Ok(()),
@@ -71,7 +83,7 @@ pub fn hand_over(
     set_up: bool,
 ) -> ExitCode {
     let feature = engine_feature(xtask_manifest_dir);
-    if std::env::var_os(HANDED_OVER).is_some() {
+    if handed_over_to_me(std::env::var_os(HANDED_OVER).as_deref(), std::process::id()).is_some() {
         eprintln!(
             "error: `{command}` needs boxcar's engine feature, and the xtask built with `--features {feature}` \
              lacks it: another build replaced it meanwhile (run the command again), or {} names boxcar in a way \
@@ -100,7 +112,8 @@ pub fn hand_over(
         }
     };
     let mut engine = Command::new(&binary);
-    engine.args(args.iter().skip(1)).env(HANDED_OVER, xtask_manifest_dir);
+    let marker = format!("{}:{}", std::process::id(), xtask_manifest_dir.display());
+    engine.args(args.iter().skip(1)).env(HANDED_OVER, marker);
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt as _;
@@ -342,6 +355,19 @@ mod tests {
         assert_eq!(handed_over_from(Some("/w/xtask".as_ref()), here), Ok(()));
         let other = handed_over_from(Some("/v/xtask".as_ref()), here).unwrap_err();
         assert!(other.starts_with("the xtask of /v/xtask was to run, and this is the one of /w/xtask"), "{other}");
+    }
+
+    #[test]
+    fn only_a_handover_to_this_very_process_counts() {
+        let marker = |text: &str| Some(std::ffi::OsString::from(text));
+        // exec keeps the process id: the engine binary sees its own.
+        assert_eq!(handed_over_to_me(marker("42:/w/x:tra/xtask").as_deref(), 42), Some("/w/x:tra/xtask".into()));
+        // Inherited from an xtask further up (its `cargo xtask test` running
+        // another workspace's xtask): not a handover to this process.
+        assert_eq!(handed_over_to_me(marker("41:/w/xtask").as_deref(), 42), None);
+        assert_eq!(handed_over_to_me(marker("/w/xtask").as_deref(), 42), None);
+        assert_eq!(handed_over_to_me(marker("x:/w/xtask").as_deref(), 42), None);
+        assert_eq!(handed_over_to_me(None, 42), None);
     }
 
     #[test]
