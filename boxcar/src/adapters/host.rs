@@ -55,6 +55,14 @@ pub enum Output {
 }
 
 impl Output {
+    /// Says `what` on the terminal; background work keeps quiet (its caller
+    /// says what it does).
+    fn say(&self, what: &str) {
+        if let Output::Terminal = self {
+            eprintln!("{what}");
+        }
+    }
+
     /// Runs `program` with `args`, its output where this says, without the
     /// secret key's variables.
     fn run(&self, program: &str, args: &[&str]) -> Result<(), Error> {
@@ -132,9 +140,7 @@ pub fn apt_install(packages: &[&str], recommends: Recommends, why: &str, output:
             packages: packages.iter().map(|p| (*p).to_owned()).collect(),
         });
     }
-    if let Output::Terminal = output {
-        eprintln!("{why}: installing Debian's {list} (apt-get install, a minute or two)");
-    }
+    output.say(&format!("{why}: installing Debian's {list} (apt-get install, a minute or two)"));
     output.run("apt-get", &["update", "-qq"])?;
     // No pty for dpkg: its progress bars would fill a log line by line.
     let mut args = vec!["install", "-y", "-qq", "-o", "Dpkg::Use-Pty=0"];
@@ -203,16 +209,12 @@ impl Started {
 /// own process group, its output in [`DOCKERD_LOG`].
 pub fn start_daemon(output: &Output) -> Result<Started, Error> {
     if Path::new("/run/systemd/system").exists() {
-        if let Output::Terminal = output {
-            eprintln!("starting the Docker engine: systemctl start docker");
-        }
+        output.say("starting the Docker engine: systemctl start docker");
         output.run("systemctl", &["start", "docker"])?;
         return Ok(Started::Systemd);
     }
     let dockerd = find_program("dockerd").ok_or(Error::NoDaemon)?;
-    if let Output::Terminal = output {
-        eprintln!("starting the Docker engine: {} in the background (log: {DOCKERD_LOG})", dockerd.display());
-    }
+    output.say(&format!("starting the Docker engine: {} in the background (log: {DOCKERD_LOG})", dockerd.display()));
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -272,9 +274,7 @@ pub fn bootstrap_debian(suite: &str, include: &[&str], archive: &Path, output: &
     let include = (!include.is_empty()).then(|| format!("--include={}", include.join(",")));
     let failed = |source| Error::Bootstrap { mirror: mirror.clone(), source: Box::new(source) };
     if mmdebstrap {
-        if let Output::Terminal = output {
-            eprintln!("bootstrapping Debian {suite} from {mirror} (mmdebstrap, a minute or so)");
-        }
+        output.say(&format!("bootstrapping Debian {suite} from {mirror} (mmdebstrap, a minute or so)"));
         // Device nodes are the engine's to provide.
         let mut args = vec!["--variant=minbase", "--skip=output/dev"];
         args.extend(include.as_deref());
@@ -283,9 +283,8 @@ pub fn bootstrap_debian(suite: &str, include: &[&str], archive: &Path, output: &
     } else {
         let rootfs = work.path().join("rootfs");
         let rootfs_arg = rootfs.to_string_lossy();
-        if let Output::Terminal = output {
-            eprintln!("bootstrapping Debian {suite} from {mirror} into {rootfs_arg} (debootstrap, a few minutes)");
-        }
+        output
+            .say(&format!("bootstrapping Debian {suite} from {mirror} into {rootfs_arg} (debootstrap, a few minutes)"));
         let mut args = vec!["--variant=minbase"];
         args.extend(include.as_deref());
         args.extend_from_slice(&[suite, &rootfs_arg, &mirror]);
